@@ -1,0 +1,192 @@
+"""MNIST held in memory as uint8 tensors, and batches sliced from it.
+
+The whole dataset is 47 MB as uint8, so it lives in memory as one tensor per
+split. Training batches are slices of a seeded permutation, scaled to [0, 1]
+on the whole batch at once: no per-sample PIL transform on the hot path
+(the shape of Keller Jordan's airbench loaders).
+
+Where the files come from, in order:
+1. ``DIGITREC_DATA`` (default ``data/``), if torchvision's raw files are there;
+2. an offline mirror of the four original ``*-ubyte.gz`` files
+   (``DIGITREC_MNIST_MIRROR``, then ``../shared/data/mnist`` beside the
+   repository), unpacked into the raw folder torchvision reads;
+3. torchvision's own download.
+The mirror is tried before the download because it is local, instant and holds
+byte-identical files; the download is the last resort for a machine with
+neither.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from digitrec.errors import DataUnavailable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class DigitSet:
+    """Digits and their labels.
+
+    images: (N, 28, 28) uint8, ink is bright (0 background, 255 full ink).
+    labels: (N,) int64 in 0..9.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int) -> "DigitSet":
+        """The first ``n`` digits (a quick set for demos and tests)."""
+        return DigitSet(self.images[:n], self.labels[:n])
+
+    def indices_of(self, digit: int) -> torch.Tensor:
+        """Positions of every example labelled ``digit``."""
+        return torch.nonzero(self.labels == digit).flatten()
+
+
+@dataclass(frozen=True)
+class MNIST:
+    train: DigitSet  # 60,000 digits
+    test: DigitSet  # 10,000 digits
+
+
+def data_dir() -> Path:
+    """Where MNIST is kept: ``DIGITREC_DATA`` or ``data/`` in the repository."""
+    return Path(os.environ.get("DIGITREC_DATA", REPO_ROOT / "data"))
+
+
+def mirror_dirs() -> list[Path]:
+    """Offline mirrors holding the four original ``.gz`` files, in order of preference."""
+    dirs = []
+    if os.environ.get("DIGITREC_MNIST_MIRROR"):
+        dirs.append(Path(os.environ["DIGITREC_MNIST_MIRROR"]))
+    dirs.append(REPO_ROOT.parent / "shared" / "data" / "mnist")
+    return dirs
+
+
+def _raw_dir(root: Path) -> Path:
+    return root / "MNIST" / "raw"
+
+
+def _has_raw(root: Path) -> bool:
+    raw = _raw_dir(root)
+    return all((raw / name).exists() for name in MNIST_FILES)
+
+
+def _unpack_mirror(mirror: Path, root: Path) -> bool:
+    """Unpack a mirror's ``.gz`` files into ``root``'s raw folder; False if incomplete."""
+    if not all((mirror / f"{name}.gz").exists() for name in MNIST_FILES):
+        return False
+    raw = _raw_dir(root)
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        tmp = raw / f".{name}.partial"
+        with gzip.open(mirror / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, raw / name)  # atomic: a half-written file is never read
+    return True
+
+
+def _try_download(root: Path) -> bool:
+    import torchvision
+
+    try:
+        torchvision.datasets.MNIST(str(root), train=True, download=True)
+        torchvision.datasets.MNIST(str(root), train=False, download=True)
+    except Exception:  # no network, a refused mirror, a partial file: all mean "not here"
+        return False
+    return _has_raw(root)
+
+
+def ensure_mnist(root: Path | None = None, download: bool = True) -> Path:
+    """Make sure the raw MNIST files are in ``root``; return ``root``.
+
+    Raises DataUnavailable, saying how to get the data, when no source has it.
+    """
+    root = Path(root) if root is not None else data_dir()
+    if _has_raw(root):
+        return root
+    for mirror in mirror_dirs():
+        if _unpack_mirror(mirror, root):
+            return root
+    if download and _try_download(root):
+        return root
+    raise DataUnavailable(
+        f"MNIST was not found in {root} and could not be downloaded. "
+        "Either connect to the internet and run `python -m digitrec data`, or put the four "
+        "original files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in a folder and set "
+        "DIGITREC_MNIST_MIRROR to it."
+    )
+
+
+def load_mnist(root: Path | None = None, download: bool = True) -> MNIST:
+    """Both splits of MNIST as in-memory uint8 tensors (about 55 MB)."""
+    import torchvision
+
+    root = ensure_mnist(root, download=download)
+    splits = []
+    for train in (True, False):
+        ds = torchvision.datasets.MNIST(str(root), train=train, download=False)
+        splits.append(DigitSet(ds.data.contiguous(), ds.targets.long().contiguous()))
+    return MNIST(train=splits[0], test=splits[1])
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 digits (N, 28, 28) -> model input (N, 1, 28, 28) float32 in [0, 1].
+
+    The models read pixel intensities in [0, 1] rather than mean/std-standardised
+    values, so every number the explorers show is a plain "how much ink".
+    """
+    return images.unsqueeze(1).float().div_(255.0)
+
+
+def batches(
+    digits: DigitSet,
+    batch_size: int,
+    shuffle: bool = True,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (x, y): x (B, 1, 28, 28) float in [0, 1], y (B,) int64.
+
+    Shuffled with one ``randperm`` per pass over the data; the last batch may be
+    smaller. Pass a seeded ``generator`` for a reproducible order.
+    """
+    n = len(digits)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    images, labels = digits.images, digits.labels
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        yield to_input(images[idx]), labels[idx]
+
+
+def synthetic_digits(n: int = 256, seed: int = 0) -> DigitSet:
+    """Random blob "digits" for tests that need shapes, not real handwriting.
+
+    Each class is a fixed random pattern plus noise, so a model can learn it.
+    """
+    g = torch.Generator().manual_seed(seed)
+    prototypes = (torch.rand(NUM_CLASSES, IMAGE_SIZE, IMAGE_SIZE, generator=g) > 0.7).float()
+    labels = torch.arange(n) % NUM_CLASSES
+    noise = torch.rand(n, IMAGE_SIZE, IMAGE_SIZE, generator=g) * 0.3
+    images = ((prototypes[labels] * 0.7 + noise) * 255).clamp(0, 255).to(torch.uint8)
+    return DigitSet(images, labels)

@@ -1,0 +1,193 @@
+"""What a model computes inside, in real numbers.
+
+``capture_activations`` records every named layer's output through forward
+hooks that are removed even if the forward pass raises (miniai's ``Hooks``).
+The ``*_step`` functions give the arithmetic of one output value of one
+operation (a convolution, a linear neuron, ReLU, max pooling, softmax), taken
+from the same tensors the layer used, so the explanation equals the activation.
+
+None of these leave hooks, gradients or a changed train/eval mode behind.
+(This module is not called ``inspect`` so that it never shadows the standard
+library's module of that name.)
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def forward_hooks(model: nn.Module, names: list[str] | None = None) -> Iterator[dict]:
+    """Record (input, output) of the named children during forward passes.
+
+    Yields a dict filled as the model runs: name -> (input tensor, output tensor),
+    in the order the layers ran. The hooks are removed on exit, also when the
+    forward pass raised.
+    """
+    records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    try:
+        for name, module in model.named_children():
+            if names is not None and name not in names:
+                continue
+
+            def hook(mod, inputs, output, name=name):
+                records[name] = (inputs[0].detach(), output.detach())
+
+            handles.append(module.register_forward_hook(hook))
+        yield records
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def capture_activations(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every named layer's output for input ``x``, in forward order.
+
+    x: (B, 1, 28, 28). Returns name -> (B, ...) tensor; the last entry is the logits.
+    """
+    with eval_mode(model), torch.inference_mode(), forward_hooks(model) as records:
+        model(x)
+    return {name: out for name, (_, out) in records.items()}
+
+
+def layer_io(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output) of one named layer for ``x``."""
+    if layer not in dict(model.named_children()):
+        raise KeyError(f"{type(model).__name__} has no layer {layer!r}")
+    with eval_mode(model), torch.inference_mode(), forward_hooks(model, [layer]) as records:
+        model(x)
+    return records[layer]
+
+
+@dataclass(frozen=True)
+class ConvStep:
+    """The arithmetic of one convolution output value.
+
+    patches, kernel, products: (C_in, k, k). The patch is the input window
+    under the kernel, zeros where it hangs over the padded border.
+    """
+
+    layer: str
+    channel: int  # output channel (feature map) index
+    row: int  # output position
+    col: int
+    patches: torch.Tensor
+    kernel: torch.Tensor
+    products: torch.Tensor
+    channel_sums: torch.Tensor  # (C_in,) sum of each input channel's products
+    bias: float
+    result: float  # sum(channel_sums) + bias: the value before ReLU
+    padding: int
+
+
+def conv_step(
+    model: nn.Module, x: torch.Tensor, layer: str, channel: int, row: int, col: int
+) -> ConvStep:
+    """The kernel x patch sum behind output ``[channel, row, col]`` of ``layer`` for one digit x (1, 1, 28, 28)."""
+    conv = dict(model.named_children())[layer]
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"{layer} is a {type(conv).__name__}, not a convolution")
+    inp, _ = layer_io(model, x, layer)
+    k = conv.kernel_size[0]
+    pad = conv.padding[0]
+    stride = conv.stride[0]
+    padded = nn.functional.pad(inp[0], (pad, pad, pad, pad))  # (C_in, H + 2p, W + 2p)
+    r, c = row * stride, col * stride
+    patches = padded[:, r : r + k, c : c + k]
+    kernel = conv.weight.detach()[channel]  # (C_in, k, k)
+    products = patches * kernel
+    channel_sums = products.sum(dim=(1, 2))
+    bias = float(conv.bias.detach()[channel]) if conv.bias is not None else 0.0
+    return ConvStep(
+        layer, channel, row, col, patches, kernel, products, channel_sums, bias,
+        float(channel_sums.sum()) + bias, pad,
+    )
+
+
+@dataclass(frozen=True)
+class LinearStep:
+    """The weighted sum behind one neuron of a Linear layer: sum(w * x) + b."""
+
+    layer: str
+    neuron: int
+    inputs: torch.Tensor  # (in_features,)
+    weights: torch.Tensor  # (in_features,)
+    products: torch.Tensor  # (in_features,)
+    bias: float
+    result: float
+
+
+def linear_step(model: nn.Module, x: torch.Tensor, layer: str, neuron: int) -> LinearStep:
+    """The arithmetic of neuron ``neuron`` of Linear ``layer`` for one digit x (1, 1, 28, 28)."""
+    lin = dict(model.named_children())[layer]
+    if not isinstance(lin, nn.Linear):
+        raise TypeError(f"{layer} is a {type(lin).__name__}, not a Linear layer")
+    inp, _ = layer_io(model, x, layer)
+    inputs = inp[0]
+    weights = lin.weight.detach()[neuron]
+    products = inputs * weights
+    bias = float(lin.bias.detach()[neuron])
+    return LinearStep(layer, neuron, inputs, weights, products, bias, float(products.sum()) + bias)
+
+
+@dataclass(frozen=True)
+class PoolStep:
+    """One max-pooling output: the window it looked at and the largest value in it."""
+
+    window: torch.Tensor  # (k, k)
+    argmax: tuple[int, int]  # position of the maximum inside the window
+    result: float
+
+
+def pool_step(feature_map: torch.Tensor, row: int, col: int, size: int = 2) -> PoolStep:
+    """max over the ``size`` x ``size`` window of a (H, W) map behind output (row, col)."""
+    window = feature_map[row * size : (row + 1) * size, col * size : (col + 1) * size]
+    flat = int(window.argmax())
+    return PoolStep(window, (flat // size, flat % size), float(window.max()))
+
+
+def relu(values: torch.Tensor) -> torch.Tensor:
+    """max(0, x), cell by cell."""
+    return values.clamp(min=0)
+
+
+@dataclass(frozen=True)
+class SoftmaxStep:
+    """exp(z_i) / sum_j exp(z_j), with the max subtracted first for numerical safety."""
+
+    logits: torch.Tensor  # (10,)
+    shifted: torch.Tensor  # logits - max(logits): the same softmax, no overflow
+    exps: torch.Tensor  # exp(shifted)
+    total: float  # sum of exps
+    probs: torch.Tensor  # exps / total
+
+
+def softmax_step(logits: torch.Tensor) -> SoftmaxStep:
+    logits = logits.detach().flatten().double()
+    shifted = logits - logits.max()
+    exps = shifted.exp()
+    total = float(exps.sum())
+    return SoftmaxStep(logits, shifted, exps, total, exps / total)
+
+
+def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (B, 10) for x (B, 1, 28, 28), without touching the model's mode."""
+    with eval_mode(model), torch.inference_mode():
+        return torch.softmax(model(x), dim=1)

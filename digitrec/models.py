@@ -1,0 +1,215 @@
+"""The two networks: FCNet (3Blue1Brown's) and TinyVGG (CNN Explainer's).
+
+Both read x of shape (B, 1, 28, 28), pixel intensities in [0, 1], and return
+(B, 10) logits. Every operation is its own named child module, in forward
+order, so activation capture, the explorers and Captum's DeepLift see each
+ReLU and pooling step separately.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import nn
+
+from digitrec.data import IMAGE_SIZE, NUM_CLASSES
+from digitrec.errors import InvalidConfig
+
+
+@dataclass(frozen=True)
+class FCConfig:
+    """Fully connected network: flatten -> (Linear -> ReLU) per hidden layer -> Linear."""
+
+    architecture = "fcnet"  # class attribute, not a field: names the model in checkpoints
+    # Hidden layer widths. 16-16 is the network of 3Blue1Brown's video: small
+    # enough to show every neuron, still about 95 % accurate.
+    hidden: tuple[int, ...] = (16, 16)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if not self.hidden or any(h < 1 or h > 4096 for h in self.hidden):
+            raise InvalidConfig(
+                f"Hidden widths must be one or more whole numbers from 1 to 4096, got {self.hidden}."
+            )
+
+
+@dataclass(frozen=True)
+class TinyVGGConfig:
+    """TinyVGG: 2 x [conv3x3 -> ReLU -> conv3x3 -> ReLU -> maxpool2] -> flatten -> Linear."""
+
+    architecture = "tinyvgg"
+    # Feature maps per conv layer. CNN Explainer uses 10: enough for 99 % on
+    # MNIST and few enough to show every map on one screen.
+    channels: int = 10
+    # Padding 1 keeps each block's maps the size of its input (28 -> 28, 14 -> 14),
+    # so a feature map lines up pixel for pixel with the digit (learnpytorch.io's
+    # TinyVGG for 28 x 28 images does the same).
+    padding: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.channels) <= 256:
+            raise InvalidConfig(f"Channels must be from 1 to 256, got {self.channels}.")
+        if int(self.padding) not in (0, 1):
+            raise InvalidConfig(f"Padding must be 0 or 1, got {self.padding}.")
+
+
+ModelConfig = Union[FCConfig, TinyVGGConfig]
+
+PRESETS: dict[str, ModelConfig] = {
+    "fc": FCConfig(),  # 784-16-16-10, 3Blue1Brown's network
+    "fc-wide": FCConfig(hidden=(128, 64)),  # 784-128-64-10, about 98 %
+    "cnn": TinyVGGConfig(),  # CNN Explainer's TinyVGG on 1 x 28 x 28
+}
+
+
+class FCNet(nn.Module):
+    def __init__(self, config: FCConfig = FCConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.flatten = nn.Flatten()
+        width = IMAGE_SIZE * IMAGE_SIZE
+        for i, h in enumerate(config.hidden, start=1):
+            setattr(self, f"fc_{i}", nn.Linear(width, h))
+            setattr(self, f"relu_{i}", nn.ReLU())
+            width = h
+        self.output = nn.Linear(width, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.flatten(x)  # (B, 784)
+        for i in range(1, len(self.config.hidden) + 1):
+            x = getattr(self, f"relu_{i}")(getattr(self, f"fc_{i}")(x))  # (B, hidden[i-1])
+        return self.output(x)  # (B, 10)
+
+
+class TinyVGG(nn.Module):
+    def __init__(self, config: TinyVGGConfig = TinyVGGConfig()) -> None:
+        super().__init__()
+        self.config = config
+        c, p = config.channels, config.padding
+        self.conv_1_1 = nn.Conv2d(1, c, kernel_size=3, padding=p)
+        self.relu_1_1 = nn.ReLU()
+        self.conv_1_2 = nn.Conv2d(c, c, kernel_size=3, padding=p)
+        self.relu_1_2 = nn.ReLU()
+        self.max_pool_1 = nn.MaxPool2d(2)
+        self.conv_2_1 = nn.Conv2d(c, c, kernel_size=3, padding=p)
+        self.relu_2_1 = nn.ReLU()
+        self.conv_2_2 = nn.Conv2d(c, c, kernel_size=3, padding=p)
+        self.relu_2_2 = nn.ReLU()
+        self.max_pool_2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        side = _tinyvgg_side(p)
+        self.output = nn.Linear(c * side * side, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Shapes for the default padding 1 and 10 channels.
+        x = self.relu_1_1(self.conv_1_1(x))  # (B, 10, 28, 28)
+        x = self.relu_1_2(self.conv_1_2(x))  # (B, 10, 28, 28)
+        x = self.max_pool_1(x)  # (B, 10, 14, 14)
+        x = self.relu_2_1(self.conv_2_1(x))  # (B, 10, 14, 14)
+        x = self.relu_2_2(self.conv_2_2(x))  # (B, 10, 14, 14)
+        x = self.max_pool_2(x)  # (B, 10, 7, 7)
+        x = self.flatten(x)  # (B, 490)
+        return self.output(x)  # (B, 10)
+
+
+def _tinyvgg_side(padding: int) -> int:
+    """Side of the last feature map: each conv changes it by 2*padding - 2, each pool halves it."""
+    side = IMAGE_SIZE
+    for _ in range(2):  # two blocks
+        side = side + 2 * padding - 2  # conv_x_1
+        side = side + 2 * padding - 2  # conv_x_2
+        side //= 2  # max_pool_x
+    return side
+
+
+def build(config: ModelConfig, seed: int | None = None) -> nn.Module:
+    """A fresh model for ``config``; ``seed`` makes its initial weights reproducible."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    if isinstance(config, FCConfig):
+        return FCNet(config)
+    if isinstance(config, TinyVGGConfig):
+        return TinyVGG(config)
+    raise InvalidConfig(f"Unknown model configuration {config!r}.")
+
+
+def config_to_dict(config: ModelConfig) -> dict:
+    """The configuration as plain JSON-able values, with its architecture name."""
+    d = dataclasses.asdict(config)
+    d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    return {"architecture": config.architecture, **d}
+
+
+def config_from_dict(d: dict) -> ModelConfig:
+    """Inverse of ``config_to_dict``; raises InvalidConfig for anything unknown."""
+    d = dict(d)
+    arch = d.pop("architecture", None)
+    classes = {FCConfig.architecture: FCConfig, TinyVGGConfig.architecture: TinyVGGConfig}
+    if arch not in classes:
+        raise InvalidConfig(f"Unknown architecture {arch!r}; expected one of {sorted(classes)}.")
+    cls = classes[arch]
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(d) - names:
+        raise InvalidConfig(f"Unknown {arch} settings: {sorted(set(d) - names)}.")
+    if "hidden" in d:
+        d["hidden"] = tuple(d["hidden"])
+    try:
+        return cls(**d)
+    except (TypeError, ValueError) as e:
+        raise InvalidConfig(f"Bad {arch} settings {d}: {e}") from e
+
+
+def display_name(config: ModelConfig) -> str:
+    """A short human name: 'FCNet 784-16-16-10' or 'TinyVGG (10 channels)'."""
+    if isinstance(config, FCConfig):
+        return "FCNet " + "-".join(str(w) for w in (IMAGE_SIZE * IMAGE_SIZE, *config.hidden, NUM_CLASSES))
+    return f"TinyVGG ({config.channels} channels)"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str  # the module's name, e.g. "conv_1_1"
+    kind: str  # "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear"
+    output_shape: tuple[int, ...]  # for one digit, without the batch dimension
+    params: int  # trainable parameters of this layer
+    macs: int  # multiply-adds for one digit's forward pass
+
+
+def describe(model: nn.Module) -> list[LayerInfo]:
+    """Each layer of ``model`` in forward order, measured on one 1 x 28 x 28 input.
+
+    Shapes come from running the model; multiply-adds are counted from those
+    shapes: a Linear layer does in x out, a convolution does, per output value,
+    in_channels x kernel_h x kernel_w. ReLU, pooling and flatten multiply nothing.
+    """
+    from digitrec.inspection import capture_activations
+
+    x = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    acts = capture_activations(model, x)
+    modules = dict(model.named_children())
+    rows = []
+    for name, out in acts.items():
+        m = modules[name]
+        shape = tuple(out.shape[1:])
+        if isinstance(m, nn.Linear):
+            macs = m.in_features * m.out_features
+        elif isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            macs = out.numel() * (m.in_channels // m.groups) * kh * kw
+        else:
+            macs = 0
+        params = sum(p.numel() for p in m.parameters())
+        rows.append(LayerInfo(name, type(m).__name__, shape, params, macs))
+    return rows
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module) -> int:
+    """Multiply-adds of one digit's forward pass."""
+    return sum(row.macs for row in describe(model))
