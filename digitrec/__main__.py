@@ -1,0 +1,5 @@
+"""`python -m digitrec`: see digitrec.cli."""
+
+from digitrec.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,412 @@
+"""The command line: ``python -m digitrec {data,train,evaluate,predict,bench}``.
+
+Each subcommand is one small function over the library. A problem the user
+can fix (a missing file, a corrupt image, a file that is not a checkpoint, a
+setting out of range) prints one line, ``error: <what happened and what to
+do>``, on stderr and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import signal
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from digitrec.errors import DigitrecError, InvalidConfig
+
+EXIT_USAGE = 2  # argparse's own status for bad arguments; ours for fixable problems
+
+# TrainConfig's defaults, read without importing torch before it is needed.
+_TRAIN_DEFAULTS = {"epochs": 3, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "seed": 0, "schedule": "constant"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 fixable problem, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `bench` hands all its arguments to digitrec.bench, which has its own --help.
+    if argv[:1] == ["bench"]:
+        return _run(lambda: cmd_bench(argv[1:]))
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2); argparse has printed why
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    return _run(lambda: args.func(args))
+
+
+def _run(command) -> int:
+    try:
+        return int(command() or 0)
+    except DigitrecError as e:
+        _error(str(e))
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        # A file or folder the user named (an image, an output folder); the message says which.
+        _error(f"{e.filename}: {e.strerror}. Check the path and its permissions.")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+def _error(message: str) -> None:
+    # One line, whatever the message holds, so scripts can grep for it.
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m digitrec",
+        description="How neural networks read handwritten digits: fetch MNIST, train, evaluate and "
+        "run the two networks (FCNet and TinyVGG) from the command line.",
+        epilog="Run `python -m digitrec COMMAND --help` for a command's options. "
+        "The app: `streamlit run streamlit_app/app.py` (or `make run`).",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "data",
+        help="make sure MNIST is on this machine and say where",
+        description="Make sure the four MNIST files are present (from DIGITREC_DATA, an offline "
+        "mirror in DIGITREC_MNIST_MIRROR or ../shared/data/mnist, or a download), then print "
+        "where they are and how many digits each split holds.",
+    )
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser(
+        "train",
+        help="train a network on MNIST and save it as a checkpoint",
+        description="Train FCNet or TinyVGG on the 60,000 MNIST training digits, print the test "
+        "accuracy after each epoch and save a .safetensors checkpoint. Ctrl-C stops after the "
+        "current batch and still saves what was learnt so far (press it twice to abort without "
+        "saving).",
+        epilog="By default the checkpoint goes to runs/MODEL-DATE.safetensors, so a quick run never "
+        "overwrites the committed pretrained weights; pass --out weights/fc.safetensors (or "
+        "cnn) on purpose to replace them (`make weights` does).",
+    )
+    p.add_argument("--model", required=True, choices=["fc", "fc-wide", "cnn"],
+                   help="fc: 784-16-16-10 (3Blue1Brown's); fc-wide: 784-128-64-10; cnn: TinyVGG")
+    p.add_argument("--hidden", type=_widths, default=None, metavar="W1,W2,...",
+                   help="hidden layer widths of an fc model, overriding the preset (e.g. 32,16)")
+    p.add_argument("--channels", type=int, default=None, metavar="C",
+                   help="feature maps per conv layer of the cnn model, overriding the preset's 10")
+    p.add_argument("--epochs", type=int, default=_TRAIN_DEFAULTS["epochs"], help="passes over the training digits (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=_TRAIN_DEFAULTS["batch_size"], help="digits per update (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS["lr"],
+                   help="learning rate (default: %(default)s, right for Adam; SGD needs about 0.05)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default=_TRAIN_DEFAULTS["optimizer"],
+                   help="(default: %(default)s)")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default=_TRAIN_DEFAULTS["schedule"],
+                   help="learning-rate schedule; cosine decays it to 0 by the last step (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_TRAIN_DEFAULTS["seed"],
+                   help="fixes the initial weights and the batch order (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="train on only the first N training digits, for quick runs (the test "
+                   "accuracy is still measured on all 10,000 test digits)")
+    p.add_argument("--out", type=Path, default=None, metavar="PATH",
+                   help="where to save the checkpoint (default: runs/MODEL-DATE.safetensors)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a checkpoint on the 10,000 MNIST test digits",
+        description="Load a checkpoint, measure its accuracy and loss on the 10,000 MNIST test "
+        "digits, per digit class too, and print what its metadata says.",
+    )
+    p.add_argument("path", type=Path, metavar="PATH", help="a .safetensors checkpoint")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "predict",
+        help="read a digit from an image file with both networks",
+        description="Read an image of one handwritten digit (PNG, JPEG, ...; dark on light or light "
+        "on dark), turn it into an MNIST-style 28x28 digit and print both networks' top 3 "
+        "guesses, flagging when they disagree.",
+        epilog="Without --weights the pretrained checkpoints in weights/ are used.",
+    )
+    p.add_argument("image", type=Path, metavar="IMAGE", help="the image file")
+    p.add_argument("--weights", action="append", type=_weights_arg, default=[], metavar="KEY=PATH",
+                   help="use this checkpoint instead of a pretrained one; KEY is fc or cnn "
+                   "(repeat for both)")
+    p.set_defaults(func=cmd_predict)
+
+    # Listed here for --help; main() dispatches it before parsing (see cmd_bench).
+    sub.add_parser(
+        "bench",
+        help="time the training loop and both networks (prints a table)",
+        description="Benchmark: see `python -m digitrec bench --help`.",
+        add_help=False,
+    )
+    return parser
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, like 16,16 (got {text!r})")
+    return widths
+
+
+def _weights_arg(text: str) -> tuple[str, Path]:
+    key, sep, path = text.partition("=")
+    if not sep or key not in ("fc", "cnn") or not path:
+        raise argparse.ArgumentTypeError(f"expected fc=PATH or cnn=PATH (got {text!r})")
+    return key, Path(path)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from digitrec import data
+
+    root = data.ensure_mnist()
+    mnist = data.load_mnist(root)
+    print(f"MNIST is in {root / 'MNIST' / 'raw'}")
+    print(f"  {len(mnist.train):,} training digits, {len(mnist.test):,} test digits")
+    return 0
+
+
+# --- train ---------------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """A training callback that drives a tqdm bar over all steps and prints each epoch."""
+
+    def __init__(self, total_steps: int) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, mininterval=0.2)
+
+    def on_step_end(self, state) -> None:
+        self.bar.set_description(f"epoch {state.epoch}/{state.epochs}", refresh=False)
+        self.bar.set_postfix(
+            loss=f"{state.loss:.3f}", acc=f"{state.accuracy:.1%}",
+            samples_per_s=f"{state.samples_per_s:,.0f}", refresh=False,
+        )
+        self.bar.update(1)
+
+    def on_epoch_end(self, state) -> None:
+        if state.test_accuracy is not None:
+            self._tqdm.write(
+                f"epoch {state.epoch}/{state.epochs}: test accuracy {state.test_accuracy:.2%}, "
+                f"test loss {state.test_loss:.4f} ({state.elapsed_s:.1f} s)"
+            )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from digitrec import checkpoints, data, models, train
+
+    config = models.PRESETS[args.model]
+    if args.hidden is not None:
+        if not isinstance(config, models.FCConfig):
+            raise InvalidConfig("--hidden sets the widths of an fc model; for --model cnn use --channels.")
+        config = replace(config, hidden=args.hidden)
+    if args.channels is not None:
+        if not isinstance(config, models.TinyVGGConfig):
+            raise InvalidConfig("--channels sets the feature maps of the cnn model; for fc models use --hidden.")
+        config = replace(config, channels=args.channels)
+    train_config = train.TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        optimizer=args.optimizer, seed=args.seed, schedule=args.schedule,
+    )
+    if args.limit is not None and args.limit < 1:
+        raise InvalidConfig(f"--limit must be at least 1 (got {args.limit}).")
+    out = args.out or Path("runs") / f"{args.model}-{_dt.datetime.now():%Y%m%d-%H%M%S}.safetensors"
+
+    mnist = data.load_mnist()
+    train_set = mnist.train.subset(args.limit) if args.limit else mnist.train
+    model = models.build(config, seed=args.seed)
+    print(f"training {models.display_name(config)} ({models.count_params(model):,} parameters) on "
+          f"{len(train_set):,} digits for {train_config.epochs} epoch(s)")
+
+    control = train.TrainControl()
+    total_steps = train_config.epochs * math.ceil(len(train_set) / train_config.batch_size)
+    progress = _ProgressBar(total_steps)
+    with _stop_on_ctrl_c(control):
+        try:
+            state = train.fit(model, train_set, train_config, callbacks=[progress], control=control,
+                              test=mnist.test)
+        finally:
+            progress.close()
+
+    if state.stopped:
+        print(f"stopped at step {state.step} of {state.total_steps}; saving the model as it is")
+    if state.test_accuracy is None or state.stopped:  # the last epoch's score is not this model's
+        state.test_loss, state.test_accuracy = train.evaluate(model, mnist.test)
+    epochs_done = state.epoch if not state.stopped else state.epoch - 1
+    extra = {
+        "train_config": json.dumps(asdict(train_config), sort_keys=True),
+        "train_digits": str(len(train_set)),
+        "steps": str(state.step),
+        "stopped_early": "yes" if state.stopped else "no",
+        "test_loss": repr(state.test_loss),
+    }
+    path = checkpoints.save(model, out, test_accuracy=state.test_accuracy, epochs=epochs_done,
+                            seed=args.seed, extra=extra)
+    print(f"test accuracy {state.test_accuracy * 100:.2f} % — saved {path}")
+    return 0
+
+
+class _stop_on_ctrl_c:
+    """While active, the first Ctrl-C asks the loop to stop after its batch; a second one aborts.
+
+    Stopping between batches (through TrainControl) rather than wherever the
+    KeyboardInterrupt lands means the optimizer never stops half way through an
+    update, so the weights that get saved are ones the model really had.
+    """
+
+    def __init__(self, control) -> None:
+        self.control = control
+        self.previous = None
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # signals only work there
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.control.stopped:
+            raise KeyboardInterrupt
+        print("\nstopping after this batch (Ctrl-C again to abort without saving)", file=sys.stderr)
+        self.control.stop()
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+# --- evaluate ------------------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from digitrec import checkpoints, data
+
+    ckpt = checkpoints.load(args.path)
+    mnist = data.load_mnist()
+    result = evaluate_report(ckpt.model, mnist.test)
+    info = ckpt.info
+
+    print(f"{args.path}: {info.name}, {info.params:,} parameters")
+    print(f"test accuracy {result['accuracy'] * 100:.2f} % ({result['correct']:,} of {result['total']:,} digits)")
+    print(f"test loss     {result['loss']:.4f} (mean cross-entropy)")
+    print("per digit:")
+    for digit, (correct, total) in enumerate(result["per_class"]):
+        print(f"  {digit}: {correct / max(total, 1) * 100:6.2f} %  ({correct:,} of {total:,})")
+    print("metadata:")
+    stored = "unknown" if info.test_accuracy is None else f"{info.test_accuracy * 100:.2f} %"
+    rows = [
+        ("architecture", info.architecture),
+        ("config", json.dumps(_config_dict(ckpt.config))),
+        ("test accuracy when saved", stored),
+        ("epochs", info.epochs), ("seed", info.seed), ("date", info.date),
+        ("digitrec version", info.digitrec_version),
+        *sorted(info.extra.items()),
+    ]
+    for key, value in rows:
+        print(f"  {key}: {'unknown' if value is None else value}")
+    return 0
+
+
+def _config_dict(config) -> dict:
+    from digitrec import models
+
+    return models.config_to_dict(config)
+
+
+def evaluate_report(model, digits, batch_size: int = 1000) -> dict:
+    """Accuracy, mean cross-entropy and per-class (correct, total) of ``model`` on ``digits``.
+
+    One pass over the digits with a progress bar. Accuracy is the same count as
+    ``train.evaluate``'s; the loss agrees to float rounding (the batches differ).
+    """
+    import torch
+    from torch import nn
+    from tqdm import tqdm
+
+    from digitrec.data import NUM_CLASSES, to_input
+    from digitrec.inspection import eval_mode
+
+    total_loss, n = 0.0, len(digits)
+    correct = torch.zeros(NUM_CLASSES, dtype=torch.long)
+    counts = torch.bincount(digits.labels, minlength=NUM_CLASSES)
+    with eval_mode(model), torch.inference_mode():
+        for start in tqdm(range(0, n, batch_size), desc="evaluating", unit="batch", leave=False):
+            x = to_input(digits.images[start : start + batch_size])  # (B, 1, 28, 28)
+            y = digits.labels[start : start + batch_size]  # (B,)
+            logits = model(x)  # (B, 10)
+            total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            hits = logits.argmax(dim=1) == y  # (B,)
+            correct += torch.bincount(y[hits], minlength=NUM_CLASSES)
+    right = int(correct.sum())
+    return {
+        "accuracy": right / max(n, 1),
+        "loss": total_loss / max(n, 1),
+        "correct": right,
+        "total": n,
+        "per_class": [(int(c), int(t)) for c, t in zip(correct, counts)],
+    }
+
+
+# --- predict -------------------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from digitrec import checkpoints
+    from digitrec.inspection import predict_proba
+    from digitrec.preprocess import load_image, to_mnist  # lazily: pulls in PIL
+
+    # The image first: a wrong image path is the likelier mistake, and the cheaper check.
+    digit = to_mnist(load_image(args.image.read_bytes()))  # (28, 28) float in [0, 1]
+    chosen = dict(args.weights)  # a later --weights for the same key wins
+    ckpts = {
+        key: checkpoints.load(chosen[key]) if key in chosen else checkpoints.load_pretrained(key)
+        for key in ("fc", "cnn")
+    }
+    x = digit.reshape(1, 1, *digit.shape)  # (1, 1, 28, 28)
+
+    print(f"{args.image}: read as a 28x28 digit")
+    best = {}
+    width = max(len(c.info.name) for c in ckpts.values())
+    for key, ckpt in ckpts.items():
+        probs = predict_proba(ckpt.model, x)[0]  # (10,)
+        top = probs.topk(3)
+        guesses = "   ".join(f"{int(d)}: {float(p) * 100:5.1f} %" for p, d in zip(top.values, top.indices))
+        print(f"  {ckpt.info.name:<{width}}  {guesses}")
+        best[key] = int(top.indices[0])
+    if best["fc"] == best["cnn"]:
+        print(f"both networks read it as {best['fc']}")
+    else:
+        print(f"the networks DISAGREE: {ckpts['fc'].info.name} reads {best['fc']}, "
+              f"{ckpts['cnn'].info.name} reads {best['cnn']}")
+    return 0
+
+
+# --- bench ---------------------------------------------------------------------------------
+
+
+def cmd_bench(argv: list[str]) -> int:
+    import importlib
+
+    try:
+        bench = importlib.import_module("digitrec.bench")
+    except ModuleNotFoundError as e:
+        if e.name != "digitrec.bench":
+            raise
+        raise DigitrecError("The benchmark (digitrec/bench.py) is not part of this installation.") from None
+    return int(bench.main(argv) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
