@@ -9,6 +9,7 @@ ReLU and pooling step separately.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import Union
 
@@ -29,11 +30,15 @@ class FCConfig:
     hidden: tuple[int, ...] = (16, 16)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if not self.hidden or any(h < 1 or h > 4096 for h in self.hidden):
+        try:  # whole numbers only: 16.5, "16" or a bare 16 would otherwise slip through or crash later
+            hidden = tuple(operator.index(h) for h in self.hidden)
+        except TypeError:
+            hidden = ()
+        if not hidden or any(h < 1 or h > 4096 for h in hidden):
             raise InvalidConfig(
-                f"Hidden widths must be one or more whole numbers from 1 to 4096, got {self.hidden}."
+                f"Hidden widths must be one or more whole numbers from 1 to 4096, got {self.hidden!r}."
             )
+        object.__setattr__(self, "hidden", hidden)
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,13 @@ class TinyVGGConfig:
     padding: int = 1
 
     def __post_init__(self) -> None:
+        try:  # whole numbers only: channels=10.5 would pass a range check, then fail in Conv2d
+            object.__setattr__(self, "channels", operator.index(self.channels))  # plain int for JSON
+            object.__setattr__(self, "padding", operator.index(self.padding))
+        except TypeError:
+            raise InvalidConfig(
+                f"Channels and padding must be whole numbers, got {self.channels!r} and {self.padding!r}."
+            ) from None
         if not 1 <= int(self.channels) <= 256:
             raise InvalidConfig(f"Channels must be from 1 to 256, got {self.channels}.")
         if int(self.padding) not in (0, 1):
@@ -154,8 +166,6 @@ def config_from_dict(d: dict) -> ModelConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     if set(d) - names:
         raise InvalidConfig(f"Unknown {arch} settings: {sorted(set(d) - names)}.")
-    if "hidden" in d:
-        d["hidden"] = tuple(d["hidden"])
     try:
         return cls(**d)
     except (TypeError, ValueError) as e:

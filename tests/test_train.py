@@ -1,0 +1,440 @@
+"""train: the loop learns, is reproducible, reports through callbacks, obeys TrainControl
+from another thread, recovers from divergence, and evaluates without side effects."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from digitrec import data, models, train
+from digitrec.errors import DigitrecError, InvalidConfig, TrainingDiverged
+from digitrec.train import History, TrainConfig, TrainControl, TrainState
+
+
+def _weights(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _wait_until(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
+
+
+# --- it learns ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, lr",
+    [(models.FCConfig(hidden=(16, 16)), 1e-2), (models.TinyVGGConfig(), 3e-3)],
+    ids=["fcnet-16-16", "tinyvgg"],
+)
+def test_both_models_overfit_64_real_digits(mnist, config, lr):
+    digits = mnist.train.subset(64)
+    model = models.build(config, seed=0)
+    _, acc_before = train.evaluate(model, digits)
+    state = train.fit(model, digits, TrainConfig(epochs=60, batch_size=32, lr=lr, evaluate_each_epoch=False))
+    loss, acc = train.evaluate(model, digits)
+    assert acc_before < 0.3  # it really had to learn these
+    assert acc == 1.0
+    assert loss < 0.05
+    assert state.step == 60 * 2 and state.samples_seen == 60 * 64 and not state.stopped
+
+
+# --- reproducibility -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", [models.FCConfig(), models.TinyVGGConfig()], ids=["fcnet", "tinyvgg"])
+def test_same_seeds_give_bit_identical_weights_and_other_seeds_do_not(config):
+    digits = data.synthetic_digits(96, seed=0)
+
+    def run(model_seed: int, train_seed: int) -> list[torch.Tensor]:
+        model = models.build(config, seed=model_seed)
+        train.fit(model, digits, TrainConfig(epochs=2, batch_size=32, seed=train_seed, evaluate_each_epoch=False))
+        return _weights(model)
+
+    first = run(0, 0)
+    assert _same(first, run(0, 0))
+    assert not _same(first, run(1, 1))
+    # The training seed alone (same initial weights) changes the batch order and so the result.
+    assert not _same(first, run(0, 1))
+
+
+# --- callbacks and TrainState ---------------------------------------------------------------
+
+
+class Recorder:
+    """Keeps a copy of the state at every event, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def _keep(self, event: str, state: TrainState) -> None:
+        snap = {k: getattr(state, k) for k in state.__dataclass_fields__}
+        snap.update(progress=state.progress, total_steps=state.total_steps, eta_s=state.eta_s)
+        self.events.append((event, snap))
+
+    def on_fit_start(self, state):
+        self._keep("fit_start", state)
+
+    def on_step_end(self, state):
+        self._keep("step_end", state)
+
+    def on_epoch_end(self, state):
+        self._keep("epoch_end", state)
+
+    def on_fit_end(self, state):
+        self._keep("fit_end", state)
+
+    def of(self, event: str) -> list[dict]:
+        return [s for e, s in self.events if e == event]
+
+
+def test_callbacks_fire_in_order_with_a_sensible_state():
+    digits, test = data.synthetic_digits(100, seed=0), data.synthetic_digits(30, seed=1)
+    model = models.build(models.FCConfig(), seed=0)
+    rec, history = Recorder(), History()
+    final = train.fit(
+        model, digits, TrainConfig(epochs=2, batch_size=32), callbacks=[rec, history], test=test
+    )
+
+    # 100 digits in batches of 32: 32, 32, 32, 4 -> 4 steps per epoch.
+    names = [e for e, _ in rec.events]
+    assert names == ["fit_start"] + ["step_end"] * 4 + ["epoch_end"] + ["step_end"] * 4 + ["epoch_end"] + ["fit_end"]
+
+    start = rec.of("fit_start")[0]
+    assert (start["step"], start["epoch"], start["samples_seen"]) == (0, 0, 0)
+    assert (start["epochs"], start["steps_per_epoch"], start["total_steps"]) == (2, 4, 8)
+    assert start["progress"] == 0 and math.isnan(start["eta_s"])
+
+    steps = rec.of("step_end")
+    assert [s["step"] for s in steps] == list(range(1, 9))
+    assert [s["epoch"] for s in steps] == [1] * 4 + [2] * 4
+    assert [s["samples_seen"] for s in steps] == [32, 64, 96, 100, 132, 164, 196, 200]
+    sizes = [32, 32, 32, 4] * 2
+    for s, batch in zip(steps, sizes):
+        assert math.isfinite(s["loss"]) and s["loss"] > 0
+        assert 0.0 <= s["accuracy"] <= 1.0
+        assert s["accuracy"] * batch == pytest.approx(round(s["accuracy"] * batch))  # a count / batch
+        assert s["samples_per_s"] > 0
+        assert s["samples_per_s"] == pytest.approx(s["samples_seen"] / s["elapsed_s"])
+        assert s["progress"] == s["step"] / 8
+        assert s["eta_s"] >= 0
+    elapsed = [s["elapsed_s"] for s in steps]
+    assert all(b > a for a, b in zip(elapsed, elapsed[1:]))
+    assert steps[-1]["eta_s"] == 0
+
+    epochs = rec.of("epoch_end")
+    assert [(e["epoch"], e["step"]) for e in epochs] == [(1, 4), (2, 8)]
+    assert all(e["test_accuracy"] is not None and 0 <= e["test_accuracy"] <= 1 for e in epochs)
+    # The last epoch's test numbers are those of the final model.
+    assert (epochs[-1]["test_loss"], epochs[-1]["test_accuracy"]) == pytest.approx(train.evaluate(model, test))
+
+    end = rec.of("fit_end")[0]
+    assert end["step"] == 8 and end["stopped"] is False and end["elapsed_s"] >= elapsed[-1]
+    assert final.step == 8 and final.progress == 1.0
+
+    # History keeps the same numbers.
+    assert [h["step"] for h in history.steps] == list(range(1, 9))
+    assert [h["loss"] for h in history.steps] == [s["loss"] for s in steps]
+    assert [h["accuracy"] for h in history.steps] == [s["accuracy"] for s in steps]
+    assert [h["seconds"] for h in history.steps] == elapsed
+    assert [(h["epoch"], h["step"], h["test_accuracy"]) for h in history.epochs] == [
+        (e["epoch"], e["step"], e["test_accuracy"]) for e in epochs
+    ]
+
+
+def test_history_can_keep_every_nth_step_and_no_test_means_no_test_numbers():
+    history = History(every=3)
+    train.fit(
+        models.build(models.FCConfig(), seed=0),
+        data.synthetic_digits(64),
+        TrainConfig(epochs=2, batch_size=8),
+        callbacks=[history],
+    )
+    assert [h["step"] for h in history.steps] == [3, 6, 9, 12, 15]
+    assert [(h["epoch"], h["test_accuracy"]) for h in history.epochs] == [(1, None), (2, None)]
+
+
+def test_fit_on_mnist_trains_on_train_and_tests_on_test():
+    split = data.MNIST(train=data.synthetic_digits(40, seed=0), test=data.synthetic_digits(20, seed=5))
+    model = models.build(models.FCConfig(), seed=0)
+    rec = Recorder()
+    state = train.fit(model, split, TrainConfig(epochs=1, batch_size=10), callbacks=[rec])
+    assert state.samples_seen == 40 and state.steps_per_epoch == 4
+    assert (state.test_loss, state.test_accuracy) == pytest.approx(train.evaluate(model, split.test))
+    no_eval = train.fit(
+        models.build(models.FCConfig(), seed=0), split, TrainConfig(epochs=1, evaluate_each_epoch=False)
+    )
+    assert no_eval.test_accuracy is None
+
+
+# --- TrainControl from another thread -------------------------------------------------------
+
+
+class StepLog:
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.events: list[str] = []
+
+    def on_step_end(self, state):
+        self.steps.append(state.step)
+
+    def on_epoch_end(self, state):
+        self.events.append("epoch_end")
+
+    def on_fit_end(self, state):
+        self.events.append("fit_end")
+
+
+def _fit_in_thread(control: TrainControl, log: StepLog) -> tuple[threading.Thread, dict]:
+    """FCNet on 64 synthetic digits, one digit per step, far more steps than a test waits for."""
+    result: dict = {}
+    model = models.build(models.FCConfig(), seed=0)
+    config = TrainConfig(epochs=1000, batch_size=1, evaluate_each_epoch=False)
+
+    def run() -> None:
+        try:
+            result["state"] = train.fit(model, data.synthetic_digits(64), config, callbacks=[log], control=control)
+        except BaseException as e:  # re-raised in the test's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_pause_step_resume_and_stop_from_another_thread():
+    control, log = TrainControl(), StepLog()
+    control.pause()
+    thread, result = _fit_in_thread(control, log)
+
+    time.sleep(0.3)
+    assert log.steps == [] and thread.is_alive() and control.paused
+
+    control.step(3)
+    _wait_until(lambda: len(log.steps) >= 3)
+    time.sleep(0.3)  # it must now be waiting again
+    assert log.steps == [1, 2, 3]
+    assert control.paused and thread.is_alive()
+
+    control.resume()
+    assert not control.paused
+    _wait_until(lambda: len(log.steps) >= 50)
+
+    control.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert "error" not in result, result.get("error")
+    state = result["state"]
+    assert state.stopped is True and control.stopped
+    assert state.step == len(log.steps) == log.steps[-1] < state.total_steps
+    assert log.events[-1] == "fit_end"
+
+
+def test_a_paused_run_ends_when_stopped():
+    control, log = TrainControl(), StepLog()
+    control.pause()
+    thread, result = _fit_in_thread(control, log)
+    time.sleep(0.2)
+    assert thread.is_alive()
+    control.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert "error" not in result, result.get("error")
+    assert result["state"].stopped is True and result["state"].step == 0
+    assert log.steps == [] and log.events == ["fit_end"]  # no epoch ended, the fit did
+
+
+def test_stop_before_start_runs_no_step_and_a_fresh_control_runs_everything():
+    control = TrainControl()
+    control.stop()
+    model = models.build(models.FCConfig(), seed=0)
+    before = _weights(model)
+    state = train.fit(model, data.synthetic_digits(20), TrainConfig(epochs=2, batch_size=5), control=control)
+    assert state.stopped and state.step == 0 and _same(before, _weights(model))
+    state = train.fit(model, data.synthetic_digits(20), TrainConfig(epochs=2, batch_size=5), control=TrainControl())
+    assert not state.stopped and state.step == 8
+
+
+def test_train_control_step_budget_without_a_thread():
+    control = TrainControl()
+    assert control.wait_for_turn() and not control.paused  # running freely
+    control.pause()
+    assert control.paused
+    control.step(2)
+    assert not control.paused
+    assert control.wait_for_turn() and control.wait_for_turn()
+    assert control.paused  # budget used up: paused again
+    control.stop()
+    assert control.wait_for_turn() is False  # a stop wins over a pause
+    assert not control.paused and control.stopped
+
+
+# --- divergence ----------------------------------------------------------------------------
+
+
+class BlowUpAfter:
+    """Records the weights each step will use, then scales them by 1e20 after step ``at`` so
+    the next forward pass overflows float32 (inf/NaN loss), as a far too high learning rate does."""
+
+    def __init__(self, model: nn.Module, at: int) -> None:
+        self.model, self.at = model, at
+        self.used_by_step: dict[int, list[torch.Tensor]] = {}
+
+    def on_fit_start(self, state):
+        self.used_by_step[1] = _weights(self.model)
+
+    def on_step_end(self, state):
+        self.used_by_step[state.step + 1] = _weights(self.model)
+        if state.step == self.at:
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.mul_(1e20)
+
+
+@pytest.mark.parametrize("config", [models.FCConfig(), models.TinyVGGConfig()], ids=["fcnet", "tinyvgg"])
+def test_divergence_raises_and_keeps_the_last_weights_that_gave_a_finite_loss(config):
+    model = models.build(config, seed=0)
+    blow_up = BlowUpAfter(model, at=3)
+    rec = Recorder()
+    with pytest.raises(TrainingDiverged) as info:
+        train.fit(model, data.synthetic_digits(64), TrainConfig(epochs=1, batch_size=8), callbacks=[blow_up, rec])
+
+    message = str(info.value)
+    assert "step 4" in message and "learning rate" in message and "lower it" in message
+    assert isinstance(info.value, DigitrecError)
+    assert [s["step"] for s in rec.of("step_end")] == [1, 2, 3]
+    # Step 3 was the last one whose loss was finite: the model holds the weights it used.
+    after = _weights(model)
+    assert all(torch.isfinite(p).all() for p in after)
+    assert _same(after, blow_up.used_by_step[3])
+    assert not _same(after, blow_up.used_by_step[2]) and not _same(after, blow_up.used_by_step[4])
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_a_model_can_train_again_after_diverging():
+    model = models.build(models.FCConfig(), seed=0)
+    with pytest.raises(TrainingDiverged):
+        train.fit(model, data.synthetic_digits(32), TrainConfig(epochs=1, batch_size=8), callbacks=[BlowUpAfter(model, 1)])
+    state = train.fit(model, data.synthetic_digits(32), TrainConfig(epochs=1, batch_size=8))
+    assert state.step == 4 and math.isfinite(state.loss)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"lr": 0}, "learning rate"),
+        ({"lr": -0.01}, "learning rate"),
+        ({"lr": float("nan")}, "learning rate"),
+        ({"lr": float("inf")}, "learning rate"),
+        ({"batch_size": 0}, "batch size"),
+        ({"optimizer": "rmsprop"}, "optimizer must be one of adam, sgd"),
+        ({"epochs": 0}, "epochs"),
+        ({"momentum": 1.0}, "momentum"),
+    ],
+)
+def test_invalid_train_config_raises_with_a_sentence(kwargs, words):
+    with pytest.raises(InvalidConfig) as info:
+        TrainConfig(**kwargs)
+    message = str(info.value)
+    assert message.startswith("Cannot train: ") and message.endswith(".")
+    assert words in message
+    assert repr(next(iter(kwargs.values()))) in message or str(next(iter(kwargs.values()))) in message
+
+
+def test_invalid_train_config_lists_every_problem():
+    with pytest.raises(InvalidConfig) as info:
+        TrainConfig(lr=0, batch_size=0)
+    assert "learning rate" in str(info.value) and "batch size" in str(info.value)
+
+
+def test_sgd_and_adam_both_train():
+    for optimizer, lr in (("sgd", 0.05), ("adam", 1e-3)):
+        model = models.build(models.FCConfig(), seed=0)
+        assert isinstance(train.make_optimizer(model, TrainConfig(optimizer=optimizer, lr=lr)),
+                          torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)
+        before = _weights(model)
+        train.fit(model, data.synthetic_digits(32), TrainConfig(epochs=1, batch_size=16, optimizer=optimizer, lr=lr))
+        assert not _same(before, _weights(model))
+
+
+# --- evaluate and predictions ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_evaluate_matches_a_manual_count_restores_the_mode_and_makes_no_gradients(mnist, fcnet, training):
+    digits = mnist.test.subset(300)
+    fcnet.train(training)
+    loss, acc = train.evaluate(fcnet, digits, batch_size=64)  # 300 = 4 x 64 + 44
+    assert fcnet.training is training
+    assert all(m.training is training for m in fcnet.modules())
+    assert all(p.grad is None for p in fcnet.parameters())
+
+    with torch.no_grad():
+        logits = fcnet(data.to_input(digits.images))  # (300, 10)
+    correct = int((logits.argmax(dim=1) == digits.labels).sum())
+    assert acc == correct / 300
+    assert loss == pytest.approx(nn.functional.cross_entropy(logits, digits.labels).item(), rel=1e-5)
+
+
+def test_evaluate_of_a_trained_model_on_what_it_learned(mnist):
+    digits = mnist.train.subset(32)
+    model = models.build(models.FCConfig(), seed=0)
+    train.fit(model, digits, TrainConfig(epochs=40, batch_size=32, lr=1e-2, evaluate_each_epoch=False))
+    assert train.evaluate(model, digits, batch_size=5)[1] == 1.0
+
+
+def test_predictions_are_probabilities_over_classes_per_digit(mnist, tinyvgg):
+    digits = mnist.test.subset(50)
+    tinyvgg.train()
+    probs = train.predictions(tinyvgg, digits, batch_size=16)
+    assert probs.shape == (50, 10)
+    assert tinyvgg.training and all(p.grad is None for p in tinyvgg.parameters())
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(50))  # each row: one digit's 10 classes
+    assert not torch.allclose(probs.sum(dim=0), torch.ones(10))  # columns are not distributions
+    assert (probs >= 0).all()
+    with torch.no_grad():
+        expected = torch.softmax(tinyvgg(data.to_input(digits.images)), dim=1)
+    torch.testing.assert_close(probs, expected)
+    assert train.predictions(tinyvgg, digits.subset(0)).shape == (0, 10)
+
+
+# --- memory format -------------------------------------------------------------------------------
+
+
+def test_fit_leaves_a_conv_model_in_the_default_memory_format(tinyvgg):
+    train.fit(tinyvgg, data.synthetic_digits(64), TrainConfig(epochs=1, batch_size=32))
+    for name, p in tinyvgg.named_parameters():
+        assert p.is_contiguous(), name
+    # A 10 -> 10 conv weight (10, 10, 3, 3) cannot be both contiguous and channels-last.
+    assert not tinyvgg.conv_1_2.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert tinyvgg(torch.rand(2, 1, 28, 28)).is_contiguous()
+
+
+def test_a_stopped_conv_run_also_leaves_the_default_memory_format(tinyvgg):
+    control = TrainControl()
+
+    class StopAfterOne:
+        def on_step_end(self, state):
+            control.stop()
+
+    state = train.fit(tinyvgg, data.synthetic_digits(64), TrainConfig(epochs=1, batch_size=8),
+                      callbacks=[StopAfterOne()], control=control)
+    assert state.stopped and state.step == 1
+    assert all(p.is_contiguous() for p in tinyvgg.parameters())
