@@ -1,0 +1,49 @@
+"""A digit as an image, and what the networks think it is."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import torch
+
+from digitrec.viz.scales import INK_SCALE, PROBABILITY_COLOR, SECOND_COLOR
+
+
+def digit_figure(pixels: torch.Tensor, title: str = "", height: int = 280, show_values: bool = False) -> go.Figure:
+    """A (28, 28) digit in [0, 1] as a greyscale heatmap; hover shows row, column and value."""
+    z = pixels.detach().reshape(pixels.shape[-2], pixels.shape[-1]).tolist()
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, colorscale=INK_SCALE, zmin=0, zmax=1, showscale=False,
+            hovertemplate="row %{y}, col %{x}<br>ink %{z:.3f}<extra></extra>",
+            texttemplate="%{z:.1f}" if show_values else None,
+            textfont={"size": 7},
+        )
+    )
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False, showgrid=False)
+    fig.update_xaxes(showticklabels=False, showgrid=False, constrain="domain")
+    fig.update_layout(title=title or None, height=height, margin=dict(l=4, r=4, t=30 if title else 4, b=4))
+    return fig
+
+
+def probabilities_figure(probs: dict[str, torch.Tensor], height: int = 300) -> go.Figure:
+    """Ten class probabilities per network, grouped bars side by side.
+
+    probs: network label -> (10,) probabilities.
+    """
+    colors = [PROBABILITY_COLOR, SECOND_COLOR, "#54A24B", "#B279A2"]
+    fig = go.Figure()
+    for i, (label, p) in enumerate(probs.items()):
+        p = p.detach().flatten()
+        fig.add_trace(
+            go.Bar(
+                name=label, x=[str(d) for d in range(10)], y=p.tolist(),
+                marker_color=colors[i % len(colors)],
+                text=[f"{v:.0%}" if v >= 0.01 else "" for v in p.tolist()], textposition="outside",
+                hovertemplate=label + "<br>digit %{x}: %{y:.2%}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group", height=height, yaxis=dict(range=[0, 1.15], tickformat=".0%", title="probability"),
+        xaxis=dict(title="digit", dtick=1), margin=dict(l=4, r=4, t=10, b=4), legend=dict(orientation="h", y=1.12),
+    )
+    return fig

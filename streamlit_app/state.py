@@ -1,0 +1,358 @@
+"""The app's only caching and session-state code.
+
+Pages ask this module for the data, the networks and the current digit; they
+never call ``st.cache_*`` or touch ``st.session_state`` keys of their own for
+shared things. Cached models are shared by every browser session, so nothing
+here (or anywhere in the app) may leave hooks, gradients or a changed mode on
+them: the ``digitrec`` functions that need those work on copies.
+
+The current digit and network live in the URL (``?digit=test:42&net=cnn``)
+so a link reproduces the view.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import streamlit as st
+import torch
+from torch import nn
+
+from digitrec import checkpoints, data, models, samples
+from digitrec.errors import DigitrecError
+
+PRETRAINED_LABELS = {"fc": "FCNet (pretrained)", "cnn": "TinyVGG (pretrained)"}
+DIGIT_KEY = "digit"  # session_state key: the current Digit
+NET_KEY = "net"  # session_state key: the chosen network's key
+MY_MODELS_KEY = "my_models"  # session_state key: {key: Network} trained or uploaded this session
+
+
+# ---------------------------------------------------------------- data and models
+
+
+@st.cache_resource(show_spinner="Loading MNIST into memory…")
+def _mnist() -> tuple[data.MNIST | None, str]:
+    try:
+        return data.load_mnist(), ""
+    except DigitrecError as e:
+        return None, str(e)
+
+
+def mnist() -> data.MNIST | None:
+    """Both MNIST splits as in-memory tensors, loaded once per server; None if unavailable."""
+    return _mnist()[0]
+
+
+def require_mnist() -> data.MNIST:
+    """MNIST, or stop the page with a sentence that says how to get it."""
+    dataset, message = _mnist()
+    if dataset is None:
+        st.info("This part needs the MNIST dataset. " + message)
+        st.stop()
+    return dataset
+
+
+@st.cache_resource(show_spinner="Loading pretrained weights…")
+def pretrained(key: str) -> checkpoints.Checkpoint:
+    """A pretrained checkpoint ('fc' or 'cnn'), loaded once per server and never mutated."""
+    return checkpoints.load_pretrained(key)
+
+
+@dataclass(frozen=True)
+class Network:
+    key: str  # "fc", "cnn", or "my-…" for a model trained/uploaded this session
+    label: str  # shown in pickers
+    model: nn.Module
+    config: models.ModelConfig
+    test_accuracy: float | None
+
+    @property
+    def is_cnn(self) -> bool:
+        return isinstance(self.config, models.TinyVGGConfig)
+
+
+def networks() -> dict[str, Network]:
+    """Every network this session can look at: the two pretrained ones, then the user's own."""
+    nets = {}
+    for key, label in PRETRAINED_LABELS.items():
+        try:
+            ck = pretrained(key)
+        except DigitrecError as e:
+            st.warning(f"{label} is unavailable: {e}")
+            continue
+        nets[key] = Network(key, label, ck.model, ck.config, ck.info.test_accuracy)
+    nets.update(st.session_state.get(MY_MODELS_KEY, {}))
+    return nets
+
+
+def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | None) -> Network:
+    """Make a model trained or uploaded in this session available on every page."""
+    net = Network(key, label, model, model.config, test_accuracy)
+    st.session_state.setdefault(MY_MODELS_KEY, {})[key] = net
+    return net
+
+
+def network(key: str | None = None) -> Network:
+    """The network with ``key``, or the chosen one (URL ``net=``), or the first available."""
+    nets = networks()
+    if not nets:
+        st.error("No network could be loaded. Run `make weights` to rebuild the pretrained weights.")
+        st.stop()
+    key = key or st.session_state.get(NET_KEY) or st.query_params.get("net")
+    return nets.get(key) or next(iter(nets.values()))
+
+
+def set_network(key: str) -> None:
+    st.session_state[NET_KEY] = key
+    st.query_params["net"] = key
+
+
+def networks_of_kind(cnn: bool) -> dict[str, Network]:
+    return {k: n for k, n in networks().items() if n.is_cnn == cnn}
+
+
+@st.cache_resource(show_spinner="Classifying the 10,000 test digits…")
+def _pretrained_test_probabilities(key: str) -> torch.Tensor:
+    from digitrec.train import predictions
+
+    return predictions(pretrained(key).model, require_mnist().test)
+
+
+def test_probabilities(net: Network) -> torch.Tensor:
+    """(10000, 10) class probabilities of ``net`` on the test set, computed once."""
+    if net.key in PRETRAINED_LABELS:
+        return _pretrained_test_probabilities(net.key)
+    cache = st.session_state.setdefault("_test_probabilities", {})
+    if net.key not in cache:
+        from digitrec.train import predictions
+
+        cache[net.key] = predictions(net.model, require_mnist().test)
+    return cache[net.key]
+
+
+# ---------------------------------------------------------------- the current digit
+
+
+@dataclass(frozen=True)
+class Digit:
+    """The digit every page shows. pixels: (28, 28) float32 in [0, 1], ink bright."""
+
+    pixels: torch.Tensor
+    source: str  # human description: "test digit #42", "sample 7", "your drawing"
+    label: int | None  # the true class when known
+    ref: str  # how the URL names it: "test:42", "sample:7", "px:<base64>"
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The model input (1, 1, 28, 28)."""
+        return self.pixels.reshape(1, 1, data.IMAGE_SIZE, data.IMAGE_SIZE)
+
+
+def sample_digit(d: int) -> Digit:
+    return Digit(samples.sample_digit(d), f"sample {d}", d, f"sample:{d}")
+
+
+def test_digit(index: int) -> Digit:
+    test = require_mnist().test
+    index = int(index) % len(test)
+    pixels = test.images[index].float() / 255.0
+    return Digit(pixels, f"test digit #{index}", int(test.labels[index]), f"test:{index}")
+
+
+def pixels_digit(pixels: torch.Tensor, source: str, label: int | None = None) -> Digit:
+    """A drawn or uploaded digit; its pixels travel in the URL as 784 base64 bytes."""
+    as_bytes = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes()
+    ref = "px:" + base64.urlsafe_b64encode(as_bytes).decode()
+    return Digit(pixels.float().clone(), source, label, ref)
+
+
+def digit_from_ref(ref: str) -> Digit | None:
+    """The digit a URL names, or None if the reference is malformed."""
+    try:
+        kind, _, value = ref.partition(":")
+        if kind == "sample":
+            return sample_digit(int(value) % 10)
+        if kind == "test" and mnist() is not None:
+            return test_digit(int(value))
+        if kind == "px":
+            raw = base64.urlsafe_b64decode(value.encode())
+            if len(raw) != data.IMAGE_SIZE**2:
+                return None
+            pixels = torch.frombuffer(bytearray(raw), dtype=torch.uint8).float() / 255.0
+            return pixels_digit(pixels.reshape(data.IMAGE_SIZE, data.IMAGE_SIZE), "a digit from a link")
+    except (ValueError, TypeError):
+        return None
+    return None
+
+
+def current_digit() -> Digit:
+    """The digit of every page: set in this session, else named by the URL, else sample 7."""
+    digit = st.session_state.get(DIGIT_KEY)
+    if digit is None:
+        ref = st.query_params.get("digit")
+        digit = digit_from_ref(ref) if ref else None
+        if digit is None:
+            digit = sample_digit(7)
+        st.session_state[DIGIT_KEY] = digit
+    return digit
+
+
+def set_current_digit(digit: Digit) -> None:
+    st.session_state[DIGIT_KEY] = digit
+    st.query_params["digit"] = digit.ref
+
+
+# ---------------------------------------------------------------- lessons
+
+
+@st.cache_resource
+def lessons() -> list:
+    """Every lesson in lessons/, parsed once per server (restart the app to see edits)."""
+    from digitrec.lessons import load_lessons
+
+    return load_lessons()
+
+
+def lesson_facts() -> dict[str, str]:
+    """The numbers lesson text may name: the pretrained models' facts and the current digit's."""
+    from digitrec.lessons import digit_facts, model_facts
+
+    nets = {k: n.model for k, n in networks().items() if k in PRETRAINED_LABELS}
+    digit = current_digit()
+    facts = dict(_model_facts_cached())
+    facts.update(digit_facts(nets, digit.x, digit.label))
+    for key, net in networks().items():
+        if key in PRETRAINED_LABELS and net.test_accuracy is not None:
+            facts[f"{key}.accuracy"] = f"{net.test_accuracy:.2%}"
+    return facts
+
+
+@st.cache_resource
+def _model_facts_cached() -> dict[str, str]:
+    from digitrec.lessons import model_facts
+
+    return model_facts({k: pretrained(k).model for k in PRETRAINED_LABELS})
+
+
+def sync_url() -> None:
+    """Keep ``?digit=`` and ``?net=`` in the URL on every page (st.navigation drops them on a page switch)."""
+    digit = current_digit()
+    if st.query_params.get("digit") != digit.ref:
+        st.query_params["digit"] = digit.ref
+    net = st.session_state.get(NET_KEY)
+    if net and st.query_params.get("net") != net:
+        st.query_params["net"] = net
+
+
+# ---------------------------------------------------------------- Draw & predict page (draw.py)
+# The drawing or upload a digit was made from, so the preprocessing steps
+# (widgets/preprocess_view.py) can be shown for it on any page.
+
+SOURCE_IMAGE_KEY = "_source_image"  # session_state key: (digit ref, the image it was made from)
+
+
+def remember_source_image(digit: Digit, image) -> None:
+    """Keep the image (H, W[, C]) a drawn or uploaded ``digit`` was made from; only the latest."""
+    st.session_state[SOURCE_IMAGE_KEY] = (digit.ref, image)
+
+
+def source_image(digit: Digit):
+    """The image ``digit`` was made from if it was drawn or uploaded in this session, else None."""
+    ref, image = st.session_state.get(SOURCE_IMAGE_KEY, (None, None))
+    return image if ref == digit.ref else None
+
+
+def mnist_missing_message() -> str:
+    """What to do to get MNIST, when ``mnist()`` is None (empty when it is loaded)."""
+    return _mnist()[1]
+
+
+# ---------------------------------------------------------------- What made it say that? (attributions.py)
+# Attribution maps, cached per (network, digit pixels, method, target) so a
+# rerun (a click elsewhere on the page) never recomputes them. Pretrained
+# networks share one server-wide cache; a network trained or uploaded in this
+# session gets a per-session cache that is dropped when its model changes.
+
+_ATTRIBUTION_CACHE_KEY = "_attribution_cache"  # session_state key: {net key: (model, {args: result})}
+
+
+@st.cache_resource(show_spinner="Re-initialising the weights for the sanity check…")
+def _randomized_pretrained(key: str) -> nn.Module:
+    from digitrec.attribution import randomized_copy
+
+    return randomized_copy(pretrained(key).model, seed=0)
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def _pretrained_attribution(key: str, pixels: bytes, method: str, target: int | None, randomized: bool, _x: torch.Tensor):
+    # pixels (the digit's exact float32 bytes) is the cache key; _x is the same digit, unhashed.
+    from digitrec import attribution
+
+    model = _randomized_pretrained(key) if randomized else pretrained(key).model
+    if target is None:
+        return attribution.all_classes(model, _x, method)
+    return attribution.attribute(model, _x, target, method)
+
+
+def _my_attribution(net: Network, digit: Digit, method: str, target: int | None, randomized: bool):
+    from digitrec import attribution
+
+    caches = st.session_state.setdefault(_ATTRIBUTION_CACHE_KEY, {})
+    model, cache = caches.get(net.key, (None, None))
+    if model is not net.model or len(cache) > 500:  # retrained or replaced: old maps are wrong
+        cache = {}
+        caches[net.key] = (net.model, cache)
+    args = (digit.x.numpy().tobytes(), method, target, randomized)
+    if args not in cache:
+        if randomized:
+            model = cache.setdefault("randomized", attribution.randomized_copy(net.model, seed=0))
+        else:
+            model = net.model
+        cache[args] = (
+            attribution.all_classes(model, digit.x, method) if target is None
+            else attribution.attribute(model, digit.x, target, method)
+        )
+    return cache[args]
+
+
+def attribution_map(net: Network, digit: Digit, method: str, target: int, randomized: bool = False):
+    """``digitrec.attribution.attribute(net.model, digit.x, target, method)``, cached.
+
+    randomized: the same map for a copy of the network with re-initialised
+    weights (``attribution.randomized_copy(seed=0)``), for the sanity check.
+    Raises UnsupportedAttribution (a DigitrecError) as ``attribute`` does.
+    """
+    if net.key in PRETRAINED_LABELS:
+        return _pretrained_attribution(net.key, digit.x.numpy().tobytes(), method, int(target), randomized, digit.x)
+    return _my_attribution(net, digit, method, int(target), randomized)
+
+
+def attribution_all_classes(net: Network, digit: Digit, method: str) -> list:
+    """``digitrec.attribution.all_classes(net.model, digit.x, method)``: ten maps in class order, cached."""
+    with st.spinner(f"Attributing all ten classes for {net.label}…"):
+        if net.key in PRETRAINED_LABELS:
+            return _pretrained_attribution(net.key, digit.x.numpy().tobytes(), method, None, False, digit.x)
+        return _my_attribution(net, digit, method, None, False)
+
+
+# ---------------------------------------------------------------- Lessons page (lessons.py)
+# The course from digitrec.lessons.lessons_dir() ($DIGITREC_LESSONS or lessons/),
+# parsed once per folder and re-read when a file in it changes, so a teacher
+# sees an edit on the next click without restarting the app.
+
+
+def course() -> list:
+    """Every lesson, in number order; raises digitrec.lessons.LessonError for a malformed file."""
+    from digitrec.lessons import lessons_dir
+
+    folder = lessons_dir()
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.md")))
+    return _course(str(folder), stamp)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _course(folder: str, stamp: tuple) -> list:  # stamp: only part of the cache key
+    from digitrec.lessons import load_lessons
+
+    return load_lessons(folder)

@@ -1,0 +1,36 @@
+"""The sidebar every explorer page shares: the current digit and the network picker."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from digitrec.viz.digits import digit_figure
+from streamlit_app import state
+
+
+def current_digit_sidebar() -> state.Digit:
+    """Show the current digit in the sidebar with a link to change it; return it."""
+    digit = state.current_digit()
+    with st.sidebar:
+        st.markdown("**Current digit**")
+        st.plotly_chart(digit_figure(digit.pixels, height=150), key="sidebar_digit")
+        label = f" (labelled {digit.label})" if digit.label is not None else ""
+        st.caption(f"{digit.source}{label}")
+        st.page_link("pages/draw.py", label="Draw or pick another digit", icon=":material/draw:")
+    return digit
+
+
+def network_picker(cnn: bool | None = None, key: str = "net_picker") -> state.Network:
+    """A sidebar select box over the networks (of one kind if ``cnn`` is given); remembers the choice."""
+    nets = state.networks() if cnn is None else state.networks_of_kind(cnn)
+    if not nets:
+        st.error("No network of this kind is loaded. Run `make weights` to rebuild the pretrained weights.")
+        st.stop()
+    keys = list(nets)
+    chosen = state.network().key
+    index = keys.index(chosen) if chosen in keys else 0
+    with st.sidebar:
+        key_chosen = st.selectbox("Network", keys, index=index, format_func=lambda k: nets[k].label, key=key)
+    if key_chosen != state.network().key:
+        state.set_network(key_chosen)
+    return nets[key_chosen]

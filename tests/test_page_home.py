@@ -1,0 +1,57 @@
+"""Home page: both pretrained networks' predictions for the current digit, and their cost."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from digitrec import checkpoints
+from digitrec.inspection import predict_proba
+from streamlit_app import state
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+
+
+def _figures(at):
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+@pytest.mark.parametrize("d", [0, 4, 7])
+def test_home_shows_both_networks_predictions_for_the_current_digit(d):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["digit"] = state.sample_digit(d)
+    at.run()
+    assert not at.exception
+    bars = [t for fig in _figures(at) for t in fig["data"] if t["type"] == "bar"]
+    assert [t["name"] for t in bars] == ["FCNet (pretrained)", "TinyVGG (pretrained)"]
+    x = state.sample_digit(d).x
+    for trace, key in zip(bars, ["fc", "cnn"]):
+        expected = predict_proba(checkpoints.load_pretrained(key).model, x)[0].tolist()
+        assert trace["y"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_home_table_counts_parameters_from_the_models():
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    table = at.table[0].value
+    assert table.loc["parameters", "FCNet (pretrained)"] == "13,002"
+    assert table.loc["parameters", "TinyVGG (pretrained)"] == "7,740"
+    assert table.loc["multiply-adds per digit", "TinyVGG (pretrained)"] == "1,133,860"
+
+
+def test_a_link_names_the_digit_and_the_page_keeps_it_in_the_url():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["digit"] = "sample:2"
+    at.run()
+    assert not at.exception
+    assert at.session_state["digit"].ref == "sample:2"
+    assert at.query_params["digit"] == ["sample:2"] or at.query_params["digit"] == "sample:2"
+
+
+def test_a_malformed_digit_link_falls_back_to_a_sample():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["digit"] = "px:not-base64!!"
+    at.run()
+    assert not at.exception
+    assert at.session_state["digit"].ref == "sample:7"
