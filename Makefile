@@ -35,7 +35,7 @@ test: $(STAMP) data browser
 # Reproduce the committed pretrained weights (fixed seeds; see weights/README.md).
 weights: $(STAMP) data
 	$(PY) -m digitrec train --model fc --epochs 15 --lr 0.003 --schedule cosine --seed 0 --out weights/fc.safetensors
-	$(PY) -m digitrec train --model cnn --epochs 4 --lr 0.002 --schedule cosine --seed 0 --out weights/cnn.safetensors
+	$(PY) -m digitrec train --model cnn --epochs 8 --lr 0.005 --schedule cosine --seed 0 --out weights/cnn.safetensors
 
 bench: $(STAMP) data
 	$(PY) -m digitrec bench
