@@ -19,7 +19,7 @@ def network_rows(nets: dict[str, state.Network]) -> pd.DataFrame:
         layers = models.describe(net.model)
         rows[net.label] = {
             "architecture": models.display_name(net.config),
-            "layers with weights": sum(1 for layer in layers if layer.params),
+            "layers with weights": str(sum(1 for layer in layers if layer.params)),
             "parameters": f"{sum(layer.params for layer in layers):,}",
             "multiply-adds per digit": f"{sum(layer.macs for layer in layers):,}",
             "test accuracy": "–" if net.test_accuracy is None else f"{net.test_accuracy:.2%}",
