@@ -356,3 +356,33 @@ def _course(folder: str, stamp: tuple) -> list:  # stamp: only part of the cache
     from digitrec.lessons import load_lessons
 
     return load_lessons(folder)
+
+
+# ---------------------------------------------------------------- Train and race pages (train.py, race.py)
+# A training run (digitrec.runs.TrainingRun or Race) belongs to the browser
+# session that started it: it lives in that session's st.session_state, so two
+# learners never see or steer each other's runs, and moving to another page and
+# back finds the same run (its thread keeps going) instead of starting another.
+RUNS_KEY = "training_runs"  # session_state key: {slot: run}; a slot is "train", "race" or a widget key
+MY_MODEL_COUNT_KEY = "_my_model_count"
+
+
+def training_run(slot: str):
+    """This session's run in ``slot`` (a TrainingRun or Race), or None."""
+    return st.session_state.get(RUNS_KEY, {}).get(slot)
+
+
+def set_training_run(slot: str, run) -> None:
+    """Keep ``run`` in ``slot``, stopping the run it replaces (so no thread is left unwatched)."""
+    runs = st.session_state.setdefault(RUNS_KEY, {})
+    old = runs.get(slot)
+    if old is not None and old is not run:
+        old.stop()
+    runs[slot] = run
+
+
+def new_my_model_key() -> str:
+    """A key never used before in this session ("my-1", "my-2", …): per-key caches never go stale."""
+    n = st.session_state.get(MY_MODEL_COUNT_KEY, 0) + 1
+    st.session_state[MY_MODEL_COUNT_KEY] = n
+    return f"my-{n}"
