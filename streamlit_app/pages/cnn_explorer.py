@@ -1,0 +1,69 @@
+"""Convolutional network, step by step: every feature map of TinyVGG for the current digit,
+then each operation (convolution, ReLU, max pooling, the output) explained with its real numbers.
+
+View choices live in the URL: ``?scope=layer&section=Convolution&layer=conv_2_1&map=3&row=0&col=5``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from streamlit_app.widgets import cnn
+from streamlit_app.widgets.context import current_digit_sidebar, network_picker
+
+SECTIONS = ["Convolution", "ReLU", "Max pooling", "The end: softmax", "Filters", "Sandbox"]
+SECTION_KEY = "cnn_section"
+CONV_KEY = "cnn_conv"
+
+
+def _choose_section() -> str:
+    if SECTION_KEY not in st.session_state:
+        wanted = st.query_params.get("section")
+        st.session_state[SECTION_KEY] = wanted if wanted in SECTIONS else SECTIONS[0]
+    section = st.segmented_control("Look closer at", SECTIONS, key=SECTION_KEY, required=True) or SECTIONS[0]
+    if st.query_params.get("section") != section:
+        st.query_params["section"] = section
+    return section
+
+
+def draw() -> None:
+    digit = current_digit_sidebar()
+    net = network_picker(cnn=True)
+    st.title("Convolutional network, step by step")
+    st.caption(
+        f"{net.label} reading {digit.source}. A convolutional network slides small 3×3 filters over the image; "
+        "each filter makes one *feature map* that lights up where its pattern appears. "
+        "Two blocks of conv → ReLU → conv → ReLU → max-pool, then one linear layer gives the ten scores."
+    )
+
+    st.subheader("Every feature map at once")
+    cnn.cnn_overview(key="cnn_overview", net=net, digit=digit, url=True)
+
+    st.divider()
+    section = _choose_section()
+    if section == "Convolution":
+        st.markdown(
+            "**One number of a feature map, worked out.** Pick a layer, a map and a position: the kernel is laid "
+            "over the input there, each pair of numbers is multiplied, and everything is added up with the bias."
+        )
+        cnn.conv_arithmetic(key=CONV_KEY, net=net, digit=digit, url=True)
+    elif section == "ReLU":
+        st.markdown("**ReLU: max(0, x).** The same map before and after the activation function.")
+        cnn.relu_detail(key="cnn_relu", net=net, digit=digit)
+    elif section == "Max pooling":
+        st.markdown("**Max pooling: the largest of each 2×2 window.** It halves the map's width and height.")
+        cnn.pool_detail(key="cnn_pool", net=net, digit=digit)
+    elif section == "The end: softmax":
+        cnn.cnn_output(key="cnn_end", net=net, digit=digit)
+    elif section == "Filters":
+        st.markdown("**The filters the network learned.** Every 3×3 kernel of a convolution layer, as a tiny image.")
+        cnn.cnn_filters(key="cnn_filters", net=net)
+    else:
+        st.markdown(
+            "**Sandbox: padding, stride and kernel size.** Slide a hand-made kernel over the digit and see how the "
+            "output's size follows from the formula."
+        )
+        cnn.conv_sandbox(key="cnn_sandbox", digit=digit)
+
+
+draw()
