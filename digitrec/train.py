@@ -79,8 +79,11 @@ class TrainState:
     samples_seen: int = 0
     loss: float = math.nan  # this batch's mean cross-entropy
     accuracy: float = math.nan  # this batch's accuracy, 0..1
-    samples_per_s: float = 0.0  # training throughput since the start (pauses excluded)
-    elapsed_s: float = 0.0  # training seconds since the start (pauses excluded)
+    # The training clock counts forward, backward and optimizer steps (and batching);
+    # pauses, evaluation and the callbacks' own work are off the clock, so a callback
+    # that evaluates or snapshots does not make training look slower.
+    samples_per_s: float = 0.0  # training throughput since the start, on the training clock
+    elapsed_s: float = 0.0  # training seconds since the start, on the training clock
     test_loss: float | None = None  # after each epoch, if evaluated
     test_accuracy: float | None = None
     stopped: bool = False  # True if stop() ended the run early
@@ -236,7 +239,8 @@ def fit(
     if config.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=state.total_steps)
     _emit(callbacks, "on_fit_start", state)
-    clock, paused_s = time.perf_counter(), 0.0
+    # off_clock_s: seconds spent paused, evaluating or in callbacks (not training).
+    clock, off_clock_s = time.perf_counter(), 0.0
 
     model.train()
     try:
@@ -247,7 +251,7 @@ def fit(
                 if not control.wait_for_turn():
                     state.stopped = True
                     break
-                paused_s += time.perf_counter() - wait_start
+                off_clock_s += time.perf_counter() - wait_start
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
 
@@ -275,22 +279,23 @@ def fit(
                 state.samples_seen += len(y)
                 state.loss = loss_value
                 state.accuracy = (logits.argmax(dim=1) == y).float().mean().item()
-                state.elapsed_s = time.perf_counter() - clock - paused_s
+                state.elapsed_s = time.perf_counter() - clock - off_clock_s
                 state.samples_per_s = state.samples_seen / max(state.elapsed_s, 1e-9)
-                _emit(callbacks, "on_step_end", state)
+                off_clock_s += _emit_timed(callbacks, "on_step_end", state)
             if state.stopped:
                 break
+            eval_start = time.perf_counter()
             if test is not None and config.evaluate_each_epoch:
                 state.test_loss, state.test_accuracy = evaluate(model, test)
                 model.train()
-            _emit(callbacks, "on_epoch_end", state)
+            off_clock_s += time.perf_counter() - eval_start
+            off_clock_s += _emit_timed(callbacks, "on_epoch_end", state)
     finally:
         # Leave no gradients behind: the model may be shared by the app's explorers.
         optimizer.zero_grad(set_to_none=True)
         model.eval()
         if channels_last:
             model.to(memory_format=torch.contiguous_format)
-        state.elapsed_s = time.perf_counter() - clock - paused_s
     _emit(callbacks, "on_fit_end", state)
     return state
 
@@ -300,6 +305,13 @@ def _emit(callbacks: list, event: str, state: TrainState) -> None:
         handler = getattr(cb, event, None)
         if handler is not None:
             handler(state)
+
+
+def _emit_timed(callbacks: list, event: str, state: TrainState) -> float:
+    """``_emit``, returning the seconds the callbacks took (kept off the training clock)."""
+    start = time.perf_counter()
+    _emit(callbacks, event, state)
+    return time.perf_counter() - start
 
 
 @dataclass

@@ -1,0 +1,240 @@
+"""The FC-vs-CNN race in numbers: the table and the explanation under it.
+
+Every number comes from a run's own history (``digitrec.runs.RunProgress``),
+never from text: parameters and multiply-adds are counted on the model,
+speeds are read off the training clock, and "seconds to 97 %" is the training
+time of the first test evaluation at or above 97 %.
+
+How the cost per digit is estimated (said on the page too): a forward pass's
+multiply-adds are counted from each layer's shapes (``models.describe``): a
+Linear layer does in x out, a convolution does, per output value,
+in_channels x 3 x 3. A training step costs about three forward passes: the
+forward itself, then the backward pass, which for every layer computes the
+gradient with respect to its input and the gradient with respect to its
+weights, each about as many multiply-adds as the forward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+TARGETS = (0.95, 0.97, 0.98)  # test accuracies the table times
+# Accuracies the explanation compares the networks at: finer and lower than the
+# table's, so a short run can still show where one network overtakes the other.
+MILESTONES = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.98, 0.99)
+TRAINING_STEP_FACTOR = 3  # multiply-adds of a training step per digit ~ 3 x forward
+
+
+@dataclass(frozen=True)
+class RaceRow:
+    """One network's line of the race table."""
+
+    name: str
+    params: int
+    macs_forward: int  # multiply-adds per digit, forward pass
+    samples_per_s: float | None  # digits trained per second (training clock); None before a step
+    seconds_per_epoch: float | None  # training seconds for one pass over the training digits
+    seconds_to: tuple[tuple[float, float | None], ...]  # (target accuracy, seconds or None if not reached)
+    final_accuracy: float | None  # 0..1 on the full test set once the run ended, else None
+    best_accuracy: float | None  # the best test-subset accuracy seen so far
+    status: str = ""
+    milestones: tuple[tuple[float, float | None], ...] = ()  # like seconds_to, at MILESTONES (for explain)
+
+    @property
+    def macs_training(self) -> int:
+        """Multiply-adds per digit of one training step (forward + backward), estimated as 3 x forward."""
+        return TRAINING_STEP_FACTOR * self.macs_forward
+
+    def seconds_to_reach(self, target: float) -> float | None:
+        for t, seconds in self.seconds_to:
+            if math.isclose(t, target):
+                return seconds
+        raise KeyError(f"{target} is not one of this row's targets {[t for t, _ in self.seconds_to]}")
+
+
+def seconds_to_reach(evals: Sequence[dict], target: float) -> float | None:
+    """Training seconds of the first evaluation with test accuracy >= ``target``; None if none.
+
+    ``evals``: dicts with "seconds" and "test_accuracy" (0..1), in the order measured.
+    """
+    for e in evals:
+        if e["test_accuracy"] is not None and e["test_accuracy"] >= target:
+            return float(e["seconds"])
+    return None
+
+
+def race_row(
+    *,
+    name: str,
+    params: int,
+    macs_forward: int,
+    train_size: int,
+    samples_seen: int,
+    elapsed_s: float,
+    evals: Sequence[dict],
+    final_accuracy: float | None = None,
+    targets: Sequence[float] = TARGETS,
+    status: str = "",
+) -> RaceRow:
+    """A table row from a run's numbers (see ``row_of`` for a RunProgress).
+
+    Speed is what the training clock measured: digits trained / training
+    seconds; one epoch is ``train_size`` digits at that speed.
+    """
+    speed = samples_seen / elapsed_s if samples_seen > 0 and elapsed_s > 0 else None
+    accuracies = [e["test_accuracy"] for e in evals if e["test_accuracy"] is not None]
+    return RaceRow(
+        name=name,
+        params=params,
+        macs_forward=macs_forward,
+        samples_per_s=speed,
+        seconds_per_epoch=train_size / speed if speed else None,
+        seconds_to=tuple((t, seconds_to_reach(evals, t)) for t in targets),
+        final_accuracy=final_accuracy,
+        best_accuracy=max(accuracies) if accuracies else None,
+        status=status,
+        milestones=tuple((t, seconds_to_reach(evals, t)) for t in sorted({*MILESTONES, *targets})),
+    )
+
+
+def row_of(progress, targets: Sequence[float] = TARGETS) -> RaceRow:
+    """The table row of a ``digitrec.runs.RunProgress``."""
+    return race_row(
+        name=progress.name, params=progress.params, macs_forward=progress.macs,
+        train_size=progress.plan.train_size, samples_seen=progress.samples_seen, elapsed_s=progress.elapsed_s,
+        evals=progress.evals, final_accuracy=progress.final_test_accuracy, targets=targets,
+        status=progress.status.value,
+    )
+
+
+def table(rows: Sequence[RaceRow]) -> dict[str, list[str]]:
+    """The rows as text columns for display: {column header: one cell per network}."""
+
+    def num(value, fmt: str, missing: str = "–") -> str:
+        return missing if value is None else format(value, fmt)
+
+    out: dict[str, list[str]] = {
+        "network": [r.name for r in rows],
+        "parameters": [f"{r.params:,}" for r in rows],
+        "multiply-adds per digit (forward)": [f"{r.macs_forward:,}" for r in rows],
+        "multiply-adds per digit (training step ≈ 3×)": [f"{r.macs_training:,}" for r in rows],
+        "digits per second": [num(r.samples_per_s, ",.0f") for r in rows],
+        "seconds per epoch": [num(r.seconds_per_epoch, ",.1f") for r in rows],
+    }
+    for i, target in enumerate(rows[0].seconds_to if rows else ()):
+        t = target[0]
+        out[f"seconds to {t:.0%}"] = [num(r.seconds_to[i][1], ",.1f", "not reached") for r in rows]
+    out["final test accuracy"] = [num(r.final_accuracy, ".2%") for r in rows]
+    return out
+
+
+@dataclass(frozen=True)
+class Lead:
+    """Who reached one test accuracy first."""
+
+    target: float
+    fc_seconds: float | None
+    cnn_seconds: float | None
+
+    @property
+    def winner(self) -> str | None:
+        """'fc', 'cnn', or None if neither got there."""
+        if self.fc_seconds is None and self.cnn_seconds is None:
+            return None
+        if self.cnn_seconds is None:
+            return "fc"
+        if self.fc_seconds is None:
+            return "cnn"
+        return "fc" if self.fc_seconds <= self.cnn_seconds else "cnn"
+
+
+def leads(fc: RaceRow, cnn: RaceRow) -> list[Lead]:
+    """Who got to each milestone accuracy first, lowest first."""
+    cnn_at = dict(cnn.milestones)
+    return [Lead(t, s_fc, cnn_at[t]) for t, s_fc in fc.milestones if t in cnn_at]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The numbers the explanation under the table uses, and its text."""
+
+    macs_ratio: float  # TinyVGG's forward multiply-adds / FCNet's
+    params_ratio: float  # FCNet's parameters / TinyVGG's
+    speed_ratio: float | None  # FCNet's digits per second / TinyVGG's
+    reversal: Lead | None  # the lowest target TinyVGG reached first, if FCNet had led before it or never got there
+    text: str  # Markdown
+
+
+def _s(seconds: float | None) -> str:
+    return "never, in this run" if seconds is None else f"{seconds:,.1f} s"
+
+
+def explain(fc: RaceRow, cnn: RaceRow) -> Explanation:
+    """Why the CNN costs more per digit here, and when that trade reverses, with this run's numbers."""
+    macs_ratio = cnn.macs_forward / fc.macs_forward
+    params_ratio = fc.params / cnn.params
+    speed_ratio = fc.samples_per_s / cnn.samples_per_s if fc.samples_per_s and cnn.samples_per_s else None
+
+    fewer = "fewer" if cnn.params < fc.params else "more"
+    cost = (
+        f"**Why the CNN costs more per digit.** {cnn.name} has {cnn.params:,} weights, {fewer} than "
+        f"{fc.name}'s {fc.params:,}, yet it does {cnn.macs_forward:,} multiply-adds per digit against "
+        f"{fc.macs_forward:,}: **{macs_ratio:,.0f}× more**. A fully connected layer uses each weight once per "
+        "digit; a convolution slides each 3×3 filter over every position of its input, so every filter weight "
+        "is used 784 times (28×28) in the first block and 196 times (14×14) in the second."
+    )
+    if speed_ratio is not None:
+        cost += (
+            f" In this run {fc.name} trained {fc.samples_per_s:,.0f} digits per second and {cnn.name} "
+            f"{cnn.samples_per_s:,.0f}: the CNN was **{speed_ratio:,.1f}× slower**"
+        )
+        if fc.seconds_per_epoch and cnn.seconds_per_epoch:
+            cost += f" ({cnn.seconds_per_epoch:,.1f} s per epoch against {fc.seconds_per_epoch:,.1f} s)"
+        cost += "."
+        if speed_ratio < macs_ratio / 2:
+            cost += (
+                f" That is less than the {macs_ratio:,.0f}× of the arithmetic because a network as small as "
+                f"{fc.name} spends most of each step on fixed work (Python, moving batches through memory, "
+                "the optimizer), not on multiplying."
+            )
+
+    lead_list = leads(fc, cnn)
+    reversal = next((lead for lead in lead_list if lead.winner == "cnn"), None)
+    fc_first = [lead for lead in lead_list if lead.winner == "fc"]
+    fc_before = [lead for lead in fc_first if reversal is not None and lead.target < reversal.target]
+    if reversal is not None and fc_before:
+        before = fc_before[-1]  # the highest target FCNet reached first, below the reversal
+        trade = (
+            f"**When the trade reverses.** {fc.name} reached {before.target:.0%} first ({_s(before.fc_seconds)} "
+            f"against {_s(before.cnn_seconds)}), but {cnn.name} reached {reversal.target:.0%} first "
+            f"({_s(reversal.cnn_seconds)}; {fc.name}: {_s(reversal.fc_seconds)}). Each digit costs the CNN more, "
+            "but it learns more from each one: its filters look for the same stroke everywhere in the image, so "
+            "past some accuracy the cheap network cannot keep up however long it trains."
+        )
+    elif reversal is not None:
+        trade = (
+            f"**When the trade reverses.** In this run it already has: {cnn.name} reached {reversal.target:.0%} "
+            f"first ({_s(reversal.cnn_seconds)}; {fc.name}: {_s(reversal.fc_seconds)}). It learns so much more "
+            "from each digit that it wins despite costing more per digit."
+        )
+    elif fc_first:
+        trade = (
+            f"**When the trade reverses.** In this run {fc.name} reached every target first "
+            f"({fc_first[-1].target:.0%} after {_s(fc_first[-1].fc_seconds)}; {cnn.name}: "
+            f"{_s(fc_first[-1].cnn_seconds)}). The CNN pays off at higher accuracies, which take more training: "
+            "train more digits or more epochs and watch which one reaches 98 % first."
+        )
+    else:
+        trade = (
+            "**When the trade reverses.** Neither network reached "
+            f"{lead_list[0].target:.0%} yet, so this run cannot say; train more digits or more epochs."
+            if lead_list else "**When the trade reverses.** No accuracy targets were measured."
+        )
+    trade += (
+        " The trade also turns with the task: a fully connected layer's weights grow with the number of pixels "
+        "while a 3×3 filter stays 9 weights however large the image, and on a GPU, which does many "
+        "multiply-adds at once, the CNN's extra arithmetic costs far less time than on this processor."
+    )
+    return Explanation(macs_ratio, params_ratio, speed_ratio, reversal, cost + "\n\n" + trade)

@@ -1,0 +1,552 @@
+"""Training widgets: a live run with its controls, curves, probe digit and first-layer weights; the race.
+
+A run trains in a background thread (``digitrec.runs``) that belongs to this
+browser session (``state.training_run(slot)``). The views read it inside a
+fragment that reruns every second while the run is active, so the page never
+waits for training and stays responsive; when the run starts or ends, the
+fragment reruns the whole page once so buttons and downloads match.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+import streamlit as st
+
+from digitrec import checkpoints, models, race, runs
+from digitrec.errors import CheckpointError, DigitrecError, InvalidConfig
+from digitrec.runs import RunProgress, RunStatus, TrainingRun
+from digitrec.viz.digits import digit_figure, probabilities_figure
+from digitrec.viz.training import curves_figure, first_layer_figure, race_figure
+from streamlit_app import state
+
+REFRESH_S = 1.0  # how often an active run's views are redrawn
+TRAIN_SLOT = "train"  # the Train page's run
+RACE_SLOT = "race"  # the race page's race
+FC_PRESETS = {"784-16-16-10 (3Blue1Brown's)": "16, 16", "784-128-64-10 (wide)": "128, 64", "custom widths": None}
+TRAIN_SIZES = (300, 1000, 3000, 10000, 30000, 60000)
+SPEEDS = (1, 5, 20, 100, 0)  # slow motion, steps per second (0: full speed)
+LESSON_SECONDS = 15.0  # the lesson's live run is slowed to last about this long, so a learner can watch it
+ARCH_LABELS = {"fcnet": "FCNet (fully connected)", "tinyvgg": "TinyVGG (convolutional)"}
+MODEL_PRESETS = {"fc": ("fcnet", "16, 16"), "fc-wide": ("fcnet", "128, 64"), "cnn": ("tinyvgg", "")}
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # nan: not known yet
+        return "–"
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s"
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def training_settings(*, key: str, disabled: bool = False) -> dict:
+    """The settings form of a run; returns raw values for ``digitrec.runs.make_spec``.
+
+    Values typed as text (widths, learning rate) are checked by make_spec, which
+    refuses anything invalid with one sentence before training starts.
+    """
+    session = dict(persist_state="session", disabled=disabled)  # kept when the learner visits other pages
+    net_col, opt_col, data_col = st.columns(3)
+    with net_col:
+        arch = st.radio("Network", list(ARCH_LABELS), format_func=ARCH_LABELS.get, key=f"{key}_arch", **session)
+        widths, channels = "16, 16", 10
+        if arch == "fcnet":
+            preset = st.selectbox("Layers", list(FC_PRESETS), key=f"{key}_preset", **session,
+                                  help="784 inputs (one per pixel), the hidden layers, 10 outputs (one per digit).")
+            widths = FC_PRESETS[preset]
+            if widths is None:
+                widths = st.text_input("Hidden layer widths, comma-separated", "32, 16", key=f"{key}_widths",
+                                       **session, help="One whole number per hidden layer, e.g. 64, 32.")
+        else:
+            channels = st.number_input("Channels (feature maps per conv layer)", 1, 256, 10, key=f"{key}_channels",
+                                       **session, help="CNN Explainer's TinyVGG uses 10.")
+    with opt_col:
+        optimizer = st.selectbox("Optimizer", ["adam", "sgd"], key=f"{key}_optimizer", **session,
+                                 help="Adam adapts each weight's step size; SGD (with momentum 0.9) uses one rate.")
+        lr = st.text_input("Learning rate", "0.001", key=f"{key}_lr", **session,
+                           help="How big each update is. Adam: about 0.001; SGD: about 0.05. Too high and the loss explodes.")
+        schedule = st.selectbox("Schedule", ["constant", "cosine"], key=f"{key}_schedule", **session,
+                                help="cosine lowers the rate smoothly to 0 by the last step.")
+    with data_col:
+        batch_size = st.number_input("Batch size (digits per step)", 1, runs.TRAIN_DIGITS, 128, key=f"{key}_batch", **session)
+        epochs = st.number_input("Epochs (passes over the digits)", 1, runs.MAX_APP_EPOCHS, 3, key=f"{key}_epochs", **session)
+        train_size = st.select_slider(
+            "Training digits", TRAIN_SIZES, value=runs.TRAIN_DIGITS, key=f"{key}_train_size", format_func="{:,}".format,
+            help="Quick mode: train on the first N of MNIST's 60,000 training digits for curves sooner. "
+                 "Test accuracy is always measured on real test digits.", **session,
+        )
+    with st.expander("More settings"):
+        c1, c2, c3 = st.columns(3)
+        seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=f"{key}_seed", **session,
+                               help="Fixes the starting weights and the order of the batches: the same seed, the same run.")
+        snapshot_every = c2.number_input(
+            "Snapshot every N steps (0: about 30 per run)", 0, 10**6, 0, key=f"{key}_snapshot", **session,
+            help="A snapshot keeps the first layer's weights and the probe digit's prediction for the replay slider.",
+        )
+        steps_per_s = c3.select_slider(
+            "Slow motion", SPEEDS, value=0, key=f"{key}_speed", **session,
+            format_func=lambda v: "full speed" if v == 0 else f"{v} steps per second",
+            help="Slow training down to watch the weights change; the speeds shown stay the real ones.",
+        )
+    return dict(architecture=arch, widths=widths, channels=channels, optimizer=optimizer, lr=lr, schedule=schedule,
+                batch_size=batch_size, epochs=epochs, seed=seed, train_size=train_size, snapshot_every=snapshot_every,
+                steps_per_s=steps_per_s)
+
+
+def make_run(values: dict, data, probe) -> TrainingRun:
+    """A TrainingRun (not started) from ``training_settings`` values; InvalidConfig if they are invalid."""
+    values = dict(values)
+    steps_per_s = values.pop("steps_per_s", 0)
+    pace = [runs.Pace(1.0 / steps_per_s)] if steps_per_s else []
+    return TrainingRun(runs.make_spec(**values), data, probe=probe, callbacks=pace)
+
+
+# --- controls ------------------------------------------------------------------------------------
+
+
+def _start(slot: str, make_run: Callable[[], TrainingRun], *, paused: bool = False, steps: int = 0,
+           epoch: bool = False) -> str | None:
+    """Make, keep and start a run; the refusal sentence if the settings are invalid."""
+    try:
+        run = make_run()
+    except DigitrecError as e:
+        return str(e)
+    state.set_training_run(slot, run)
+    run.start(paused=paused or bool(steps) or epoch)
+    if epoch:
+        run.step_epoch()
+    elif steps:
+        run.step(steps)
+    return None
+
+
+def run_controls(*, key: str, slot: str, make_run: Callable[[], TrainingRun], stepping: bool = True) -> None:
+    """Start, Pause, Resume, Step (one batch), +1 epoch and Stop for the run in ``slot``.
+
+    ``make_run`` builds a new run from the current settings; it raises
+    InvalidConfig (shown as a sentence) if they are invalid.
+    """
+    run = state.training_run(slot)
+    status = run.status if run is not None else RunStatus.IDLE
+    active = status.active
+    buttons = [  # (name, label, icon, enabled, help)
+        ("start", "Start", ":material/play_arrow:", not active,
+         "Train a new network with these settings (replaces the last run)."),
+        ("pause", "Pause", ":material/pause:", status is RunStatus.RUNNING, None),
+        ("resume", "Resume", ":material/play_arrow:", status is RunStatus.PAUSED, None),
+    ]
+    if stepping:
+        can_step = status is RunStatus.PAUSED or not active
+        buttons += [
+            ("step", "Step (1 batch)", ":material/skip_next:", can_step,
+             "Train one batch, then pause (starts a new, paused run if none is going)."),
+            ("epoch", "+1 epoch", ":material/fast_forward:", can_step, "Train to the end of this epoch, then pause."),
+        ]
+    buttons.append(("stop", "Stop", ":material/stop:", status in (RunStatus.RUNNING, RunStatus.PAUSED),
+                    "End the run; the network keeps what it has learned."))
+    clicked = {}
+    for col, (name, label, icon, enabled, help_text) in zip(st.columns(len(buttons)), buttons):
+        clicked[name] = col.button(label, key=f"{key}_{name}", icon=icon, disabled=not enabled, help=help_text,
+                                   type="primary" if name == "start" else "secondary", width="stretch")
+    problem = None
+    if clicked["start"]:
+        problem = _start(slot, make_run)
+    elif clicked["pause"]:
+        run.pause()
+    elif clicked["resume"]:
+        run.resume()
+    elif clicked.get("step"):
+        if active:
+            run.step(1)
+        else:
+            problem = _start(slot, make_run, steps=1)
+    elif clicked.get("epoch"):
+        if active:
+            run.step_epoch()
+        else:
+            problem = _start(slot, make_run, epoch=True)
+    elif clicked["stop"]:
+        run.stop()
+    if problem:
+        st.warning(problem)
+    elif any(clicked.values()):
+        st.rerun()  # redraw the buttons for the new state
+
+
+# --- the live view -------------------------------------------------------------------------------
+
+
+def _progress_bar(p: RunProgress) -> None:
+    text = (f"Epoch {max(p.epoch, 1)}/{p.epochs} · step {p.step:,}/{p.total_steps:,} · "
+            f"{p.samples_per_s:,.0f} digits/s · ETA {_duration(p.eta_s) if p.status.active else '–'}")
+    st.progress(p.progress, text=text)
+
+
+def _status_note(p: RunProgress) -> None:
+    seconds = f"{p.elapsed_s:,.1f} s of training"
+    final = f"{p.final_test_accuracy:.2%} on all {p.test_size:,} test digits" if p.final_test_accuracy is not None else ""
+    if p.status is RunStatus.PAUSED:
+        st.info(f"Paused after step {p.step:,}. **Step** trains one batch, **+1 epoch** trains to the end of the "
+                "epoch, **Resume** goes on.")
+    elif p.status is RunStatus.STOPPING:
+        st.info("Stopping: finishing the last batch and measuring the test accuracy…")
+    elif p.status is RunStatus.STOPPED:
+        st.info(f"Stopped after step {p.step:,} of {p.total_steps:,} ({seconds}). Test accuracy {final or '–'}.")
+    elif p.status is RunStatus.FINISHED:
+        st.success(f"Finished: {p.step:,} steps in {seconds}. Test accuracy {final}.")
+    elif p.status is RunStatus.DIVERGED:
+        st.warning(p.message + (f" Its test accuracy now: {final}." if final else ""))
+    elif p.status is RunStatus.FAILED:
+        st.error(p.message)
+    if p.status.ended and p.step >= 50 and p.test_accuracy is not None and p.test_accuracy < 0.2:
+        st.warning(
+            f"After {p.step:,} steps the network does no better than guessing (10 %). A learning rate far too high "
+            "kills the neurons (their ReLU gives 0 for every digit, so nothing can change them); one far too low "
+            "barely moves the weights. Try 0.001 with Adam or 0.05 with SGD."
+        )
+
+
+def _probe_view(p: RunProgress, probs, *, key: str, caption: str) -> None:
+    digit = state.current_digit()
+    st.markdown("**The probe digit**: what the network thinks it is")
+    left, right = st.columns([1, 2])
+    with left:
+        st.plotly_chart(digit_figure(digit.pixels, height=140), key=f"{key}_probe_digit", config={"staticPlot": True})
+        label = f" ({digit.label})" if digit.label is not None else ""
+        st.caption(f"Probe: {digit.source}{label}")
+    with right:
+        if probs is not None:
+            st.plotly_chart(probabilities_figure({caption: probs}, height=210), key=f"{key}_probe_probs")
+
+
+def _weights_view(p: RunProgress, weights, *, key: str) -> None:
+    if weights is None:
+        return
+    st.plotly_chart(first_layer_figure(weights, architecture=p.architecture, total_units=p.total_units),
+                    key=f"{key}_weights")
+    if p.architecture == "fcnet":
+        st.caption("Each image is one hidden neuron's 784 weights, laid out like the digit's pixels: ink on an orange "
+                   "pixel raises the neuron, ink on a purple one lowers it. They start as noise and grow strokes.")
+    else:
+        st.caption("Each square is one 3×3 filter of the first convolution, slid over the whole digit. "
+                   "Watch them turn from noise into edge and stroke detectors.")
+
+
+def _curves(p: RunProgress, *, key: str, x: str, upto_step: int | None = None) -> None:
+    x_max = None
+    if upto_step is not None and p.steps:
+        x_max = p.steps[-1][x]
+    fig = curves_figure(p.steps, p.evals, p.epoch_results, x=x, upto_step=upto_step, x_max=x_max,
+                        eval_size=p.eval_size, test_size=p.test_size, height=440)
+    st.plotly_chart(fig, key=f"{key}_curves")
+
+
+def _watch(*, key: str, slot: str, body: Callable[[object], None]) -> None:
+    """Draw ``body(run)``; while the run is active, redraw it every REFRESH_S seconds (only this part)."""
+    run = state.training_run(slot)
+    active = run is not None and run.status.active
+
+    @st.fragment(run_every=REFRESH_S if active else None, key=f"{key}_live")
+    def live() -> None:
+        current = state.training_run(slot)
+        body(current)
+        now_active = current is not None and current.status.active
+        if now_active != active:
+            st.rerun()  # the run started or ended: redraw the page once (buttons, replay, downloads)
+
+    live()
+
+
+def run_view(*, key: str, slot: str, replay: bool = True, export: bool = True) -> None:
+    """The run in ``slot``: progress, curves, the probe digit, the first layer; then replay and export."""
+
+    def body(run: TrainingRun | None) -> None:
+        if run is None:
+            st.info("Choose the settings above and press **Start**. The curves, the probe digit's prediction and "
+                    "the first layer's weights appear here and update every second.")
+            return
+        p = run.progress()
+        _progress_bar(p)
+        _status_note(p)
+        curves_col, net_col = st.columns([3, 2])
+        with curves_col:
+            x = st.segmented_control("Horizontal axis", ["step", "seconds"], default="step", key=f"{key}_x",
+                                     format_func={"step": "steps", "seconds": "seconds"}.get) or "step"
+            _curves(p, key=key, x=x)
+            st.caption(f"Grey: each batch's loss and accuracy; blue: their running mean. Orange: accuracy on "
+                       f"{p.eval_size:,} test digits the network never trains on, every {p.plan.eval_every} steps; "
+                       f"red diamonds: on all {p.test_size:,} after each epoch. Seconds count training only.")
+        with net_col:
+            _probe_view(p, p.probe_probs, key=key, caption="now")
+            _weights_view(p, p.first_layer, key=key)
+
+    _watch(key=key, slot=slot, body=body)
+    run = state.training_run(slot)
+    if run is None:
+        return
+    status = run.status
+    if replay and (status is RunStatus.PAUSED or status.ended):
+        snapshot_replay(key=f"{key}_replay", slot=slot)
+    if export and status.ended:
+        model_export(key=f"{key}_export", slot=slot)
+
+
+@st.fragment
+def snapshot_replay(*, key: str, slot: str) -> None:
+    """A slider over the run's snapshots: the curves, probe prediction and first layer at that moment."""
+    run = state.training_run(slot)
+    if run is None:
+        return
+    p = run.progress()
+    snaps = p.snapshots
+    if len(snaps) < 2:
+        return
+    st.subheader("Replay the run")
+    st.caption(f"A snapshot every {p.plan.snapshot_every} steps. Slide to see what the network knew at that moment.")
+    index = st.select_slider(
+        "Network at", options=list(range(len(snaps))), value=len(snaps) - 1, key=f"{key}_at",
+        format_func=lambda i: f"step {snaps[i].step:,} ({snaps[i].seconds:.1f} s)",
+    )
+    snap = snaps[index]
+    accuracy = f"{snap.test_accuracy:.1%}" if snap.test_accuracy is not None else "–"
+    st.markdown(f"**Step {snap.step:,}**, epoch {max(snap.epoch, 1)}, after {snap.seconds:.1f} s of training: "
+                f"test accuracy {accuracy} on {p.eval_size:,} test digits.")
+    curves_col, net_col = st.columns([3, 2])
+    with curves_col:
+        _curves(p, key=key, x="step", upto_step=snap.step)
+    with net_col:
+        _probe_view(p, snap.probe_probs, key=key, caption=f"step {snap.step:,}")
+        _weights_view(p, snap.first_layer, key=key)
+
+
+def _model_label(p: RunProgress) -> str:
+    accuracy = f", {p.final_test_accuracy:.1%}" if p.final_test_accuracy is not None else ""
+    return f"My {p.name} ({p.step:,} steps{accuracy})"
+
+
+def model_export(*, key: str, slot: str) -> None:
+    """Use the ended run's model in every explorer, or download it as a safetensors checkpoint."""
+    run = state.training_run(slot)
+    if run is None or not run.status.ended:
+        return
+    p = run.progress()
+    if p.step == 0:
+        return
+    st.subheader("Use your network")
+    added = st.session_state.setdefault(f"{key}_added", {})  # run.id -> the Network key it was added as
+    use_col, download_col = st.columns(2)
+    with use_col:
+        if run.id in added and added[run.id] in state.networks():
+            net = state.networks()[added[run.id]]
+            st.success(f"**{net.label}** is in the network picker of every explorer page.")
+        elif st.button("Use it in the explorers", key=f"{key}_use", type="primary",
+                       help="Adds it beside the pretrained networks in every page's network picker."):
+            net = state.add_my_model(state.new_my_model_key(), _model_label(p), run.trained_model(),
+                                     p.final_test_accuracy)
+            added[run.id] = net.key
+            st.rerun()
+    with download_col:
+        name = models.display_name(run.spec.model).lower().replace(" ", "-").replace("(", "").replace(")", "")
+        st.download_button("Download the weights (.safetensors)", data=run.checkpoint_bytes(),
+                           file_name=f"digitrec-{name}-step{p.step}.safetensors", mime="application/octet-stream",
+                           key=f"{key}_download", on_click="ignore",
+                           help="A safetensors file with the configuration; upload it here later to use it again.")
+    if added.get(run.id):
+        st.page_link("pages/fc_explorer.py" if p.architecture == "fcnet" else "pages/cnn_explorer.py",
+                      label="Open it in the explorer", icon="🔎")
+
+
+def checkpoint_upload(*, key: str) -> None:
+    """Upload a checkpoint saved earlier; it is checked before use and added to the explorers."""
+    upload = st.file_uploader(
+        "A digitrec checkpoint (.safetensors)", key=f"{key}_file",
+        help="Only safetensors checkpoints saved by digitrec are read; nothing in the file is ever run.",
+    )
+    if upload is None:
+        return
+    done = st.session_state.setdefault(f"{key}_done", {})  # file id -> Network key, so a rerun adds nothing twice
+    if upload.file_id not in done:
+        try:
+            ck = checkpoints.load_bytes(upload.getvalue(), name=upload.name)
+        except CheckpointError as e:
+            st.warning(str(e))
+            return
+        accuracy = f", {ck.info.test_accuracy:.1%}" if ck.info.test_accuracy is not None else ""
+        net = state.add_my_model(state.new_my_model_key(), f"My {ck.info.name} (uploaded{accuracy})", ck.model,
+                                 ck.info.test_accuracy)
+        done[upload.file_id] = net.key
+    net = state.networks().get(done[upload.file_id])
+    if net is not None:
+        st.success(f"Loaded **{net.label}**: pick it in the network picker of any explorer page.")
+
+
+# --- the lesson widget ---------------------------------------------------------------------------
+
+
+def live_training(*, key: str, model: str = "fc", steps: int = 300, batch_size: int = 64, lr: float = 0.003,
+                  seed: int = 0) -> None:
+    """Train a network live for a few hundred steps: its curves, probe digit and first-layer weights change.
+
+    model: "fc" (784-16-16-10), "fc-wide" or "cnn"; steps: batches to train.
+    """
+    if model not in MODEL_PRESETS:
+        st.warning(f"live_training: model must be one of {', '.join(MODEL_PRESETS)} (got {model!r}).")
+        return
+    dataset = state.require_mnist()
+    slot = f"widget:{key}"
+    arch, widths = MODEL_PRESETS[model]
+
+    def make_run() -> TrainingRun:
+        spec = runs.make_spec(architecture=arch, widths=widths or "16, 16", lr=lr, batch_size=batch_size, epochs=1,
+                              seed=seed, max_steps=int(steps))
+        pace = runs.Pace(LESSON_SECONDS / max(int(steps), 1))
+        return TrainingRun(spec, dataset, probe=state.current_digit().pixels, callbacks=[pace])
+
+    st.caption(f"{int(steps):,} steps of {int(batch_size)} digits, Adam at learning rate {lr:g}, slowed down to "
+               f"take about {LESSON_SECONDS:.0f} seconds so you can watch (the speed shown is the real one).")
+    run_controls(key=key, slot=slot, make_run=make_run, stepping=False)
+    run_view(key=key, slot=slot, replay=False, export=False)
+
+
+# --- the race ------------------------------------------------------------------------------------
+
+
+def race_settings(*, key: str, disabled: bool = False) -> dict:
+    """The race's shared settings: both networks get the same digits, seed, batch size and optimizer."""
+    session = dict(persist_state="session", disabled=disabled)
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        preset = st.selectbox("FCNet", [k for k, v in FC_PRESETS.items() if v], key=f"{key}_fc", **session)
+        channels = st.number_input("TinyVGG channels", 1, 256, 10, key=f"{key}_channels", **session)
+        mode = st.radio("Run them", [m.value for m in runs.RaceMode], key=f"{key}_mode", horizontal=True, **session,
+                        help="One after the other is fair: each network has the whole processor. Together, they "
+                             "share it and both are slower.")
+    with c2:
+        train_size = st.select_slider("Training digits", TRAIN_SIZES, value=runs.TRAIN_DIGITS, key=f"{key}_train_size",
+                                      format_func="{:,}".format, **session)
+        epochs = st.number_input("Epochs", 1, runs.MAX_APP_EPOCHS, 1, key=f"{key}_epochs", **session)
+        batch_size = st.number_input("Batch size", 1, runs.TRAIN_DIGITS, 128, key=f"{key}_batch", **session)
+    with c3:
+        optimizer = st.selectbox("Optimizer", ["adam", "sgd"], key=f"{key}_optimizer", **session)
+        lr = st.text_input("Learning rate", "0.001", key=f"{key}_lr", **session)
+        seed = st.number_input("Seed", 0, 2**31 - 1, 0, key=f"{key}_seed", **session)
+    return dict(widths=FC_PRESETS[preset], channels=channels, mode=mode, train_size=train_size, epochs=epochs,
+                batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed)
+
+
+def make_race(values: dict) -> runs.Race:
+    """A Race (not started) from ``race_settings`` values; InvalidConfig if they are invalid."""
+    shared = {k: values[k] for k in ("train_size", "epochs", "batch_size", "optimizer", "lr", "seed")}
+    problems = []
+    specs = []
+    for arch in ("fcnet", "tinyvgg"):
+        try:
+            specs.append(runs.make_spec(architecture=arch, widths=values["widths"], channels=values["channels"], **shared))
+        except InvalidConfig as e:
+            problems.append(str(e))
+    if problems:
+        raise InvalidConfig(problems[0])
+    return runs.make_race(state.require_mnist(), specs, values["mode"])
+
+
+def race_controls(*, key: str, slot: str, make: Callable[[], runs.Race]) -> None:
+    race_now = state.training_run(slot)
+    active = race_now is not None and race_now.status.active
+    c1, c2, _ = st.columns([1, 1, 3])
+    start = c1.button("Start the race", key=f"{key}_start", icon=":material/flag:", type="primary", disabled=active,
+                      width="stretch")
+    stop = c2.button("Stop", key=f"{key}_stop", icon=":material/stop:", width="stretch",
+                     disabled=not active or race_now.status is RunStatus.STOPPING)
+    if start:
+        try:
+            new = make()
+        except DigitrecError as e:
+            st.warning(str(e))
+            return
+        state.set_training_run(slot, new)
+        new.start()
+        st.rerun()
+    if stop:
+        race_now.stop()
+        st.rerun()
+
+
+def _static_rows() -> list[race.RaceRow]:
+    """Parameters and multiply-adds of the default networks, before any race has run."""
+    rows = []
+    for config in (models.FCConfig(), models.TinyVGGConfig()):
+        model = models.build(config)
+        rows.append(race.race_row(name=models.display_name(config), params=models.count_params(model),
+                                  macs_forward=models.count_macs(model), train_size=runs.TRAIN_DIGITS,
+                                  samples_seen=0, elapsed_s=0.0, evals=[]))
+    return rows
+
+
+def _table_frame(rows: list[race.RaceRow]) -> pd.DataFrame:
+    """The race table with one column per network and one row per measure."""
+    return pd.DataFrame(race.table(rows)).set_index("network").T
+
+
+MACS_NOTE = (
+    "Multiply-adds per digit are counted from each layer's shapes: a Linear layer does inputs × outputs, a "
+    "convolution does, for every output value, input channels × 3 × 3. A training step is estimated at 3× the "
+    "forward pass: the backward pass computes, for each layer, the gradient of its input and of its weights, each "
+    "about as much arithmetic as the forward. Speeds and seconds are measured in this run on the training clock "
+    "(evaluation and pauses excluded); seconds to an accuracy are those of the first test evaluation at or above it."
+)
+
+
+def race_view(*, key: str, slot: str, explanation: bool = True) -> None:
+    """Both networks' test accuracy against seconds, the table beside it, and the explanation under it."""
+
+    def body(race_now: runs.Race | None) -> None:
+        if race_now is None:
+            rows = _static_rows()
+            st.info("Press **Start the race** to train both networks on the same digits and time them.")
+            st.table(_table_frame(rows))
+            st.caption(MACS_NOTE)
+            return
+        progress = race_now.progress()
+        status = race_now.status
+        for p in progress:
+            waiting = p.status is RunStatus.IDLE
+            text = (f"{p.name}: waiting for its turn" if waiting else
+                    f"{p.name}: {p.status.value} · step {p.step:,}/{p.total_steps:,} · {p.samples_per_s:,.0f} digits/s")
+            st.progress(p.progress, text=text)
+        for p in progress:
+            if p.status in (RunStatus.DIVERGED, RunStatus.FAILED):
+                st.warning(f"{p.name}: {p.message}")
+        if status.ended:
+            st.success("The race is over." if status is RunStatus.FINISHED else "The race was stopped.")
+        chart_col, table_col = st.columns([3, 2])
+        rows = [race.row_of(p) for p in progress]
+        with chart_col:
+            zoom = st.toggle("Zoom into 80–100 %", value=False, key=f"{key}_zoom",
+                             help="Where the networks differ most: the last few percent.")
+            st.plotly_chart(race_figure([(p.name, p.evals) for p in progress], zoom=zoom,
+                                        eval_size=progress[0].eval_size), key=f"{key}_race")
+        with table_col:
+            st.table(_table_frame(rows))
+        st.caption(MACS_NOTE)
+        if explanation and len(rows) == 2 and all(r.samples_per_s for r in rows):
+            st.markdown(race.explain(rows[0], rows[1]).text)
+
+    _watch(key=key, slot=slot, body=body)
+
+
+def race_chart(*, key: str, epochs: int = 1, train_size: int = 30000, batch_size: int = 128, lr: float = 0.001,
+               seed: int = 0, mode: str = "one after the other") -> None:
+    """FC vs CNN: train both on the same digits and chart test accuracy against seconds, with the table."""
+    values = dict(widths="16, 16", channels=10, mode=mode, train_size=train_size, epochs=epochs,
+                  batch_size=batch_size, optimizer="adam", lr=lr, seed=seed)
+    slot = f"widget:{key}"
+    st.caption(f"Both networks: the first {int(train_size):,} training digits, {int(epochs)} epoch(s), batches of "
+               f"{int(batch_size)}, seed {int(seed)}, {mode}.")
+    race_controls(key=key, slot=slot, make=lambda: make_race(values))
+    race_view(key=key, slot=slot)

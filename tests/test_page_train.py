@@ -1,0 +1,275 @@
+"""The Train page (AppTest): a tiny run on a few hundred real digits shows its curves, the
+buttons drive the run, invalid settings are refused with a sentence, the run belongs to
+its session and survives a page switch, and the trained model can be kept and reloaded."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from digitrec import checkpoints
+from digitrec.runs import RunStatus
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+
+
+def _open():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _tiny(at, batch: int = 32, epochs: int = 1) -> None:
+    """300 real digits: 10 steps an epoch at batch size 32."""
+    at.select_slider(key="train_train_size").set_value(300)
+    at.number_input(key="train_batch").set_value(batch)
+    at.number_input(key="train_epochs").set_value(epochs)
+    at.run()  # as in a browser: each change reruns the page before a button is pressed
+
+
+def _run(at):
+    return at.session_state["training_runs"]["train"]
+
+
+def _figures(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def _curves(at) -> dict:
+    return next(f for f in _figures(at) if any(t.get("name") == "loss of each batch" for t in f["data"]))
+
+
+def _trace(fig: dict, name_start: str) -> dict:
+    return next(t for t in fig["data"] if t.get("name", "").startswith(name_start))
+
+
+def _array(encoded) -> np.ndarray:
+    """A plotly typed array ({"dtype", "bdata", "shape"}) or plain list as numpy."""
+    if isinstance(encoded, list):
+        return np.array(encoded, dtype=float)
+    shape = tuple(int(n) for n in str(encoded.get("shape", "-1")).split(","))
+    return np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=np.dtype(encoded["dtype"])).reshape(shape)
+
+
+def _run_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("digitrec-run") and t.is_alive())
+
+
+def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
+    at = _open()
+    assert at.info and "press **Start**" in at.info[0].value
+    _tiny(at, epochs=2)
+    at.text_input(key="train_lr").set_value("0.005").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.warning
+    run = _run(at)
+    assert run.join(timeout=60)
+    at.run()
+    assert not at.exception
+    p = run.progress()
+    assert p.status is RunStatus.FINISHED and p.step == 20 and p.plan.train_size == 300
+
+    fig = _curves(at)
+    loss = _trace(fig, "loss of each batch")
+    assert loss["x"] == list(range(1, 21))
+    assert loss["y"] == pytest.approx([s["loss"] for s in p.steps])
+    test = _trace(fig, "test accuracy (2,000")
+    assert test["y"] == pytest.approx([e["test_accuracy"] for e in p.evals]) and test["x"][0] == 0
+    per_epoch = _trace(fig, "test accuracy after each epoch")
+    assert per_epoch["y"] == pytest.approx([e["test_accuracy"] for e in p.epoch_results]) and len(per_epoch["y"]) == 2
+    # Learning happened: the last test point beats chance by far on 300 training digits.
+    assert p.evals[-1]["test_accuracy"] > 0.4 > p.evals[0]["test_accuracy"]
+
+    figures = _figures(at)
+    bars = [f for f in figures if f["data"] and f["data"][0]["type"] == "bar"]
+    assert bars and bars[0]["data"][0]["y"] == pytest.approx(p.probe_probs.tolist(), abs=1e-6)
+    heatmaps = [f for f in figures if f["data"][0]["type"] == "heatmap" and "first layer" in str(f["layout"].get("title"))]
+    assert heatmaps and "all 16 neurons" in heatmaps[0]["layout"]["title"]["text"]
+    # The tiles are the live first-layer weights: neuron 1 top left, neuron 2 beside it (4 x 4 grid, 2-cell gaps).
+    z = _array(heatmaps[0]["data"][0]["z"])
+    assert z.shape == (4 * 30 - 2, 4 * 30 - 2)
+    assert np.array_equal(z[:28, :28], p.first_layer[0].numpy())
+    assert np.array_equal(z[:28, 30:58], p.first_layer[1].numpy())
+    assert np.isnan(z[:28, 28:30]).all()  # the gap
+    assert heatmaps[0]["data"][0]["zmin"] == -heatmaps[0]["data"][0]["zmax"]  # centred at zero
+    assert any("Finished: 20 steps" in s.value for s in at.success)
+    # Ended: the replay slider and the export appear.
+    slider = at.select_slider(key="train_replay_at")
+    assert slider.value == len(p.snapshots) - 1
+    assert at.download_button(key="train_export_download") is not None
+
+
+def test_replay_shows_the_network_at_a_snapshot(mnist):
+    at = _open()
+    _tiny(at)
+    at.button(key="train_start").click().run()
+    run = _run(at)
+    assert run.join(timeout=60)
+    at.run()
+    snaps = run.progress().snapshots
+    at.select_slider(key="train_replay_at").set_value(0).run()
+    assert not at.exception
+    assert any("**Step 0**" in m.value for m in at.markdown)
+    bars = [f for f in _figures(at) if f["data"] and f["data"][0]["type"] == "bar" and f["data"][0]["name"] == "step 0"]
+    assert bars and bars[0]["data"][0]["y"] == pytest.approx(snaps[0].probe_probs.tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "setting, value, words",
+    [
+        ("train_lr", "fast", "the learning rate must be a number like 0.001 or 1e-3 (got 'fast')"),
+        ("train_lr", "0", "learning rate must be above 0"),
+        ("train_widths", "16, x", "hidden widths must be whole numbers separated by commas"),
+    ],
+)
+def test_invalid_settings_are_refused_with_a_sentence_before_training(setting, value, words):
+    at = _open()
+    if setting == "train_widths":
+        at.selectbox(key="train_preset").set_value("custom widths").run()
+    at.text_input(key=setting).set_value(value)
+    before = _run_threads()
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert len(at.warning) == 1 and at.warning[0].value.startswith("Cannot train: ")
+    assert words in at.warning[0].value
+    assert "training_runs" not in at.session_state or "train" not in at.session_state["training_runs"]
+    assert _run_threads() == before
+
+
+def test_step_epoch_stop_buttons_drive_the_run(mnist):
+    at = _open()
+    _tiny(at, epochs=3)
+    at.button(key="train_step").click().run()  # starts a paused run and trains one batch
+    run = _run(at)
+    _wait(lambda: run.progress().step == 1 and run.status is RunStatus.PAUSED)
+    at.run()
+    assert not at.exception and any("Paused after step 1" in i.value for i in at.info)
+    assert at.button(key="train_resume").disabled is False and at.button(key="train_pause").disabled is True
+    assert at.button(key="train_start").disabled is True
+
+    at.button(key="train_epoch").click().run()  # to the end of epoch 1
+    _wait(lambda: run.progress().step == 10 and run.status is RunStatus.PAUSED)
+    at.button(key="train_stop").click().run()
+    assert run.join(timeout=60)
+    at.run()
+    p = run.progress()
+    assert p.status is RunStatus.STOPPED and p.step == 10
+    assert any("Stopped after step 10 of 30" in i.value for i in at.info)
+    assert at.button(key="train_start").disabled is False
+
+
+def test_leaving_the_page_and_coming_back_keeps_one_run_and_sessions_are_separate(mnist):
+    at = _open()
+    _tiny(at, epochs=20)
+    at.button(key="train_start").click().run()
+    run = _run(at)
+    try:
+        threads = _run_threads()
+        at.switch_page("pages/home.py").run()
+        assert run.status.active  # leaving does not stop it
+        at.switch_page("pages/train.py").run()
+        assert not at.exception
+        assert _run(at) is run and _run_threads() == threads  # nor start another
+        assert at.select_slider(key="train_train_size").value == 300  # the settings were kept
+        assert at.select_slider(key="train_train_size").disabled  # and locked while it trains
+
+        other = _open()  # another browser session sees no run and controls none
+        assert "training_runs" not in other.session_state
+        assert other.info and "press **Start**" in other.info[0].value
+        assert other.button(key="train_stop").disabled and other.button(key="train_pause").disabled
+    finally:
+        run.stop()
+        assert run.join(timeout=60)
+
+
+def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist):
+    at = _open()
+    _tiny(at)
+    at.button(key="train_start").click().run()
+    run = _run(at)
+    assert run.join(timeout=60)
+    at.run()
+    at.button(key="train_export_use").click().run()
+    assert not at.exception
+    mine = at.session_state["my_models"]
+    assert list(mine) == ["my-1"]
+    net = mine["my-1"]
+    assert net.label.startswith("My FCNet 784-16-16-10 (10 steps")
+    assert all(torch.equal(a, b) for a, b in zip(net.model.parameters(), run.model.parameters()))
+    assert net.model is not run.model and net.test_accuracy == run.progress().final_test_accuracy
+
+    # The download's bytes are a checkpoint; uploading them adds the same network again.
+    data = run.checkpoint_bytes()
+    at.file_uploader(key="train_upload_file").set_value(("mine.safetensors", data, "application/octet-stream")).run()
+    assert not at.exception
+    assert any("Loaded **My FCNet 784-16-16-10 (uploaded" in s.value for s in at.success)
+    uploaded = at.session_state["my_models"]["my-2"]
+    assert all(torch.equal(a, b) for a, b in zip(uploaded.model.parameters(), run.model.parameters()))
+    assert checkpoints.load_bytes(data).info.test_accuracy == pytest.approx(net.test_accuracy)
+
+
+def test_a_wrong_upload_shows_the_checkpoint_error_sentence():
+    at = _open()
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+    at.file_uploader(key="train_upload_file").set_value(("digit.png", png, "image/png")).run()
+    assert not at.exception
+    assert len(at.warning) == 1
+    assert "digit.png is not a safetensors file (it is a PNG image)" in at.warning[0].value
+    assert "my_models" not in at.session_state or not at.session_state["my_models"]
+
+
+def _wait(predicate, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+LESSON_SCRIPT = """
+from streamlit_app.widgets import training
+from streamlit_app.widgets.training import live_training, race_chart
+training.LESSON_SECONDS = 1.0  # the lesson slows its run to ~15 s so a learner can watch; a test need not
+live_training(key="lesson6", steps=20, batch_size=32)
+race_chart(key="race_widget", train_size=300, batch_size=100)
+"""
+
+
+def test_the_lesson_widgets_train_live_and_race(mnist):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_string(LESSON_SCRIPT, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert not [b for b in at.button if b.key == "lesson6_step"]  # no stepping in the lesson's compact controls
+    at.button(key="lesson6_start").click().run()
+    run = at.session_state["training_runs"]["widget:lesson6"]
+    assert run.join(timeout=60)
+    at.run()
+    assert not at.exception
+    p = run.progress()
+    assert p.status is RunStatus.FINISHED and p.step == 20 and p.plan.train_size == 60000  # max_steps ends it
+    loss = _trace(_curves(at), "loss of each batch")
+    assert loss["x"] == list(range(1, 21))
+    assert any("first layer" in str(f["layout"].get("title")) for f in _figures(at))
+
+    at.button(key="race_widget_start").click().run()
+    race_now = at.session_state["training_runs"]["widget:race_widget"]
+    assert race_now.join(timeout=120)
+    at.run()
+    assert not at.exception
+    assert [p.status for p in race_now.progress()] == [RunStatus.FINISHED, RunStatus.FINISHED]
+    assert any(m.value.startswith("**Why the CNN costs more per digit.**") for m in at.markdown)

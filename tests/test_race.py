@@ -1,0 +1,145 @@
+"""race: the table's numbers and the explanation's, computed from a hand-made history
+(and once from a real run), checked against values worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from digitrec import data, models, race, runs
+from digitrec.train import TrainConfig
+
+
+def _evals(points: list[tuple[float, float]]) -> list[dict]:
+    return [{"step": 10 * i, "epoch": 1, "seconds": s, "test_accuracy": a, "test_loss": 0.0}
+            for i, (s, a) in enumerate(points)]
+
+
+# FCNet 784-16-16-10: a Linear layer does in x out multiply-adds and has (in + 1) x out weights.
+FC_MACS = 784 * 16 + 16 * 16 + 16 * 10
+FC_PARAMS = (784 * 16 + 16) + (16 * 16 + 16) + (16 * 10 + 10)
+# TinyVGG(10): a conv does, per output value, in_channels x 3 x 3 (padding 1 keeps 28x28, then 14x14).
+CNN_MACS = 28 * 28 * 10 * 9 + 28 * 28 * 10 * 90 + 2 * 14 * 14 * 10 * 90 + 490 * 10
+CNN_PARAMS = (9 * 10 + 10) + 3 * (90 * 10 + 10) + (490 * 10 + 10)
+
+
+def test_hand_counts_match_the_models():
+    fc, cnn = models.build(models.FCConfig()), models.build(models.TinyVGGConfig())
+    assert (models.count_macs(fc), models.count_params(fc)) == (FC_MACS, FC_PARAMS) == (12960, 13002)
+    assert (models.count_macs(cnn), models.count_params(cnn)) == (CNN_MACS, CNN_PARAMS) == (1133860, 7740)
+
+
+def test_seconds_to_reach_is_the_first_evaluation_at_or_above_the_target():
+    evals = _evals([(0.0, 0.10), (1.0, 0.93), (2.0, 0.951), (3.0, 0.949), (4.0, 0.97), (5.0, 0.975)])
+    assert race.seconds_to_reach(evals, 0.95) == 2.0  # not 3.0: a later dip does not undo it
+    assert race.seconds_to_reach(evals, 0.97) == 4.0  # exactly at the target counts
+    assert race.seconds_to_reach(evals, 0.98) is None
+    assert race.seconds_to_reach([], 0.5) is None
+
+
+def _fc_row() -> race.RaceRow:
+    # 60,000 digits in 3.0 s of training: 20,000 digits/s; 3.0 s per 60,000-digit epoch.
+    return race.race_row(
+        name="FCNet 784-16-16-10", params=FC_PARAMS, macs_forward=FC_MACS, train_size=60000, samples_seen=60000,
+        elapsed_s=3.0, evals=_evals([(0.0, 0.1), (1.0, 0.90), (2.0, 0.951), (3.0, 0.958)]), final_accuracy=0.9601,
+    )
+
+
+def _cnn_row() -> race.RaceRow:
+    # 30,000 digits in 15.0 s: 2,000 digits/s; an epoch of 60,000 takes 30.0 s.
+    return race.race_row(
+        name="TinyVGG (10 channels)", params=CNN_PARAMS, macs_forward=CNN_MACS, train_size=60000,
+        samples_seen=30000, elapsed_s=15.0,
+        evals=_evals([(0.0, 0.1), (5.0, 0.94), (6.0, 0.955), (9.0, 0.972), (14.0, 0.981), (15.0, 0.983)]),
+        final_accuracy=0.9835,
+    )
+
+
+def test_a_row_from_a_hand_made_history():
+    fc, cnn = _fc_row(), _cnn_row()
+    assert fc.samples_per_s == 20000 and fc.seconds_per_epoch == 3.0
+    assert cnn.samples_per_s == 2000 and cnn.seconds_per_epoch == 30.0
+    assert fc.macs_training == 3 * 12960 == 38880
+    assert cnn.macs_training == 3 * 1133860
+    assert fc.seconds_to == ((0.95, 2.0), (0.97, None), (0.98, None))
+    assert cnn.seconds_to == ((0.95, 6.0), (0.97, 9.0), (0.98, 14.0))
+    assert cnn.seconds_to_reach(0.97) == 9.0 and cnn.best_accuracy == 0.983
+    with pytest.raises(KeyError):
+        cnn.seconds_to_reach(0.5)
+    empty = race.race_row(name="x", params=1, macs_forward=1, train_size=10, samples_seen=0, elapsed_s=0.0, evals=[])
+    assert empty.samples_per_s is None and empty.seconds_per_epoch is None and empty.best_accuracy is None
+
+
+def test_the_table_shows_every_column_as_text():
+    t = race.table([_fc_row(), _cnn_row()])
+    assert list(t) == [
+        "network", "parameters", "multiply-adds per digit (forward)", "multiply-adds per digit (training step ≈ 3×)",
+        "digits per second", "seconds per epoch", "seconds to 95%", "seconds to 97%", "seconds to 98%",
+        "final test accuracy",
+    ]
+    assert t["parameters"] == ["13,002", "7,740"]
+    assert t["multiply-adds per digit (forward)"] == ["12,960", "1,133,860"]
+    assert t["multiply-adds per digit (training step ≈ 3×)"] == ["38,880", "3,401,580"]
+    assert t["digits per second"] == ["20,000", "2,000"]
+    assert t["seconds per epoch"] == ["3.0", "30.0"]
+    assert t["seconds to 95%"] == ["2.0", "6.0"]
+    assert t["seconds to 97%"] == ["not reached", "9.0"]
+    assert t["final test accuracy"] == ["96.01%", "98.35%"]
+
+
+def test_explanation_fills_in_this_runs_numbers_and_finds_the_reversal():
+    ex = race.explain(_fc_row(), _cnn_row())
+    assert ex.macs_ratio == pytest.approx(1133860 / 12960)  # 87.5
+    assert ex.params_ratio == pytest.approx(13002 / 7740)
+    assert ex.speed_ratio == 10.0
+    assert (ex.reversal.target, ex.reversal.cnn_seconds, ex.reversal.fc_seconds) == (0.97, 9.0, None)
+    text = ex.text
+    assert "7,740 weights, fewer than FCNet 784-16-16-10's 13,002" in text
+    assert "1,133,860 multiply-adds per digit against 12,960: **87× more**" in text
+    assert "20,000 digits per second and TinyVGG (10 channels) 2,000" in text
+    assert "**10.0× slower** (30.0 s per epoch against 3.0 s)" in text
+    assert "less than the 87× of the arithmetic" in text  # 10 < 87 / 2
+    assert "FCNet 784-16-16-10 reached 95% first (2.0 s against 6.0 s)" in text
+    assert "TinyVGG (10 channels) reached 97% first (9.0 s; FCNet 784-16-16-10: never, in this run)" in text
+
+
+def test_explanation_when_one_network_leads_everywhere_or_neither_arrives():
+    fc, cnn = _fc_row(), _cnn_row()
+    slow_fc = race.race_row(name=fc.name, params=fc.params, macs_forward=fc.macs_forward, train_size=60000,
+                            samples_seen=60000, elapsed_s=3.0, evals=_evals([(0.0, 0.1), (10.0, 0.96)]))
+    ex = race.explain(slow_fc, cnn)
+    # The explanation compares finer milestones than the table: from 80 % on, the CNN was first.
+    assert [lead.target for lead in race.leads(slow_fc, cnn)] == list(race.MILESTONES)
+    assert ex.reversal.target == 0.80 and "In this run it already has" in ex.text
+    assert "reached 80% first (5.0 s; FCNet 784-16-16-10: 10.0 s)" in ex.text
+
+    short_cnn = race.race_row(name=cnn.name, params=cnn.params, macs_forward=cnn.macs_forward, train_size=60000,
+                              samples_seen=3000, elapsed_s=1.5, evals=_evals([(0.0, 0.1), (1.5, 0.5)]))
+    ex = race.explain(fc, short_cnn)
+    assert ex.reversal is None and "In this run FCNet 784-16-16-10 reached every target first" in ex.text
+    assert "(95% after 2.0 s; TinyVGG (10 channels): never, in this run)" in ex.text
+
+    early_fc = race.race_row(name=fc.name, params=fc.params, macs_forward=fc.macs_forward, train_size=60000,
+                             samples_seen=600, elapsed_s=0.1, evals=_evals([(0.0, 0.1)]))
+    ex = race.explain(early_fc, short_cnn)
+    assert "Neither network reached 80% yet" in ex.text
+    # Speeds close to the arithmetic ratio: no "fixed work" remark.
+    near = race.race_row(name=fc.name, params=fc.params, macs_forward=fc.macs_forward, train_size=60000,
+                         samples_seen=60000, elapsed_s=0.1, evals=[])
+    assert "fixed work" not in race.explain(near, short_cnn).text  # 600,000 / 2,000 = 300x >= 87 / 2
+
+
+def test_row_of_a_real_run_reads_its_progress():
+    digits = data.synthetic_digits(80, seed=0)
+    d = data.MNIST(train=data.DigitSet(digits.images[:48], digits.labels[:48]),
+                   test=data.DigitSet(digits.images[48:], digits.labels[48:]))
+    spec = runs.RunSpec(models.FCConfig(), TrainConfig(epochs=2, batch_size=16), eval_every=1)
+    run = runs.TrainingRun(spec, d)
+    run.start()
+    assert run.join(timeout=60)
+    p = run.progress()
+    row = race.row_of(p, targets=(0.5,))
+    assert (row.name, row.params, row.macs_forward) == ("FCNet 784-16-16-10", 13002, 12960)
+    assert row.samples_per_s == pytest.approx(96 / p.elapsed_s)
+    assert row.seconds_per_epoch == pytest.approx(48 * p.elapsed_s / 96)
+    assert row.seconds_to == ((0.5, race.seconds_to_reach(p.evals, 0.5)),)
+    assert row.final_accuracy == p.final_test_accuracy and row.status == "finished"
