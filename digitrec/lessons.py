@@ -277,7 +277,8 @@ def model_facts(nets: dict[str, nn.Module]) -> dict[str, str]:
 
     nets: "fc" / "cnn" -> model. Gives, per network, e.g. ``fc.params``,
     ``fc.macs``, ``fc.layers`` (count), ``fc.hidden_1``, and per layer
-    ``cnn.conv_1_1.params`` / ``.macs`` / ``.shape``, ``cnn.flatten.width``,
+    ``cnn.conv_1_1.params`` / ``.macs`` / ``.shape``, ``cnn.flatten.width``, ``cnn.channels``,
+    ``cnn.padding``,
     plus ``cnn_fc.macs_ratio`` (how many times more arithmetic per digit).
     """
     from digitrec.models import describe
@@ -305,6 +306,7 @@ def model_facts(nets: dict[str, nn.Module]) -> dict[str, str]:
         channels = getattr(getattr(model, "config", None), "channels", None)
         if channels:
             facts[f"{key}.channels"] = str(channels)
+            facts[f"{key}.padding"] = str(model.config.padding)
     if "fc" in totals and "cnn" in totals:
         facts["cnn_fc.macs_ratio"] = f"{totals['cnn'][1] / totals['fc'][1]:.0f}"
         facts["fc_cnn.params_ratio"] = f"{totals['fc'][0] / totals['cnn'][0]:.1f}"

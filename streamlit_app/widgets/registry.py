@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 from typing import Callable
 
 WIDGETS: dict[str, tuple[str, str, str]] = {
@@ -22,6 +23,7 @@ WIDGETS: dict[str, tuple[str, str, str]] = {
     "fc_neuron": ("fc", "fc_neuron", "one neuron's weighted sum, with its weights as an image"),
     "fc_weight_grid": ("fc", "fc_weight_grid", "every first-layer neuron's weights as images"),
     "fc_forward_steps": ("fc", "fc_forward_steps", "the FC forward pass step by step"),
+    "fc_network_diagram": ("fc", "fc_network_diagram", "the whole FC network as dots lit by the current digit"),
     "linear_collapse": ("fc", "linear_collapse", "two Linear layers without ReLU are one"),
     "softmax": ("softmax", "softmax_widget", "scores to probabilities, exp(z)/sum exp(z)"),
     "loss": ("softmax", "loss_widget", "cross-entropy of the current digit"),
@@ -33,6 +35,7 @@ WIDGETS: dict[str, tuple[str, str, str]] = {
     "pool_detail": ("cnn", "pool_detail", "2 x 2 max pooling"),
     "cnn_overview": ("cnn", "cnn_overview", "every TinyVGG layer's feature maps"),
     "cnn_filters": ("cnn", "cnn_filters", "the 3 x 3 kernels of a conv layer"),
+    "cnn_output": ("cnn", "cnn_output", "flatten, the last layer and softmax, in numbers"),
     "network_table": ("compare", "network_table", "parameters and multiply-adds of both networks"),
     "shift_test": ("compare", "shift_test", "shift the digit and watch both networks' confidence"),
     "attribution_compare": ("attribution", "attribution_compare", "an attribution map for both networks"),
@@ -55,8 +58,16 @@ PAGES = {
 }
 
 
+# Widgets whose full page is not their module's.
+WIDGET_PAGES = {
+    "race_chart": ("pages/race.py", "the FC vs CNN race"),
+}
+
+
 def page_of(name: str) -> tuple[str, str] | None:
     """(page file, title) of the explorer that shows widget ``name`` in full."""
+    if name in WIDGET_PAGES:
+        return WIDGET_PAGES[name]
     return PAGES.get(WIDGETS[name][0]) if name in WIDGETS else None
 
 
@@ -73,13 +84,15 @@ def lesson_params(name: str) -> dict[str, inspect.Parameter]:
 
     Those are the keyword-only ones with a str/int/float/bool default. ``key`` is
     the page's, and objects such as ``digit: Digit | None = None`` default to the
-    current ones, so neither can be written in a lesson.
+    current ones, so neither can be written in a lesson. ``url`` (a widget writing
+    its view into the link) is left out too: on a lesson the link holds the lesson
+    and step, and a widget's own ``?step=`` would fight the page's.
     """
     sig = inspect.signature(resolve(name))
     return {
         p.name: p for p in sig.parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
-        and type(p.default) in (str, int, float, bool) and p.name != "key"
+        and type(p.default) in (str, int, float, bool) and p.name not in ("key", "url")
     }
 
 
@@ -118,15 +131,41 @@ def check(name: str, params: dict[str, object]) -> list[str]:
     return problems
 
 
+def _as_text(value: object) -> str:
+    """A default as a lesson would write it: true/false, 3, 0.5, conv_1_1 (and "" for empty text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return '""' if value == "" else str(value)
+
+
 def markdown_table() -> str:
     """Every widget, its parameters with defaults and what it shows, as a Markdown table (for lessons/README.md)."""
     rows = ["| widget | parameters (default) | what it shows | full page |", "|---|---|---|---|"]
-    for name in sorted(WIDGETS):
-        params = ", ".join(f"`{p}={v.default!r}`" for p, v in lesson_params(name).items()) or "–"
+    for name in WIDGETS:  # in the order of the course
+        params = ", ".join(f"`{p}={_as_text(v.default)}`" for p, v in lesson_params(name).items()) or "–"
         page = page_of(name)
         rows.append(f"| `{name}` | {params} | {WIDGETS[name][2]} | {page[1] if page else '–'} |")
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python -m streamlit_app.widgets.registry: print the table for lessons/README.md
-    print(markdown_table())
+README_START = "<!-- widgets: generated, do not edit by hand -->\n"
+README_END = "\n<!-- end of widgets -->"
+
+
+def update_readme(path: str | Path) -> None:
+    """Replace the widget table of the teachers' README (between its two markers) with ``markdown_table()``."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    path.write_text(text[:start] + markdown_table() + text[end:], encoding="utf-8")
+
+
+if __name__ == "__main__":
+    # python -m streamlit_app.widgets.registry           print the table
+    # python -m streamlit_app.widgets.registry --update  rewrite it in lessons/README.md
+    import sys
+
+    if sys.argv[1:] == ["--update"]:
+        update_readme(Path(__file__).resolve().parents[2] / "lessons" / "README.md")
+    else:
+        print(markdown_table())
