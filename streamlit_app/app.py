@@ -8,21 +8,21 @@ st.set_page_config(page_title="digitrec: how networks read digits", page_icon=":
 
 PAGES = {
     "Start": [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("pages/draw.py", title="Draw & predict", icon=":material/draw:", url_path="draw"),
+        st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("views/draw.py", title="Draw & predict", icon=":material/draw:", url_path="draw"),
     ],
     "Explore": [
-        st.Page("pages/fc_explorer.py", title="Fully connected network", icon=":material/hub:", url_path="fc"),
-        st.Page("pages/cnn_explorer.py", title="Convolutional network", icon=":material/grid_view:", url_path="cnn"),
-        st.Page("pages/attributions.py", title="What made it say that?", icon=":material/search_insights:", url_path="attributions"),
-        st.Page("pages/mistakes.py", title="Mistakes", icon=":material/error:", url_path="mistakes"),
+        st.Page("views/fc_explorer.py", title="Fully connected network", icon=":material/hub:", url_path="fc"),
+        st.Page("views/cnn_explorer.py", title="Convolutional network", icon=":material/grid_view:", url_path="cnn"),
+        st.Page("views/attributions.py", title="What made it say that?", icon=":material/search_insights:", url_path="attributions"),
+        st.Page("views/mistakes.py", title="Mistakes", icon=":material/error:", url_path="mistakes"),
     ],
     "Train": [
-        st.Page("pages/train.py", title="Train a network", icon=":material/model_training:", url_path="train"),
-        st.Page("pages/race.py", title="FC vs CNN race", icon=":material/sports_score:", url_path="race"),
+        st.Page("views/train.py", title="Train a network", icon=":material/model_training:", url_path="train"),
+        st.Page("views/race.py", title="FC vs CNN race", icon=":material/sports_score:", url_path="race"),
     ],
     "Learn": [
-        st.Page("pages/lessons.py", title="Lessons", icon=":material/school:", url_path="lessons"),
+        st.Page("views/lessons.py", title="Lessons", icon=":material/school:", url_path="lessons"),
     ],
 }
 

@@ -21,7 +21,7 @@ from digitrec.viz.attribution import format_delta, rank_correlation
 from streamlit_app import state
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
-PAGE = "pages/attributions.py"
+PAGE = "views/attributions.py"
 
 
 def _open(digit: state.Digit, method: str | None = None, my_models: dict | None = None) -> AppTest:

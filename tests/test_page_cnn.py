@@ -34,7 +34,7 @@ def open_page(query: dict[str, str] | None = None, net: str | None = None) -> Ap
     for k, v in (query or {}).items():
         at.query_params[k] = v
     at.run()
-    at.switch_page("pages/cnn_explorer.py")
+    at.switch_page("views/cnn_explorer.py")
     at.session_state["digit"] = state.sample_digit(7)
     if net:
         at.session_state["net"] = net

@@ -22,7 +22,7 @@ def _open(digit: state.Digit, net: str | None = None, my_models: dict | None = N
     for k, v in (query or {}).items():
         at.query_params[k] = v
     at.run()
-    at.switch_page("pages/fc_explorer.py")
+    at.switch_page("views/fc_explorer.py")
     at.session_state["digit"] = digit
     if my_models:
         at.session_state["my_models"] = my_models

@@ -23,7 +23,7 @@ def _open(lesson: int, step: int, digit: state.Digit | None = None) -> AppTest:
     at.query_params["step"] = str(step)
     if digit is not None:
         at.session_state["digit"] = digit
-    at.switch_page("pages/lessons.py")
+    at.switch_page("views/lessons.py")
     return at.run()
 
 

@@ -27,7 +27,7 @@ def probs(mnist) -> dict[str, torch.Tensor]:
 def open_mistakes(net: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=90)
     at.run()
-    at.switch_page("pages/mistakes.py")
+    at.switch_page("views/mistakes.py")
     if net:
         at.session_state["net"] = net
     at.run()

@@ -20,7 +20,7 @@ def _open():
 
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
-    at.switch_page("pages/race.py")
+    at.switch_page("views/race.py")
     at.run()
     assert not at.exception
     return at

@@ -24,7 +24,7 @@ def _open():
 
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
-    at.switch_page("pages/train.py")
+    at.switch_page("views/train.py")
     at.run()
     assert not at.exception
     return at
@@ -176,9 +176,9 @@ def test_leaving_the_page_and_coming_back_keeps_one_run_and_sessions_are_separat
     run = _run(at)
     try:
         threads = _run_threads()
-        at.switch_page("pages/home.py").run()
+        at.switch_page("views/home.py").run()
         assert run.status.active  # leaving does not stop it
-        at.switch_page("pages/train.py").run()
+        at.switch_page("views/train.py").run()
         assert not at.exception
         assert _run(at) is run and _run_threads() == threads  # nor start another
         assert at.select_slider(key="train_train_size").value == 300  # the settings were kept

@@ -16,7 +16,7 @@ def current_digit_sidebar() -> state.Digit:
         st.plotly_chart(digit_figure(digit.pixels, height=150), key="sidebar_digit")
         label = f" (labelled {digit.label})" if digit.label is not None else ""
         st.caption(f"{digit.source}{label}")
-        st.page_link("pages/draw.py", label="Draw or pick another digit", icon=":material/draw:")
+        st.page_link("views/draw.py", label="Draw or pick another digit", icon=":material/draw:")
     return digit
 
 

@@ -24,7 +24,7 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif"]
 def digit_input(*, key: str = "digit_input", stroke_width: int = DEFAULT_PEN) -> state.Digit:
     """Every way to choose a digit, in tabs; returns the (possibly new) current digit."""
     draw_tab, sample_tab, test_tab, upload_tab = st.tabs(
-        ["✏️ Draw", "🔢 Sample digits", "🎲 Test digits", "📁 Upload an image"]
+        [":material/draw: Draw", ":material/looks_one: Sample digits", ":material/casino: Test digits", ":material/upload: Upload an image"]
     )
     with draw_tab:
         drawing_canvas(key=f"{key}_draw", stroke_width=stroke_width)
@@ -128,7 +128,7 @@ def test_digit_picker(*, key: str = "test_picker") -> None:
                   help="A random test digit of this class; each click gives a new one.")
     with any_one:
         st.write("")
-        st.button("🎲 Random", key=f"{key}_random", on_click=_set_random_test, args=(key,))
+        st.button(":material/casino: Random", key=f"{key}_random", on_click=_set_random_test, args=(key,))
 
 
 def _next_generator(key: str) -> torch.Generator:

@@ -52,12 +52,12 @@ def predictions(*, key: str = "predictions", digit: state.Digit | None = None, m
     for col, (name, (d, p)) in zip(st.columns(len(guesses)), guesses.items()):
         verdict = ""
         if digit.label is not None:
-            verdict = "right ✅" if d == digit.label else f"wrong ❌ (labelled {digit.label})"
+            verdict = "right" if d == digit.label else f"wrong (labelled {digit.label})"
         col.metric(f"{name} says", str(d), f"{p:.1%} sure", delta_color="off", delta_arrow="off", border=True)
         if verdict:
             col.markdown(verdict)
     sentence = disagreement_sentence(guesses)
     if sentence:
-        st.warning("⚠️ " + sentence, icon=None)
+        st.warning(sentence, icon=":material/warning:")
     elif len(guesses) > 1:
         st.success(f"The networks agree: it is a {next(iter(guesses.values()))[0]}.")

@@ -46,21 +46,21 @@ WIDGETS: dict[str, tuple[str, str, str]] = {
 
 # The explorer page that shows each widget module's piece in full.
 PAGES = {
-    "digit_input": ("pages/draw.py", "Draw & predict"),
-    "preprocess_view": ("pages/draw.py", "Draw & predict"),
-    "predictions": ("pages/draw.py", "Draw & predict"),
-    "fc": ("pages/fc_explorer.py", "the fully connected explorer"),
-    "softmax": ("pages/fc_explorer.py", "the fully connected explorer"),
-    "cnn": ("pages/cnn_explorer.py", "the convolutional explorer"),
-    "attribution": ("pages/attributions.py", "the attributions page"),
-    "training": ("pages/train.py", "the training page"),
-    "compare": ("pages/race.py", "the FC vs CNN race"),
+    "digit_input": ("views/draw.py", "Draw & predict"),
+    "preprocess_view": ("views/draw.py", "Draw & predict"),
+    "predictions": ("views/draw.py", "Draw & predict"),
+    "fc": ("views/fc_explorer.py", "the fully connected explorer"),
+    "softmax": ("views/fc_explorer.py", "the fully connected explorer"),
+    "cnn": ("views/cnn_explorer.py", "the convolutional explorer"),
+    "attribution": ("views/attributions.py", "the attributions page"),
+    "training": ("views/train.py", "the training page"),
+    "compare": ("views/race.py", "the FC vs CNN race"),
 }
 
 
 # Widgets whose full page is not their module's.
 WIDGET_PAGES = {
-    "race_chart": ("pages/race.py", "the FC vs CNN race"),
+    "race_chart": ("views/race.py", "the FC vs CNN race"),
 }
 
 

@@ -358,8 +358,8 @@ def model_export(*, key: str, slot: str) -> None:
                            key=f"{key}_download", on_click="ignore",
                            help="A safetensors file with the configuration; upload it here later to use it again.")
     if added.get(run.id):
-        st.page_link("pages/fc_explorer.py" if p.architecture == "fcnet" else "pages/cnn_explorer.py",
-                      label="Open it in the explorer", icon="🔎")
+        st.page_link("views/fc_explorer.py" if p.architecture == "fcnet" else "views/cnn_explorer.py",
+                      label="Open it in the explorer", icon=":material/open_in_new:")
 
 
 def checkpoint_upload(*, key: str) -> None:
@@ -540,7 +540,7 @@ def race_view(*, key: str, slot: str, explanation: bool = True) -> None:
     _watch(key=key, slot=slot, body=body)
 
 
-def race_chart(*, key: str, epochs: int = 1, train_size: int = 30000, batch_size: int = 128, lr: float = 0.001,
+def race_chart(*, key: str, epochs: int = 2, train_size: int = 60000, batch_size: int = 128, lr: float = 0.001,
                seed: int = 0, mode: str = "one after the other") -> None:
     """FC vs CNN: train both on the same digits and chart test accuracy against seconds, with the table."""
     values = dict(widths="16, 16", channels=10, mode=mode, train_size=train_size, epochs=epochs,

@@ -79,8 +79,20 @@ def browser():
         b.close()
 
 
+@pytest.fixture(scope="session")
+def warm_app(browser, app_url):
+    """Load the entry page once per server, so the first run's start-up (MNIST and
+    the weights into memory) is not charged to whichever test happens to run first."""
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.goto(app_url + "/")
+    wait_for_app(pg, timeout_ms=120_000)
+    context.close()
+    return app_url
+
+
 @pytest.fixture
-def page(browser):
+def page(browser, warm_app):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(60_000)
@@ -89,17 +101,16 @@ def page(browser):
 
 
 def wait_for_app(page, timeout_ms: int = 60_000) -> None:
-    """Wait until the script has finished running (no 'Running…' status) and nothing is stale."""
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    """Wait until the script has run to the end.
+
+    The app's root carries data-test-script-state: "initial" before the first
+    run, "running" during one, "notRunning" after. (The status widget appears
+    only about a second into a run, so its absence proves nothing.)
+    """
     page.wait_for_selector('[data-testid="stMainBlockContainer"]', timeout=timeout_ms)
-    page.wait_for_timeout(500)
-    deadline = time.time() + timeout_ms / 1000
-    while time.time() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count()
-        if running == 0:
-            break
-        page.wait_for_timeout(250)
-    page.wait_for_timeout(300)
+    page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=timeout_ms)
+    page.wait_for_timeout(400)
+    page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=timeout_ms)
 
 
 def assert_no_exception(page) -> None:

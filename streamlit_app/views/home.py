@@ -40,10 +40,10 @@ def draw() -> None:
 
     st.subheader("Where next")
     c1, c2, c3, c4 = st.columns(4)
-    c1.page_link("pages/draw.py", label="Draw a digit and see both predictions", icon=":material/draw:")
-    c2.page_link("pages/cnn_explorer.py", label="Step through the convolutional network", icon=":material/grid_view:")
-    c3.page_link("pages/train.py", label="Train a network live", icon=":material/model_training:")
-    c4.page_link("pages/lessons.py", label="Start the lessons", icon=":material/school:")
+    c1.page_link("views/draw.py", label="Draw a digit and see both predictions", icon=":material/draw:")
+    c2.page_link("views/cnn_explorer.py", label="Step through the convolutional network", icon=":material/grid_view:")
+    c3.page_link("views/train.py", label="Train a network live", icon=":material/model_training:")
+    c4.page_link("views/lessons.py", label="Start the lessons", icon=":material/school:")
 
 
 draw()

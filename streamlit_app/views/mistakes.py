@@ -154,9 +154,9 @@ def walk(cell: list[mistakes.Mistake], pos: int, net: state.Network) -> None:
         st.button("Open in the explorers", key="mistakes_open", on_click=_open, args=(m.index,), type="primary",
                   help="Makes this the current digit of every page.")
         if state.current_digit().ref == digit.ref:
-            st.page_link("pages/fc_explorer.py", label="Fully connected explorer", icon="🔗")
-            st.page_link("pages/cnn_explorer.py", label="Convolutional explorer", icon="🧱")
-            st.page_link("pages/attributions.py", label="What made it say that?", icon="🔍")
+            st.page_link("views/fc_explorer.py", label="Fully connected explorer", icon=":material/hub:")
+            st.page_link("views/cnn_explorer.py", label="Convolutional explorer", icon=":material/grid_view:")
+            st.page_link("views/attributions.py", label="What made it say that?", icon=":material/search_insights:")
     with says:
         predictions(key="mistakes_predictions", digit=digit, height=260)
         wrong = [short_name(n) for k, n in state.networks().items()

@@ -37,9 +37,9 @@ def draw() -> None:
 
     st.subheader("Look inside")
     fc, cnn, why = st.columns(3)
-    fc.page_link("pages/fc_explorer.py", label="Inside the fully connected network", icon="🔗")
-    cnn.page_link("pages/cnn_explorer.py", label="Inside the convolutional network", icon="🧱")
-    why.page_link("pages/attributions.py", label="Which pixels made them decide?", icon="🔍")
+    fc.page_link("views/fc_explorer.py", label="Inside the fully connected network", icon=":material/hub:")
+    cnn.page_link("views/cnn_explorer.py", label="Inside the convolutional network", icon=":material/grid_view:")
+    why.page_link("views/attributions.py", label="Which pixels made them decide?", icon=":material/search_insights:")
     st.caption("Each page opens with this digit.")
 
 

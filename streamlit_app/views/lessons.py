@@ -63,7 +63,7 @@ def widget(w: Widget, key: str, lesson: Lesson) -> None:
             st.error(f"The widget {w.name!r} failed: {type(e).__name__}: {e}")
         page = registry.page_of(w.name)
         if page:
-            st.page_link(page[0], label=f"Open {page[1]} for more", icon="🔎")
+            st.page_link(page[0], label=f"Open {page[1]} for more", icon=":material/open_in_new:")
 
 
 def step_view(lesson: Lesson, index: int, facts: dict[str, str]) -> None:
