@@ -112,6 +112,14 @@ def networks_of_kind(cnn: bool) -> dict[str, Network]:
     return {k: n for k, n in networks().items() if n.is_cnn == cnn}
 
 
+def network_of_kind(cnn: bool) -> Network | None:
+    """The chosen network if it is of this kind (CNN or not), else the first of that kind, else None."""
+    current = network()
+    if current.is_cnn == cnn:
+        return current
+    return next(iter(networks_of_kind(cnn).values()), None)
+
+
 @st.cache_resource(show_spinner="Classifying the 10,000 test digits…")
 def _pretrained_test_probabilities(key: str) -> torch.Tensor:
     from digitrec.train import predictions

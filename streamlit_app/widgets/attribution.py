@@ -150,10 +150,9 @@ def attribution_compare(
     return method
 
 
-def attribution_classes(
-    *, key: str, digit: state.Digit | None = None, method: str = "saliency", network: str = "cnn"
-) -> None:
-    """One network, one method, a map for each of the ten classes: "what would make it a 3?"."""
+def _one_network_setup(key: str, digit: state.Digit | None, method: str, network: str):
+    """Method and network pickers for a one-network view; None (after saying why) if the method
+    does not apply to that network, else (digit, method, net, the network's answer)."""
     digit = digit or state.current_digit()
     left, right = st.columns(2)
     with left:
@@ -163,8 +162,19 @@ def attribution_classes(
     reason = unavailable_reason(method, net)
     if reason:
         st.info(reason)
-        return
+        return None
     winner, _ = _predicted(net, digit)
+    return digit, method, net, winner
+
+
+def attribution_classes(
+    *, key: str, digit: state.Digit | None = None, method: str = "saliency", network: str = "cnn"
+) -> None:
+    """One network, one method, a map for each of the ten classes: "what would make it a 3?"."""
+    chosen = _one_network_setup(key, digit, method, network)
+    if chosen is None:
+        return
+    digit, method, net, winner = chosen
     try:
         attrs = state.attribution_all_classes(net, digit, method)
     except DigitrecError as e:
@@ -184,17 +194,10 @@ def attribution_sanity(
     *, key: str, digit: state.Digit | None = None, method: str = "saliency", network: str = "cnn"
 ) -> None:
     """The sanity check of Adebayo et al. (2018): does the map change when the weights are random?"""
-    digit = digit or state.current_digit()
-    left, right = st.columns(2)
-    with left:
-        method = _method_select("Method", method, f"{key}_method")
-    with right:
-        net = _network_select(network, f"{key}_network")
-    reason = unavailable_reason(method, net)
-    if reason:
-        st.info(reason)
+    chosen = _one_network_setup(key, digit, method, network)
+    if chosen is None:
         return
-    winner, _ = _predicted(net, digit)
+    digit, method, net, winner = chosen
     try:
         trained = state.attribution_map(net, digit, method, winner)
         randomized = state.attribution_map(net, digit, method, winner, randomized=True)

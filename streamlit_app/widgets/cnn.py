@@ -36,14 +36,10 @@ def _cnn_net(net: state.Network | None) -> state.Network | None:
     """The network to show: the given one, the current one if it is a CNN, else the first CNN."""
     if net is not None and net.is_cnn:
         return net
-    current = state.network()
-    if current.is_cnn:
-        return current
-    cnns = state.networks_of_kind(True)
-    if not cnns:
+    chosen = state.network_of_kind(cnn=True)
+    if chosen is None:
         st.info("No convolutional network is loaded. Run `make weights` to rebuild the pretrained TinyVGG.")
-        return None
-    return next(iter(cnns.values()))
+    return chosen
 
 
 def _layers(model: nn.Module, kind: type) -> list[str]:

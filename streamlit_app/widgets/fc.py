@@ -37,14 +37,10 @@ def _num(v: float, places: int = 4) -> str:
 def _fc_net(net: state.Network | None) -> state.Network | None:
     """The given network, else the current one if it is an FCNet, else the first FCNet; None (with a note) if none."""
     if net is None:
-        current = state.network()
-        if not current.is_cnn:
-            return current
-        nets = state.networks_of_kind(False)
-        if not nets:
+        chosen = state.network_of_kind(cnn=False)
+        if chosen is None:
             st.info("No fully connected network is loaded. Run `make weights` to rebuild the pretrained weights.")
-            return None
-        return next(iter(nets.values()))
+        return chosen
     if net.is_cnn:
         st.info(f"{net.label} is a convolutional network; this view explains fully connected ones. "
                 "Pick an FCNet in the sidebar.")
