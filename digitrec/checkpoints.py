@@ -309,7 +309,7 @@ def _read_header(data: bytes, name: str) -> tuple[dict[str, str], dict[str, dict
         raise CheckpointError(not_safetensors)
     try:
         header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         raise CheckpointError(not_safetensors) from None
     if not isinstance(header, dict):
         raise CheckpointError(not_safetensors)
@@ -377,9 +377,9 @@ def _read_config(metadata: dict[str, str], name: str) -> models.ModelConfig:
         raise CheckpointError(f"{name} has no model configuration in its metadata, so its model cannot be rebuilt. {_HOW_TO_SAVE}")
     try:
         raw = json.loads(metadata["config"])
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(
-            f"{name} is damaged: its model configuration is not valid JSON ({e.msg}). {_HOW_TO_SAVE}"
+            f"{name} is damaged: its model configuration is not valid JSON ({getattr(e, 'msg', 'nested too deeply')}). {_HOW_TO_SAVE}"
         ) from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{name} is damaged: its model configuration is not a JSON object. {_HOW_TO_SAVE}")
@@ -431,9 +431,9 @@ def _check_tensor_specs(
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing {', '.join(missing)}")
+            parts.append(f"missing {_first_few(missing)}")
         if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected)}")
+            parts.append(f"unexpected {_first_few(unexpected)}")
         raise CheckpointError(
             f"{name} does not match the {model_name} its metadata describes: {'; '.join(parts)}. "
             f"The file was changed or saved by other code. {_HOW_TO_SAVE}"
@@ -451,3 +451,9 @@ def _check_tensor_specs(
                 f"{name} does not match the {model_name} its metadata describes: tensor {key} has dtype "
                 f"{got['dtype']}, expected {want_dtype}. {_HOW_TO_SAVE}"
             )
+
+
+def _first_few(names: list[str], n: int = 6) -> str:
+    """A readable list: a crafted file may name thousands of tensors."""
+    shown = ", ".join(names[:n])
+    return shown if len(names) <= n else f"{shown} and {len(names) - n} more"

@@ -99,7 +99,7 @@ def _unpack_mirror(mirror: Path, root: Path) -> bool:
     raw = _raw_dir(root)
     raw.mkdir(parents=True, exist_ok=True)
     for name in MNIST_FILES:
-        tmp = raw / f".{name}.partial"
+        tmp = raw / f".{name}.{os.getpid()}.partial"  # per process: two unpacking at once never share a file
         with gzip.open(mirror / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
         os.replace(tmp, raw / name)  # atomic: a half-written file is never read

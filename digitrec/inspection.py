@@ -13,6 +13,7 @@ library's module of that name.)
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -57,11 +58,25 @@ def forward_hooks(model: nn.Module, names: list[str] | None = None) -> Iterator[
             h.remove()
 
 
+def _private_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` to hook and run.
+
+    The app shares one cached model between browser sessions, each in its own
+    thread: a hook put on the shared model would also record another session's
+    forward pass (its digit in our activations), and switching the shared
+    model to eval mode would reach into a run training it. These networks are
+    tiny (at most ~110k weights), so a copy costs well under a millisecond.
+    """
+    return copy.deepcopy(model)
+
+
 def capture_activations(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every named layer's output for input ``x``, in forward order.
 
     x: (B, 1, 28, 28). Returns name -> (B, ...) tensor; the last entry is the logits.
+    Runs on a private copy, so ``model`` itself never carries a hook.
     """
+    model = _private_copy(model)
     with eval_mode(model), torch.inference_mode(), forward_hooks(model) as records:
         model(x)
     return {name: out for name, (_, out) in records.items()}
@@ -71,6 +86,7 @@ def layer_io(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[torch.Tenso
     """(input, output) of one named layer for ``x``."""
     if layer not in dict(model.named_children()):
         raise KeyError(f"{type(model).__name__} has no layer {layer!r}")
+    model = _private_copy(model)
     with eval_mode(model), torch.inference_mode(), forward_hooks(model, [layer]) as records:
         model(x)
     return records[layer]

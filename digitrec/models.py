@@ -34,9 +34,11 @@ class FCConfig:
             hidden = tuple(operator.index(h) for h in self.hidden)
         except TypeError:
             hidden = ()
-        if not hidden or any(h < 1 or h > 4096 for h in hidden):
+        # At most 8 hidden layers: enough for any lesson, and a crafted checkpoint
+        # cannot make us build thousands of layers before its tensors are checked.
+        if not hidden or len(hidden) > 8 or any(h < 1 or h > 4096 for h in hidden):
             raise InvalidConfig(
-                f"Hidden widths must be one or more whole numbers from 1 to 4096, got {self.hidden!r}."
+                f"Hidden widths must be one to eight whole numbers from 1 to 4096, got {self.hidden!r}."
             )
         object.__setattr__(self, "hidden", hidden)
 

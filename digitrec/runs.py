@@ -240,6 +240,13 @@ def make_spec(
             )
         except InvalidConfig as e:
             collect(e)
+    if model is not None and values["batch size"]:
+        need = training_memory_bytes(model, values["batch size"])
+        if need > MEMORY_BUDGET_BYTES:
+            problems.append(
+                f"a batch of {values['batch size']:,} digits for this network needs about {need / 2**30:.1f} GiB "
+                f"of memory to train (the limit is {MEMORY_BUDGET_BYTES / 2**30:.0f} GiB); use a smaller batch size"
+            )
     if problems or model is None or config is None or None in values.values():
         raise InvalidConfig("Cannot train: " + "; ".join(problems or ["the settings are incomplete"]) + ".")
     spec = RunSpec(
@@ -248,6 +255,26 @@ def make_spec(
     )
     spec.plan(spec.train_size)  # refuses too many snapshots now, not after the start
     return spec
+
+
+# A training run shares the server's memory with every other session: refuse
+# settings that would need more than this before a thread starts.
+MEMORY_BUDGET_BYTES = 2 * 2**30
+
+
+def training_memory_bytes(config: models.ModelConfig, batch_size: int) -> int:
+    """A rough upper estimate of one training step's memory: every layer's output for
+    each digit of the batch, kept for the backward pass and matched by its gradient
+    (x 3 for the temporaries around them), in float32."""
+    from digitrec.inspection import forward_hooks
+
+    with torch.device("meta"):  # shapes only: no memory used, no random numbers drawn
+        model = models.build(config)
+        x = torch.zeros(1, 1, 28, 28)
+        with forward_hooks(model) as records:
+            model(x)
+    floats_per_digit = sum(out.numel() for _, out in records.values())
+    return int(batch_size) * floats_per_digit * 4 * 3
 
 
 # --- what a reader sees ------------------------------------------------------------------------

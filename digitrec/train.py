@@ -136,6 +136,7 @@ class TrainControl:
     def resume(self) -> None:
         with self._lock:
             self._paused = False
+            self._budget = 0  # steps granted before resuming must not carry into the next pause
             self._lock.notify_all()
 
     def stop(self) -> None:

@@ -243,6 +243,19 @@ def _model_facts_cached() -> dict[str, str]:
     return model_facts({k: pretrained(k).model for k in PRETRAINED_LABELS})
 
 
+def query_int(name: str, default: int, low: int | None = None, high: int | None = None) -> int:
+    """A whole number from the URL (``?step=4``), clamped to [low, high]; ``default`` if absent or not a number."""
+    try:
+        value = int(str(st.query_params.get(name, default)).strip())
+    except ValueError:  # "abc", "", "²" (isdigit() says yes, int() says no)
+        value = default
+    if low is not None:
+        value = max(low, value)
+    if high is not None:
+        value = min(high, value)
+    return value
+
+
 def sync_url() -> None:
     """Keep ``?digit=`` and ``?net=`` in the URL on every page (st.navigation drops them on a page switch)."""
     digit = current_digit()
@@ -314,7 +327,9 @@ def _my_attribution(net: Network, digit: Digit, method: str, target: int | None,
     args = (digit.x.numpy().tobytes(), method, target, randomized)
     if args not in cache:
         if randomized:
-            model = cache.setdefault("randomized", attribution.randomized_copy(net.model, seed=0))
+            if "randomized" not in cache:  # setdefault would build the copy on every call
+                cache["randomized"] = attribution.randomized_copy(net.model, seed=0)
+            model = cache["randomized"]
         else:
             model = net.model
         cache[args] = (

@@ -389,3 +389,19 @@ def test_load_pretrained_explains_a_missing_file_and_an_unknown_key(tmp_path, mo
 def test_pretrained_paths_are_in_the_repository_weights_folder():
     assert checkpoints.PRETRAINED["fc"].parent.name == "weights"
     assert checkpoints.PRETRAINED["cnn"].name == "cnn.safetensors"
+
+
+def test_a_deeply_nested_config_is_refused_not_crashed_on(tmp_path):
+    _, path = _saved(tmp_path)
+    nested = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on this
+    _rewrite(path, edit_metadata=lambda m: m.update(config=nested))
+    with pytest.raises(CheckpointError):
+        checkpoints.load(path)
+
+
+def test_a_config_with_thousands_of_layers_is_refused_before_building_them(tmp_path):
+    _, path = _saved(tmp_path)
+    many = json.dumps({"architecture": "fcnet", "hidden": [16] * 5000})
+    _rewrite(path, edit_metadata=lambda m: m.update(config=many))
+    with pytest.raises(CheckpointError, match="one to eight"):
+        checkpoints.load(path)

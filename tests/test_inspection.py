@@ -421,3 +421,31 @@ def test_tinyvgg_loss_gradient_matches_finite_differences():
             p[idx] = old
             numeric = (up - down) / (2 * eps)  # central difference: error O(eps^2)
             assert float(p.grad[idx]) == pytest.approx(numeric, rel=1e-4, abs=1e-8), name
+
+
+def test_capture_is_not_disturbed_by_another_thread_using_the_same_model():
+    """The app shares one cached model between sessions: a capture must record its own
+    digit even while another thread runs the same model on another digit."""
+    import threading
+
+    model = models.build(models.FCConfig(), seed=0).eval()
+    mine, theirs = torch.zeros(1, 1, 28, 28), torch.ones(1, 1, 28, 28)
+    expected = inspection.capture_activations(model, mine)["fc_1"]
+    stop = threading.Event()
+
+    def other_session():
+        while not stop.is_set():
+            with torch.no_grad():
+                model(theirs)
+
+    thread = threading.Thread(target=other_session)
+    thread.start()
+    try:
+        mismatches = sum(
+            not torch.equal(inspection.capture_activations(model, mine)["fc_1"], expected) for _ in range(300)
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert mismatches == 0
+    assert not any(m._forward_hooks for m in model.modules())

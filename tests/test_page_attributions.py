@@ -20,6 +20,8 @@ from digitrec.inspection import predict_proba
 from digitrec.viz.attribution import format_delta, rank_correlation
 from streamlit_app import state
 
+# Tolerance 1e-5: the page and the test may run torch with different thread counts (a training
+# thread sets 1), which changes float32 summation order by a few ulps of the ~20-unit logits.
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
 PAGE = "views/attributions.py"
 
@@ -85,9 +87,9 @@ def test_overlay_values_equal_the_library_attribution(method):
         model = _pretrained(key)
         expected = attribution.attribute(model, digit.x, _winner(model, digit), method).values[0, 0]
         (heat,) = _traces(fig, "attribution")
-        assert torch.allclose(torch.tensor(heat["z"]), expected, atol=1e-6), key
+        assert torch.allclose(torch.tensor(heat["z"]), expected, atol=1e-5), key
         (over,) = _traces(fig, "attribution overlay")
-        assert torch.allclose(torch.tensor(over["z"]), expected, atol=1e-6)
+        assert torch.allclose(torch.tensor(over["z"]), expected, atol=1e-5)
         assert torch.allclose(torch.tensor(_traces(fig, "digit")[0]["z"]), digit.pixels)
 
 
@@ -99,7 +101,7 @@ def test_a_chosen_target_class_is_explained_and_the_legend_names_it():
     cnn = _pretrained("cnn")
     expected = attribution.attribute(cnn, digit.x, 8, "gradient_shap").values[0, 0]
     (heat,) = _traces(_overlays(at)[1], "attribution")
-    assert torch.allclose(torch.tensor(heat["z"]), expected, atol=1e-6)
+    assert torch.allclose(torch.tensor(heat["z"]), expected, atol=1e-5)
     captions = [c.value for c in at.caption]
     assert "red: pixels that pushed towards '8'; blue: pixels that pushed away." in captions
 
@@ -127,7 +129,7 @@ def test_all_classes_grid_has_ten_heatmaps_with_the_librarys_values():
     maps = attribution.all_classes(_pretrained("cnn"), digit.x, "saliency")  # the grid's default network
     for t, heat in enumerate(heatmaps):
         assert heat["name"] == f"class {t}"
-        assert torch.allclose(torch.tensor(heat["z"]), maps[t].values[0, 0], atol=1e-6)
+        assert torch.allclose(torch.tensor(heat["z"]), maps[t].values[0, 0], atol=1e-5)
 
     # Grad-CAM for FCNet in the grid: a sentence, not an error
     at.selectbox(key="attr_classes_method").select("grad_cam").run()
@@ -146,7 +148,7 @@ def test_sanity_check_compares_with_the_randomized_network():
     target = _winner(cnn, digit)
     trained = attribution.attribute(cnn, digit.x, target, "saliency").values
     randomized = attribution.attribute(attribution.randomized_copy(cnn, seed=0), digit.x, target, "saliency").values
-    assert torch.allclose(torch.tensor(_traces(sanity[0], "randomized")[0]["z"]), randomized[0, 0], atol=1e-6)
+    assert torch.allclose(torch.tensor(_traces(sanity[0], "randomized")[0]["z"]), randomized[0, 0], atol=1e-5)
     assert not torch.allclose(trained, randomized)
     (similarity,) = [m.value for m in at.metric if m.label.startswith("Similarity of the two maps")]
     assert similarity == f"{rank_correlation(trained, randomized):.2f}"
@@ -162,6 +164,6 @@ def test_my_model_joins_the_comparison():
     overlays = _overlays(at)
     assert len(overlays) == 3
     expected = attribution.attribute(mine, digit.x, _winner(mine, digit), "deeplift").values[0, 0]
-    assert torch.allclose(torch.tensor(_traces(overlays[2], "attribution")[0]["z"]), expected, atol=1e-6)
+    assert torch.allclose(torch.tensor(_traces(overlays[2], "attribution")[0]["z"]), expected, atol=1e-5)
     assert any("My FCNet" in m.value for m in at.markdown)
     assert math.isfinite(float([m.value for m in at.metric if "DeepLIFT" in m.label][2]))

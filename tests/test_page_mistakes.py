@@ -122,3 +122,14 @@ def test_without_mnist_the_page_says_how_to_get_it(monkeypatch, tmp_path):
         assert not at.get("plotly_chart")
     finally:
         state._mnist.clear()
+
+
+@pytest.mark.parametrize("value", ["²", "abc", "-3", "12", ""])
+def test_a_malformed_cell_in_the_link_falls_back_instead_of_crashing(value):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("views/mistakes.py")
+    at.query_params["true"] = value
+    at.query_params["pred"] = value
+    at.run()
+    assert not at.exception

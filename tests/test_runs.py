@@ -332,7 +332,7 @@ def test_make_spec_parses_typed_values():
         ({"lr": "0"}, "learning rate must be above 0"),
         ({"lr": "50"}, "learning rate must be above 0 and at most 10 (got 50.0)"),
         ({"widths": "16, x"}, "hidden widths must be whole numbers separated by commas, like 16, 16 (got '16, x')"),
-        ({"widths": "0, 16"}, "hidden widths must be one or more whole numbers from 1 to 4096"),
+        ({"widths": "0, 16"}, "hidden widths must be one to eight whole numbers from 1 to 4096"),
         ({"epochs": 21}, "epochs must be from 1 to 20 (got 21)"),
         ({"batch_size": 0}, "batch size must be from 1 to 60,000 (got 0)"),
         ({"batch_size": 2.5}, "batch size must be a whole number (got 2.5)"),
@@ -404,3 +404,16 @@ def test_a_race_stopped_before_the_second_run_never_starts_it():
     assert race_.runs[0].status is RunStatus.STOPPED
     assert race_.runs[1].status in (RunStatus.IDLE, RunStatus.STOPPED) and race_.runs[1].progress().step == 0
     assert not race_.runs[0].thread_alive and not race_.runs[1].thread_alive
+
+
+def test_a_batch_too_big_for_memory_is_refused_before_any_thread_starts():
+    from digitrec.runs import MEMORY_BUDGET_BYTES, training_memory_bytes
+
+    small = training_memory_bytes(models.TinyVGGConfig(), 128)
+    # 128 digits x every layer's output (101 maps of 28x28 / 14x14 / 7x7 + 490 + 10 floats) x 4 bytes x 3
+    per_digit = 10 * (28 * 28 * 4 + 14 * 14 * 5 + 7 * 7) + 490 + 10
+    assert small == 128 * per_digit * 4 * 3
+    assert training_memory_bytes(models.TinyVGGConfig(), 60000) > MEMORY_BUDGET_BYTES
+    with pytest.raises(InvalidConfig, match="use a smaller batch size"):
+        runs.make_spec(architecture="tinyvgg", channels=10, batch_size=60000)
+    runs.make_spec(architecture="fcnet", widths="16, 16", batch_size=60000)  # a small network may use a huge batch

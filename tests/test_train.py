@@ -438,3 +438,14 @@ def test_a_stopped_conv_run_also_leaves_the_default_memory_format(tinyvgg):
                       callbacks=[StopAfterOne()], control=control)
     assert state.stopped and state.step == 1
     assert all(p.is_contiguous() for p in tinyvgg.parameters())
+
+
+def test_steps_granted_before_a_resume_do_not_carry_over_to_the_next_step():
+    """step(10), two batches, resume(), step(1): exactly one batch, then paused again."""
+    control = train.TrainControl()
+    control.step(10)
+    assert control.wait_for_turn() and control.wait_for_turn()
+    control.resume()
+    control.step(1)
+    assert control.wait_for_turn()
+    assert control.paused  # the one granted batch is used up; the loop would now wait

@@ -17,13 +17,6 @@ from streamlit_app.widgets import registry
 NETWORK_NAMES = {"fc": "FCNet", "cnn": "TinyVGG"}
 
 
-def _int_param(name: str, default: int) -> int:
-    try:
-        return int(st.query_params.get(name, default))
-    except (TypeError, ValueError):
-        return default
-
-
 def _go(lesson: int, step: int) -> None:
     st.query_params["lesson"] = str(lesson)
     st.query_params["step"] = str(step)
@@ -102,9 +95,9 @@ def draw() -> None:
         st.error(f"A lesson file could not be read: {e}")
         return
     by_number = {lesson.number: lesson for lesson in lessons}
-    number = _int_param("lesson", lessons[0].number)
+    number = state.query_int("lesson", lessons[0].number)
     lesson = by_number.get(number, lessons[0])
-    index = min(max(_int_param("step", 1), 1), len(lesson.steps)) - 1
+    index = min(max(state.query_int("step", 1), 1), len(lesson.steps)) - 1
     if str(lesson.number) != st.query_params.get("lesson") or str(index + 1) != st.query_params.get("step"):
         _go(lesson.number, index + 1)
 

@@ -27,7 +27,10 @@ def _from_url(name: str, default: int | None) -> int | None:
     value = st.query_params.get(name)
     if value == "any":
         return None
-    return int(value) if value is not None and value.isdigit() and int(value) < 10 else default
+    if value is None:
+        return default
+    number = state.query_int(name, -1)
+    return number if 0 <= number <= 9 else default
 
 
 def _pick_cell_from_chart() -> None:

@@ -48,13 +48,6 @@ def _fc_net(net: state.Network | None) -> state.Network | None:
     return net
 
 
-def _url_int(name: str, default: int) -> int:
-    try:
-        return int(st.query_params.get(name, default))
-    except (TypeError, ValueError):
-        return default
-
-
 # ---------------------------------------------------------------- lesson 1: the digit is numbers
 
 
@@ -123,7 +116,7 @@ def fc_forward_steps(
     count = len(steps)
     state_key = f"{key}_step"
     if state_key not in st.session_state:
-        st.session_state[state_key] = _url_int("step", step) if url else step
+        st.session_state[state_key] = state.query_int("step", step) if url else step
     # Clamp: a network with more layers may have been picked before, or the link asked for step 99.
     st.session_state[state_key] = min(max(int(st.session_state[state_key]), 1), count)
     current = st.session_state[state_key]
@@ -251,7 +244,7 @@ def fc_neuron(
     layer_key, auto_key, neuron_key = f"{key}_layer", f"{key}_auto", f"{key}_neuron"
     if url and layer_key not in st.session_state:  # first run: the link's choice, else the arguments'
         layer = st.query_params.get("layer", layer)
-        neuron = _url_int("neuron", neuron)
+        neuron = state.query_int("neuron", neuron)
     if st.session_state.get(layer_key) not in layers:
         st.session_state[layer_key] = layer if layer in layers else layers[0]
     c1, c2, c3 = st.columns([2, 2, 3], vertical_alignment="bottom")

@@ -353,7 +353,12 @@ def model_export(*, key: str, slot: str) -> None:
             st.rerun()
     with download_col:
         name = models.display_name(run.spec.model).lower().replace(" ", "-").replace("(", "").replace(")", "")
-        st.download_button("Download the weights (.safetensors)", data=run.checkpoint_bytes(),
+        try:
+            weights = run.checkpoint_bytes()
+        except DigitrecError as e:  # e.g. a failed run whose weights are not finite
+            st.warning(f"These weights cannot be saved: {e}")
+            return
+        st.download_button("Download the weights (.safetensors)", data=weights,
                            file_name=f"digitrec-{name}-step{p.step}.safetensors", mime="application/octet-stream",
                            key=f"{key}_download", on_click="ignore",
                            help="A safetensors file with the configuration; upload it here later to use it again.")
