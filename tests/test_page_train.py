@@ -273,3 +273,23 @@ def test_the_lesson_widgets_train_live_and_race(mnist):
     assert not at.exception
     assert [p.status for p in race_now.progress()] == [RunStatus.FINISHED, RunStatus.FINISHED]
     assert any(m.value.startswith("**Why the CNN costs more per digit.**") for m in at.markdown)
+
+
+def test_the_probe_picture_stays_the_runs_digit_after_the_current_digit_changes(mnist):
+    from streamlit_app import state
+
+    at = _open()
+    at.session_state["digit"] = state.sample_digit(3)
+    at.run()
+    _tiny(at)
+    at.button(key="train_start").click().run()
+    run = _run(at)
+    assert run.join(timeout=60)
+    at.session_state["digit"] = state.sample_digit(5)  # the learner picks another digit afterwards
+    at.run()
+    assert not at.exception
+    want = state.sample_digit(3).pixels.reshape(-1).numpy()
+    heatmaps = [_array(t["z"]).reshape(-1) for f in _figures(at) for t in f["data"] if t["type"] == "heatmap"]
+    pictures = [z for z in heatmaps if z.shape == want.shape and np.allclose(z, want, atol=1e-6)]
+    assert pictures, "the probe picture should still show sample 3, the digit the run was started with"
+    assert any("when this run started" in c.value for c in at.caption)

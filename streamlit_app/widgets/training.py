@@ -13,6 +13,7 @@ from typing import Callable
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from digitrec import checkpoints, models, race, runs
 from digitrec.errors import CheckpointError, DigitrecError, InvalidConfig
@@ -212,14 +213,19 @@ def _status_note(p: RunProgress) -> None:
         )
 
 
-def _probe_view(p: RunProgress, probs, *, key: str, caption: str) -> None:
+def _probe_view(run, probs, *, key: str, caption: str) -> None:
+    """The run's own probe digit (fixed when it started) beside its probabilities."""
+    pixels = run.probe[0, 0]  # (28, 28)
     digit = state.current_digit()
     st.markdown("**The probe digit**: what the network thinks it is")
     left, right = st.columns([1, 2])
     with left:
-        st.plotly_chart(digit_figure(digit.pixels, height=140), key=f"{key}_probe_digit", config={"staticPlot": True})
-        label = f" ({digit.label})" if digit.label is not None else ""
-        st.caption(f"Probe: {digit.source}{label}")
+        st.plotly_chart(digit_figure(pixels, height=140), key=f"{key}_probe_digit", config={"staticPlot": True})
+        if torch.equal(pixels, digit.pixels):
+            label = f" ({digit.label})" if digit.label is not None else ""
+            st.caption(f"Probe: {digit.source}{label}")
+        else:
+            st.caption("Probe: the digit that was current when this run started")
     with right:
         if probs is not None:
             st.plotly_chart(probabilities_figure({caption: probs}, height=210), key=f"{key}_probe_probs")
@@ -283,7 +289,7 @@ def run_view(*, key: str, slot: str, replay: bool = True, export: bool = True) -
                        f"{p.eval_size:,} test digits the network never trains on, every {p.plan.eval_every} steps; "
                        f"red diamonds: on all {p.test_size:,} after each epoch. Seconds count training only.")
         with net_col:
-            _probe_view(p, p.probe_probs, key=key, caption="now")
+            _probe_view(run, p.probe_probs, key=key, caption="now")
             _weights_view(p, p.first_layer, key=key)
 
     _watch(key=key, slot=slot, body=body)
@@ -321,7 +327,7 @@ def snapshot_replay(*, key: str, slot: str) -> None:
     with curves_col:
         _curves(p, key=key, x="step", upto_step=snap.step)
     with net_col:
-        _probe_view(p, snap.probe_probs, key=key, caption=f"step {snap.step:,}")
+        _probe_view(run, snap.probe_probs, key=key, caption=f"step {snap.step:,}")
         _weights_view(p, snap.first_layer, key=key)
 
 
