@@ -94,17 +94,22 @@ def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | 
 
 
 def network(key: str | None = None) -> Network:
-    """The network with ``key``, or the chosen one (URL ``net=``), or the first available."""
+    """The network with ``key``, or the chosen one (URL ``net=`` on a session's first run), or the first available."""
     nets = networks()
     if not nets:
         st.error("No network could be loaded. Run `make weights` to rebuild the pretrained weights.")
         st.stop()
-    key = key or st.session_state.get(NET_KEY) or st.query_params.get("net")
+    if NET_KEY not in st.session_state and st.query_params.get("net") in nets:
+        st.session_state[NET_KEY] = st.query_params["net"]  # a shared link's choice outlives page switches
+    key = key or st.session_state.get(NET_KEY)
     return nets.get(key) or next(iter(nets.values()))
 
 
 def set_network(key: str) -> None:
     st.session_state[NET_KEY] = key
+    net = networks().get(key)
+    if net is not None:  # remember the choice per kind, so visiting the other kind's page does not lose it
+        st.session_state[f"{NET_KEY}_{'cnn' if net.is_cnn else 'fc'}"] = key
     st.query_params["net"] = key
 
 
@@ -117,7 +122,9 @@ def network_of_kind(cnn: bool) -> Network | None:
     current = network()
     if current.is_cnn == cnn:
         return current
-    return next(iter(networks_of_kind(cnn).values()), None)
+    of_kind = networks_of_kind(cnn)
+    remembered = st.session_state.get(f"{NET_KEY}_{'cnn' if cnn else 'fc'}")
+    return of_kind.get(remembered) or next(iter(of_kind.values()), None)
 
 
 @st.cache_resource(show_spinner="Classifying the 10,000 test digits…")

@@ -220,3 +220,21 @@ def test_an_fc_choice_still_shows_the_cnn():
     at = open_page(net="fc")
     assert at.sidebar.selectbox[0].value == "cnn"
     assert len(feature_maps(overview(at))) == 101
+
+
+def test_visiting_the_fc_page_does_not_forget_the_chosen_cnn():
+    """A learner's own CNN ("my-2", say) chosen here must still be chosen after a look at the FC explorer."""
+    at = open_page(net="cnn")
+    at.switch_page("views/fc_explorer.py").run()
+    assert not at.exception
+    assert at.sidebar.selectbox[0].value == "fc"  # the FC page shows an FC network…
+    assert at.session_state["net"] == "cnn"  # …without overwriting the choice
+
+
+def test_a_linked_network_choice_survives_a_page_switch():
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params["net"] = "fc"
+    at.run()
+    at.switch_page("views/cnn_explorer.py").run()
+    assert not at.exception
+    assert at.session_state["net"] == "fc"

@@ -27,10 +27,11 @@ def network_picker(cnn: bool | None = None, key: str = "net_picker") -> state.Ne
         st.error("No network of this kind is loaded. Run `make weights` to rebuild the pretrained weights.")
         st.stop()
     keys = list(nets)
-    chosen = state.network().key
+    shown = state.network() if cnn is None else state.network_of_kind(cnn)
+    chosen = shown.key if shown is not None else keys[0]
     index = keys.index(chosen) if chosen in keys else 0
     with st.sidebar:
         key_chosen = st.selectbox("Network", keys, index=index, format_func=lambda k: nets[k].label, key=key)
-    if key_chosen != state.network().key:
+    if key_chosen != chosen:  # only a real choice changes it: a page of the other kind must not
         state.set_network(key_chosen)
     return nets[key_chosen]
