@@ -18,6 +18,8 @@ is explaining the image, not the model.
 
 from __future__ import annotations
 
+import math
+
 import copy
 import threading
 import warnings
@@ -399,3 +401,26 @@ _RUNNERS: dict[str, Runner] = {
     "occlusion": _occlusion,
     "grad_cam": _grad_cam,
 }
+
+
+def sanity_verdict(rho_whole: float, rho_ink: float) -> tuple[str, str]:
+    """Read the randomised-weights check (Adebayo et al. 2018) from two rank correlations of
+    |attribution| between the trained and the randomised network: over all pixels and over
+    the ink only. Returns (level, sentence), level "depends" / "partly" / "image".
+
+    The verdict rests on the ink: blank pixels get 0 from most methods for both networks,
+    which pushes the whole-image correlation towards 1 whatever the model learned.
+    """
+    basis = rho_ink if not math.isnan(rho_ink) else rho_whole
+    note = ""
+    if not math.isnan(rho_ink) and rho_whole - rho_ink > 0.2:
+        note = (f" (Over the whole image ρ = {rho_whole:.2f}, higher mostly because both maps are zero "
+                "wherever there is no ink: that outline comes from the image.)")
+    if basis < 0.5:
+        return "depends", (f"The maps differ within the strokes (ρ = {basis:.2f}): this map depends on the trained "
+                           "weights, so it says something about the model, not just where the ink is." + note)
+    if basis < 0.8:
+        return "partly", (f"The maps are only partly alike within the strokes (ρ = {basis:.2f}): part of what the "
+                          "map shows comes from the ink itself, part from what the network learned." + note)
+    return "image", (f"The maps are alike even within the strokes (ρ = {basis:.2f}): this method's map barely "
+                     "changes when the network knows nothing, so it explains the image more than the model." + note)

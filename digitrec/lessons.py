@@ -333,7 +333,6 @@ def digit_facts(nets: dict[str, nn.Module], x, label: int | None = None) -> dict
     FC network, its most active first-layer neuron ``digit.fc.top_neuron`` with its
     value ``digit.fc.top_value``.
     """
-    import math
 
     import torch
 
@@ -352,7 +351,7 @@ def digit_facts(nets: dict[str, nn.Module], x, label: int | None = None) -> dict
         target = pred if label is None else label
         facts[f"digit.{key}.prediction"] = str(pred)
         facts[f"digit.{key}.confidence"] = f"{float(probs[pred]):.1%}"
-        facts[f"digit.{key}.loss"] = f"{-math.log(max(float(probs[target]), 1e-12)):.3f}"
+        facts[f"digit.{key}.loss"] = f"{-float(torch.log_softmax(logits.double(), dim=0)[target]):.3f}"  # exact, no clamp
         facts[f"digit.{key}.target_probability"] = f"{float(probs[target]):.1%}"
         if "fc_1" in acts:
             values = acts["fc_1"][0]

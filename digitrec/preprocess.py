@@ -50,6 +50,13 @@ RESAMPLE = Image.Resampling.BILINEAR
 # a digit needs no more, and a small file can expand to gigabytes (a decompression bomb).
 MAX_SIDE = 4096
 
+# A mark whose longer side is under this fraction of the image's longer side is a dot or
+# a slip of the mouse, not a digit: blown up to 20 px it would become a confident blob.
+MIN_EXTENT = 0.1
+TOO_SMALL_MESSAGE = (
+    "That mark is too small to read as a digit: it covers less than a tenth of the picture. "
+    "Draw the digit bigger (most of the canvas's height), or crop the image closer around it."
+)
 EMPTY_MESSAGE = (
     "The drawing is empty: draw a digit with the mouse (or upload an image with a dark "
     "or light digit on a plain background) and try again."
@@ -102,6 +109,8 @@ def preprocess_steps(image: np.ndarray | Image.Image) -> PreprocessSteps:
 
     bbox = ink_bbox(ink)
     top, left, bottom, right = bbox
+    if max(bottom - top, right - left) < MIN_EXTENT * max(ink.shape):
+        raise EmptyDrawing(TOO_SMALL_MESSAGE)
     cropped = ink[top:bottom, left:right]  # (h0, w0)
 
     fitted = fit_box(cropped)  # (h, w), longer side 20

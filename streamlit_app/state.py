@@ -187,9 +187,9 @@ def digit_from_ref(ref: str) -> Digit | None:
     try:
         kind, _, value = ref.partition(":")
         if kind == "sample":
-            return sample_digit(int(value) % 10)
+            return sample_digit(int(value)) if 0 <= int(value) <= 9 else None
         if kind == "test" and mnist() is not None:
-            return test_digit(int(value))
+            return test_digit(int(value)) if 0 <= int(value) < len(mnist().test) else None
         if kind == "px":
             raw = base64.urlsafe_b64decode(value.encode())
             if len(raw) != data.IMAGE_SIZE**2:
@@ -209,6 +209,8 @@ def current_digit() -> Digit:
         digit = digit_from_ref(ref) if ref else None
         if digit is None:
             digit = sample_digit(7)
+            if ref:  # say so rather than silently show another digit than the link meant
+                st.toast(f"The link's digit ({ref[:24]}) could not be read, so this shows sample 7.")
         st.session_state[DIGIT_KEY] = digit
     return digit
 

@@ -4,6 +4,8 @@ shared model is left exactly as it was."""
 from __future__ import annotations
 
 import numpy as np
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -330,3 +332,19 @@ def test_randomized_copy_of_chosen_layers_only():
         assert changed == (name.split(".")[0] in {"output", "conv_2_2"}), name
     with pytest.raises(UnsupportedAttribution, match="no layer"):
         attribution.randomized_copy(model, layers=["conv_9"])
+
+
+@pytest.mark.parametrize(
+    "whole, ink, level",
+    [
+        (1.00, 0.63, "partly"),  # the QA case: zeros make the whole image look alike, the strokes differ in part
+        (0.95, 0.20, "depends"),
+        (0.97, 0.90, "image"),
+        (0.40, float("nan"), "depends"),  # no ink pixels: fall back to the whole image
+    ],
+)
+def test_the_sanity_verdict_rests_on_the_ink_not_on_the_blank_background(whole, ink, level):
+    got, sentence = attribution.sanity_verdict(whole, ink)
+    assert got == level
+    if not math.isnan(ink) and whole - ink > 0.2:
+        assert "zero wherever there is no ink" in sentence

@@ -347,3 +347,26 @@ def test_registry_check_reports_unknown_widgets_and_parameters():
     assert "expects net= to be str" in registry.check("softmax", {"net": 3})[0]
     assert "has no parameter 'url'" in registry.check("conv_arithmetic", {"url": True})[0]  # the page owns the link
     assert registry.check("conv_sandbox", {"padding": 1, "stride": 2}) == []
+
+
+def test_the_loss_fact_is_exact_even_when_the_probability_underflows():
+    """-log p from log_softmax, not from a clamped p: a confident wrong answer's loss is large and exact."""
+    import torch
+
+    from digitrec.lessons import digit_facts
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([[0.0, 60.0] + [0.0] * 8])  # class 1 at 60, class 0 at 0
+
+    class Confident(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.output = Fixed()
+
+        def forward(self, x):
+            return self.output(x)
+
+    facts = digit_facts({"fc": Confident()}, torch.zeros(1, 1, 28, 28), label=0)
+    # log(e^60 + 9) - 0 = 60.000...: a clamp at 1e-12 would have said 27.631
+    assert facts["digit.fc.loss"] == "60.000"

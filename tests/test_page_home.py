@@ -55,3 +55,13 @@ def test_a_malformed_digit_link_falls_back_to_a_sample():
     at.run()
     assert not at.exception
     assert at.session_state["digit"].ref == "sample:7"
+
+
+@pytest.mark.parametrize("ref", ["sample:11", "test:99999", "garbage"])
+def test_a_link_to_a_digit_that_does_not_exist_says_so(ref, mnist):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["digit"] = ref
+    at.run()
+    assert not at.exception
+    assert at.session_state["digit"].ref == "sample:7"
+    assert any("could not be read" in t.value for t in at.toast)

@@ -303,3 +303,12 @@ def test_mnist_digits_drawn_large_come_back_as_themselves(mnist):
     for d in back:
         row, col = P.centre_of_mass(d.numpy())
         assert abs(row - 14.0) <= 0.5 and abs(col - 14.0) <= 0.5
+
+
+def test_a_stray_dot_is_refused_as_too_small_not_blown_up_into_a_digit():
+    grey = np.zeros((280, 280), np.uint8)
+    grey[10:34, 240:264] = 255  # one 24 px dab of the pen in a corner
+    with pytest.raises(EmptyDrawing, match="too small to read as a digit"):
+        P.to_mnist(canvas(grey))
+    grey[40:240, 120:150] = 255  # now with a real stroke beside it: read as usual
+    assert P.to_mnist(canvas(grey)).max() == 1.0

@@ -30,5 +30,6 @@ def softmax_figure(step: SoftmaxStep, highlight: int | None = None, height: int 
         row=1, col=2,
     )
     fig.update_yaxes(range=[0, 1.15], tickformat=".0%", row=1, col=2)
+    fig.update_xaxes(dtick=1, title_text="digit")
     fig.update_layout(height=height, showlegend=False, margin=dict(l=4, r=4, t=30, b=4))
     return fig

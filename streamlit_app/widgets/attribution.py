@@ -17,7 +17,7 @@ import math
 
 import streamlit as st
 
-from digitrec.attribution import METHODS, methods_for
+from digitrec.attribution import METHODS, methods_for, sanity_verdict
 from digitrec.errors import DigitrecError
 from digitrec.inspection import predict_proba
 from digitrec.viz.attribution import (
@@ -233,22 +233,6 @@ def attribution_sanity(
         "Similarity on the ink only", "n/a" if math.isnan(rho_ink) else f"{rho_ink:.2f}",
         help=f"The same correlation over the {int(ink.sum())} pixels that hold ink.",
     )
-    if rho < 0.5:
-        st.success(
-            f"The maps differ (ρ = {rho:.2f}): this map depends on the trained weights, so it says something about "
-            "the model, not just about where the ink is. A method whose map barely changed would explain the image, "
-            "not the model."
-        )
-    elif not math.isnan(rho_ink) and rho_ink < 0.5:
-        st.warning(
-            f"The maps look alike (ρ = {rho:.2f}) mostly because both are zero wherever there is no ink: that outline "
-            f"comes from the image, not from the model. Within the strokes they differ (ρ = {rho_ink:.2f}), so that "
-            "part of the map does depend on what the network learned. A method whose map barely changes explains "
-            "the image, not the model."
-        )
-    else:
-        st.warning(
-            f"The maps are similar (ρ = {rho:.2f}): this method's map barely changes when the network knows nothing, "
-            "so what it shows comes from the image (where the ink is), not from what the model learned. "
-            "A method whose map barely changes explains the image, not the model."
-        )
+    level, sentence = sanity_verdict(rho, rho_ink)
+    show = {"depends": st.success, "partly": st.info, "image": st.warning}[level]
+    show(sentence + " A method whose map barely changes when the weights are random explains the image, not the model.")

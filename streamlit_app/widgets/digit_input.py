@@ -79,13 +79,16 @@ def handle_drawing(image: np.ndarray | None, *, key: str = "canvas") -> str | No
     ink = np.ascontiguousarray(np.asarray(image)[..., 0])  # (H, W) uint8, the red channel
     digest = hashlib.sha1(ink.tobytes()).hexdigest()
     hash_key = f"{key}_last_drawing"
-    if st.session_state.get(hash_key) == digest:
-        return None
-    st.session_state[hash_key] = digest
+    last = st.session_state.get(hash_key)  # (digest, message) of the last drawing handled
+    if last is not None and last[0] == digest:
+        return last[1]  # unchanged drawing: nothing to redo, but a refusal stays on screen
     try:
         pixels = preprocess.to_mnist(ink)  # (28, 28) float in [0, 1]
-    except EmptyDrawing:
-        return f"That drawing has too little ink to read. Draw a bigger digit; the networks still read {current.source}."
+    except EmptyDrawing as e:
+        message = f"{e} The networks still read {current.source}."
+        st.session_state[hash_key] = (digest, message)
+        return message
+    st.session_state[hash_key] = (digest, None)
     digit = state.pixels_digit(pixels, "your drawing")
     state.set_current_digit(digit)
     state.remember_source_image(digit, ink)

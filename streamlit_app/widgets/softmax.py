@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import streamlit as st
 
@@ -53,20 +55,22 @@ def loss_widget(*, key: str, net: str = "", digit: state.Digit | None = None) ->
     network = state.network(net or None)
     digit = digit or state.current_digit()
     logits = list(capture_activations(network.model, digit.x).values())[-1][0]
-    probs = softmax_step(logits).probs
+    step = softmax_step(logits)
+    probs = step.probs
     default = digit.label if digit.label is not None else int(probs.argmax())
     target = st.selectbox(
         "The right answer is", list(range(10)), index=default, key=f"{key}_target",
         help="For a drawing we don't know the truth: pick what you meant to draw.",
     )
     p = float(probs[target])
-    import math
-
-    loss = -math.log(max(p, 1e-12))
+    # -log p computed as log(sum exp) - z: exact even when p is too small to write down
+    loss = math.log(step.total) - float(step.shifted[target])
+    shown = f"{p:.2%}" if p >= 1e-4 else f"{p:.2e}"
     c1, c2 = st.columns(2)
-    c1.metric(f"{network.label}: probability of {target}", f"{p:.2%}")
+    c1.metric(f"{network.label}: probability of {target}", shown)
     c2.metric("cross-entropy loss  −log p", f"{loss:.3f}")
-    st.latex(rf"\mathrm{{loss}} = -\log p_{{{target}}} = -\log {p:.4f} = {loss:.3f}")
+    p_tex = f"{p:.4f}" if p >= 1e-4 else f"{p:.2e}".replace("e-", r"\times 10^{-") + "}"
+    st.latex(rf"\mathrm{{loss}} = -\log p_{{{target}}} = -\log {p_tex} = {loss:.3f}")
     st.caption(
         "The loss is 0 when the network gives the right answer probability 1, and grows without limit as that "
         "probability falls towards 0. Training nudges every weight to make this number smaller on average."
