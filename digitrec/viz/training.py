@@ -47,7 +47,7 @@ def curves_figure(
     x_max: float | None = None,
     eval_size: int = 2000,
     test_size: int = 10000,
-    height: int = 460,
+    height: int = 500,
 ) -> go.Figure:
     """Training loss (top) and accuracy (bottom) against steps or training seconds.
 
@@ -68,7 +68,7 @@ def curves_figure(
     accs = [s["accuracy"] for s in steps]
 
     fig = make_subplots(
-        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14,
         subplot_titles=("training loss (cross-entropy)", "accuracy"),
     )
     fig.add_trace(go.Scatter(
