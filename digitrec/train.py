@@ -226,7 +226,8 @@ def fit(
     control = control or TrainControl()
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
-    # Channels-last memory roughly halves oneDNN's convolution time on CPU;
+    # Channels-last memory made oneDNN's convolutions about 2x faster here (21.9 -> 10.0 ms
+    # a batch of 128, 2 threads; less with 1 thread);
     # the model is put back in the default layout when training ends.
     channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
     if channels_last:
