@@ -223,17 +223,9 @@ def set_current_digit(digit: Digit) -> None:
 # ---------------------------------------------------------------- lessons
 
 
-@st.cache_resource
-def lessons() -> list:
-    """Every lesson in lessons/, parsed once per server (restart the app to see edits)."""
-    from digitrec.lessons import load_lessons
-
-    return load_lessons()
-
-
 def lesson_facts() -> dict[str, str]:
     """The numbers lesson text may name: the pretrained models' facts and the current digit's."""
-    from digitrec.lessons import digit_facts, model_facts
+    from digitrec.lessons import digit_facts
 
     nets = {k: n.model for k, n in networks().items() if k in PRETRAINED_LABELS}
     digit = current_digit()

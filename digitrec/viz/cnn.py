@@ -220,7 +220,6 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
     grid = _Grid(fig, widths, n_rows, top=0.985, bottom=0.0, hgap=0.007, vgap=0.014)
     traces, annotations = [], []
     relative = {"map": "max |value| of each map", "layer": "max |value| of each layer", "network": None}[scope]
-    bar_half = ranges[layers[0]][0]
 
     for r in range(n_rows):
         annotations.append(_text(grid.cols[0][1], grid.centre_y(r), f"map {r}", xanchor="right", size=_FONT))
