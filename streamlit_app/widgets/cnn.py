@@ -267,6 +267,17 @@ def _conv_position(*, key: str, net: state.Network, digit: state.Digit, layer: s
 # ---------------------------------------------------------------- ReLU
 
 
+def _layer_picker(key: str, net: state.Network, kind: type, layer: str, channel, label: str):
+    """A select box over the model's layers of ``kind`` (seeded with ``layer`` and ``channel``);
+    returns the chosen layer and the column beside it, where the caller puts its map picker."""
+    names = _layers(net.model, kind)
+    _seed(f"{key}_layer", layer if layer in names else names[0])
+    _seed(f"{key}_map", _as_int(channel, 0))
+    left, right = st.columns(2)
+    chosen = left.selectbox(label, names, key=f"{key}_layer", on_change=_forget, args=(f"{key}_row", f"{key}_col"))
+    return chosen, right
+
+
 def relu_detail(*, key: str, net: state.Network | None = None, digit: state.Digit | None = None,
                 layer: str = "relu_1_1", channel: int = 0, row: int = -1, col: int = -1) -> None:
     """A feature map before and after ReLU, max(0, x) per cell, with a 3×3 region in numbers.
@@ -275,11 +286,7 @@ def relu_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
     if net is None:
         return
     digit = digit or state.current_digit()
-    relus = _layers(net.model, nn.ReLU)
-    _seed(f"{key}_layer", layer if layer in relus else relus[0])
-    _seed(f"{key}_map", _as_int(channel, 0))
-    left, right = st.columns(2)
-    layer = left.selectbox("ReLU layer", relus, key=f"{key}_layer", on_change=_forget, args=(f"{key}_row", f"{key}_col"))
+    layer, right = _layer_picker(key, net, nn.ReLU, layer, channel, "ReLU layer")
     before, after = layer_io(net.model, digit.x, layer)  # (1, C, H, W) each
     channels = before.shape[1]
     _clamp_state(f"{key}_map", 0, channels - 1)
@@ -327,11 +334,7 @@ def pool_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
     if net is None:
         return
     digit = digit or state.current_digit()
-    pools = _layers(net.model, nn.MaxPool2d)
-    _seed(f"{key}_layer", layer if layer in pools else pools[0])
-    _seed(f"{key}_map", _as_int(channel, 0))
-    left, right = st.columns(2)
-    layer = left.selectbox("Pooling layer", pools, key=f"{key}_layer", on_change=_forget, args=(f"{key}_row", f"{key}_col"))
+    layer, right = _layer_picker(key, net, nn.MaxPool2d, layer, channel, "Pooling layer")
     pool: nn.MaxPool2d = dict(net.model.named_children())[layer]
     size = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
     inp, out = layer_io(net.model, digit.x, layer)  # (1, C, H, W), (1, C, H/2, W/2)
