@@ -1,0 +1,82 @@
+"""Figures of a unit's biography: its top digits and patches, its receptive field, its pull on the scores.
+
+``image_grid`` is the one picture-grid builder here; the Map and Break-it
+figures use it too (thumbnails of neighbours, noise images).
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from digitrec.viz.scales import ACTIVATION_SCALE, INK_SCALE, PROBABILITY_COLOR, SECOND_COLOR
+
+HIGHLIGHT = "#F58518"  # the receptive-field box: orange reads on grey ink and on red-blue maps
+
+
+def image_grid(images: torch.Tensor, titles: list[str], cols: int = 3, height: int | None = None,
+               colorscale: str = INK_SCALE, zrange: tuple[float, float] = (0.0, 1.0),
+               boxes: list[tuple[int, int, int, int]] | None = None, cell_px: int = 110) -> go.Figure:
+    """Images (N, H, W) side by side, ``cols`` per row, each with a title; boxes: (top, left, bottom, right) per image."""
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.02,
+                        vertical_spacing=0.12 if rows > 1 else 0.02)
+    for i, image in enumerate(images):
+        r, c = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Heatmap(
+            z=image.detach().float().tolist(), colorscale=colorscale, zmin=zrange[0], zmax=zrange[1], showscale=False,
+            hovertemplate=f"{titles[i]}<br>row %{{y}}, col %{{x}}: %{{z:.2f}}<extra></extra>",
+        ), row=r, col=c)
+        if boxes is not None:
+            top, left, bottom, right = boxes[i]
+            fig.add_shape(type="rect", x0=left - 0.5, x1=right + 0.5, y0=top - 0.5, y1=bottom + 0.5,
+                          line=dict(color=HIGHLIGHT, width=2), row=r, col=c)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    for i in range(1, rows * cols + 1):  # square pixels in every cell
+        fig.update_yaxes(scaleanchor=f"x{'' if i == 1 else i}", row=(i - 1) // cols + 1, col=(i - 1) % cols + 1)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(height=height or rows * cell_px + 30, margin=dict(l=4, r=4, t=26, b=4))
+    return fig
+
+
+def top_digits_figure(images: torch.Tensor, indices: torch.Tensor, values: torch.Tensor,
+                      boxes: list[tuple[int, int, int, int]] | None = None) -> go.Figure:
+    """The k test digits (k, 28, 28) in [0, 1] that excite a unit most, titled with their index and value;
+    for a map, the receptive field of its strongest cell drawn on each."""
+    titles = [f"#{int(i)}: {float(v):.2f}" for i, v in zip(indices, values)]
+    return image_grid(images, titles, cols=3, boxes=boxes)
+
+
+def patches_figure(patches: torch.Tensor, values: torch.Tensor) -> go.Figure:
+    """The input patches (k, r, r) the strongest cells saw, cut at the receptive field."""
+    return image_grid(patches, [f"{float(v):.2f}" for v in values], cols=3, cell_px=90)
+
+
+def pull_figure(pull: torch.Tensor, height: int = 260) -> go.Figure:
+    """(10,) how much each score drops when the unit is switched off: bars up = the unit pushes that digit."""
+    values = pull.detach().tolist()
+    fig = go.Figure(go.Bar(
+        x=[str(d) for d in range(10)], y=values,
+        marker_color=[PROBABILITY_COLOR if v >= 0 else SECOND_COLOR for v in values],
+        hovertemplate="digit %{x}: score drops by %{y:.3f} without this unit<extra></extra>",
+    ))
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=10, b=4),
+                      xaxis=dict(title="digit", dtick=1), yaxis=dict(title="score drop without it", zeroline=True))
+    return fig
+
+
+def receptive_field_figure(pixels: torch.Tensor, box: tuple[int, int, int, int], title: str = "",
+                           height: int = 280) -> go.Figure:
+    """The digit (28, 28) with the input pixels one cell sees outlined."""
+    return image_grid(pixels.unsqueeze(0), [title], cols=1, boxes=[box], height=height)
+
+
+def unit_map_figure(values: torch.Tensor, cell: tuple[int, int] | None, title: str, height: int = 280) -> go.Figure:
+    """A unit's (H, W) map for one digit on the activation scale, the chosen cell outlined."""
+    half = float(values.abs().max()) or 1.0
+    boxes = [(cell[0], cell[1], cell[0], cell[1])] if cell is not None else None
+    return image_grid(values.unsqueeze(0), [title], cols=1, colorscale=ACTIVATION_SCALE, zrange=(-half, half),
+                      boxes=boxes, height=height)
