@@ -148,7 +148,7 @@ def top_digits(stats: dict[str, LayerStats], unit: Unit, k: int = TOP_K) -> tupl
 
 def _geometry(module: nn.Module) -> tuple[int, int, int] | None:
     """(kernel, stride, padding) of a layer that slides a window; (1, 1, 0) for cell-wise layers; None otherwise."""
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         pick = lambda v: v[0] if isinstance(v, tuple) else v  # noqa: E731 (square windows only here)
         stride = module.stride if module.stride is not None else module.kernel_size
         return pick(module.kernel_size), pick(stride), pick(module.padding)
