@@ -63,6 +63,8 @@ def _apply_one(model: nn.Module, change: Change) -> None:
         raise BadChange(f"{change.layer} has units 0 to {rows - 1}; {change.unit} is not one of them.")
     if not math.isfinite(change.value):
         raise BadChange(f"{change.value} is not a finite number; type an ordinary number such as 0.5.")
+    if abs(change.value) > torch.finfo(module.weight.dtype).max:
+        raise BadChange(f"{change.value:g} is too large for a weight (at most about 3.4e38); type a smaller number.")
     with torch.no_grad():
         if change.kind == "knock out":
             module.weight[change.unit] = 0
