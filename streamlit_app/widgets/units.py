@@ -89,7 +89,7 @@ def unit_biography(*, key: str, net: state.Network | None = None, layer: str = "
     bio = units.biography(model, stats, dataset.test, u)
     is_map = bio.kind == "feature map"
     if bio.dead:
-        st.error(f"{u.layer} {bio.kind} {u.index} is **dead**: it is never positive on any of the 10,000 test "
+        st.warning(f"{u.layer} {bio.kind} {u.index} is **dead**: it is never positive on any of the 10,000 test "
                  "digits, so after ReLU it is always 0 and the layers after it never hear from it.")
     m1, m2, m3 = st.columns(3)
     m1.metric("Fires on", f"{bio.fires:.1%} of test digits",
