@@ -18,10 +18,11 @@ from streamlit_app import state
 METHODS = ("PCA", "UMAP")
 
 
-def digit_map(*, key: str, net: state.Network | None = None, layer: str = "", method: str = "PCA") -> None:
+def digit_map(*, key: str, net: state.Network | None = None, network: str = "", layer: str = "",
+              method: str = "PCA") -> None:
     """The map of one layer with the current digit placed on it, its 8 nearest training digits, and a click on
     any point to see that digit."""
-    net = net or state.network()
+    net = net or (state.networks().get(network) if network else None) or state.network()
     dataset = state.require_mnist()
     digit = state.current_digit()
     layers = embedding.map_layers(net.model)

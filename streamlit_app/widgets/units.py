@@ -76,11 +76,16 @@ def choose_unit(*, key: str, net: state.Network, layer: str = "", unit: int = 0,
     return units.Unit(chosen_layer, int(index))
 
 
-def unit_biography(*, key: str, net: state.Network | None = None, layer: str = "", unit: int = 0,
-                   url: bool = False) -> None:
+def _pick(net: state.Network | None, network: str) -> state.Network:
+    """The given network, else the one a lesson names ("fc", "cnn"), else the one chosen in the sidebar."""
+    return net or (state.networks().get(network) if network else None) or state.network()
+
+
+def unit_biography(*, key: str, net: state.Network | None = None, network: str = "", layer: str = "",
+                   unit: int = 0, url: bool = False) -> None:
     """Everything about one neuron or feature map: top digits (and patches), how often it fires, dead or not,
     receptive field on the current digit, the picture it likes best, its pull on the ten scores."""
-    net = net or state.network()
+    net = _pick(net, network)
     dataset = state.require_mnist()
     digit = state.current_digit()
     model = net.model
@@ -165,9 +170,9 @@ def unit_biography(*, key: str, net: state.Network | None = None, layer: str = "
             st.caption(f"Higher than {1 - rank / len(dataset.test):.1%} of the test digits' values for this neuron.")
 
 
-def unit_link(*, key: str, net: state.Network | None = None) -> None:
+def unit_link(*, key: str, net: state.Network | None = None, network: str = "") -> None:
     """A row for the explorers: the dead units of this network, and any neuron or map's biography one click away."""
-    net = net or state.network()
+    net = _pick(net, network)
     model = net.model
     st.caption(_dead_sentence(model, units.dead_units(state.unit_statistics(net))))
     layers = units.unit_layers(model)
@@ -175,16 +180,16 @@ def unit_link(*, key: str, net: state.Network | None = None) -> None:
     layer = a.selectbox("Layer", layers, key=f"{key}_layer")
     count = units.unit_count(model, layer)
     index = b.selectbox("Map" if _is_map(model, layer) else "Neuron", list(range(count)), key=f"{key}_unit")
-    c.page_link(UNIT_PAGE, label=f"Open the biography of {layer} unit {index}", icon=":material/person_search:",
+    c.page_link(UNIT_PAGE, label=f"See the biography of {layer} unit {index}", icon=":material/person_search:",
                 query_params={"layer": layer, "unit": str(index), "net": net.key, "digit": state.current_digit().ref})
 
 
 # ---------------------------------------------------------------- change a unit and watch
 
 
-def unit_intervention(*, key: str, net: state.Network | None = None) -> None:
+def unit_intervention(*, key: str, net: state.Network | None = None, network: str = "") -> None:
     """Knock out or clamp a unit, or type a new weight, on the session's own copy; watch the digit's scores move."""
-    chosen = net or state.network()
+    chosen = _pick(net, network)
     base = state.base_network(chosen)
     digit = state.current_digit()
     model = base.model
