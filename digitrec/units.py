@@ -290,6 +290,7 @@ MAX_STEPS = 80
 MAX_LR = 0.08
 JITTER = 2  # px: the picture is shifted at random each step so it cannot rely on single pixels
 BLUR_EVERY = 4  # steps between blurs: high frequencies a network never saw are smoothed away
+LEAK = 0.1  # weight of the plain mean in a map's objective
 START_GREY = 0.5  # a blank mid-grey start: from black, pixels the gradient wants darker are stuck at 0
 
 
@@ -302,8 +303,8 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 def maximising_input(model: nn.Module, unit: Unit, steps: int = MAX_STEPS, seed: int = 0) -> torch.Tensor:
     """(28, 28) in [0, 1]: the picture gradient ascent finds that drives the unit highest.
 
-    Starts from a blank mid-grey image and climbs the unit's mean value before
-    ReLU (for a map: the mean over its cells) with Adam, shifting the picture
+    Starts from a blank mid-grey image and climbs the unit's value before ReLU
+    (for a map: the mean of its positive cells, plus a little of the mean of all) with Adam, shifting the picture
     by up to ``JITTER`` pixels each step and blurring it every ``BLUR_EVERY``
     steps (the two regularisers of Distill's feature visualisation), keeping
     pixels in [0, 1] like ink. Runs on a private copy with frozen weights.
@@ -321,7 +322,11 @@ def maximising_input(model: nn.Module, unit: Unit, steps: int = MAX_STEPS, seed:
         h = torch.roll(image, shifts=(dy, dx), dims=(2, 3))
         for name in upto:
             h = getattr(model, name)(h)  # ends as (1, U) or (1, U, H, W)
-        value = h[0, unit.index].mean()
+        out = h[0, unit.index]
+        # A map: the mean of its positive part rewards the pattern wherever it appears (a texture), where the
+        # plain mean of a linear first layer only rewards uniform grey; a little of the plain mean keeps a
+        # gradient when no cell is positive yet.
+        value = out.clamp(min=0).mean() + LEAK * out.mean() if out.dim() == 2 else out
         optimiser.zero_grad()
         (-value).backward()
         optimiser.step()

@@ -28,7 +28,7 @@ def map_figure(coords: np.ndarray, labels: torch.Tensor, title: str, placed: np.
             hovertemplate=f"test digit #%{{customdata}}, labelled {d}<extra></extra>",
         ))
     if placed is not None:
-        fig.add_trace(go.Scatter(
+        fig.add_trace(go.Scattergl(  # WebGL like the dots: WebGL traces are drawn above every SVG trace
             x=[float(placed[0])], y=[float(placed[1])], mode="markers+text", name=placed_label,
             text=[placed_label], textposition="top center", textfont=dict(size=14),
             marker=dict(size=20, color="black", symbol="star", line=dict(color="white", width=2)),

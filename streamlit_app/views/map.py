@@ -14,7 +14,10 @@ def draw() -> None:
     st.title("Where a digit lands")
     intro, canvas = st.columns([2, 1])
     with canvas:
+        before = state.current_digit().ref
         drawing_canvas(key="map_canvas")
+        if state.current_digit().ref != before:
+            st.rerun()  # a new drawing: draw the page again so the sidebar shows it too
     with intro:
         st.markdown(
             "Each layer turns a digit into a list of numbers: 784 pixels, then a few hidden activations, then ten "
