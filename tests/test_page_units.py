@@ -141,5 +141,13 @@ def test_break_it_edit_flips_the_network_and_noise_counts_add_up():
 def test_explorers_link_every_unit_to_its_biography():
     at = open_page("views/cnn_explorer.py", {"net": "cnn"})
     assert any("Dead units" in c.value and "conv_2_1 maps 1, 3" in c.value for c in at.caption)
+    # A learner who last chose FCNet opens a TinyVGG map's biography from the CNN overview.
+    at.session_state["net"] = "fc"
+    at.selectbox(key="cnn_unit_link_layer").set_value("conv_2_2").run()
+    at.selectbox(key="cnn_unit_link_unit").set_value(4).run()
+    at.button(key="cnn_unit_link_open").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="unit_bio_layer").value == "conv_2_2" and at.selectbox(key="unit_bio_unit").value == 4
+    assert at.selectbox(key="net_picker").value == "cnn"
     at = open_page("views/fc_explorer.py", {"net": "fc"})
     assert any("Dead units" in c.value or "No unit of this network is dead" in c.value for c in at.caption)
