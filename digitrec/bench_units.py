@@ -73,5 +73,13 @@ def table(rows: list[tuple[str, float]]) -> str:
 
 
 if __name__ == "__main__":
+    # python -m digitrec.bench_units [THREADS] [--no-umap]
+    # One digit's gradient loop is tiny: on a busy machine two intra-op threads wait on each other
+    # far longer than they compute, so compare THREADS=1 with the default.
+    import sys
+
+    numbers = [a for a in sys.argv[1:] if a.isdigit()]
+    if numbers:
+        torch.set_num_threads(int(numbers[0]))
     print(f"torch threads: {torch.get_num_threads()}")
-    print(table(measure()))
+    print(table(measure(umap="--no-umap" not in sys.argv)))

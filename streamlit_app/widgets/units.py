@@ -128,9 +128,10 @@ def unit_biography(*, key: str, net: state.Network | None = None, network: str =
             best = state.model_result(net, ("maximising input", u.layer, u.index),
                                       lambda: units.maximising_input(model, u))
         st.plotly_chart(digit_figure(best, height=230), key=f"{key}_max", config={"displayModeBar": False})
-        value = float(units.unit_value(model, u, best.reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE))[0])
-        st.caption(f"Gradient ascent from a blank grey image, with jitter and blur. Its {'mean ' if is_map else ''}"
-                   f"value here: {value:.2f}.")
+        _, on_best = layer_io(model, best.reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE), u.layer)
+        value = float(on_best[0, u.index].max())  # a neuron's value; a map's strongest cell
+        st.caption(f"Gradient ascent from a blank grey image, with jitter and blur. Its {'strongest cell' if is_map else 'value'} "
+                   f"here: {value:.2f} (the top test digit: {float(bio.top_values[0]):.2f}).")
 
     left, right = st.columns(2)
     with left:

@@ -28,6 +28,13 @@ def test_biography_opens_from_the_cnn_overview(app_url, page):
     page.set_viewport_size(TALL)
     wait_for_app(page, timeout_ms=SLOW)
     screenshot(page, "units", "biography")
+    # A link straight to a map of the second block: its cells see 14 x 14 pixels.
+    page.goto(f"{app_url}/unit?layer=conv_2_2&unit=2&net=cnn")
+    page.wait_for_selector("text=The test digits that excite it most", timeout=SLOW)
+    wait_for_app(page, timeout_ms=SLOW)
+    assert_no_exception(page)
+    assert "14 × 14 px" in page.inner_text("body")
+    screenshot(page, "units", "biography_conv_2_2")
 
 
 @pytest.mark.browser
