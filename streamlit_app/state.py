@@ -461,6 +461,14 @@ def unit_statistics(net: Network) -> dict:
         return model_result(net, ("unit statistics",), lambda: units.statistics(net.model, require_mnist().test))
 
 
+def dead_units(net: Network) -> dict:
+    """``digitrec.units.dead_units`` of ``net`` over the test digits: layer -> dead unit indices."""
+    from digitrec import units
+
+    stats = unit_statistics(net)
+    return model_result(net, ("dead units",), lambda: units.dead_units(stats))
+
+
 def changes(base: Network) -> list:
     """The interventions made on ``base`` in this session (empty when none)."""
     return list(st.session_state.get(CHANGES_KEY, {}).get(base.key, []))

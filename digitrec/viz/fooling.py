@@ -19,7 +19,7 @@ def edit_figure(original: torch.Tensor, edited: torch.Tensor, budget: float, tit
         [(original, INK_SCALE, 0, 1), (change, ACTIVATION_SCALE, -half, half), (edited, INK_SCALE, 0, 1)], start=1
     ):
         fig.add_trace(go.Heatmap(
-            z=z.detach().float().tolist(), colorscale=scale, zmin=lo, zmax=hi, showscale=col == 2,
+            z=z.detach().float().numpy(), colorscale=scale, zmin=lo, zmax=hi, showscale=col == 2,
             colorbar=dict(len=0.8, thickness=10, x=0.655) if col == 2 else None,
             hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>",
         ), row=1, col=col)

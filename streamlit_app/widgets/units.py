@@ -57,7 +57,7 @@ def choose_unit(*, key: str, net: state.Network, layer: str = "", unit: int = 0,
         ss[k_layer], ss[k_unit] = chosen.layer, chosen.index
     if ss[k_layer] not in layers:  # another network was picked since
         ss[k_layer] = layers[0]
-    dead = units.dead_units(state.unit_statistics(net))
+    dead = state.dead_units(net)
     left, right = st.columns(2)
     chosen_layer = left.selectbox("Layer", layers, key=k_layer,
                                   help="A unit is named by the layer that computes it: map 3 of relu_2_1 is map 3 "
@@ -175,7 +175,7 @@ def unit_link(*, key: str, net: state.Network | None = None, network: str = "") 
     """A row for the explorers: the dead units of this network, and any neuron or map's biography one click away."""
     net = _pick(net, network)
     model = net.model
-    st.caption(_dead_sentence(model, units.dead_units(state.unit_statistics(net))))
+    st.caption(_dead_sentence(model, state.dead_units(net)))
     layers = units.unit_layers(model)
     a, b, c = st.columns([2, 2, 3], vertical_alignment="bottom")
     layer = a.selectbox("Layer", layers, key=f"{key}_layer")
