@@ -88,10 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         "overwrites the committed pretrained weights; pass --out weights/fc.safetensors (or "
         "cnn) on purpose to replace them (`make weights` does).",
     )
-    p.add_argument("--model", required=True, choices=["fc", "fc-wide", "cnn"],
-                   help="fc: 784-16-16-10 (3Blue1Brown's); fc-wide: 784-128-64-10; cnn: TinyVGG")
+    p.add_argument("--model", required=True, choices=["fc", "fc-wide", "linear", "cnn"],
+                   help="fc: 784-16-16-10 (3Blue1Brown's); fc-wide: 784-128-64-10; linear: 784-10 "
+                   "(no hidden layer); cnn: TinyVGG")
     p.add_argument("--hidden", type=_widths, default=None, metavar="W1,W2,...",
-                   help="hidden layer widths of an fc model, overriding the preset (e.g. 32,16)")
+                   help="hidden layer widths of an fc model, overriding the preset (e.g. 32,16; none for no hidden layer)")
     p.add_argument("--channels", type=int, default=None, metavar="C",
                    help="feature maps per conv layer of the cnn model, overriding the preset's 10")
     p.add_argument("--epochs", type=int, default=_TRAIN_DEFAULTS["epochs"], help="passes over the training digits (default: %(default)s)")
@@ -145,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _widths(text: str) -> tuple[int, ...]:
+    if text.strip().lower() == "none":  # no hidden layer: softmax regression
+        return ()
     try:
         widths = tuple(int(w) for w in text.split(","))
     except ValueError:

@@ -9,7 +9,12 @@ A lesson is ``lessons/NN-slug.md``: a front-matter block, then one step per
   time (see ``model_facts``), so no number that depends on a model is typed in;
 - a ``::: question`` … ``:::`` block is a check-yourself question: the first
   line is the question, then one ``- [x] answer :: feedback`` line per answer
-  (``[x]`` right, ``[ ]`` wrong).
+  (``[x]`` right, ``[ ]`` wrong), at least three answers (no coin flips);
+- a ``::: predict`` … ``:::`` block asks the learner to commit to a prediction
+  before the rest of the step (the widget that shows the answer) is revealed:
+  either a number (an ``answer: {{ placeholder }}`` line, optionally
+  ``within: 5`` for how close counts as right) or a choice (answer lines as in
+  a question; feedback after ``::`` is optional there).
 
 Front matter (between ``---`` lines): ``title``, ``goal``, ``networks``
 (comma separated: fc, cnn), ``minutes``. Anything malformed raises
@@ -36,6 +41,8 @@ KNOWN_NETWORKS = ("fc", "cnn")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
 _WIDGET = re.compile(r"^:::\s*widget\s+([A-Za-z_][A-Za-z0-9_]*)\s*(.*)$")
 _ANSWER = re.compile(r"^-\s*\[( |x|X)\]\s*(.+?)\s*(?:::\s*(.+))?$")
+_PREDICT_FIELD = re.compile(r"^(answer|within):\s*(.*)$")
+MIN_ANSWERS = 3  # two options are a coin flip, not a question
 
 
 class LessonError(DigitrecError):
@@ -64,13 +71,35 @@ class Question:
 
 
 @dataclass(frozen=True)
-class Block:
-    """One piece of a step, in order: Markdown text, a widget or a question."""
+class Prediction:
+    """A "predict, then reveal" block: the rest of its step stays hidden until the learner commits.
 
-    kind: str  # "text", "widget" or "question"
+    A number prediction has ``answer`` (text, usually a placeholder, filled at render
+    time, e.g. "31.2 %") and ``within`` (how far off still counts as close, in the
+    answer's unit; None: only the distance is shown). A choice prediction has
+    ``answers`` instead.
+    """
+
+    prompt: str
+    line: int
+    answers: tuple[Answer, ...] = ()
+    answer: str = ""
+    within: float | None = None
+
+    @property
+    def is_number(self) -> bool:
+        return not self.answers
+
+
+@dataclass(frozen=True)
+class Block:
+    """One piece of a step, in order: Markdown text, a widget, a question or a prediction."""
+
+    kind: str  # "text", "widget", "question" or "predict"
     text: str = ""
     widget: Widget | None = None
     question: Question | None = None
+    predict: Prediction | None = None
 
 
 @dataclass(frozen=True)
@@ -86,17 +115,30 @@ class Step:
     def questions(self) -> list[Question]:
         return [b.question for b in self.blocks if b.question is not None]
 
+    @property
+    def predictions(self) -> list[Prediction]:
+        return [b.predict for b in self.blocks if b.predict is not None]
+
 
 @dataclass(frozen=True)
 class Lesson:
     number: int
-    slug: str  # "07-convolution"
+    slug: str  # "09-convolution"
     title: str
     goal: str
     networks: tuple[str, ...]
     minutes: int
     steps: tuple[Step, ...]
     path: Path | None = field(default=None, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The slug without its number ("convolution"): what links use, so they survive renumbering."""
+        return self.slug.split("-", 1)[1]
+
+    @property
+    def questions(self) -> list[Question]:
+        return [q for step in self.steps for q in step.questions]
 
     @property
     def placeholders(self) -> set[str]:
@@ -108,6 +150,10 @@ class Lesson:
                 if b.question:
                     names.update(_PLACEHOLDER.findall(b.question.prompt))
                     for a in b.question.answers:
+                        names.update(_PLACEHOLDER.findall(a.text + " " + a.feedback))
+                if b.predict:
+                    names.update(_PLACEHOLDER.findall(b.predict.prompt + " " + b.predict.answer))
+                    for a in b.predict.answers:
                         names.update(_PLACEHOLDER.findall(a.text + " " + a.feedback))
         names.update(_PLACEHOLDER.findall(self.goal))
         return names
@@ -213,8 +259,13 @@ def parse_lesson(text: str, name: str = "lesson.md") -> Lesson:
             elif stripped == "::: question":
                 i, question = _parse_question(lines, i, name)
                 blocks.append(Block("question", question=question))
+            elif stripped == "::: predict":
+                i, prediction = _parse_prediction(lines, i, name)
+                blocks.append(Block("predict", predict=prediction))
             else:
-                raise LessonError(f"{where}: unknown directive {stripped!r}; use '::: widget NAME' or '::: question'.")
+                raise LessonError(
+                    f"{where}: unknown directive {stripped!r}; use '::: widget NAME', '::: question' or '::: predict'."
+                )
         elif title is None:
             if stripped:
                 raise LessonError(f"{where}: text before the first step; start each step with a '## ' heading.")
@@ -243,13 +294,78 @@ def _parse_question(lines: list[str], start: int, name: str) -> tuple[int, Quest
         i += 1
     if i >= len(lines):
         raise LessonError(f"{name}, line {start + 1}: the question is never closed with ':::'.")
-    if not prompt or len(answers) < 2:
-        raise LessonError(f"{name}, line {start + 1}: a question needs its text and at least two '- [ ] answer' lines.")
+    if not prompt or len(answers) < MIN_ANSWERS:
+        raise LessonError(
+            f"{name}, line {start + 1}: a question needs its text and at least {MIN_ANSWERS} '- [ ] answer' lines "
+            "(two options are a coin flip)."
+        )
     if not any(a.correct for a in answers):
         raise LessonError(f"{name}, line {start + 1}: mark the right answer with '- [x]'.")
     if any(not a.feedback for a in answers):
         raise LessonError(f"{name}, line {start + 1}: give every answer feedback after '::'.")
     return i, Question(" ".join(prompt), tuple(answers), start + 1)
+
+
+def _parse_prediction(lines: list[str], start: int, name: str) -> tuple[int, Prediction]:
+    """Parse from the '::: predict' line; return the index of the closing ':::' and the prediction."""
+    prompt, answers, fields = [], [], {}
+    where = f"{name}, line {start + 1}"
+    i = start + 1
+    while i < len(lines) and lines[i].strip() != ":::":
+        line = lines[i].strip()
+        a, f = _ANSWER.match(line), _PREDICT_FIELD.match(line)
+        if a:
+            answers.append(Answer(a.group(2).strip(), a.group(1).lower() == "x", (a.group(3) or "").strip()))
+        elif f:
+            fields[f.group(1)] = f.group(2).strip()
+        elif line:
+            if answers or fields:
+                raise LessonError(f"{name}, line {i + 1}: the prediction's text must come before its answers.")
+            prompt.append(line)
+        i += 1
+    if i >= len(lines):
+        raise LessonError(f"{where}: the prediction is never closed with ':::'.")
+    if not prompt:
+        raise LessonError(f"{where}: a prediction needs its text (what should the learner predict?).")
+    if answers and fields:
+        raise LessonError(f"{where}: a prediction is a number ('answer:' line) or a choice ('- [ ]' lines), not both.")
+    if not answers:
+        if not fields.get("answer"):
+            raise LessonError(
+                f"{where}: a prediction needs an 'answer: {{{{ placeholder }}}}' line, or choices as '- [ ] …' lines."
+            )
+        within = None
+        if "within" in fields:
+            try:
+                within = float(fields["within"])
+            except ValueError:
+                raise LessonError(f"{where}: 'within:' must be a number, got {fields['within']!r}.") from None
+        return i, Prediction(" ".join(prompt), start + 1, answer=fields["answer"], within=within)
+    if len(answers) < MIN_ANSWERS:
+        raise LessonError(f"{where}: a choice prediction needs at least {MIN_ANSWERS} '- [ ] …' lines.")
+    if sum(a.correct for a in answers) != 1:
+        raise LessonError(f"{where}: mark exactly one choice with '- [x]': the one the widget will show.")
+    return i, Prediction(" ".join(prompt), start + 1, answers=tuple(answers))
+
+
+def parse_number(text: str) -> float | None:
+    """The number in a filled answer ("31.2 %", "1,234", "−0.5"); None if there is none."""
+    m = re.search(r"[-−]?\d[\d,]*(?:\.\d+)?", text)
+    return float(m.group(0).replace(",", "").replace("−", "-")) if m else None
+
+
+def shuffled(n: int, seed: str) -> list[int]:
+    """A fixed permutation of range(n) for ``seed`` (a session's seed and a question's key).
+
+    The same seed always gives the same order, so a rerun never reshuffles the
+    options under the learner's cursor, while another session sees another order.
+    """
+    import hashlib
+    import random
+
+    order = list(range(n))
+    random.Random(hashlib.sha256(seed.encode()).hexdigest()).shuffle(order)
+    return order
 
 
 def load_lessons(folder: Path | str | None = None) -> list[Lesson]:
@@ -267,9 +383,29 @@ def load_lessons(folder: Path | str | None = None) -> list[Lesson]:
     numbers = [lesson.number for lesson in lessons]
     if len(set(numbers)) != len(numbers):
         raise LessonError(f"Two lessons in {folder} share a number: {sorted(numbers)}.")
+    names = [lesson.name for lesson in lessons]
+    if len(set(names)) != len(names):  # links name lessons by slug, so two alike would be ambiguous
+        raise LessonError(f"Two lessons in {folder} share a name: {sorted(names)}.")
     if not lessons:
         raise LessonError(f"There are no lessons (NN-slug.md files) in {folder}.")
     return sorted(lessons, key=lambda lesson: lesson.number)
+
+
+def find_lesson(lessons: list[Lesson], ref: str) -> Lesson | None:
+    """The lesson a link names: its slug ("convolution"), its file stem ("09-convolution") or its number ("9").
+
+    Links the app writes use the slug, so they survive renumbering. A number means
+    the lesson's current number (links written before the slugs may point at a
+    renumbered lesson: there is no telling an old 10 from a new one); a number or
+    name that matches nothing gives None.
+    """
+    ref = ref.strip().lower()
+    for lesson in lessons:
+        if ref in (lesson.name, lesson.slug):
+            return lesson
+    if ref.isascii() and ref.isdigit():
+        return next((lesson for lesson in lessons if lesson.number == int(ref)), None)
+    return None
 
 
 def model_facts(nets: dict[str, nn.Module]) -> dict[str, str]:

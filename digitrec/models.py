@@ -26,19 +26,20 @@ class FCConfig:
 
     architecture = "fcnet"  # class attribute, not a field: names the model in checkpoints
     # Hidden layer widths. 16-16 is the network of 3Blue1Brown's video: small
-    # enough to show every neuron, still about 95 % accurate.
+    # enough to show every neuron, still about 95 % accurate. () is no hidden
+    # layer at all: one Linear layer, softmax regression, the course's baseline.
     hidden: tuple[int, ...] = (16, 16)
 
     def __post_init__(self) -> None:
         try:  # whole numbers only: 16.5, "16" or a bare 16 would otherwise slip through or crash later
             hidden = tuple(operator.index(h) for h in self.hidden)
         except TypeError:
-            hidden = ()
+            hidden = None
         # At most 8 hidden layers: enough for any lesson, and a crafted checkpoint
         # cannot make us build thousands of layers before its tensors are checked.
-        if not hidden or len(hidden) > 8 or any(h < 1 or h > 4096 for h in hidden):
+        if hidden is None or len(hidden) > 8 or any(h < 1 or h > 4096 for h in hidden):
             raise InvalidConfig(
-                f"Hidden widths must be one to eight whole numbers from 1 to 4096, got {self.hidden!r}."
+                f"Hidden widths must be one to eight whole numbers from 1 to 4096 (or none at all), got {self.hidden!r}."
             )
         object.__setattr__(self, "hidden", hidden)
 
@@ -75,6 +76,7 @@ ModelConfig = Union[FCConfig, TinyVGGConfig]
 PRESETS: dict[str, ModelConfig] = {
     "fc": FCConfig(),  # 784-16-16-10, 3Blue1Brown's network
     "fc-wide": FCConfig(hidden=(128, 64)),  # 784-128-64-10, about 98 %
+    "linear": FCConfig(hidden=()),  # 784-10: one weighted sum per class, the baseline of lesson 4
     "cnn": TinyVGGConfig(),  # CNN Explainer's TinyVGG on 1 x 28 x 28
 }
 

@@ -382,6 +382,44 @@ def _course(folder: str, stamp: tuple) -> list:  # stamp: only part of the cache
     return load_lessons(folder)
 
 
+# A learner's progress through the course, kept in their session: the seed that
+# orders each question's options, their first answer to each question (the
+# score counts first answers only, so trying every option does not score), and
+# the predictions they committed to.
+COURSE_SEED_KEY = "_course_seed"  # session_state key: str, drawn once per session
+FIRST_ANSWERS_KEY = "_first_answers"  # session_state key: {lesson number: {question key: right?}}
+PREDICTIONS_KEY = "_predictions"  # session_state key: {block key: the committed value}
+
+
+def course_seed() -> str:
+    """This session's seed for shuffling answer options (the same on every rerun)."""
+    if COURSE_SEED_KEY not in st.session_state:
+        import secrets
+
+        st.session_state[COURSE_SEED_KEY] = secrets.token_hex(8)
+    return st.session_state[COURSE_SEED_KEY]
+
+
+def record_answer(lesson: int, question_key: str, correct: bool) -> None:
+    """Remember the learner's first answer to a question; later answers do not change the score."""
+    st.session_state.setdefault(FIRST_ANSWERS_KEY, {}).setdefault(lesson, {}).setdefault(question_key, correct)
+
+
+def lesson_score(lesson: int) -> tuple[int, int]:
+    """(questions right at the first try, questions answered) in one lesson, this session."""
+    answers = st.session_state.get(FIRST_ANSWERS_KEY, {}).get(lesson, {})
+    return sum(answers.values()), len(answers)
+
+
+def committed_prediction(block_key: str):
+    """The value the learner committed to for a "predict" block, or None before they commit."""
+    return st.session_state.get(PREDICTIONS_KEY, {}).get(block_key)
+
+
+def commit_prediction(block_key: str, value) -> None:
+    st.session_state.setdefault(PREDICTIONS_KEY, {})[block_key] = value
+
+
 # ---------------------------------------------------------------- Train and race pages (train.py, race.py)
 # A training run (digitrec.runs.TrainingRun or Race) belongs to the browser
 # session that started it: it lives in that session's st.session_state, so two
@@ -410,3 +448,23 @@ def new_my_model_key() -> str:
     n = st.session_state.get(MY_MODEL_COUNT_KEY, 0) + 1
     st.session_state[MY_MODEL_COUNT_KEY] = n
     return f"my-{n}"
+
+
+# ---------------------------------------------------------------- lesson 6: the loss along one weight
+LOSS_SLICE_DIGITS = 1000  # training digits the slice's loss is averaged over: smooth, and ~1 s per curve
+
+
+@st.cache_resource(show_spinner=False)
+def loss_slice_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The first LOSS_SLICE_DIGITS training digits as model input (N, 1, 28, 28) and labels (N,)."""
+    train = require_mnist().train
+    return data.to_input(train.images[:LOSS_SLICE_DIGITS]), train.labels[:LOSS_SLICE_DIGITS].long()
+
+
+@st.cache_resource(show_spinner="Measuring the loss along this weight…", max_entries=64)
+def pretrained_loss_slice(layer: str, row: int, col: int):
+    """``digitrec.landscape.loss_slice`` of the pretrained FCNet along one weight, computed once per server."""
+    from digitrec import landscape
+
+    x, y = loss_slice_digits()
+    return landscape.loss_slice(pretrained("fc").model, landscape.WeightRef(layer, row, col), x, y)
