@@ -223,9 +223,14 @@ def set_current_digit(digit: Digit) -> None:
 # ---------------------------------------------------------------- lessons
 
 
-def lesson_facts() -> dict[str, str]:
-    """The numbers lesson text may name: the pretrained models' facts and the current digit's."""
-    from digitrec.lessons import digit_facts
+def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
+    """The numbers lesson text may name: the pretrained models' facts and the current digit's.
+
+    names: the placeholders the lesson uses; facts measured on MNIST (zero
+    fractions, train accuracy, ...) are added only for the groups these need,
+    each measured once per server (None: all of them).
+    """
+    from digitrec.lessons import DATASET_FACT_GROUPS, digit_facts, fact_groups
 
     nets = {k: n.model for k, n in networks().items() if k in PRETRAINED_LABELS}
     digit = current_digit()
@@ -234,7 +239,58 @@ def lesson_facts() -> dict[str, str]:
     for key, net in networks().items():
         if key in PRETRAINED_LABELS and net.test_accuracy is not None:
             facts[f"{key}.accuracy"] = f"{net.test_accuracy:.2%}"
+    try:
+        linear = pretrained("linear")
+        facts["linear.accuracy"] = f"{linear.info.test_accuracy:.2%}"
+        facts["linear.params"] = f"{sum(p.numel() for p in linear.model.parameters()):,}"
+    except DigitrecError:
+        pass  # the baseline's checkpoint is missing: a lesson naming it shows the unknown placeholder
+    groups = set(DATASET_FACT_GROUPS) if names is None else fact_groups(names)
+    if groups and mnist() is not None:
+        for group in sorted(groups):
+            facts.update(_dataset_facts_cached(group))
     return facts
+
+
+@st.cache_resource(show_spinner="Measuring the networks on the MNIST digits (once)…")
+def _dataset_facts_cached(group: str) -> dict[str, str]:
+    from digitrec.lessons import dataset_facts, relu_facts
+
+    nets = {k: pretrained(k).model for k in PRETRAINED_LABELS}
+    if group == "relu":  # the CNN overview's dead maps come from the same measurement
+        return relu_facts(nets, mnist(), {k: pretrained_relu_statistics(k) for k in PRETRAINED_LABELS})
+    return dataset_facts(nets, mnist(), [group])
+
+
+@st.cache_resource(show_spinner="Measuring which ReLU units fire on the 10,000 test digits (once)…")
+def _pretrained_relu_statistics(key: str) -> dict:
+    from digitrec.inspection import relu_statistics
+
+    return relu_statistics(pretrained(key).model, require_mnist().test.images)
+
+
+def pretrained_relu_statistics(key: str) -> dict:
+    """``digitrec.inspection.relu_statistics`` of a pretrained network over the test digits, measured once."""
+    return _pretrained_relu_statistics(key)
+
+
+def relu_statistics(net: Network) -> dict | None:
+    """Zero fractions and dead units of ``net``'s ReLU layers over the test digits; None without MNIST.
+
+    Measured once per pretrained network (per server) and once per own model (per session).
+    """
+    if mnist() is None:
+        return None
+    if net.key in PRETRAINED_LABELS:
+        return _pretrained_relu_statistics(net.key)
+    cache = st.session_state.setdefault("_relu_statistics", {})
+    model, stats = cache.get(net.key, (None, None))
+    if model is not net.model:
+        from digitrec.inspection import relu_statistics as measure
+
+        stats = measure(net.model, mnist().test.images)
+        cache[net.key] = (net.model, stats)
+    return stats
 
 
 @st.cache_resource

@@ -195,7 +195,7 @@ def draw() -> None:
     with st.sidebar:
         sidebar(lessons, lesson, index)
 
-    facts = state.lesson_facts()
+    facts = state.lesson_facts(lesson.placeholders)
     st.title(f"{lesson.number}. {lesson.title}")
     st.caption(_fill(lesson.goal, facts, lesson))
     st.progress((index + 1) / len(lesson.steps), text=f"Step {index + 1} of {len(lesson.steps)}")

@@ -124,8 +124,18 @@ def cnn_overview(*, key: str, net: state.Network | None = None, digit: state.Dig
     )
     _set_url(url, scope=chosen)
     forward = viz.cnn_forward(net.model, digit.x)
-    fig = viz.overview_figure(forward, chosen)
+    stats = state.relu_statistics(net)  # measured once over the test digits; None without MNIST
+    dead = {name: s.dead for name, s in stats.items()} if stats else None
+    fig = viz.overview_figure(forward, chosen, dead=dead)
     st.plotly_chart(fig, key=f"{key}_fig", config={"displayModeBar": False})
+    if dead and any(dead.values()):
+        n_dead = sum(len(d) for d in dead.values())
+        st.caption(
+            f":material/block: **{n_dead} of the {sum(s.units for s in stats.values())} ReLU maps are dead**, marked "
+            "*dead*: on every one of the 10,000 test digits their convolution is zero or negative everywhere, so "
+            "ReLU outputs 0 and nothing after them ever hears from them (their pooled copy too, and the flattened "
+            "numbers they feed are always 0). A dead ReLU gets no gradient either, so training cannot revive it."
+        )
     st.caption(
         "Each column is one layer, each small square one feature map (rows: map 0 to 9). Red cells are positive, "
         "blue negative, white zero; the input is the digit itself in grey. "
