@@ -144,27 +144,35 @@ def navigation(lesson: Lesson, index: int, later: list[Lesson]) -> None:
     mid.caption(f"Link to this step: `?lesson={lesson.name}&step={index + 1}`")
 
 
-def _list_label(lesson: Lesson) -> str:
-    """A lesson in the sidebar's list, with the learner's score once they answered a question."""
-    right, answered = state.lesson_score(lesson.number)
-    score = f"  ·  {right}/{len(lesson.questions)} right" if answered else ""
-    return f"{lesson.number}. {lesson.title}{score}"
+def course_list(lessons: list[Lesson], current: Lesson) -> str:
+    """Every lesson as a Markdown list, the current one bold, and the learner's score
+    (questions right at the first try) beside each lesson they answered questions in."""
+    lines = []
+    for x in lessons:
+        right, answered = state.lesson_score(x.number)
+        score = f" · **{right}/{len(x.questions)}** right" if answered else ""
+        title = f"**{x.number}. {x.title}**" if x is current else f"{x.number}. {x.title}"
+        lines.append(f"- {title}{score}")  # plain text: a link would open a new session, without the scores
+    return "\n".join(lines)
 
 
 def sidebar(lessons: list[Lesson], lesson: Lesson, index: int) -> None:
     by_name = {x.name: x for x in lessons}
     # The URL decides the lesson; the box only follows it (set before it is drawn) and, when
     # the learner picks another, moves the URL in its callback, which runs before this script.
+    # (Its labels never change: a label that changed with the score would make a new widget.)
     st.session_state["lesson_choice"] = lesson.name
     st.selectbox(
-        "Lesson", list(by_name), format_func=lambda n: _list_label(by_name[n]), key="lesson_choice",
-        on_change=lambda: _go(by_name[st.session_state["lesson_choice"]], 1),
+        "Lesson", list(by_name), format_func=lambda n: f"{by_name[n].number}. {by_name[n].title}",
+        key="lesson_choice", on_change=lambda: _go(by_name[st.session_state["lesson_choice"]], 1),
     )
     right, answered = state.lesson_score(lesson.number)
     st.caption(
         f"{lesson.minutes} minutes · uses {' and '.join(NETWORK_NAMES[n] for n in lesson.networks)}"
         + (f" · your score: {right} of {len(lesson.questions)} questions right at the first try" if answered else "")
     )
+    with st.expander("The course and your scores", expanded=any(state.lesson_score(x.number)[1] for x in lessons)):
+        st.markdown(course_list(lessons, lesson))
     st.markdown("**Steps**")
     st.markdown("\n".join(
         f"{i + 1}. " + (f"**{s.title}**" if i == index else s.title) for i, s in enumerate(lesson.steps)
