@@ -447,7 +447,7 @@ def model_facts(nets: dict[str, nn.Module]) -> dict[str, str]:
             facts[f"{key}.conv_1_1.bias_0"] = f"{float(model.conv_1_1.bias[0].detach()):.3f}"
             # Map 0's kernel: bottom row minus top row. Positive: it wants ink below and none above,
             # which is where a stroke's top edge is (ink is bright).
-            kernel = model.conv_1_1.weight[0, 0]  # (3, 3)
+            kernel = model.conv_1_1.weight[0, 0].detach()  # (3, 3)
             top_edge = float(kernel[2].sum() - kernel[0].sum()) > 0
             facts[f"{key}.conv_1_1.map0_edge"] = "top" if top_edge else "bottom"
             facts[f"{key}.conv_1_1.map0_other_edge"] = "bottom" if top_edge else "top"

@@ -40,16 +40,22 @@ def _fill(text: str, facts: dict[str, str], lesson: Lesson) -> str:
         return text
 
 
+def _record(lesson: int, key: str, q: Question) -> None:
+    """The radio's callback: runs before the page redraws, so the sidebar's score already counts this answer."""
+    choice = st.session_state.get(key)
+    if choice is not None:
+        state.record_answer(lesson, key, q.answers[choice].correct)
+
+
 def question(q: Question, key: str, facts: dict[str, str], lesson: Lesson) -> None:
     """A check-yourself question: options in this session's order; each keeps its own feedback."""
     st.markdown("**Check yourself:** " + _fill(q.prompt, facts, lesson))
     labels = [_fill(a.text, facts, lesson) for a in q.answers]
     order = shuffled(len(q.answers), state.course_seed() + key)  # indices into q.answers, shown in this order
     choice = st.radio("Your answer", order, format_func=lambda i: labels[i], index=None,
-                      key=key, label_visibility="collapsed")
+                      key=key, label_visibility="collapsed", on_change=_record, args=(lesson.number, key, q))
     if choice is not None:
         answer = q.answers[choice]
-        state.record_answer(lesson.number, key, answer.correct)
         feedback = _fill(answer.feedback, facts, lesson)
         (st.success if answer.correct else st.warning)(("Right. " if answer.correct else "Not quite. ") + feedback)
 
