@@ -209,7 +209,7 @@ class _ProgressBar:
 def cmd_train(args: argparse.Namespace) -> int:
     from digitrec import checkpoints, data, models, train
 
-    config = models.PRESETS[args.model]
+    config = models.LINEAR if args.model == "linear" else models.PRESETS[args.model]
     if args.hidden is not None:
         if not isinstance(config, models.FCConfig):
             raise InvalidConfig("--hidden sets the widths of an fc model; for --model cnn use --channels.")

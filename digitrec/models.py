@@ -73,10 +73,13 @@ class TinyVGGConfig:
 
 ModelConfig = Union[FCConfig, TinyVGGConfig]
 
+# No hidden layer: one weighted sum per class (softmax regression), the bottom of the
+# course's accuracy ladder (weights/linear.safetensors). Not a lesson network, so not in PRESETS.
+LINEAR = FCConfig(hidden=())
+
 PRESETS: dict[str, ModelConfig] = {
     "fc": FCConfig(),  # 784-16-16-10, 3Blue1Brown's network
     "fc-wide": FCConfig(hidden=(128, 64)),  # 784-128-64-10, about 98 %
-    "linear": FCConfig(hidden=()),  # 784-10: one weighted sum per class, the baseline of lesson 4
     "cnn": TinyVGGConfig(),  # CNN Explainer's TinyVGG on 1 x 28 x 28
 }
 

@@ -217,8 +217,8 @@ def test_the_score_counts_correct_first_answers_and_shows_in_the_lesson_list():
     assert at.session_state[state.FIRST_ANSWERS_KEY][2] == {first: True, second: False}
     n = len(lesson.questions)
     assert f"your score: 1 of {n} questions right at the first try" in " ".join(c.value for c in at.caption)
-    listing = next(m.value for m in at.sidebar.markdown if f"2. {lesson.title}" in m.value).splitlines()
-    line = next(x for x in listing if f"2. {lesson.title}" in x)
+    listing = next(m.value for m in at.sidebar.markdown if f"2\\. {lesson.title}" in m.value).splitlines()
+    line = next(x for x in listing if f"2\\. {lesson.title}" in x)
     assert line.endswith(f"· **1/{n}** right")
     assert [x for x in listing if "right" in x] == [line]  # no score for lessons not answered yet
 

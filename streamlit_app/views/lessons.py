@@ -157,7 +157,8 @@ def course_list(lessons: list[Lesson], current: Lesson) -> str:
     for x in lessons:
         right, answered = state.lesson_score(x.number)
         score = f" · **{right}/{len(x.questions)}** right" if answered else ""
-        title = f"**{x.number}. {x.title}**" if x is current else f"{x.number}. {x.title}"
+        title = f"{x.number}\\. {x.title}"  # escaped: "- 1. …" would render as a list inside the list
+        title = f"**{title}**" if x is current else title
         lines.append(f"- {title}{score}")  # plain text: a link would open a new session, without the scores
     return "\n".join(lines)
 

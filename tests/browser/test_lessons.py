@@ -121,3 +121,38 @@ def test_predict_then_reveal_and_change_the_digit_from_the_sidebar(app_url, page
     expect(page.get_by_text("You predicted 50.", exact=False)).to_be_visible()  # the commitment is kept
     wait_for_app(page)
     screenshot(page, "lessons", "6-digit-changed-from-the-sidebar")
+
+
+@pytest.mark.browser
+def test_gradient_descent_on_a_slice_of_the_loss_and_the_dead_maps(app_url, page):
+    page.set_viewport_size(TALL)
+    learning = COURSE["learning"]
+    index = next(i for i, s in enumerate(learning.steps) if "loss_slice" in [w.name for w in s.widgets])
+    page.goto(f"{app_url}/lessons?lesson=learning&step={index + 1}&digit=sample:3")
+    wait_for_app(page)
+    assert_no_exception(page)
+    prediction = learning.steps[index].predictions[0]
+    right = next(a for a in prediction.answers if a.correct)
+    page.get_by_text(right.text, exact=True).first.click()
+    wait_for_app(page)
+    page.get_by_role("button", name="Commit my prediction").click()
+    wait_for_app(page)
+    expect(page.get_by_text("That is what happens.", exact=False)).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Take a step").first.click()
+    wait_for_app(page)
+    assert_no_exception(page)
+    expect(page.get_by_text("Step 1: new weight = old weight − learning rate × slope", exact=False)).to_be_visible(
+        timeout=30_000)
+    page.get_by_role("button", name="Take a step").first.click()
+    wait_for_app(page)
+    expect(page.get_by_text("Step 2: new weight", exact=False)).to_be_visible(timeout=30_000)
+    screenshot(page, "lessons", "7-loss-slice-two-steps")
+
+    # The overview of lesson 11 marks the maps that never fire.
+    page.goto(f"{app_url}/lessons?lesson=tinyvgg-end-to-end&step=1&digit=sample:3")
+    wait_for_app(page, timeout_ms=120_000)
+    assert_no_exception(page)
+    expect(page.get_by_text("ReLU maps are dead", exact=False)).to_be_visible(timeout=60_000)
+    expect(page.locator(".js-plotly-plot").nth(1)).to_be_visible(timeout=30_000)
+    wait_for_app(page)
+    screenshot(page, "lessons", "8-overview-dead-maps")
