@@ -224,17 +224,18 @@ def set_current_digit(digit: Digit) -> None:
 
 
 def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
-    """The numbers lesson text may name: the pretrained models' facts and the current digit's.
+    """The numbers lesson text may name: the pretrained models' facts, the training defaults and the current digit's.
 
     names: the placeholders the lesson uses; facts measured on MNIST (zero
     fractions, train accuracy, ...) are added only for the groups these need,
     each measured once per server (None: all of them).
     """
-    from digitrec.lessons import DATASET_FACT_GROUPS, digit_facts, fact_groups
+    from digitrec.lessons import DATASET_FACT_GROUPS, digit_facts, fact_groups, settings_facts
 
     nets = {k: n.model for k, n in networks().items() if k in PRETRAINED_LABELS}
     digit = current_digit()
     facts = dict(_model_facts_cached())
+    facts.update(settings_facts())
     facts.update(digit_facts(nets, digit.x, digit.label))
     for key, net in networks().items():
         if key in PRETRAINED_LABELS and net.test_accuracy is not None:
