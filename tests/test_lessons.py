@@ -207,6 +207,7 @@ def test_model_numbers_are_never_typed_into_the_lessons(course, nets):
 
 
 MNIST_CONSTANTS = {"784", "10,000", "60,000", "70,000"}
+SETTINGS = set(lessons.settings_facts())
 
 
 def _typed_facts(text: str, facts: dict[str, str]) -> set[str]:
@@ -219,6 +220,8 @@ def _typed_facts(text: str, facts: dict[str, str]) -> set[str]:
     found = set()
     for name, value in facts.items():
         if value in MNIST_CONSTANTS:  # the data's, not a model's: 784 pixels, 10,000 test digits
+            continue
+        if name in SETTINGS:  # training defaults (0.001, 0.9) are also everyday numbers in worked examples
             continue
         if name.startswith("digit.") or not re.fullmatch(r"−?-?[\d,]+(\.\d+)?%?", value):
             continue
