@@ -8,6 +8,7 @@ time, one neuron's weighted sum, and every first-layer neuron's weights.
 import streamlit as st
 
 from digitrec import models
+from streamlit_app.widgets import backprop
 from streamlit_app.widgets.context import current_digit_sidebar, network_picker
 from streamlit_app.widgets.fc import fc_forward_steps, fc_network_diagram, fc_neuron, fc_weight_grid
 
@@ -22,6 +23,9 @@ def draw() -> None:
         "layer, every neuron of one layer to every neuron of the next. Each number below is the one the network "
         "really computed."
     )
+    if backprop.mode_picker(key="fc_mode", url=True) == "Backward":  # how it learns: the pass run backwards
+        backprop.fc_backward(key="fc_back", net=net, digit=digit, url=True)
+        return
     fc_network_diagram(key="fc_diagram", net=net, digit=digit)
 
     steps_tab, neuron_tab, grid_tab = st.tabs(["Step by step", "Pick a neuron", "All first-layer neurons"])

@@ -29,6 +29,12 @@ WIDGETS: dict[str, tuple[str, str, str]] = {
     "loss": ("softmax", "loss_widget", "cross-entropy of the current digit"),
     "live_training": ("training", "live_training", "train the FC network live for a few hundred steps"),
     "race_chart": ("training", "race_chart", "FC vs CNN: accuracy against seconds"),
+    "backprop_loss": ("backprop", "backprop_loss", "the loss for a target class and p − onehot on the ten scores"),
+    "backprop_diagram": ("backprop", "backprop_diagram", "the FC network with every neuron's blame δ; one δ worked out"),
+    "backprop_weight": ("backprop", "backprop_weight", "one weight's gradient by the chain rule, next to autograd's"),
+    "backprop_gradient_pictures": ("backprop", "backprop_gradient_pictures", "first-layer weight gradients as 28 x 28 pictures"),
+    "backprop_sgd_step": ("backprop", "backprop_sgd_step", "one SGD step with a learning-rate slider, before and after"),
+    "kernel_gradient": ("backprop", "kernel_gradient", "one TinyVGG kernel weight's gradient, summed over positions"),
     "conv_sandbox": ("cnn", "conv_sandbox", "padding, stride and kernel size on the current digit"),
     "conv_arithmetic": ("cnn", "conv_arithmetic", "one convolution output: kernel x patch, summed"),
     "relu_detail": ("cnn", "relu_detail", "a feature map before and after ReLU"),
@@ -55,12 +61,14 @@ PAGES = {
     "attribution": ("views/attributions.py", "the attributions page"),
     "training": ("views/train.py", "the training page"),
     "compare": ("views/race.py", "the FC vs CNN race"),
+    "backprop": ("views/fc_explorer.py", "the fully connected explorer (Backward)"),
 }
 
 
 # Widgets whose full page is not their module's.
 WIDGET_PAGES = {
     "race_chart": ("views/race.py", "the FC vs CNN race"),
+    "kernel_gradient": ("views/cnn_explorer.py", "the convolutional explorer"),
 }
 
 
