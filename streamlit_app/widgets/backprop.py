@@ -196,6 +196,11 @@ def _choose_neuron(key: str, bw: backprop.Backward, layer: str, neuron: int, url
             st.session_state[nk] = chosen_neuron
     if st.session_state[lk] not in layers:
         st.session_state[lk] = layers[0]
+    # A new target class is a new question: start again from its most blamed neuron.
+    tk = f"{key}_neuron_target"
+    if st.session_state.get(tk, bw.target) != bw.target:
+        st.session_state.pop(nk, None)
+    st.session_state[tk] = bw.target
     c1, c2 = st.columns([2, 3])
     layer = c1.selectbox("Layer", layers, key=lk, format_func=lambda n: (
         f"{n} (the ten scores)" if n == layers[-1] else f"{n} ({bw.layer(n).output.numel()} neurons)"),
@@ -406,9 +411,10 @@ def backprop_sgd_step(*, key: str, net: state.Network | None = None, digit: stat
     st.latex(rf"w \leftarrow w - \mathrm{{lr}} \cdot \frac{{\partial\, \mathrm{{loss}}}}{{\partial w}}: \quad"
              rf"\text{{{where}}} = {_tex(before, 4)} - {lr:g} \times {_tex_small(grad)} = {_tex(after, 6)}")
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("this digit's loss", _num(step.loss_after), delta=_signed(step.loss_after - step.loss_before),
-              delta_color="inverse", help=f"Before the step: {_num(step.loss_before)}")
-    m2.metric(f"p({target})", f"{float(step.probs_after[target]):.2%}",
+    after, before_loss = max(step.loss_after, 0.0), max(step.loss_before, 0.0)  # −log p ≥ 0: no "−0.0000"
+    m1.metric("this digit's loss after the step", _num(after), delta=_signed(after - before_loss),
+              delta_color="inverse", help=f"Before the step: {_num(before_loss)}")
+    m2.metric(f"p({target}) after the step", f"{float(step.probs_after[target]):.2%}",
               delta=f"{(float(step.probs_after[target]) - float(step.probs_before[target])) * 100:+.2f} points")
     m3.metric(f"accuracy on {others.count} other digits", f"{others.accuracy_after:.1%}",
               delta=f"{(others.accuracy_after - others.accuracy_before) * 100:+.1f} points",
@@ -431,7 +437,7 @@ def backprop_sgd_step(*, key: str, net: state.Network | None = None, digit: stat
            f"wrecks the rest: the other digits' loss went from {_num(others.loss_before, 3)} to "
            f"{_num(others.loss_after, 3)}. Real training takes small steps averaged over batches of digits."
            if overshoot else
-           f"A small step: this digit's loss moved from {_num(step.loss_before)} to {_num(step.loss_after)} and "
+           f"A small step: this digit's loss moved from {_num(before_loss)} to {_num(after)} and "
            f"the other digits hardly noticed (their loss {_num(others.loss_before, 3)} → "
            f"{_num(others.loss_after, 3)}). Slide the learning rate up to see a step overshoot.")
         + " The shared network is untouched: the step is taken on a copy."
