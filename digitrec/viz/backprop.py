@@ -28,6 +28,12 @@ AFTER_COLOR = "#F58518"
 
 
 def _signed(v: float, places: int = 3) -> str:
+    """+0.123 / −0.123; exactly 0 (a neuron ReLU switched off) as "0", and a value that rounds
+    to zero as "≈0", so the two are never confused."""
+    if v == 0:
+        return "0"
+    if abs(v) < 0.5 * 10**-places:
+        return "≈0"
     return f"{v:+.{places}f}".replace("-", "\u2212")
 
 

@@ -58,6 +58,11 @@ def _tex_small(v: float) -> str:
     return f"({s})" if v < 0 else s
 
 
+def _tt(name: str) -> str:
+    """A layer name inside LaTeX \\text{}: KaTeX refuses a bare underscore there."""
+    return name.replace("_", r"\_")
+
+
 def _seed(k: str, value) -> None:
     if k not in st.session_state:
         st.session_state[k] = value
@@ -220,20 +225,23 @@ def _match(hand: float, auto: float, what: str) -> None:
         st.warning(f"autograd's {what} is {_small(auto)}, off by {abs(hand - auto):.2e}: the explanation is wrong.")
 
 
-def _blame_latex(nb: backprop.NeuronBlame, bw: backprop.Backward, terms: int = 4) -> str:
-    """δ_j written out: p − onehot for a score, else the weighted sum of the blame above × ReLU's on/off."""
+def _blame_latex(nb: backprop.NeuronBlame, bw: backprop.Backward, terms: int = 3) -> str:
+    """δ_j written out: p − onehot for a score, else the weighted sum of the blame above × ReLU's on/off
+    (its largest terms), on three lines so it fits the page."""
+    delta = rf"\delta^{{\text{{{_tt(nb.layer)}}}}}_{{{nb.neuron}}}"
     if nb.is_output:
-        return (rf"\delta^{{\text{{{nb.layer}}}}}_{{{nb.neuron}}} = p_{{{nb.neuron}}} - [{nb.neuron} = {bw.target}]"
-                rf" = {nb.probability:.6f} - {1 if nb.is_target else 0} = {nb.delta:.6f}")
+        return (rf"{delta} = p_{{{nb.neuron}}} - [{nb.neuron} = {bw.target}]"
+                rf" = {nb.probability:.6f} - {1 if nb.is_target else 0} = {_tex_small(nb.delta)}")
     order = nb.products.abs().argsort(descending=True).tolist()
     shown = " + ".join(rf"{_tex(float(nb.weights[k]), 3)} \cdot {_tex_small(float(nb.blame_above[k]))}"
                        for k in order[:terms])
     rest = len(order) - terms
     more = rf" + \dots\ ({rest}\text{{ more}})" if rest > 0 else ""
     on = 1 if nb.relu_on else 0
-    return (rf"\delta^{{\text{{{nb.layer}}}}}_{{{nb.neuron}}} = \Big(\sum_k w_{{k,{nb.neuron}}}\,"
-            rf"\delta^{{\text{{{nb.above}}}}}_k\Big) \times \mathrm{{ReLU}}'(z) = ({shown}{more}) \times {on}"
-            rf" = {_tex_small(nb.blame_sum)} \times {on} = {_tex_small(nb.delta)}")
+    return (rf"\begin{{aligned}} {delta} &= \Big(\sum_k w_{{k,{nb.neuron}}}\,"
+            rf"\delta^{{\text{{{_tt(nb.above)}}}}}_k\Big) \times \mathrm{{ReLU}}'(z_{{{nb.neuron}}}) \\"
+            rf" &= ({shown}{more}) \times {on} \\"
+            rf" &= {_tex_small(nb.blame_sum)} \times {on} = {_tex_small(nb.delta)} \end{{aligned}}")
 
 
 def backprop_diagram(*, key: str, net: state.Network | None = None, digit: state.Digit | None = None,
@@ -409,10 +417,12 @@ def backprop_sgd_step(*, key: str, net: state.Network | None = None, digit: stat
     before, grad, after = (float(t[name][idx]) for t in (step.before, step.gradient, step.after))
     where = f"{name}[{', '.join(str(i) for i in idx)}]"
     st.latex(rf"w \leftarrow w - \mathrm{{lr}} \cdot \frac{{\partial\, \mathrm{{loss}}}}{{\partial w}}: \quad"
-             rf"\text{{{where}}} = {_tex(before, 4)} - {lr:g} \times {_tex_small(grad)} = {_tex(after, 6)}")
+             rf"\text{{{_tt(where)}}} = {_tex(before, 4)} - {lr:g} \times {_tex_small(grad)} = {_tex(after, 6)}")
     m1, m2, m3, m4 = st.columns(4)
-    after, before_loss = max(step.loss_after, 0.0), max(step.loss_before, 0.0)  # −log p ≥ 0: no "−0.0000"
-    m1.metric("this digit's loss after the step", _num(after), delta=_signed(after - before_loss),
+    # −log p ≥ 0; rounding can give −0.0, which would print as "−0.0000" (+ 0.0 turns −0.0 into 0.0).
+    after, before_loss = max(step.loss_after, 0.0) + 0.0, max(step.loss_before, 0.0) + 0.0
+    # Deltas in ASCII: st.metric reads the sign (and draws the arrow) from a plain "-".
+    m1.metric("this digit's loss after the step", _num(after), delta=f"{after - before_loss:+.4f}",
               delta_color="inverse", help=f"Before the step: {_num(before_loss)}")
     m2.metric(f"p({target}) after the step", f"{float(step.probs_after[target]):.2%}",
               delta=f"{(float(step.probs_after[target]) - float(step.probs_before[target])) * 100:+.2f} points")
