@@ -634,3 +634,26 @@ def time_backward(model: nn.Module, x: torch.Tensor, target: int = 0, repeats: i
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
     return times[len(times) // 2]
+
+
+def latency_table(repeats: int = 30) -> list[tuple[str, float]]:
+    """(network, median ms of one backward step-through) for the pretrained networks and a wide FCNet,
+    on sample digit 7 with target 3: what ``make bench`` can print beside its training table."""
+    from digitrec import checkpoints, models, samples
+
+    x = samples.sample_digit(7).reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    nets = {}
+    for key in ("fc", "cnn"):
+        try:
+            model = checkpoints.load_pretrained(key).model
+        except DigitrecError:  # no weights: a fresh network of the same shape times the same
+            model = models.build(models.PRESETS[key], seed=0)
+        nets[models.display_name(model.config)] = model
+    wide = models.build(models.PRESETS["fc-wide"], seed=0)
+    nets[models.display_name(wide.config)] = wide
+    return [(name, time_backward(model, x, 3, repeats)) for name, model in nets.items()]
+
+
+if __name__ == "__main__":  # python -m digitrec.backprop: the step-through latency on this machine
+    for name, ms in latency_table():
+        print(f"{name:<24} {ms:7.2f} ms per backward step-through (forward + autograd backward + hand chain rule)")

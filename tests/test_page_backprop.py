@@ -234,3 +234,33 @@ def test_lesson_7_steps_render_with_the_models_numbers_and_share_the_target(tmp_
             boxes = [s for s in at.selectbox if s.key and s.key.endswith("_target")]
             assert [b.value for b in boxes] == [runner_up], where
     assert len([r for r in at.radio if r.key and r.key.startswith("lesson7_")]) == 3
+
+
+def test_a_wide_three_layer_user_network_in_backward_mode(x):
+    from digitrec import models
+
+    model = models.build(models.FCConfig(hidden=(128, 64, 32)), seed=0)
+    net = state.Network("my-deep", "My 128-64-32 network", model, model.config, None)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["mode"] = "backward"
+    at.run()
+    at.switch_page("views/fc_explorer.py")
+    at.session_state["digit"] = state.sample_digit(7)
+    at.session_state["my_models"] = {"my-deep": net}
+    at.session_state["net"] = "my-deep"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    bw = backprop.backward(model, x, 7)
+    assert at.selectbox(key="fc_back_diagram_layer").value == "fc_3"  # the last hidden layer
+    dots = [t for t in _chart(at, "fc_back_diagram_diagram")["data"]
+            if t["type"] == "scatter" and t.get("mode", "").startswith("markers")]
+    assert [len(t["marker"]["color"]) for t in dots] == [128, 64, 32, 10]
+    assert "text" not in dots[0] or dots[0]["text"] is None  # 128 numbers would be a smear: hover only
+    # The chain from the loss to a first-layer weight passes three hidden layers.
+    at.selectbox(key="fc_back_weight_layer").set_value("fc_1").run()
+    assert not at.exception
+    neuron = at.slider(key="fc_back_weight_neuron").value
+    source = at.slider(key="fc_back_weight_source_fc_1").value
+    assert _number(_metric(at, "autograd")) == pytest.approx(
+        backprop.weight_gradient(bw, "fc_1", neuron, source).autograd, rel=1e-5, abs=1e-9)
+    assert len([t for t in _chart(at, "fc_back_pictures_grid")["data"] if t["type"] == "heatmap"]) == 16
