@@ -447,7 +447,7 @@ def _compute_backprop(model: nn.Module, x: torch.Tensor, what: str, args: tuple)
     return backprop.loss_along_gradient(model, x, bw, args[1], images, labels)
 
 
-@st.cache_resource(show_spinner=False, max_entries=256)
+@st.cache_resource(show_spinner=False, max_entries=64)  # a TinyVGG pass holds ~1 MB of maps
 def _pretrained_backprop(key: str, pixels: bytes, what: str, args: tuple, _x: torch.Tensor):
     # pixels (the digit's exact float32 bytes) is the cache key; _x is the same digit, unhashed.
     return _compute_backprop(pretrained(key).model, _x, what, args)

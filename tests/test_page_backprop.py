@@ -264,3 +264,28 @@ def test_a_wide_three_layer_user_network_in_backward_mode(x):
     assert _number(_metric(at, "autograd")) == pytest.approx(
         backprop.weight_gradient(bw, "fc_1", neuron, source).autograd, rel=1e-5, abs=1e-9)
     assert len([t for t in _chart(at, "fc_back_pictures_grid")["data"] if t["type"] == "heatmap"]) == 16
+
+
+def test_a_network_the_chain_rule_cannot_walk_gets_a_sentence_not_a_traceback():
+    from digitrec import models
+
+    class WithDropout(torch.nn.Module):  # e.g. what a learner's own imported model might hold
+        def __init__(self):
+            super().__init__()
+            self.flatten, self.drop, self.output = torch.nn.Flatten(), torch.nn.Dropout(0.1), torch.nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.output(self.drop(self.flatten(x)))
+
+    net = state.Network("my-odd", "My dropout network", WithDropout(), models.FCConfig(hidden=(4,)), None)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["mode"] = "backward"
+    at.run()
+    at.switch_page("views/fc_explorer.py")
+    at.session_state["digit"] = state.sample_digit(7)
+    at.session_state["my_models"] = {"my-odd": net}
+    at.session_state["net"] = "my-odd"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    notes = [i.value for i in at.info]
+    assert notes and all(n.startswith("My dropout network: Layer 'drop' is a Dropout") for n in notes)

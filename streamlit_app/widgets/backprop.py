@@ -21,6 +21,7 @@ import torch
 
 from digitrec import backprop
 from digitrec.data import IMAGE_SIZE, NUM_CLASSES
+from digitrec.errors import DigitrecError
 from digitrec.viz import backprop as viz
 from streamlit_app import state
 
@@ -103,6 +104,23 @@ def _cnn(net: state.Network | None) -> state.Network | None:
     return chosen
 
 
+def _backward(net: state.Network, digit: state.Digit, target: int) -> backprop.Backward | None:
+    """This digit's cached backward pass, or None after one sentence if the network cannot be walked back."""
+    try:
+        return state.backward_pass(net, digit, target)
+    except DigitrecError as e:  # e.g. an imported network with a layer the hand-written rules do not know
+        st.info(f"{net.label}: {e}")
+        return None
+
+
+def _guess(net: state.Network, digit: state.Digit) -> int:
+    """The target a digit starts with: its label, else the network's own answer."""
+    if digit.label is not None:
+        return digit.label
+    bw = _backward(net, digit, 0)
+    return bw.predicted if bw is not None else 0
+
+
 # ---------------------------------------------------------------- the shared target class
 
 
@@ -137,7 +155,7 @@ def target_picker(*, key: str, net: state.Network, digit: state.Digit, url: bool
     k = f"{key}_target"
     shared = state.backprop_target(digit)
     if shared is None:
-        shared = digit.label if digit.label is not None else state.backward_pass(net, digit, 0).predicted
+        shared = _guess(net, digit)
         if url and show and k not in ss:  # the link decides only on the first draw
             shared = _target_from_link(shared)
         state.set_backprop_target(digit, shared)
@@ -165,7 +183,9 @@ def backprop_loss(*, key: str, net: state.Network | None = None, digit: state.Di
         return
     digit = digit or state.current_digit()
     target = target_picker(key=key, net=net, digit=digit, url=url)
-    bw = state.backward_pass(net, digit, target)
+    bw = _backward(net, digit, target)
+    if bw is None:
+        return
     p = float(bw.probs[target])
     c1, c2, c3 = st.columns(3)
     c1.metric(f"p({target})", f"{p:.2%}" if p >= 1e-4 else f"{p:.2e}")
@@ -253,7 +273,9 @@ def backprop_diagram(*, key: str, net: state.Network | None = None, digit: state
         return
     digit = digit or state.current_digit()
     target = target_picker(key=key, net=net, digit=digit, url=url, show=pick_target)
-    bw = state.backward_pass(net, digit, target)
+    bw = _backward(net, digit, target)
+    if bw is None:
+        return
     layer, neuron = _choose_neuron(key, bw, layer, neuron, url, "bp_")
     linears = bw.linear_layers()
     weights = [bw.layer(n).weight for n in linears[1:]]
@@ -310,7 +332,9 @@ def backprop_weight(*, key: str, net: state.Network | None = None, digit: state.
         return
     digit = digit or state.current_digit()
     target = target_picker(key=key, net=net, digit=digit, url=url, show=pick_target)
-    bw = state.backward_pass(net, digit, target)
+    bw = _backward(net, digit, target)
+    if bw is None:
+        return
     layer, neuron = _choose_neuron(key, bw, layer, neuron, url, "w_")
     trace = bw.layer(layer)
     n_in = trace.input.numel()
@@ -360,7 +384,9 @@ def backprop_gradient_pictures(*, key: str, net: state.Network | None = None, di
         return
     digit = digit or state.current_digit()
     target = target_picker(key=key, net=net, digit=digit, show=pick_target)
-    bw = state.backward_pass(net, digit, target)
+    bw = _backward(net, digit, target)
+    if bw is None:
+        return
     try:
         layer, grads, deltas = backprop.first_layer_pictures(bw)
     except backprop.UnsupportedModel as e:
@@ -396,7 +422,9 @@ def backprop_sgd_step(*, key: str, net: state.Network | None = None, digit: stat
         return
     digit = digit or state.current_digit()
     target = target_picker(key=key, net=net, digit=digit, url=url, show=pick_target)
-    bw = state.backward_pass(net, digit, target)
+    bw = _backward(net, digit, target)
+    if bw is None:
+        return
     lk = f"{key}_lr"
     if lk not in st.session_state:
         wanted = lr
@@ -479,7 +507,9 @@ def kernel_gradient(*, key: str, net: state.Network | None = None, digit: state.
         return
     digit = digit or state.current_digit()
     target = target_picker(key=key, net=net, digit=digit, url=url)
-    bw = state.backward_pass(net, digit, target)
+    bw = _backward(net, digit, target)
+    if bw is None:
+        return
     convs = bw.conv_layers()
     ss = st.session_state
     k = {n: f"{key}_{n}" for n in ("layer", "out", "in", "row", "col")}

@@ -61,7 +61,7 @@ PAGES = {
     "attribution": ("views/attributions.py", "the attributions page"),
     "training": ("views/train.py", "the training page"),
     "compare": ("views/race.py", "the FC vs CNN race"),
-    "backprop": ("views/fc_explorer.py", "the fully connected explorer (Backward)"),
+    "backprop": ("views/fc_explorer.py", "the fully connected explorer (pick Backward there)"),
 }
 
 
