@@ -576,7 +576,7 @@ def loss_along_gradient(
     the other digits' loss shoots up. That is overshooting.
     """
     x = _as_input(x)
-    work, _ = _stepped(model, bw, 0.0)
+    work = model_copy_eval(model)
     base = {n: p.detach() for n, p in work.named_parameters()}
     mine, theirs = [], []
     for lr in lrs:
