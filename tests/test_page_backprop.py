@@ -289,3 +289,20 @@ def test_a_network_the_chain_rule_cannot_walk_gets_a_sentence_not_a_traceback():
     assert not at.exception, [e.value for e in at.exception]
     notes = [i.value for i in at.info]
     assert notes and all(n.startswith("My dropout network: Layer 'drop' is a Dropout") for n in notes)
+
+
+def test_lesson_7_with_a_drawing_that_has_no_label(tmp_path, monkeypatch, fc):
+    from digitrec import lessons
+
+    (tmp_path / LESSON.name).write_text(LESSON.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setenv(lessons.LESSONS_ENV, str(tmp_path))
+    digit = state.pixels_digit(state.sample_digit(4).pixels, "your drawing")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["lesson"], at.query_params["step"] = "7", "1"
+    at.session_state["digit"] = digit
+    at.switch_page("views/lessons.py")
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    predicted = backprop.backward(fc, digit.x, 0).predicted  # no label: the network's own answer is the target
+    assert f"For your digit the right answer is\n**{predicted}**" in "\n".join(m.value for m in at.markdown)
+    assert [s.value for s in at.selectbox if s.key and s.key.endswith("_target")] == [predicted]
