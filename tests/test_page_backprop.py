@@ -99,6 +99,9 @@ def test_backward_mode_shows_the_numbers_of_digitrec_backprop(fc, x):
     wg = backprop.weight_gradient(bw, "fc_1", at.slider(key="fc_back_weight_neuron").value, 14 * 28 + 14)
     assert _number(_metric(at, "autograd")) == pytest.approx(wg.autograd, rel=1e-5, abs=1e-6)
     assert "pixel (14, 14)" in " ".join(m.value for m in at.markdown)
+    row = [t for t in _chart(at, "fc_back_weight_fig")["data"] if t["type"] == "heatmap"][1]
+    autograd_row = bw.layer("fc_1").autograd_weight_grad[wg.neuron].reshape(28, 28)
+    assert torch.tensor(row["z"]) == pytest.approx(autograd_row.double(), rel=1e-5, abs=1e-9)
 
     # The gradient pictures are δ × the digit.
     _, pictures, deltas = backprop.first_layer_pictures(bw)

@@ -314,3 +314,46 @@ def weight_matrix_gradient_figure(grad: torch.Tensor, layer: str, height: int = 
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10))
     return fig
 
+
+
+def weight_gradient_figure(inputs: torch.Tensor, delta: float, source: int, neuron: int, layer: str,
+                           height: int = 300) -> go.Figure:
+    """All the weights into one neuron at once: left the layer's input a, right their gradients δ × a,
+    the chosen weight's input marked in both. inputs: (784,) pixels, drawn as 28 × 28, or (n,) values."""
+    a = inputs.detach().double().flatten()
+    grads = delta * a
+    gr = symmetric_range(grads) if float(grads.abs().max()) > 0 else 1.0
+    titles = ("the input a each weight multiplied", f"their gradients δ × a (δ of {layer} neuron {neuron} = "
+              f"{_signed(delta, 4)})")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, subplot_titles=titles)
+    if a.numel() == IMAGE_SIZE * IMAGE_SIZE:
+        r, c = divmod(source, IMAGE_SIZE)
+        fig.add_trace(go.Heatmap(z=a.reshape(IMAGE_SIZE, IMAGE_SIZE).tolist(), colorscale=INK_SCALE, zmin=0, zmax=1,
+                                 showscale=False, hovertemplate="pixel (%{y}, %{x})<br>ink %{z:.3f}<extra></extra>"),
+                      row=1, col=1)
+        fig.add_trace(go.Heatmap(z=grads.reshape(IMAGE_SIZE, IMAGE_SIZE).tolist(), colorscale=GRADIENT_SCALE,
+                                 zmin=-gr, zmax=gr, colorbar=dict(title="∂loss/∂w", thickness=10),
+                                 hovertemplate="pixel (%{y}, %{x})<br>∂loss/∂w %{z:.6f}<extra></extra>"),
+                      row=1, col=2)
+        for col in (1, 2):
+            _image_axes(fig, 1, col)
+            _square(fig, col)
+            fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
+                          line=dict(color=HIGHLIGHT_COLOR, width=2.5), row=1, col=col)
+    else:
+        labels = [str(i) for i in range(a.numel())]
+        small = a.numel() <= MAX_LABELLED
+        fig.add_trace(go.Bar(x=labels, y=a.tolist(), showlegend=False,
+                             marker_color=[HIGHLIGHT_COLOR if i == source else PROBABILITY_COLOR for i in range(a.numel())],
+                             hovertemplate="input %{x}: a = %{y:.4f}<extra></extra>"), row=1, col=1)
+        colors = _bar_colors(grads.tolist())
+        colors[source] = HIGHLIGHT_COLOR
+        fig.add_trace(go.Bar(x=labels, y=grads.tolist(), showlegend=False, marker_color=colors,
+                             text=[_signed(v, 3) for v in grads.tolist()] if small else None, textposition="outside",
+                             cliponaxis=False, hovertemplate="input %{x}: δ × a = %{y:.6f}<extra></extra>"),
+                      row=1, col=2)
+        fig.update_xaxes(type="category", title="input (a neuron of the layer below)")
+    for ann in fig.layout.annotations:
+        ann.font = dict(size=12)
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=40, b=4))
+    return fig

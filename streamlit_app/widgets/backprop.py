@@ -368,6 +368,11 @@ def backprop_weight(*, key: str, net: state.Network | None = None, digit: state.
     m3.metric("a × δ (by hand)", _small(wg.hand))
     m4.metric("autograd", _small(wg.autograd))
     _match(wg.hand, wg.autograd, "gradient for this weight")
+    st.plotly_chart(viz.weight_gradient_figure(trace.input, wg.delta, wg.source, neuron, layer), key=f"{key}_fig")
+    st.caption(
+        f"Every weight into neuron {neuron} shares its δ, so their gradients are δ times their own inputs: the "
+        "chosen one is framed. Inputs that were 0 leave their weights' gradients at 0."
+    )
     if wg.input_value == 0:
         st.caption("Its input was 0 for this digit (blank paper, or a neuron ReLU switched off), so this weight "
                    "played no part in the answer and gets no gradient: only weights that were used are corrected.")
