@@ -371,7 +371,7 @@ def backprop_weight(*, key: str, net: state.Network | None = None, digit: state.
     st.plotly_chart(viz.weight_gradient_figure(trace.input, wg.delta, wg.source, neuron, layer), key=f"{key}_fig")
     st.caption(
         f"Every weight into neuron {neuron} shares its δ, so their gradients are δ times their own inputs: the "
-        "chosen one is framed. Inputs that were 0 leave their weights' gradients at 0."
+        "chosen one is marked in red. Inputs that were 0 leave their weights' gradients at 0."
     )
     if wg.input_value == 0:
         st.caption("Its input was 0 for this digit (blank paper, or a neuron ReLU switched off), so this weight "
