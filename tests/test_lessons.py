@@ -74,6 +74,10 @@ def facts(nets) -> dict[str, str]:
     f = lessons.model_facts(nets)
     f.update(lessons.settings_facts())
     f.update(lessons.digit_facts(nets, samples.sample_digit(7).reshape(1, 1, 28, 28), 7))
+    from digitrec import backprop  # lesson 7's {{ bp.… }}: the backward pass for the digit and its label
+
+    f.update(lessons.backprop_facts({k: backprop.backward(m, samples.sample_digit(7).reshape(1, 1, 28, 28), 7)
+                                     for k, m in nets.items()}))
     for key in nets:
         f[f"{key}.accuracy"] = f"{checkpoints.load_pretrained(key).info.test_accuracy:.2%}"
     return f
