@@ -51,12 +51,14 @@ def _small(v: float) -> str:
     return _num(v, 6) if v == 0 or abs(v) >= 1e-4 else f"{v:.3e}".replace("-", MINUS)
 
 
-def _tex_small(v: float) -> str:
+def _tex_small(v: float, bracket: bool = True) -> str:
+    """A gradient for LaTeX: 6 decimals, or a × 10^k when tiny; negatives bracketed unless it ends the line."""
     if v == 0 or abs(v) >= 1e-4:
-        return _tex(v, 6)
-    mantissa, exponent = f"{v:.3e}".split("e")
-    s = rf"{mantissa} \times 10^{{{int(exponent)}}}"
-    return f"({s})" if v < 0 else s
+        s = f"{v:.6f}"
+    else:
+        mantissa, exponent = f"{v:.3e}".split("e")
+        s = rf"{mantissa} \times 10^{{{int(exponent)}}}"
+    return f"({s})" if v < 0 and bracket else s
 
 
 def _tt(name: str) -> str:
@@ -251,7 +253,7 @@ def _blame_latex(nb: backprop.NeuronBlame, bw: backprop.Backward, terms: int = 3
     delta = rf"\delta^{{\text{{{_tt(nb.layer)}}}}}_{{{nb.neuron}}}"
     if nb.is_output:
         return (rf"{delta} = p_{{{nb.neuron}}} - [{nb.neuron} = {bw.target}]"
-                rf" = {nb.probability:.6f} - {1 if nb.is_target else 0} = {_tex_small(nb.delta)}")
+                rf" = {nb.probability:.6f} - {1 if nb.is_target else 0} = {_tex_small(nb.delta, bracket=False)}")
     order = nb.products.abs().argsort(descending=True).tolist()
     shown = " + ".join(rf"{_tex(float(nb.weights[k]), 3)} \cdot {_tex_small(float(nb.blame_above[k]))}"
                        for k in order[:terms])
@@ -261,7 +263,7 @@ def _blame_latex(nb: backprop.NeuronBlame, bw: backprop.Backward, terms: int = 3
     return (rf"\begin{{aligned}} {delta} &= \Big(\sum_k w_{{k,{nb.neuron}}}\,"
             rf"\delta^{{\text{{{_tt(nb.above)}}}}}_k\Big) \times \mathrm{{ReLU}}'(z_{{{nb.neuron}}}) \\"
             rf" &= ({shown}{more}) \times {on} \\"
-            rf" &= {_tex_small(nb.blame_sum)} \times {on} = {_tex_small(nb.delta)} \end{{aligned}}")
+            rf" &= {_tex_small(nb.blame_sum)} \times {on} = {_tex_small(nb.delta, bracket=False)} \end{{aligned}}")
 
 
 def backprop_diagram(*, key: str, net: state.Network | None = None, digit: state.Digit | None = None,
@@ -361,7 +363,7 @@ def backprop_weight(*, key: str, net: state.Network | None = None, digit: state.
                 "so nudging w by a little changes z by a times as much:")
     st.latex(rf"\frac{{\partial\, \mathrm{{loss}}}}{{\partial w}} = \frac{{\partial\, \mathrm{{loss}}}}{{\partial z}}"
              rf"\cdot \frac{{\partial z}}{{\partial w}} = \delta \cdot a = {_tex_small(wg.delta)} \times "
-             rf"{_tex(wg.input_value, 4)} = {_tex_small(wg.hand)}")
+             rf"{_tex(wg.input_value, 4)} = {_tex_small(wg.hand, bracket=False)}")
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("input a", _num(wg.input_value))
     m2.metric("δ of the neuron it feeds", _small(wg.delta))
@@ -447,10 +449,10 @@ def backprop_sgd_step(*, key: str, net: state.Network | None = None, digit: stat
     others = backprop.effect_on_others(net.model, bw, lr, images, labels)
 
     name, idx = _largest_gradient_weight(step)
-    before, grad, after = (float(t[name][idx]) for t in (step.before, step.gradient, step.after))
+    w_before, w_grad, w_after = (float(t[name][idx]) for t in (step.before, step.gradient, step.after))
     where = f"{name}[{', '.join(str(i) for i in idx)}]"
     st.latex(rf"w \leftarrow w - \mathrm{{lr}} \cdot \frac{{\partial\, \mathrm{{loss}}}}{{\partial w}}: \quad"
-             rf"\text{{{_tt(where)}}} = {_tex(before, 4)} - {lr:g} \times {_tex_small(grad)} = {_tex(after, 6)}")
+             rf"\text{{{_tt(where)}}} = {_tex(w_before, 4)} - {lr:g} \times {_tex_small(w_grad)} = {w_after:.6f}")
     m1, m2, m3, m4 = st.columns(4)
     # −log p ≥ 0; rounding can give −0.0, which would print as "−0.0000" (+ 0.0 turns −0.0 into 0.0).
     after, before_loss = max(step.loss_after, 0.0) + 0.0, max(step.loss_before, 0.0) + 0.0
@@ -555,7 +557,7 @@ def kernel_gradient(*, key: str, net: state.Network | None = None, digit: state.
     nonzero = int((flat != 0).sum())
     st.latex(rf"\frac{{\partial\, \mathrm{{loss}}}}{{\partial w_{{{kg.out_channel},{kg.in_channel},{kg.row},{kg.col}}}}}"
              rf" = \sum_{{\text{{positions}}}} \text{{input}} \times \frac{{\partial\, \mathrm{{loss}}}}"
-             rf"{{\partial\, \text{{output}}}} = {terms} + \dots = {_tex_small(kg.hand)}")
+             rf"{{\partial\, \text{{output}}}} = {terms} + \dots = {_tex_small(kg.hand, bracket=False)}")
     m1, m2, m3 = st.columns(3)
     m1.metric("the weight w", _num(kg.weight))
     m2.metric("sum over positions (by hand)", _small(kg.hand))
