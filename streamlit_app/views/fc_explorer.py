@@ -2,7 +2,9 @@
 
 The page is built from the widgets in ``streamlit_app.widgets.fc`` (the lessons
 embed the same ones): the network at a glance, the forward pass one step at a
-time, one neuron's weighted sum, and every first-layer neuron's weights.
+time, one neuron's weighted sum, and every first-layer neuron's weights. Its Backward mode
+(``?mode=backward``, ``streamlit_app.widgets.backprop``) runs the pass the other way: from the loss
+back to every weight, and one SGD step.
 """
 
 import streamlit as st
