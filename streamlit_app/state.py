@@ -426,7 +426,6 @@ def new_my_model_key() -> str:
     return f"my-{n}"
 
 
-
 # ---------------------------------------------------------------- backpropagation (widgets/backprop.py)
 # One forward + backward pass per (network, digit, target class), kept so that a
 # rerun (a slider elsewhere on the page) never recomputes it. Pretrained networks

@@ -121,7 +121,7 @@ def test_one_sgd_step_shows_before_and_after_and_leaves_the_model_alone(fc, x):
     assert _number(_metric(at, "p(3) after the step")) == pytest.approx(float(step.probs_after[3]) * 100, abs=0.006)
     probs = [t for t in _chart(at, "fc_back_sgd_probs")["data"] if t.get("name") == "after the step"][0]
     assert probs["y"] == pytest.approx(step.probs_after.tolist(), abs=1e-7)
-    images, labels, _ = state._overshoot_digits()
+    images, labels, _ = state.overshoot_digits()
     others = backprop.effect_on_others(fc, backprop.backward(fc, x, 3), 1.0, images, labels)
     assert _number(_metric(at, f"accuracy on {others.count} other digits")) == pytest.approx(
         others.accuracy_after * 100, abs=0.06)

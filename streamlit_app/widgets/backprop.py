@@ -17,7 +17,6 @@ a number outside 0-9 in a link is clamped, with a toast that says so.
 from __future__ import annotations
 
 import streamlit as st
-import torch
 
 from digitrec import backprop
 from digitrec.data import IMAGE_SIZE, NUM_CLASSES
