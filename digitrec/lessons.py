@@ -717,3 +717,60 @@ def dataset_facts(nets: dict[str, nn.Module], mnist, groups=None) -> dict[str, s
     for name in groups if groups is not None else DATASET_FACT_GROUPS:
         facts.update(DATASET_FACT_GROUPS[name][0](nets, mnist))
     return facts
+
+
+# ---------------------------------------------------------------- lesson 7: backpropagation (digitrec.backprop)
+# Kept apart from the facts above: the backprop lesson's numbers come from one
+# backward pass per network (digitrec.backprop.Backward), which the app caches.
+
+
+def _gradient_text(v: float) -> str:
+    """A blame or gradient for lesson text: 4 decimals, or 2 significant digits in e-notation when tiny."""
+    text = f"{v:+.4f}" if v == 0 or abs(v) >= 1e-3 else f"{v:+.1e}"
+    return text.replace("-", "\u2212")
+
+
+def backprop_facts(passes: dict) -> dict[str, str]:
+    """Numbers of the backward pass for ``{{ bp.… }}`` placeholders.
+
+    passes: "fc" / "cnn" -> ``digitrec.backprop.Backward`` for the current digit and
+    its right answer (the label, or the network's own answer for a drawing). Gives
+    per network ``bp.KEY.target``, ``.loss``, ``.p_target``, ``.score_blame`` (p − 1
+    of the target), ``.runner_up`` / ``.runner_up_blame`` (the most likely wrong
+    digit and its blame p); for an FCNet ``bp.fc.layer`` (its last hidden layer),
+    ``.blamed_neuron`` / ``.blamed_delta`` (that layer's most blamed neuron),
+    ``.off_neurons`` / ``.width`` (how many of its neurons ReLU switched off, so
+    their blame is 0) and ``bp.fc.first_layer``; for a CNN ``bp.cnn.positions``
+    (how many positions the first convolution's kernel visits).
+    """
+    from digitrec import backprop
+
+    facts: dict[str, str] = {}
+    for key, bw in passes.items():
+        t = bw.target
+        probs = bw.probs.double()
+        wrong = probs.clone()
+        wrong[t] = -1.0
+        runner_up = int(wrong.argmax())
+        facts[f"bp.{key}.target"] = str(t)
+        loss = max(bw.loss, 0.0)  # −log p ≥ 0; float rounding can give −0.0
+        facts[f"bp.{key}.loss"] = f"{loss:.4f}" if loss >= 1e-3 or loss == 0 else f"{loss:.1e}"
+        facts[f"bp.{key}.p_target"] = f"{float(probs[t]):.2%}"
+        facts[f"bp.{key}.score_blame"] = _gradient_text(float(bw.output_delta[t]))
+        facts[f"bp.{key}.runner_up"] = str(runner_up)
+        facts[f"bp.{key}.runner_up_blame"] = _gradient_text(float(bw.output_delta[runner_up]))
+        linears = bw.linear_layers()
+        if len(linears) >= 2 and not bw.conv_layers():
+            layer = linears[-2]
+            delta = bw.layer(layer).grad_output
+            neuron = backprop.most_blamed(bw, layer)
+            facts[f"bp.{key}.layer"] = layer
+            facts[f"bp.{key}.first_layer"] = linears[0]
+            facts[f"bp.{key}.width"] = str(delta.numel())
+            facts[f"bp.{key}.blamed_neuron"] = str(neuron)
+            facts[f"bp.{key}.blamed_delta"] = _gradient_text(float(delta[neuron]))
+            facts[f"bp.{key}.off_neurons"] = str(int((bw.layer(layer).output <= 0).sum()))
+        if bw.conv_layers():
+            first = bw.layer(bw.conv_layers()[0])
+            facts[f"bp.{key}.positions"] = f"{first.grad_output[0].numel():,}"
+    return facts

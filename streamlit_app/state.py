@@ -246,6 +246,8 @@ def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
         facts["linear.params"] = f"{sum(p.numel() for p in linear.model.parameters()):,}"
     except DigitrecError:
         pass  # the baseline's checkpoint is missing: a lesson naming it shows the unknown placeholder
+    if names is None or any(name.startswith("bp.") for name in names):
+        facts.update(_backprop_lesson_facts(digit))
     groups = set(DATASET_FACT_GROUPS) if names is None else fact_groups(names)
     if groups and mnist() is not None:
         for group in sorted(groups):
@@ -292,6 +294,18 @@ def relu_statistics(net: Network) -> dict | None:
         stats = measure(net.model, mnist().test.images)
         cache[net.key] = (net.model, stats)
     return stats
+
+
+def _backprop_lesson_facts(digit: "Digit") -> dict[str, str]:
+    """``{{ bp.… }}``: the pretrained networks' backward pass for the digit and its right answer (cached)."""
+    from digitrec.lessons import backprop_facts
+
+    passes = {}
+    for key, net in networks().items():
+        if key in PRETRAINED_LABELS:
+            target = digit.label if digit.label is not None else backward_pass(net, digit, 0).predicted
+            passes[key] = backward_pass(net, digit, target)
+    return backprop_facts(passes)
 
 
 @st.cache_resource
@@ -641,3 +655,78 @@ def pretrained_loss_slice(layer: str, row: int, col: int):
 
     x, y = loss_slice_digits()
     return landscape.loss_slice(pretrained("fc").model, landscape.WeightRef(layer, row, col), x, y)
+
+# ---------------------------------------------------------------- backpropagation (widgets/backprop.py)
+# One forward + backward pass per (network, digit, target class), kept so that a
+# rerun (a slider elsewhere on the page) never recomputes it. Pretrained networks
+# share a server-wide cache; a network of this session gets a per-session cache
+# that is dropped when its model object changes (retrained or replaced).
+
+BACKPROP_TARGET_KEY = "backprop_target"  # session_state key: (digit ref, target class) the backprop widgets share
+_BACKPROP_CACHE_KEY = "_backprop_cache"  # session_state key: {net key: (model, {args: result})}
+OVERSHOOT_DIGITS = 500  # test digits that show what a step made for one digit does to the others
+
+
+def _compute_backprop(model: nn.Module, x: torch.Tensor, what: str, args: tuple):
+    from digitrec import backprop
+
+    bw = backprop.backward(model, x, args[0])
+    if what == "backward":
+        return bw
+    images, labels, _ = overshoot_digits()  # what == "curve": args = (target, lrs)
+    return backprop.loss_along_gradient(model, x, bw, args[1], images, labels)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)  # a TinyVGG pass holds ~1 MB of maps
+def _pretrained_backprop(key: str, pixels: bytes, what: str, args: tuple, _x: torch.Tensor):
+    # pixels (the digit's exact float32 bytes) is the cache key; _x is the same digit, unhashed.
+    return _compute_backprop(pretrained(key).model, _x, what, args)
+
+
+def _backprop_cached(net: Network, digit: Digit, what: str, args: tuple):
+    pixels = digit.x.numpy().tobytes()
+    if net.key in PRETRAINED_LABELS:
+        return _pretrained_backprop(net.key, pixels, what, args, digit.x)
+    caches = st.session_state.setdefault(_BACKPROP_CACHE_KEY, {})
+    model, cache = caches.get(net.key, (None, None))
+    if model is not net.model or len(cache) > 200:  # retrained or replaced: old gradients are wrong
+        cache = {}
+        caches[net.key] = (net.model, cache)
+    if (pixels, what, args) not in cache:
+        cache[(pixels, what, args)] = _compute_backprop(net.model, digit.x, what, args)
+    return cache[(pixels, what, args)]
+
+
+def backward_pass(net: Network, digit: Digit, target: int):
+    """``digitrec.backprop.backward(net.model, digit.x, target)``: one forward + backward pass, cached."""
+    return _backprop_cached(net, digit, "backward", (int(target),))
+
+
+def loss_curve(net: Network, digit: Digit, target: int, lrs: tuple[float, ...]):
+    """``backprop.loss_along_gradient`` for this digit and the overshoot digits, cached per learning-rate grid."""
+    return _backprop_cached(net, digit, "curve", (int(target), tuple(float(v) for v in lrs)))
+
+
+@st.cache_resource(show_spinner=False)
+def _overshoot_digits() -> tuple[torch.Tensor, torch.Tensor, str]:
+    dataset = mnist()
+    if dataset is not None:
+        images = dataset.test.images[:OVERSHOOT_DIGITS].float().div(255.0).unsqueeze(1)  # (N, 1, 28, 28)
+        return images, dataset.test.labels[:OVERSHOOT_DIGITS].long(), f"the first {OVERSHOOT_DIGITS} test digits"
+    images = torch.stack([samples.sample_digit(d) for d in range(10)]).unsqueeze(1)  # no MNIST: the ten samples
+    return images, torch.arange(10), "the ten sample digits"
+
+
+def overshoot_digits() -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(images (N, 1, 28, 28), labels (N,), what they are): the digits a one-digit step is checked on."""
+    return _overshoot_digits()
+
+
+def backprop_target(digit: Digit) -> int | None:
+    """The target class the backprop widgets share for ``digit``; None until one is set for this digit."""
+    ref, target = st.session_state.get(BACKPROP_TARGET_KEY, (None, None))
+    return int(target) if ref == digit.ref else None
+
+
+def set_backprop_target(digit: Digit, target: int) -> None:
+    st.session_state[BACKPROP_TARGET_KEY] = (digit.ref, int(target))

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "lessons" / "README.md"
 COURSE = [
     "01-image-is-numbers", "02-flatten", "03-one-neuron", "04-relu", "05-softmax-and-loss", "06-learning",
-    "09-convolution", "10-relu-and-pooling", "11-tinyvgg-end-to-end", "12-fc-versus-cnn", "14-what-did-it-look-at",
+    "07-backpropagation", "09-convolution", "10-relu-and-pooling", "11-tinyvgg-end-to-end", "12-fc-versus-cnn", "14-what-did-it-look-at",
     "15-breaking-it",
 ]
 # Lessons 07, 08, 13 and 15 are written by other helpers and merged later: the course tolerates the gaps.
@@ -31,6 +31,7 @@ REQUIRED_WIDGETS = {
     4: {"linear_collapse", "fc_forward_steps"},
     5: {"softmax", "loss", "confident_mistakes"},
     6: {"live_training", "loss_slice"},
+    7: {"backprop_loss", "backprop_diagram", "backprop_weight", "backprop_gradient_pictures", "backprop_sgd_step"},
     9: {"conv_arithmetic", "conv_sandbox"},
     10: {"relu_detail", "pool_detail"},
     11: {"cnn_overview", "cnn_filters", "softmax"},
@@ -85,6 +86,10 @@ def facts(nets, measured) -> dict[str, str]:
     f = lessons.model_facts(nets)
     f.update(lessons.settings_facts())
     f.update(lessons.digit_facts(nets, samples.sample_digit(7).reshape(1, 1, 28, 28), 7))
+    from digitrec import backprop  # lesson 7's {{ bp.… }}: the backward pass for the digit and its label
+
+    f.update(lessons.backprop_facts({k: backprop.backward(m, samples.sample_digit(7).reshape(1, 1, 28, 28), 7)
+                                     for k, m in nets.items()}))
     for key in nets:
         f[f"{key}.accuracy"] = f"{checkpoints.load_pretrained(key).info.test_accuracy:.2%}"
     linear = checkpoints.load_pretrained("linear")
@@ -552,7 +557,7 @@ def test_find_lesson_by_slug_stem_or_number(course):
     assert lessons.find_lesson(course, "09-convolution") is conv
     assert lessons.find_lesson(course, " Convolution ") is conv
     assert lessons.find_lesson(course, "9") is conv
-    assert lessons.find_lesson(course, "7") is None  # a gap: not in this course (yet)
+    assert lessons.find_lesson(course, "99") is None  # a number no lesson has
     assert lessons.find_lesson(course, "²") is None and lessons.find_lesson(course, "nope") is None
 
 

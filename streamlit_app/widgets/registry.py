@@ -30,6 +30,12 @@ WIDGETS: dict[str, tuple[str, str, str]] = {
     "loss_slice": ("landscape", "loss_slice", "the real loss along one weight, and gradient descent steps on it"),
     "live_training": ("training", "live_training", "train the FC network live for a few hundred steps"),
     "race_chart": ("training", "race_chart", "FC vs CNN: accuracy against seconds"),
+    "backprop_loss": ("backprop", "backprop_loss", "the loss for a target class and p − onehot on the ten scores"),
+    "backprop_diagram": ("backprop", "backprop_diagram", "the FC network with every neuron's blame δ; one δ worked out"),
+    "backprop_weight": ("backprop", "backprop_weight", "one weight's gradient by the chain rule, next to autograd's"),
+    "backprop_gradient_pictures": ("backprop", "backprop_gradient_pictures", "first-layer weight gradients as 28 x 28 pictures"),
+    "backprop_sgd_step": ("backprop", "backprop_sgd_step", "one SGD step with a learning-rate slider, before and after"),
+    "kernel_gradient": ("backprop", "kernel_gradient", "one TinyVGG kernel weight's gradient, summed over positions"),
     "conv_sandbox": ("cnn", "conv_sandbox", "padding, stride and kernel size on the current digit"),
     "conv_arithmetic": ("cnn", "conv_arithmetic", "one convolution output: kernel x patch, summed"),
     "relu_detail": ("cnn", "relu_detail", "a feature map before and after ReLU"),
@@ -69,6 +75,7 @@ PAGES = {
     "embedding": ("views/map.py", "Where a digit lands"),
     "fooling": ("views/break_it.py", "Break it"),
     "mistakes": ("views/mistakes.py", "the Mistakes page"),
+    "backprop": ("views/fc_explorer.py", "the fully connected explorer (pick Backward there)"),
 }
 
 
@@ -76,6 +83,8 @@ PAGES = {
 WIDGET_PAGES = {
     "race_chart": ("views/race.py", "the FC vs CNN race"),
     "loss_slice": ("views/train.py", "the training page"),
+
+    "kernel_gradient": ("views/cnn_explorer.py", "the convolutional explorer"),
 }
 
 
