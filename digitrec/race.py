@@ -24,7 +24,7 @@ import enum
 import math
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -86,6 +86,14 @@ class Race:
         for run in self.runs:
             run.stop()
 
+    def close(self) -> None:
+        """Stop the race and end every run's worker process now (a session that ends)."""
+        self.stop()
+        for run in self.runs:
+            close = getattr(run, "close", None)
+            if close is not None:
+                close()
+
     def join(self, timeout: float | None = None) -> bool:
         if self._thread is None:
             return True
@@ -121,9 +129,11 @@ def make_race(
     specs: Sequence[RunSpec],
     mode: RaceMode | str = RaceMode.SEQUENTIAL,
     probe: torch.Tensor | None = None,
+    make_run: Callable[..., TrainingRun] = TrainingRun,
 ) -> Race:
-    """A Race of one run per spec (not started)."""
-    return Race([TrainingRun(spec, data, probe) for spec in specs], mode)
+    """A Race of one run per spec (not started); ``make_run(spec, data, probe)`` makes each run
+    (the app passes ``digitrec.engines.make_run``: each network trains in a worker process)."""
+    return Race([make_run(spec, data, probe) for spec in specs], mode)
 
 
 # --- the table and the explanation ---------------------------------------------------------------

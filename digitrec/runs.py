@@ -50,6 +50,7 @@ from digitrec.train import Callback, TrainConfig, TrainControl, TrainState, eval
 
 class RunStatus(str, enum.Enum):
     IDLE = "idle"  # made, not started
+    QUEUED = "queued"  # started, waiting for a free slot on the server (digitrec.engines.queue)
     RUNNING = "running"
     PAUSED = "paused"  # waiting for resume() or step(n)
     STOPPING = "stopping"  # stop() was called; the thread is finishing its last evaluation
@@ -61,7 +62,7 @@ class RunStatus(str, enum.Enum):
     @property
     def active(self) -> bool:
         """The thread is alive (or about to be): someone should keep watching."""
-        return self in (RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.STOPPING)
+        return self in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.STOPPING)
 
     @property
     def ended(self) -> bool:
@@ -194,13 +195,12 @@ class TrainingRun:
     ``callbacks``: more ``train.Callback`` objects, called in the training
     thread after the run's own recording.
 
-    ``threads``: PyTorch intra-op threads for the training thread (None leaves
-    the setting alone). One is the default because on a small, shared machine
-    two OpenMP threads that wait for each other while other work holds the
-    cores train several times slower than one (measured on a 2-core machine
-    under load: FCNet 7,800 vs 26,000 digits/s, TinyVGG 870 vs 5,600), and one
-    leaves a core for the app. Note that ``torch.set_num_threads`` is not
-    thread-local: threads started afterwards inherit the value.
+    ``threads``: PyTorch intra-op threads to set when the thread starts (None,
+    the default, leaves the setting alone). ``torch.set_num_threads`` is not
+    thread-local: it changes the whole process, so only a process of its own
+    should set it. The app trains each run in a worker process
+    (``digitrec.engines.local.WorkerRun``) that sets its own thread count and
+    runs this class inside it.
     """
 
     def __init__(
@@ -209,7 +209,7 @@ class TrainingRun:
         data: MNIST,
         probe: torch.Tensor | None = None,
         callbacks: Sequence[Callback] = (),
-        threads: int | None = 1,
+        threads: int | None = None,
     ) -> None:
         self.spec = spec
         self.id = next(_RUN_IDS)  # unique in this process, unlike id(), which a later object may reuse

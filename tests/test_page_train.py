@@ -207,8 +207,9 @@ def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist)
     assert list(mine) == ["my-1"]
     net = mine["my-1"]
     assert net.label.startswith("My FCNet 784-16-16-10 (10 steps")
-    assert all(torch.equal(a, b) for a, b in zip(net.model.parameters(), run.model.parameters()))
-    assert net.model is not run.model and net.test_accuracy == run.progress().final_test_accuracy
+    trained = run.trained_model()  # the weights the worker process sent back
+    assert all(torch.equal(a, b) for a, b in zip(net.model.parameters(), trained.parameters()))
+    assert net.model is not trained and net.test_accuracy == run.progress().final_test_accuracy
 
     # The download's bytes are a checkpoint; uploading them adds the same network again.
     data = run.checkpoint_bytes()
@@ -216,7 +217,7 @@ def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist)
     assert not at.exception
     assert any("Loaded **My FCNet 784-16-16-10 (uploaded" in s.value for s in at.success)
     uploaded = at.session_state["my_models"]["my-2"]
-    assert all(torch.equal(a, b) for a, b in zip(uploaded.model.parameters(), run.model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(uploaded.model.parameters(), trained.parameters()))
     assert checkpoints.load_bytes(data).info.test_accuracy == pytest.approx(net.test_accuracy)
 
 

@@ -1,7 +1,8 @@
 """Training widgets: a live run with its controls, curves, probe digit and first-layer weights; the race.
 
-A run trains in a background thread (``digitrec.runs``) that belongs to this
-browser session (``state.training_run(slot)``). The views read it inside a
+A run trains in a worker process of its own (``digitrec.engines``), waiting
+its turn in the server's fair queue; its handle belongs to this browser session
+(``state.training_run(slot)``) and ends with it. The views read it inside a
 fragment that reruns every second while the run is active, so the page never
 waits for training and stays responsive; when the run starts or ends, the
 fragment reruns the whole page once so buttons and downloads match.
@@ -15,10 +16,11 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from digitrec import checkpoints, config, models, race, runs
+from digitrec import checkpoints, config, engines, models, race, runs
 from digitrec.errors import CheckpointError, DigitrecError, InvalidConfig
 from digitrec.race import Race, RaceMode
-from digitrec.runs import RunProgress, RunStatus, TrainingRun
+from digitrec.engines.local import WorkerRun
+from digitrec.runs import RunProgress, RunStatus
 from digitrec.spec import make_spec
 from digitrec.viz.digits import digit_figure, probabilities_figure
 from digitrec.viz.training import curves_figure, first_layer_figure, race_figure
@@ -109,18 +111,18 @@ def training_settings(*, key: str, disabled: bool = False) -> dict:
                 steps_per_s=steps_per_s)
 
 
-def make_run(values: dict, data, probe) -> TrainingRun:
-    """A TrainingRun (not started) from ``training_settings`` values; InvalidConfig if they are invalid."""
+def make_run(values: dict, data, probe) -> WorkerRun:
+    """A run (not started) from ``training_settings`` values; InvalidConfig if they are invalid."""
     values = dict(values)
     steps_per_s = values.pop("steps_per_s", 0)
     pace = [runs.Pace(1.0 / steps_per_s)] if steps_per_s else []
-    return TrainingRun(make_spec(**values), data, probe=probe, callbacks=pace)
+    return engines.make_run(make_spec(**values), data, probe=probe, callbacks=pace, owner=state.session_id())
 
 
 # --- controls ------------------------------------------------------------------------------------
 
 
-def _start(slot: str, make_run: Callable[[], TrainingRun], *, paused: bool = False, steps: int = 0,
+def _start(slot: str, make_run: Callable[[], WorkerRun], *, paused: bool = False, steps: int = 0,
            epoch: bool = False) -> str | None:
     """Make, keep and start a run; the refusal sentence if the settings are invalid."""
     try:
@@ -136,7 +138,7 @@ def _start(slot: str, make_run: Callable[[], TrainingRun], *, paused: bool = Fal
     return None
 
 
-def run_controls(*, key: str, slot: str, make_run: Callable[[], TrainingRun], stepping: bool = True) -> None:
+def run_controls(*, key: str, slot: str, make_run: Callable[[], WorkerRun], stepping: bool = True) -> None:
     """Start, Pause, Resume, Step (one batch), +1 epoch and Stop for the run in ``slot``.
 
     ``make_run`` builds a new run from the current settings; it raises
@@ -158,7 +160,7 @@ def run_controls(*, key: str, slot: str, make_run: Callable[[], TrainingRun], st
              "Train one batch, then pause (starts a new, paused run if none is going)."),
             ("epoch", "+1 epoch", ":material/fast_forward:", can_step, "Train to the end of this epoch, then pause."),
         ]
-    buttons.append(("stop", "Stop", ":material/stop:", status in (RunStatus.RUNNING, RunStatus.PAUSED),
+    buttons.append(("stop", "Stop", ":material/stop:", status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED),
                     "End the run; the network keeps what it has learned."))
     clicked = {}
     for col, (name, label, icon, enabled, help_text) in zip(st.columns(len(buttons)), buttons):
@@ -196,6 +198,18 @@ def _progress_bar(p: RunProgress) -> None:
     text = (f"Epoch {max(p.epoch, 1)}/{p.epochs} · step {p.step:,}/{p.total_steps:,} · "
             f"{p.samples_per_s:,.0f} digits/s · ETA {_duration(p.eta_s) if p.status.active else '–'}")
     st.progress(p.progress, text=text)
+
+
+def _queue_note(run, p: RunProgress) -> None:
+    """Where a waiting run stands in the server's queue, or that its worker is starting."""
+    if p.status is RunStatus.QUEUED:
+        place = run.place_in_line() if hasattr(run, "place_in_line") else None
+        wait = run.wait_estimate_s() if hasattr(run, "wait_estimate_s") else float("nan")
+        estimate = f"about {_duration(wait)}" if wait == wait else "not known yet (the runs ahead have just started)"
+        st.info(f"Waiting for a free place on the server: **{place or 1} in line**. It should start in {estimate}. "
+                "Every learner's runs take turns, so nobody waits forever.")
+    elif p.status.active and p.step == 0 and not p.evals:
+        st.caption("Starting a worker process for this run (a few seconds)…")
 
 
 def _status_note(p: RunProgress) -> None:
@@ -281,13 +295,14 @@ def _watch(*, key: str, slot: str, body: Callable[[object], None]) -> None:
 def run_view(*, key: str, slot: str, replay: bool = True, export: bool = True) -> None:
     """The run in ``slot``: progress, curves, the probe digit, the first layer; then replay and export."""
 
-    def body(run: TrainingRun | None) -> None:
+    def body(run: WorkerRun | None) -> None:
         if run is None:
             st.info("Choose the settings above and press **Start**. The curves, the probe digit's prediction and "
                     "the first layer's weights appear here and update every second.")
             return
         p = run.progress()
         _progress_bar(p)
+        _queue_note(run, p)
         _status_note(p)
         curves_col, net_col = st.columns([3, 2])
         with curves_col:
@@ -424,10 +439,11 @@ def live_training(*, key: str, model: str = "fc", steps: int = 300, batch_size: 
     network = dict(architecture=preset.architecture, widths=preset.hidden or config.FC_HIDDEN,
                    channels=preset.channels or config.CNN_CHANNELS)
 
-    def make_run() -> TrainingRun:
+    def make_run() -> WorkerRun:
         spec = make_spec(**network, lr=lr, batch_size=batch_size, epochs=1, seed=seed, max_steps=int(steps))
         pace = runs.Pace(LESSON_SECONDS / max(int(steps), 1))
-        return TrainingRun(spec, dataset, probe=state.current_digit().pixels, callbacks=[pace])
+        return engines.make_run(spec, dataset, probe=state.current_digit().pixels, callbacks=[pace],
+                                owner=state.session_id())
 
     st.caption(f"{int(steps):,} steps of {int(batch_size)} digits, Adam at learning rate {lr:g}, slowed down to "
                f"take about {LESSON_SECONDS:.0f} seconds so you can watch (the speed shown is the real one).")
@@ -476,7 +492,9 @@ def make_race(values: dict) -> Race:
             problems.append(str(e))
     if problems:
         raise InvalidConfig(problems[0])
-    return race.make_race(state.require_mnist(), specs, values["mode"])
+    owner = state.session_id()
+    return race.make_race(state.require_mnist(), specs, values["mode"],
+                          make_run=lambda spec, data, probe: engines.make_run(spec, data, probe, owner=owner))
 
 
 def race_controls(*, key: str, slot: str, make: Callable[[], Race]) -> None:
@@ -539,7 +557,7 @@ def race_view(*, key: str, slot: str, explanation: bool = True) -> None:
         progress = race_now.progress()
         status = race_now.status
         for p in progress:
-            waiting = p.status is RunStatus.IDLE
+            waiting = p.status in (RunStatus.IDLE, RunStatus.QUEUED)
             text = (f"{p.name}: waiting for its turn" if waiting else
                     f"{p.name}: {p.status.value} · step {p.step:,}/{p.total_steps:,} · {p.samples_per_s:,.0f} digits/s")
             st.progress(p.progress, text=text)
