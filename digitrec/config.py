@@ -109,6 +109,10 @@ MAX_SNAPSHOTS = 300  # a chosen snapshot_every may not make more (memory: ~50 KB
 MAX_STEP_POINTS = 3000  # per-step history is thinned to about this many points
 MAX_UNITS = {"fcnet": 16, "tinyvgg": 64}  # first-layer units kept per snapshot
 LIVE_EVERY_S = 0.2  # refresh the live probe and weights at most this often
+# Evaluations, snapshots and live updates together may take at most this share of a
+# run's wall clock: an automatic cadence (eval_every / snapshot_every 0) stretches
+# when they cost more, so a short TinyVGG run is not mostly evaluation.
+RECORDING_BUDGET = 0.10
 
 
 # --- where runs train (digitrec.engines) ---------------------------------------------------------

@@ -398,6 +398,12 @@ class Recorder:
         self._live_weights: torch.Tensor | None = None
         self._final_accuracy: float | None = None
         self._live_at = 0.0
+        # The recording budget (config.RECORDING_BUDGET): seconds spent recording since the
+        # start, and what each kind of recording cost the last time (perf_counter seconds).
+        self._started = time.perf_counter()
+        self._spent_s = 0.0
+        self._cost_s = {"eval": 0.0, "snapshot": 0.0, "live": 0.0}
+        self._owed = {"eval": False, "snapshot": False}  # due, but postponed to keep within the budget
         self.last_eval_step = -1
         self.last_snapshot_step = -1
 
@@ -415,19 +421,39 @@ class Recorder:
     # -- train.Callback events (the training thread) --
 
     def on_fit_start(self, state: TrainState) -> None:
+        self._started = time.perf_counter()
         self._publish(state)
-        self._evaluate(state)  # step 0: the untrained network, about 10 %
-        self._snapshot(state)
+        self._timed("eval", self._evaluate, state)  # step 0: the untrained network, about 10 %
+        self._timed("snapshot", self._snapshot, state)
 
     def on_step_end(self, state: TrainState) -> None:
         plan = self.plan
         self._publish(state, step_row(state) if state.step % plan.history_every == 0 else None)
-        if state.step % plan.eval_every == 0:
-            self._evaluate(state)
-        if state.step % plan.snapshot_every == 0:
-            self._snapshot(state)
-        elif time.monotonic() - self._live_at > config.LIVE_EVERY_S:
-            self._live()
+        self._owed["eval"] |= state.step % plan.eval_every == 0
+        self._owed["snapshot"] |= state.step % plan.snapshot_every == 0
+        if self._owed["eval"] and (not plan.adapt_eval or self._affordable("eval")):
+            self._owed["eval"] = False
+            self._timed("eval", self._evaluate, state)
+        if self._owed["snapshot"] and (not plan.adapt_snapshots or self._affordable("snapshot")):
+            self._owed["snapshot"] = False
+            self._timed("snapshot", self._snapshot, state)
+        elif time.monotonic() - self._live_at > config.LIVE_EVERY_S and self._affordable("live"):
+            self._timed("live", self._live)
+
+    def recording_share(self) -> float:
+        """Seconds spent recording over the run's wall clock so far (0..1)."""
+        return self._spent_s / max(time.perf_counter() - self._started, 1e-9)
+
+    def _affordable(self, kind: str) -> bool:
+        """Would recording ``kind`` now (at its last cost) keep within the budget of the wall clock so far?"""
+        wall = time.perf_counter() - self._started
+        return self._spent_s + self._cost_s[kind] <= config.RECORDING_BUDGET * wall
+
+    def _timed(self, kind: str, record, *args) -> None:
+        start = time.perf_counter()
+        record(*args)
+        self._cost_s[kind] = time.perf_counter() - start
+        self._spent_s += self._cost_s[kind]
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.test_accuracy is None:

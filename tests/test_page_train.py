@@ -75,7 +75,7 @@ def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
     at.button(key="train_start").click().run()
     assert not at.exception and not at.warning
     run = _run(at)
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.run()
     assert not at.exception
     p = run.progress()
@@ -116,7 +116,7 @@ def test_replay_shows_the_network_at_a_snapshot(mnist):
     _tiny(at)
     at.button(key="train_start").click().run()
     run = _run(at)
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.run()
     snaps = run.progress().snapshots
     at.select_slider(key="train_replay_at").set_value(0).run()
@@ -162,7 +162,7 @@ def test_step_epoch_stop_buttons_drive_the_run(mnist):
     at.button(key="train_epoch").click().run()  # to the end of epoch 1
     _wait(lambda: run.progress().step == 10 and run.status is RunStatus.PAUSED)
     at.button(key="train_stop").click().run()
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.run()
     p = run.progress()
     assert p.status is RunStatus.STOPPED and p.step == 10
@@ -191,7 +191,7 @@ def test_leaving_the_page_and_coming_back_keeps_one_run_and_sessions_are_separat
         assert other.button(key="train_stop").disabled and other.button(key="train_pause").disabled
     finally:
         run.stop()
-        assert run.join(timeout=60)
+        assert run.join(timeout=180)
 
 
 def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist):
@@ -199,7 +199,7 @@ def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist)
     _tiny(at)
     at.button(key="train_start").click().run()
     run = _run(at)
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.run()
     at.button(key="train_export_use").click().run()
     assert not at.exception
@@ -232,7 +232,7 @@ def test_a_wrong_upload_shows_the_checkpoint_error_sentence():
 
 
 def _wait(predicate) -> None:
-    wait_until(predicate, timeout=60.0)
+    wait_until(predicate, timeout=180.0)
 
 
 LESSON_SCRIPT = """
@@ -253,7 +253,7 @@ def test_the_lesson_widgets_train_live_and_race(mnist):
     assert not [b for b in at.button if b.key == "lesson6_step"]  # no stepping in the lesson's compact controls
     at.button(key="lesson6_start").click().run()
     run = at.session_state["training_runs"]["widget:lesson6"]
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.run()
     assert not at.exception
     p = run.progress()
@@ -264,7 +264,7 @@ def test_the_lesson_widgets_train_live_and_race(mnist):
 
     at.button(key="race_widget_start").click().run()
     race_now = at.session_state["training_runs"]["widget:race_widget"]
-    assert race_now.join(timeout=120)
+    assert race_now.join(timeout=240)
     at.run()
     assert not at.exception
     assert [p.status for p in race_now.progress()] == [RunStatus.FINISHED, RunStatus.FINISHED]
@@ -280,7 +280,7 @@ def test_the_probe_picture_stays_the_runs_digit_after_the_current_digit_changes(
     _tiny(at)
     at.button(key="train_start").click().run()
     run = _run(at)
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.session_state["digit"] = state.sample_digit(5)  # the learner picks another digit afterwards
     at.run()
     assert not at.exception

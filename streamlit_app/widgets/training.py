@@ -310,7 +310,8 @@ def run_view(*, key: str, slot: str, replay: bool = True, export: bool = True) -
                                      format_func={"step": "steps", "seconds": "seconds"}.get) or "step"
             _curves(p, key=key, x=x)
             st.caption(f"Grey: each batch's loss and accuracy; blue: their running mean. Orange: accuracy on "
-                       f"{p.eval_size:,} test digits the network never trains on, every {p.plan.eval_every} steps; "
+                       f"{p.eval_size:,} test digits the network never trains on, every {p.plan.eval_every} steps"
+                       f"{' or less often, so that measuring takes at most ' + format(config.RECORDING_BUDGET, '.0%') + ' of the time' if p.plan.adapt_eval else ''}; "
                        f"red diamonds: on all {p.test_size:,} after each epoch. Seconds count training only.")
         with net_col:
             _probe_view(run, p.probe_probs, key=key, caption="now")
