@@ -257,7 +257,8 @@ def main(args: list[str] | None = None) -> int:
     if opts.json:
         from digitrec import bench_app
 
-        report = bench_app.measure(mnist, root, timings, threads=threads, quick=opts.quick)
+        report = bench_app.measure(mnist, root, timings, threads=threads, quick=opts.quick, names=tuple(names),
+                                    max_steps=opts.max_steps)
         bench_app.write_json(report, Path(opts.json))
         print()
         print(bench_app.format_report(report))

@@ -187,11 +187,11 @@ def _time(fn, repeats: int) -> dict:
     return _percentiles(samples)
 
 
-def latencies(mnist: data.MNIST, repeats: int = LATENCY_REPEATS) -> dict:
+def latencies(mnist: data.MNIST, networks=("fc", "cnn"), repeats: int = LATENCY_REPEATS) -> dict:
     """{network: {what: {"median": ms, "p95": ms}}} for prediction with activations and each attribution."""
     x = data.to_input(mnist.test.images[:1])  # (1, 1, 28, 28)
     out = {}
-    for key in ("fc", "cnn"):
+    for key in networks:
         model = models.build(models.PRESETS[key], seed=0)
         model.eval()
         entry = {"predict_with_activations": _time(lambda: inspection.capture_activations(model, x), repeats)}
@@ -207,8 +207,12 @@ def latencies(mnist: data.MNIST, repeats: int = LATENCY_REPEATS) -> dict:
 # --- the whole report ----------------------------------------------------------------------------------
 
 
-def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: bool = False) -> dict:
-    """Every number of the JSON report, measured now (``timings``: digitrec.bench's loop timings)."""
+def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: bool = False,
+            names: tuple[str, ...] = tuple(config.PRESETS), max_steps: int | None = None) -> dict:
+    """Every number of the JSON report, measured now (``timings``: digitrec.bench's loop timings).
+
+    ``names``: the presets to measure (a ratio of a preset left out is None).
+    """
     from digitrec.bench import cpu_name
 
     ratios: dict[str, float | None] = {k: None for k in RATIO_KEYS}
@@ -233,31 +237,35 @@ def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: b
             ratios[name] = achieved / peak
 
     # In the app: one run at a time, then two at once (each on its own worker, with its own threads).
-    steps = 40 if quick else None
+    steps = (max_steps or 40) if quick else None
     train_size = 2_000 if quick else config.TRAIN_DIGITS
     app = {}
-    for key in ("fc", "cnn"):
+    for key in [k for k in ("fc", "cnn") if k in names]:
         spec = RunSpec(models.PRESETS[key], train.TrainConfig(epochs=1, max_steps=steps), train_size=train_size)
         alone = app_run([spec], mnist)[0]
         headless = fit_run(spec, mnist)
         app[key] = {"app": alone, "fit": headless}
         ratios[f"in_app_vs_fit_{key}"] = alone["samples_per_s"] / headless["samples_per_s"]
-    cnn_spec = RunSpec(models.PRESETS["cnn"], train.TrainConfig(epochs=1, max_steps=steps), train_size=train_size)
-    pair = app_run([cnn_spec, cnn_spec], mnist)
-    app["two_cnn_runs"] = pair
-    one = app["cnn"]["app"]["samples_per_s"]
-    ratios["two_runs_vs_one"] = min(r["samples_per_s"] for r in pair) / one
+    pair_key = "cnn" if "cnn" in app else next(iter(app), None)
+    if pair_key is not None:
+        pair_spec = RunSpec(models.PRESETS[pair_key], train.TrainConfig(epochs=1, max_steps=steps),
+                            train_size=train_size)
+        pair = app_run([pair_spec, pair_spec], mnist)
+        app["two_runs"] = {"network": pair_key, "runs": pair}
+        ratios["two_runs_vs_one"] = min(r["samples_per_s"] for r in pair) / app[pair_key]["app"]["samples_per_s"]
     report["app"] = app
 
     if not quick:
         tta = {}
         for key, name in (("cnn", "cnn_time_to_98_5_vs_reference"), ("fc-wide", "fc_wide_time_to_97_vs_reference")):
+            if key not in names:
+                continue
             mine = time_to_accuracy_fit(models.PRESETS[key], mnist, TARGETS[key])
             ref = time_to_accuracy_reference(models.PRESETS[key], mnist, root, TARGETS[key])
             tta[key] = {"target": TARGETS[key], "digitrec_s": mine, "reference_s": ref}
             ratios[name] = ref / mine if mine and ref else None
         report["time_to_accuracy"] = tta
-    report["latency_ms"] = latencies(mnist, 5 if quick else LATENCY_REPEATS)
+    report["latency_ms"] = latencies(mnist, [k for k in ("fc", "cnn") if k in names], 3 if quick else LATENCY_REPEATS)
     report["ratios"] = ratios
     return report
 
@@ -273,9 +281,9 @@ def format_report(report: dict) -> str:
         lines.append(f"  {key:<34} {'–' if value is None else f'{value:.2f}'}")
     lines.append(f"  matrix multiply: {report['matmul_gflops']:.1f} GFLOP/s")
     for key, entry in report["app"].items():
-        if key == "two_cnn_runs":
-            lines.append("  two TinyVGG runs at once: " + ", ".join(f"{r['samples_per_s']:,.0f}" for r in entry)
-                         + " digits/s")
+        if key == "two_runs":
+            lines.append(f"  two {entry['network']} runs at once: "
+                         + ", ".join(f"{r['samples_per_s']:,.0f}" for r in entry["runs"]) + " digits/s")
         else:
             lines.append(f"  {key}: app {entry['app']['samples_per_s']:,.0f} digits/s (worker started in "
                          f"{entry['app']['worker_start_s']:.1f} s), fit {entry['fit']['samples_per_s']:,.0f} digits/s")
@@ -283,4 +291,7 @@ def format_report(report: dict) -> str:
     for net, entry in report["latency_ms"].items():
         for what, t in entry.items():
             lines.append(f"  {net:<4} {what:<36} {t['median']:7.1f} / {t['p95']:7.1f}")
+    for key, entry in report.get("time_to_accuracy", {}).items():
+        lines.append(f"time to {entry['target']:.1%} ({key}): digitrec {entry['digitrec_s']} s, "
+                     f"reference {entry['reference_s']} s")
     return "\n".join(lines)
