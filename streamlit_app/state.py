@@ -438,3 +438,21 @@ def new_my_model_key() -> str:
     n = st.session_state.get(MY_MODEL_COUNT_KEY, 0) + 1
     st.session_state[MY_MODEL_COUNT_KEY] = n
     return f"my-{n}"
+
+
+# ---------------------------------------------------------------- the race's "scale the task" panel
+# Measured once per server and channel count (a few seconds of timing), then shared by every session.
+_SCALE: dict[int, list] = {}
+
+
+def scale_measured(channels: int):
+    """The rows measured before for ``channels``, or None."""
+    return _SCALE.get(channels)
+
+
+def measure_scale(channels: int) -> list:
+    """Measure now (the page's own threads; torch's global thread count is left alone) and keep the rows."""
+    from digitrec import scale
+
+    _SCALE[channels] = scale.measure(channels)
+    return _SCALE[channels]

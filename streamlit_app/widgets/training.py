@@ -594,3 +594,38 @@ def race_chart(*, key: str, epochs: int = 2, train_size: int = config.TRAIN_DIGI
                f"{int(batch_size)}, seed {int(seed)}, {mode}.")
     race_controls(key=key, slot=slot, make=lambda: make_race(values))
     race_view(key=key, slot=slot)
+
+
+# --- scale the task ------------------------------------------------------------------------------
+
+
+def scale_panel(*, key: str) -> None:
+    """Both networks on 28-128 px inputs with 1 or 3 channels: weights, arithmetic, memory, seconds, measured here."""
+    from digitrec import scale
+    from digitrec.viz.scale import scale_figure
+
+    st.markdown(
+        "On MNIST the fully connected network is cheaper per digit. Does that hold on bigger, coloured images? "
+        "Measure both networks here on synthetic images of each size (timing needs no dataset): their weights, "
+        "multiply-adds per image, memory to train a batch, and seconds per 1,000 images."
+    )
+    channels = st.radio("Channels", scale.CHANNELS, key=f"{key}_channels", horizontal=True,
+                        format_func=lambda c: "1 (grey)" if c == 1 else "3 (colour)")
+    measured = state.scale_measured(channels)
+    if measured is None:
+        if st.button("Measure both networks at 28, 32, 64 and 128 px", key=f"{key}_measure", icon=":material/speed:"):
+            with st.spinner("Timing a few training steps of each network at each size…"):
+                measured = state.measure_scale(channels)
+        else:
+            return
+    rows = measured
+    explanation = scale.explain(rows)
+    st.plotly_chart(scale_figure(rows, overtakes_at=explanation.overtakes_at), key=f"{key}_figure")
+    table = pd.DataFrame([{
+        "network": "FCNet" if r.network == "fc" else "TinyVGG", "input": f"{r.size}×{r.size}×{r.channels}",
+        "parameters": f"{r.params:,}", "multiply-adds per image": f"{r.macs:,}",
+        "training memory": f"{r.memory_bytes / 2**20:,.0f} MiB" + ("" if r.fits else " (over budget)"),
+        "s per 1,000 images": "–" if r.seconds_per_1000 != r.seconds_per_1000 else f"{r.seconds_per_1000:.2f}",
+    } for r in rows])
+    st.dataframe(table, hide_index=True)
+    st.markdown(explanation.text)
