@@ -124,8 +124,7 @@ RUN_THREADS_ENV = "DIGITREC_RUN_THREADS"  # PyTorch threads of each worker proce
 # than one (2-core machine under load: FCNet 7,800 vs 26,000 digits/s, TinyVGG
 # 870 vs 5,600), and with K = cores - 1 runs one core stays with the pages.
 RUN_THREADS = 1
-RAY_ADDRESS_ENV = "DIGITREC_RAY_ADDRESS"  # a Ray cluster to train on instead of local worker processes
-ENGINE_ENV = "DIGITREC_ENGINE"  # "local" (default) or "ray"
+DEVICE_ENV = "DIGITREC_DEVICE"  # "cpu" keeps training off a GPU that is present
 REPORT_EVERY_S = 0.25  # a worker sends its progress this often (the page polls once a second)
 STOP_GRACE_S = 3.0  # a worker asked to stop gets this long before it is terminated
 SESSION_GRACE_S = 3.0  # a browser session gone this long has its runs stopped (a reload reconnects sooner)

@@ -117,6 +117,7 @@ class RunProgress:
     total_units: int  # neurons or filters in the first layer (U may show fewer)
     message: str  # why a run diverged or failed; empty otherwise
     final_test_accuracy: float | None  # on the full test set, once the run has ended
+    device: str = "cpu"  # where it trained: "cpu" or "cuda"
 
     @property
     def total_steps(self) -> int:
@@ -152,9 +153,9 @@ def first_layer(model: nn.Module, max_units: int | None = None) -> torch.Tensor:
     with torch.no_grad():
         if arch == "fcnet":
             w = model.fc_1.weight[:limit]  # (U, 784)
-            return w.detach().reshape(-1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (U, 28, 28)
+            return w.detach().reshape(-1, IMAGE_SIZE, IMAGE_SIZE).cpu().clone()  # (U, 28, 28)
         w = model.conv_1_1.weight[:limit]  # (U, 1, 3, 3), maybe channels-last while training
-        return w.detach()[:, 0].contiguous().clone()  # (U, 3, 3)
+        return w.detach()[:, 0].contiguous().cpu().clone()  # (U, 3, 3)
 
 
 def _units(model: nn.Module) -> int:
@@ -164,7 +165,8 @@ def _units(model: nn.Module) -> int:
 def _probe_probs(model: nn.Module, probe: torch.Tensor) -> torch.Tensor:
     """(10,) class probabilities of the probe digit; the model's mode is restored."""
     with eval_mode(model), torch.inference_mode():
-        return torch.softmax(model(probe), dim=1)[0].clone()  # dim=1: classes
+        probe = probe.to(next(model.parameters()).device)
+        return torch.softmax(model(probe), dim=1)[0].cpu().clone()  # dim=1: classes; a CPU copy
 
 
 def eval_subset(test: DigitSet, size: int = config.EVAL_SIZE) -> DigitSet:
@@ -310,6 +312,7 @@ class TrainingRun:
             steps=r.steps, evals=r.evals, epoch_results=r.epoch_results,
             snapshots=r.snapshots, probe_probs=r.probe_probs, first_layer=r.first_layer,
             total_units=self._total_units, message=message, final_test_accuracy=r.final_test_accuracy,
+            device=next(self.model.parameters()).device.type,
         )
 
     def trained_model(self) -> nn.Module:

@@ -194,3 +194,31 @@ def test_max_runs_reads_the_environment_and_keeps_a_core_for_the_pages(monkeypat
     assert max_runs() == max(1, (os.cpu_count() or 2) - 1)
     monkeypatch.delenv("DIGITREC_MAX_RUNS")
     assert max_runs() == max(1, (os.cpu_count() or 2) - 1)
+
+
+def test_training_goes_to_the_gpu_only_when_one_is_present(monkeypatch):
+    import torch
+
+    from digitrec.engines.local import training_device
+
+    assert training_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("DIGITREC_DEVICE", "cpu")
+    assert training_device() == "cpu"  # a GPU can be kept free for something else
+
+
+def test_the_device_paths_run_on_the_cpu_and_the_race_says_where_it_trained():
+    import torch
+
+    from digitrec import race
+    from digitrec.runs import TrainingRun
+
+    d = small_mnist(n_train=32, n_test=40)
+    run = TrainingRun(RunSpec(models.TinyVGGConfig(), TrainConfig(epochs=1, batch_size=8)), d)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    run.model.to(device)  # what a worker does when a GPU is present; on the CPU the same code path
+    run.start()
+    assert run.join(timeout=60)
+    p = run.progress()
+    assert p.status is RunStatus.FINISHED and p.device == device
+    assert p.first_layer.device.type == "cpu" and p.probe_probs.device.type == "cpu"  # the page reads CPU copies
+    assert race.table([race.row_of(p)])["trained on"] == ["GPU (CUDA)" if device == "cuda" else "CPU"]
