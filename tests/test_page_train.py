@@ -289,3 +289,28 @@ def test_the_probe_picture_stays_the_runs_digit_after_the_current_digit_changes(
     pictures = [z for z in heatmaps if z.shape == want.shape and np.allclose(z, want, atol=1e-6)]
     assert pictures, "the probe picture should still show sample 3, the digit the run was started with"
     assert any("when this run started" in c.value for c in at.caption)
+
+
+def test_a_worker_runs_progress_shows_after_each_page_rerun(mnist):
+    import re
+
+    at = _open()
+    _tiny(at, epochs=20)
+    at.button(key="train_start").click().run()
+    run = _run(at)
+    try:
+        _wait(lambda: run.progress().step > 0)  # the worker process has started and reported
+
+        def shown_step() -> int:
+            at.run()  # a rerun, as a click elsewhere on the page makes
+            assert not at.exception
+            text = at.get("progress")[0].proto.text
+            return int(re.search(r"step ([\d,]+)/", text).group(1).replace(",", ""))
+
+        first = shown_step()
+        assert first > 0 and run.pid is not None and run.pid != __import__("os").getpid()
+        _wait(lambda: run.progress().step > first + 5)
+        assert shown_step() > first  # each rerun reads the worker's latest report
+    finally:
+        run.stop()
+        assert run.join(timeout=180)
