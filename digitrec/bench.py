@@ -212,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also measure the app's runs, the machine's peak and the latencies, and write every "
                         "number with the ratios.* keys to this JSON file")
+    parser.add_argument("--app-steps", type=_positive, default=None, metavar="N",
+                        help="with --json: train the app's runs (and headless fit) for N steps instead of one epoch")
+    parser.add_argument("--no-time-to-accuracy", action="store_true",
+                        help="with --json: skip the (long) time-to-accuracy races")
     parser.add_argument("--quick", action="store_true",
                         help="a short run for tests: 20 steps per loop, tiny worker runs, no time-to-accuracy")
     return parser
@@ -258,7 +262,8 @@ def main(args: list[str] | None = None) -> int:
         from digitrec import bench_app
 
         report = bench_app.measure(mnist, root, timings, threads=threads, quick=opts.quick, names=tuple(names),
-                                    max_steps=opts.max_steps)
+                                    max_steps=opts.max_steps, app_steps=opts.app_steps,
+                                    time_to_accuracy=not opts.no_time_to_accuracy)
         bench_app.write_json(report, Path(opts.json))
         print()
         print(bench_app.format_report(report))

@@ -208,7 +208,8 @@ def latencies(mnist: data.MNIST, networks=("fc", "cnn"), repeats: int = LATENCY_
 
 
 def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: bool = False,
-            names: tuple[str, ...] = tuple(config.PRESETS), max_steps: int | None = None) -> dict:
+            names: tuple[str, ...] = tuple(config.PRESETS), max_steps: int | None = None,
+            app_steps: int | None = None, time_to_accuracy: bool = True) -> dict:
     """Every number of the JSON report, measured now (``timings``: digitrec.bench's loop timings).
 
     ``names``: the presets to measure (a ratio of a preset left out is None).
@@ -237,7 +238,7 @@ def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: b
             ratios[name] = achieved / peak
 
     # In the app: one run at a time, then two at once (each on its own worker, with its own threads).
-    steps = (max_steps or 40) if quick else None
+    steps = (max_steps or 40) if quick else app_steps
     train_size = 2_000 if quick else config.TRAIN_DIGITS
     app = {}
     for key in [k for k in ("fc", "cnn") if k in names]:
@@ -255,7 +256,8 @@ def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: b
         ratios["two_runs_vs_one"] = min(r["samples_per_s"] for r in pair) / app[pair_key]["app"]["samples_per_s"]
     report["app"] = app
 
-    if not quick:
+    report["app_steps"] = steps  # None: one full epoch
+    if time_to_accuracy and not quick:
         tta = {}
         for key, name in (("cnn", "cnn_time_to_98_5_vs_reference"), ("fc-wide", "fc_wide_time_to_97_vs_reference")):
             if key not in names:

@@ -314,3 +314,25 @@ def test_a_worker_runs_progress_shows_after_each_page_rerun(mnist):
     finally:
         run.stop()
         assert run.join(timeout=180)
+
+
+def test_a_run_beyond_the_servers_slots_shows_its_place_in_line(mnist, monkeypatch):
+    from digitrec.engines import queue
+
+    monkeypatch.setattr(queue, "_DEFAULT", queue.RunQueue(1))  # a server that trains one run at a time
+    first, second = _open(), _open()  # two learners
+    for at in (first, second):
+        _tiny(at, epochs=20)
+        at.button(key="train_start").click().run()
+        assert not at.exception
+    runs = [_run(first), _run(second)]
+    try:
+        assert runs[1].status is RunStatus.QUEUED and runs[1].pid is None
+        assert any("**1 in line**" in i.value for i in second.info)
+        assert second.button(key="train_stop").disabled is False  # a waiting run can be withdrawn
+        second.button(key="train_stop").click().run()
+        assert runs[1].status is RunStatus.STOPPED and runs[1].pid is None  # it never started a process
+    finally:
+        for run in runs:
+            run.stop()
+        assert all(run.join(timeout=180) for run in runs)

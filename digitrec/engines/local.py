@@ -286,8 +286,8 @@ class WorkerRun:
     def trained_model(self) -> nn.Module:
         """The model as the worker left it, once the run has ended (a new copy each call)."""
         with self._lock:
-            weights = self._state_dict
-        if not self._ended.is_set():
+            weights, final = self._state_dict, self._final  # both arrive together in the worker's last report
+        if final is None:
             raise RuntimeError("The run has not ended yet: stop it or wait for it to finish.")
         if weights is None:
             raise RuntimeError("This run has no trained weights: its worker ended before sending them.")

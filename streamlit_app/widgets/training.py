@@ -367,7 +367,7 @@ def model_export(*, key: str, slot: str) -> None:
     if run is None or not run.status.ended:
         return
     p = run.progress()
-    if p.step == 0:
+    if p.step == 0 or p.status is RunStatus.FAILED:  # a failed worker sent no weights back
         return
     st.subheader("Use your network")
     added = st.session_state.setdefault(f"{key}_added", {})  # run.id -> the Network key it was added as
@@ -557,9 +557,11 @@ def race_view(*, key: str, slot: str, explanation: bool = True) -> None:
             return
         progress = race_now.progress()
         status = race_now.status
-        for p in progress:
+        for run, p in zip(race_now.runs, progress):
             waiting = p.status in (RunStatus.IDLE, RunStatus.QUEUED)
-            text = (f"{p.name}: waiting for its turn" if waiting else
+            place = run.place_in_line() if p.status is RunStatus.QUEUED and hasattr(run, "place_in_line") else None
+            text = (f"{p.name}: waiting for its turn" + (f" ({place} in line on the server)" if place else "")
+                    if waiting else
                     f"{p.name}: {p.status.value} · step {p.step:,}/{p.total_steps:,} · {p.samples_per_s:,.0f} digits/s")
             st.progress(p.progress, text=text)
         for p in progress:
