@@ -333,7 +333,15 @@ class WorkerRun:
         except (EOFError, OSError, pickle.UnpicklingError):
             pass  # the worker has gone: below says how
         conn.close()
-        process.join(5.0)
+        # The worker has said everything; give it time to exit, then make sure it is gone,
+        # so that an ended run never leaves a process behind.
+        process.join(config.STOP_GRACE_S)
+        if process.is_alive():
+            process.terminate()
+            process.join(2.0)
+        if process.is_alive():
+            process.kill()
+            process.join(2.0)
         with self._lock:
             if self._final is None:
                 self._final = RunStatus.FAILED
