@@ -38,7 +38,7 @@ weights: $(STAMP) data
 	$(PY) -m digitrec train --model cnn --epochs 8 --lr 0.005 --schedule cosine --seed 0 --out weights/cnn.safetensors
 
 bench: $(STAMP) data
-	$(PY) -m digitrec bench
+	$(PY) -m digitrec bench --json bench.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/screenshots
