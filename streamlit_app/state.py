@@ -456,3 +456,118 @@ def measure_scale(channels: int) -> list:
 
     _SCALE[channels] = scale.measure(channels)
     return _SCALE[channels]
+
+# ---------------------------------------------------------------- units, the Map, Break it (unit.py, map.py, break_it.py)
+# Per-model results (top-k statistics over the test set, maps, fooling transfer
+# rates) are computed once: server-wide for the pretrained networks, per
+# session for a learner's own model, keyed by the model object so a retrained
+# or changed model never shows an old model's numbers. A lock per result
+# stops two sessions building the same slow UMAP at once.
+
+_MODEL_RESULTS_KEY = "_model_results"  # session_state key: {net key: (model, {what: result})}
+CHANGES_KEY = "_unit_changes"  # session_state key: {base net key: [intervention.Change, ...]}
+CHANGED_PREFIX = "changed-"  # a changed copy's network key: "changed-fc"
+
+
+@st.cache_resource
+def _server_results() -> tuple[dict, dict]:
+    import collections
+    import threading
+
+    return {}, collections.defaultdict(threading.Lock)
+
+
+def model_result(net: Network, what: tuple, compute):
+    """``compute()`` for ``net``, once: per server for a pretrained network, per session (and model) otherwise."""
+    if net.key in PRETRAINED_LABELS:
+        store, locks = _server_results()
+        key = (net.key, *what)
+        if key not in store:
+            with locks[key]:
+                if key not in store:
+                    store[key] = compute()
+        return store[key]
+    caches = st.session_state.setdefault(_MODEL_RESULTS_KEY, {})
+    model, store = caches.get(net.key, (None, None))
+    if model is not net.model:  # retrained, replaced or changed: every old result is wrong
+        store = {}
+        caches[net.key] = (net.model, store)
+    if what not in store:
+        store[what] = compute()
+    return store[what]
+
+
+def unit_statistics(net: Network) -> dict:
+    """``digitrec.units.statistics`` of ``net`` over the 10,000 test digits."""
+    from digitrec import units
+
+    with st.spinner("Running the 10,000 test digits through the network once…"):
+        return model_result(net, ("unit statistics",), lambda: units.statistics(net.model, require_mnist().test))
+
+
+def dead_units(net: Network) -> dict:
+    """``digitrec.units.dead_units`` of ``net`` over the test digits: layer -> dead unit indices."""
+    from digitrec import units
+
+    stats = unit_statistics(net)
+    return model_result(net, ("dead units",), lambda: units.dead_units(stats))
+
+
+def changes(base: Network) -> list:
+    """The interventions made on ``base`` in this session (empty when none)."""
+    return list(st.session_state.get(CHANGES_KEY, {}).get(base.key, []))
+
+
+def base_network(net: Network) -> Network:
+    """The original network behind a changed copy (itself when it is not one)."""
+    if net.key.startswith(CHANGED_PREFIX):
+        return networks().get(net.key[len(CHANGED_PREFIX):], net)
+    return net
+
+
+def set_changes(base: Network, new_changes: list, check: torch.Tensor) -> Network | None:
+    """Make the session's changed copy of ``base`` (raises intervention.BadChange, keeping the old one);
+    an empty list removes the copy (Reset). The shared ``base.model`` is never modified."""
+    from digitrec import intervention, models as model_lib
+
+    key = CHANGED_PREFIX + base.key
+    if not new_changes:
+        st.session_state.get(CHANGES_KEY, {}).pop(base.key, None)
+        st.session_state.get(MY_MODELS_KEY, {}).pop(key, None)
+        if st.session_state.get(NET_KEY) == key:
+            set_network(base.key)
+        return None
+    changed = intervention.apply(base.model, new_changes, check=check)
+    st.session_state.setdefault(CHANGES_KEY, {})[base.key] = list(new_changes)
+    label = f"{model_lib.display_name(base.config)} (changed: {len(new_changes)})"
+    return add_my_model(key, label, changed, None)
+
+
+def map_features(net: Network) -> dict:
+    """layer -> (10000, D) features of the test digits at every map layer of ``net`` (one batched pass)."""
+    from digitrec import embedding
+
+    with st.spinner("Running the 10,000 test digits through the network…"):
+        return model_result(net, ("map features",), lambda: embedding.representations(
+            net.model, require_mnist().test.images, embedding.map_layers(net.model)))
+
+
+def digit_map(net: Network, layer: str, method: str):
+    """``embedding.fit_pca`` / ``fit_umap`` of one layer of ``net``, built once (UMAP: on the first UMAP_POINTS digits)."""
+    from digitrec import embedding
+
+    features = map_features(net)[layer]
+    if method == "PCA":
+        return model_result(net, ("map", layer, method), lambda: embedding.fit_pca(layer, features))
+    with st.spinner(f"Building the UMAP map of {embedding.UMAP_POINTS:,} digits (once per network and layer; "
+                    "the very first one also compiles UMAP's code, up to a minute)…"):
+        return model_result(net, ("map", layer, method),
+                            lambda: embedding.fit_umap(layer, features[: embedding.UMAP_POINTS]))
+
+
+def neighbour_features(net: Network) -> dict:
+    """layer -> (NEIGHBOUR_POOL, D) features of the training digits a placed digit's neighbours come from."""
+    from digitrec import embedding
+
+    return model_result(net, ("neighbour features",), lambda: embedding.representations(
+        net.model, embedding.pool_images(require_mnist().train), embedding.map_layers(net.model)))

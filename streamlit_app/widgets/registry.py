@@ -41,6 +41,13 @@ WIDGETS: dict[str, tuple[str, str, str]] = {
     "attribution_compare": ("attribution", "attribution_compare", "an attribution map for both networks"),
     "attribution_classes": ("attribution", "attribution_classes", "attributions for all ten classes"),
     "attribution_sanity": ("attribution", "attribution_sanity", "the randomised-weights sanity check"),
+    "unit_biography": ("units", "unit_biography", "one neuron or feature map: top digits, dead or not, best picture"),
+    "unit_link": ("units", "unit_link", "the dead units named; any unit's biography one click away"),
+    "unit_intervention": ("units", "unit_intervention", "switch a unit off or type a weight; watch the scores"),
+    "digit_map": ("embedding", "digit_map", "10,000 test digits on a 2-D map of one layer, yours placed"),
+    "make_it_a": ("fooling", "make_it_a", "the smallest edit that makes a network read another digit"),
+    "noise_test": ("fooling", "noise_test", "what the networks call random noise"),
+    "draw_to_fool": ("fooling", "draw_to_fool", "draw a digit one network misreads"),
 }
 
 
@@ -55,6 +62,9 @@ PAGES = {
     "attribution": ("views/attributions.py", "the attributions page"),
     "training": ("views/train.py", "the training page"),
     "compare": ("views/race.py", "the FC vs CNN race"),
+    "units": ("views/unit.py", "Inside a unit"),
+    "embedding": ("views/map.py", "Where a digit lands"),
+    "fooling": ("views/break_it.py", "Break it"),
 }
 
 
