@@ -17,7 +17,9 @@ module measures, in the same run and with the same threads:
   from the layer shapes as 2 x 3 x forward multiply-adds per digit) over a
   large float32 matrix multiply's FLOP/s;
 - **latency**: median and 95th percentile of one digit's prediction with all
-  activations, and of each attribution method, per network.
+  activations, and of each attribution method, per network; and (not in quick
+  mode) ``digitrec.bench_units``' timings of the unit, map and fooling pieces.
+  The backward step-through will be timed here once ``digitrec.backprop`` is on main.
 
 Speed belongs here, never in a test. ``quick`` makes every part tiny (for the
 test that checks the keys) and skips time to accuracy.
@@ -267,6 +269,10 @@ def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: b
             tta[key] = {"target": TARGETS[key], "digitrec_s": mine, "reference_s": ref}
             ratios[name] = ref / mine if mine and ref else None
         report["time_to_accuracy"] = tta
+    if not quick:  # the unit, map and fooling pieces: digitrec.bench_units measures them (no UMAP: minutes)
+        from digitrec import bench_units
+
+        report["units_s"] = dict(bench_units.measure(mnist, umap=False))
     report["latency_ms"] = latencies(mnist, [k for k in ("fc", "cnn") if k in names], 3 if quick else LATENCY_REPEATS)
     report["ratios"] = ratios
     return report
