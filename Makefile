@@ -39,7 +39,7 @@ weights: $(STAMP) data
 	$(PY) -m digitrec train --model fc --hidden none --epochs 10 --lr 0.003 --schedule cosine --seed 0 --out weights/linear.safetensors
 
 bench: $(STAMP) data
-	$(PY) -m digitrec bench
+	$(PY) -m digitrec bench --json bench.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/screenshots

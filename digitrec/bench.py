@@ -207,7 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
         f"the reference always uses {REFERENCE_BATCH_SIZE}",
     )
     parser.add_argument("--no-reference", action="store_true", help="time digitrec only")
-    parser.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=_positive, default=None,
+                        help=f"torch threads (default: {config.RUN_THREADS}, as each training worker uses)")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also measure the app's runs, the machine's peak and the latencies, and write every "
+                        "number with the ratios.* keys to this JSON file")
+    parser.add_argument("--app-steps", type=_positive, default=None, metavar="N",
+                        help="with --json: train the app's runs (and headless fit) for N steps instead of one epoch")
+    parser.add_argument("--no-time-to-accuracy", action="store_true",
+                        help="with --json: skip the (long) time-to-accuracy races")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run for tests: 20 steps per loop, tiny worker runs, no time-to-accuracy")
     return parser
 
 
@@ -232,8 +242,10 @@ def main(args: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in config.PRESETS]
     if unknown or not names:
         parser.error(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(config.PRESETS)}")
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    threads = opts.threads or _run_threads()
+    torch.set_num_threads(threads)  # the bench is its own process: the same threads for every loop
+    if opts.quick and opts.max_steps is None:
+        opts.max_steps = 20
 
     root = data.ensure_mnist()
     mnist = data.load_mnist(root)
@@ -246,7 +258,22 @@ def main(args: list[str] | None = None) -> int:
             print(f"timing {models.display_name(model_config)}: reference ...", file=sys.stderr, flush=True)
             timings.append(time_reference(model_config, root, opts.epochs, opts.max_steps))
     print(format_table(timings, opts.epochs, opts.max_steps))
+    if opts.json:
+        from digitrec import bench_app
+
+        report = bench_app.measure(mnist, root, timings, threads=threads, quick=opts.quick, names=tuple(names),
+                                    max_steps=opts.max_steps, app_steps=opts.app_steps,
+                                    time_to_accuracy=not opts.no_time_to_accuracy)
+        bench_app.write_json(report, Path(opts.json))
+        print()
+        print(bench_app.format_report(report))
     return 0
+
+
+def _run_threads() -> int:
+    from digitrec.engines.local import _run_threads as threads
+
+    return threads()
 
 
 if __name__ == "__main__":

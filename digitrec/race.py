@@ -24,7 +24,7 @@ import enum
 import math
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -86,6 +86,14 @@ class Race:
         for run in self.runs:
             run.stop()
 
+    def close(self) -> None:
+        """Stop the race and end every run's worker process now (a session that ends)."""
+        self.stop()
+        for run in self.runs:
+            close = getattr(run, "close", None)
+            if close is not None:
+                close()
+
     def join(self, timeout: float | None = None) -> bool:
         if self._thread is None:
             return True
@@ -121,9 +129,11 @@ def make_race(
     specs: Sequence[RunSpec],
     mode: RaceMode | str = RaceMode.SEQUENTIAL,
     probe: torch.Tensor | None = None,
+    make_run: Callable[..., TrainingRun] = TrainingRun,
 ) -> Race:
-    """A Race of one run per spec (not started)."""
-    return Race([TrainingRun(spec, data, probe) for spec in specs], mode)
+    """A Race of one run per spec (not started); ``make_run(spec, data, probe)`` makes each run
+    (the app passes ``digitrec.engines.make_run``: each network trains in a worker process)."""
+    return Race([make_run(spec, data, probe) for spec in specs], mode)
 
 
 # --- the table and the explanation ---------------------------------------------------------------
@@ -143,6 +153,7 @@ class RaceRow:
     best_accuracy: float | None  # the best test-subset accuracy seen so far
     status: str = ""
     milestones: tuple[tuple[float, float | None], ...] = ()  # like seconds_to, at MILESTONES (for explain)
+    device: str = ""  # where it trained: "cpu" or "cuda" ("" before the race)
 
     @property
     def macs_training(self) -> int:
@@ -179,6 +190,7 @@ def race_row(
     final_accuracy: float | None = None,
     targets: Sequence[float] = config.RACE_TARGETS,
     status: str = "",
+    device: str = "",
 ) -> RaceRow:
     """A table row from a run's numbers (see ``row_of`` for a RunProgress).
 
@@ -198,6 +210,7 @@ def race_row(
         best_accuracy=max(accuracies) if accuracies else None,
         status=status,
         milestones=tuple((t, seconds_to_reach(evals, t)) for t in sorted({*MILESTONES, *targets})),
+        device=device,
     )
 
 
@@ -207,7 +220,7 @@ def row_of(progress: RunProgress, targets: Sequence[float] = config.RACE_TARGETS
         name=progress.name, params=progress.params, macs_forward=progress.macs,
         train_size=progress.plan.train_size, samples_seen=progress.samples_seen, elapsed_s=progress.elapsed_s,
         evals=progress.evals, final_accuracy=progress.final_test_accuracy, targets=targets,
-        status=progress.status.value,
+        status=progress.status.value, device=progress.device,
     )
 
 
@@ -229,6 +242,8 @@ def table(rows: Sequence[RaceRow]) -> dict[str, list[str]]:
         t = target[0]
         out[f"seconds to {t:.0%}"] = [num(r.seconds_to[i][1], ",.1f", "not reached") for r in rows]
     out["final test accuracy"] = [num(r.final_accuracy, ".2%") for r in rows]
+    if any(r.device for r in rows):
+        out["trained on"] = [{"cuda": "GPU (CUDA)", "cpu": "CPU"}.get(r.device, r.device or "–") for r in rows]
     return out
 
 

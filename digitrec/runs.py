@@ -50,6 +50,7 @@ from digitrec.train import Callback, TrainConfig, TrainControl, TrainState, eval
 
 class RunStatus(str, enum.Enum):
     IDLE = "idle"  # made, not started
+    QUEUED = "queued"  # started, waiting for a free slot on the server (digitrec.engines.queue)
     RUNNING = "running"
     PAUSED = "paused"  # waiting for resume() or step(n)
     STOPPING = "stopping"  # stop() was called; the thread is finishing its last evaluation
@@ -61,7 +62,7 @@ class RunStatus(str, enum.Enum):
     @property
     def active(self) -> bool:
         """The thread is alive (or about to be): someone should keep watching."""
-        return self in (RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.STOPPING)
+        return self in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.STOPPING)
 
     @property
     def ended(self) -> bool:
@@ -116,6 +117,7 @@ class RunProgress:
     total_units: int  # neurons or filters in the first layer (U may show fewer)
     message: str  # why a run diverged or failed; empty otherwise
     final_test_accuracy: float | None  # on the full test set, once the run has ended
+    device: str = "cpu"  # where it trained: "cpu" or "cuda"
 
     @property
     def total_steps(self) -> int:
@@ -151,9 +153,9 @@ def first_layer(model: nn.Module, max_units: int | None = None) -> torch.Tensor:
     with torch.no_grad():
         if arch == "fcnet":
             w = model.fc_1.weight[:limit]  # (U, 784)
-            return w.detach().reshape(-1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (U, 28, 28)
+            return w.detach().reshape(-1, IMAGE_SIZE, IMAGE_SIZE).cpu().clone()  # (U, 28, 28)
         w = model.conv_1_1.weight[:limit]  # (U, 1, 3, 3), maybe channels-last while training
-        return w.detach()[:, 0].contiguous().clone()  # (U, 3, 3)
+        return w.detach()[:, 0].contiguous().cpu().clone()  # (U, 3, 3)
 
 
 def _units(model: nn.Module) -> int:
@@ -163,7 +165,8 @@ def _units(model: nn.Module) -> int:
 def _probe_probs(model: nn.Module, probe: torch.Tensor) -> torch.Tensor:
     """(10,) class probabilities of the probe digit; the model's mode is restored."""
     with eval_mode(model), torch.inference_mode():
-        return torch.softmax(model(probe), dim=1)[0].clone()  # dim=1: classes
+        probe = probe.to(next(model.parameters()).device)
+        return torch.softmax(model(probe), dim=1)[0].cpu().clone()  # dim=1: classes; a CPU copy
 
 
 def eval_subset(test: DigitSet, size: int = config.EVAL_SIZE) -> DigitSet:
@@ -194,13 +197,12 @@ class TrainingRun:
     ``callbacks``: more ``train.Callback`` objects, called in the training
     thread after the run's own recording.
 
-    ``threads``: PyTorch intra-op threads for the training thread (None leaves
-    the setting alone). One is the default because on a small, shared machine
-    two OpenMP threads that wait for each other while other work holds the
-    cores train several times slower than one (measured on a 2-core machine
-    under load: FCNet 7,800 vs 26,000 digits/s, TinyVGG 870 vs 5,600), and one
-    leaves a core for the app. Note that ``torch.set_num_threads`` is not
-    thread-local: threads started afterwards inherit the value.
+    ``threads``: PyTorch intra-op threads to set when the thread starts (None,
+    the default, leaves the setting alone). ``torch.set_num_threads`` is not
+    thread-local: it changes the whole process, so only a process of its own
+    should set it. The app trains each run in a worker process
+    (``digitrec.engines.local.WorkerRun``) that sets its own thread count and
+    runs this class inside it.
     """
 
     def __init__(
@@ -209,7 +211,7 @@ class TrainingRun:
         data: MNIST,
         probe: torch.Tensor | None = None,
         callbacks: Sequence[Callback] = (),
-        threads: int | None = 1,
+        threads: int | None = None,
     ) -> None:
         self.spec = spec
         self.id = next(_RUN_IDS)  # unique in this process, unlike id(), which a later object may reuse
@@ -310,6 +312,7 @@ class TrainingRun:
             steps=r.steps, evals=r.evals, epoch_results=r.epoch_results,
             snapshots=r.snapshots, probe_probs=r.probe_probs, first_layer=r.first_layer,
             total_units=self._total_units, message=message, final_test_accuracy=r.final_test_accuracy,
+            device=next(self.model.parameters()).device.type,
         )
 
     def trained_model(self) -> nn.Module:
@@ -398,6 +401,12 @@ class Recorder:
         self._live_weights: torch.Tensor | None = None
         self._final_accuracy: float | None = None
         self._live_at = 0.0
+        # The recording budget (config.RECORDING_BUDGET): seconds spent recording since the
+        # start, and what each kind of recording cost the last time (perf_counter seconds).
+        self._started = time.perf_counter()
+        self._spent_s = 0.0
+        self._cost_s = {"eval": 0.0, "snapshot": 0.0, "live": 0.0}
+        self._owed = {"eval": False, "snapshot": False}  # due, but postponed to keep within the budget
         self.last_eval_step = -1
         self.last_snapshot_step = -1
 
@@ -415,19 +424,39 @@ class Recorder:
     # -- train.Callback events (the training thread) --
 
     def on_fit_start(self, state: TrainState) -> None:
+        self._started = time.perf_counter()
         self._publish(state)
-        self._evaluate(state)  # step 0: the untrained network, about 10 %
-        self._snapshot(state)
+        self._timed("eval", self._evaluate, state)  # step 0: the untrained network, about 10 %
+        self._timed("snapshot", self._snapshot, state)
 
     def on_step_end(self, state: TrainState) -> None:
         plan = self.plan
         self._publish(state, step_row(state) if state.step % plan.history_every == 0 else None)
-        if state.step % plan.eval_every == 0:
-            self._evaluate(state)
-        if state.step % plan.snapshot_every == 0:
-            self._snapshot(state)
-        elif time.monotonic() - self._live_at > config.LIVE_EVERY_S:
-            self._live()
+        self._owed["eval"] |= state.step % plan.eval_every == 0
+        self._owed["snapshot"] |= state.step % plan.snapshot_every == 0
+        if self._owed["eval"] and (not plan.adapt_eval or self._affordable("eval")):
+            self._owed["eval"] = False
+            self._timed("eval", self._evaluate, state)
+        if self._owed["snapshot"] and (not plan.adapt_snapshots or self._affordable("snapshot")):
+            self._owed["snapshot"] = False
+            self._timed("snapshot", self._snapshot, state)
+        elif time.monotonic() - self._live_at > config.LIVE_EVERY_S and self._affordable("live"):
+            self._timed("live", self._live)
+
+    def recording_share(self) -> float:
+        """Seconds spent recording over the run's wall clock so far (0..1)."""
+        return self._spent_s / max(time.perf_counter() - self._started, 1e-9)
+
+    def _affordable(self, kind: str) -> bool:
+        """Would recording ``kind`` now (at its last cost) keep within the budget of the wall clock so far?"""
+        wall = time.perf_counter() - self._started
+        return self._spent_s + self._cost_s[kind] <= config.RECORDING_BUDGET * wall
+
+    def _timed(self, kind: str, record, *args) -> None:
+        start = time.perf_counter()
+        record(*args)
+        self._cost_s[kind] = time.perf_counter() - start
+        self._spent_s += self._cost_s[kind]
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.test_accuracy is None:

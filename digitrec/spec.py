@@ -37,6 +37,10 @@ class RunPlan:
     eval_every: int  # steps between test-subset evaluations
     snapshot_every: int  # steps between weight snapshots
     history_every: int  # keep one step in this many in the per-step history
+    # An automatic cadence (the spec's 0) stretches to keep recording within
+    # config.RECORDING_BUDGET of the run's wall clock; a chosen one is kept exactly.
+    adapt_eval: bool = False
+    adapt_snapshots: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class RunSpec:
             eval_every=self.eval_every or max(1, round(total / config.EVAL_POINTS)),
             snapshot_every=snapshot_every,
             history_every=max(1, math.ceil(total / config.MAX_STEP_POINTS)),
+            adapt_eval=self.eval_every == 0,
+            adapt_snapshots=self.snapshot_every == 0,
         )
 
 

@@ -492,26 +492,53 @@ def commit_prediction(block_key: str, value) -> None:
 
 
 # ---------------------------------------------------------------- Train and race pages (train.py, race.py)
-# A training run (digitrec.runs.TrainingRun or Race) belongs to the browser
+# A training run (a digitrec.engines run handle, or a Race) belongs to the browser
 # session that started it: it lives in that session's st.session_state, so two
 # learners never see or steer each other's runs, and moving to another page and
-# back finds the same run (its thread keeps going) instead of starting another.
+# back finds the same run (its worker process keeps going) instead of starting another.
 RUNS_KEY = "training_runs"  # session_state key: {slot: run}; a slot is "train", "race" or a widget key
 MY_MODEL_COUNT_KEY = "_my_model_count"
 
 
+def session_id() -> str | None:
+    """This browser session's id (None outside a script run)."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return ctx.session_id if ctx is not None else None
+
+
+@st.cache_resource
+def session_runs():
+    """The server's runs by session; a janitor ends the runs of sessions that have gone (closed tab)."""
+    from streamlit.runtime import Runtime
+
+    from digitrec.engines.sessions import SessionRuns
+
+    registry = SessionRuns()
+    # Only under a real server that knows this session (AppTest has no runtime serving it).
+    if Runtime.exists() and session_id() and Runtime.instance().is_active_session(session_id()):
+        registry.start_janitor(Runtime.instance().is_active_session)
+    return registry
+
+
 def training_run(slot: str):
-    """This session's run in ``slot`` (a TrainingRun or Race), or None."""
+    """This session's run in ``slot`` (a run handle or a Race), or None."""
     return st.session_state.get(RUNS_KEY, {}).get(slot)
 
 
 def set_training_run(slot: str, run) -> None:
-    """Keep ``run`` in ``slot``, stopping the run it replaces (so no thread is left unwatched)."""
+    """Keep ``run`` in ``slot``, stopping the run it replaces (so no worker is left unwatched).
+
+    The run is also registered under this session, so it ends with the session.
+    """
     runs = st.session_state.setdefault(RUNS_KEY, {})
     old = runs.get(slot)
     if old is not None and old is not run:
         old.stop()
     runs[slot] = run
+    if session_id() is not None:
+        session_runs().add(session_id(), run)
 
 
 def new_my_model_key() -> str:
@@ -520,6 +547,23 @@ def new_my_model_key() -> str:
     st.session_state[MY_MODEL_COUNT_KEY] = n
     return f"my-{n}"
 
+
+# ---------------------------------------------------------------- the race's "scale the task" panel
+# Measured once per server and channel count (a few seconds of timing), then shared by every session.
+_SCALE: dict[int, list] = {}
+
+
+def scale_measured(channels: int):
+    """The rows measured before for ``channels``, or None."""
+    return _SCALE.get(channels)
+
+
+def measure_scale(channels: int) -> list:
+    """Measure now (the page's own threads; torch's global thread count is left alone) and keep the rows."""
+    from digitrec import scale
+
+    _SCALE[channels] = scale.measure(channels)
+    return _SCALE[channels]
 
 # ---------------------------------------------------------------- units, the Map, Break it (unit.py, map.py, break_it.py)
 # Per-model results (top-k statistics over the test set, maps, fooling transfer

@@ -50,7 +50,7 @@ def test_a_tiny_race_charts_both_networks_and_explains_with_its_numbers(mnist):
     at.button(key="race_start").click().run()
     assert not at.exception and not at.warning
     race_now = at.session_state["training_runs"]["race"]
-    assert race_now.join(timeout=120)
+    assert race_now.join(timeout=240)
     at.run()
     assert not at.exception
     fc, cnn = race_now.progress()

@@ -75,7 +75,7 @@ def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
     at.button(key="train_start").click().run()
     assert not at.exception and not at.warning
     run = _run(at)
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.run()
     assert not at.exception
     p = run.progress()
@@ -116,7 +116,7 @@ def test_replay_shows_the_network_at_a_snapshot(mnist):
     _tiny(at)
     at.button(key="train_start").click().run()
     run = _run(at)
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.run()
     snaps = run.progress().snapshots
     at.select_slider(key="train_replay_at").set_value(0).run()
@@ -162,7 +162,7 @@ def test_step_epoch_stop_buttons_drive_the_run(mnist):
     at.button(key="train_epoch").click().run()  # to the end of epoch 1
     _wait(lambda: run.progress().step == 10 and run.status is RunStatus.PAUSED)
     at.button(key="train_stop").click().run()
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.run()
     p = run.progress()
     assert p.status is RunStatus.STOPPED and p.step == 10
@@ -191,7 +191,7 @@ def test_leaving_the_page_and_coming_back_keeps_one_run_and_sessions_are_separat
         assert other.button(key="train_stop").disabled and other.button(key="train_pause").disabled
     finally:
         run.stop()
-        assert run.join(timeout=60)
+        assert run.join(timeout=180)
 
 
 def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist):
@@ -199,7 +199,7 @@ def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist)
     _tiny(at)
     at.button(key="train_start").click().run()
     run = _run(at)
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.run()
     at.button(key="train_export_use").click().run()
     assert not at.exception
@@ -207,8 +207,9 @@ def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist)
     assert list(mine) == ["my-1"]
     net = mine["my-1"]
     assert net.label.startswith("My FCNet 784-16-16-10 (10 steps")
-    assert all(torch.equal(a, b) for a, b in zip(net.model.parameters(), run.model.parameters()))
-    assert net.model is not run.model and net.test_accuracy == run.progress().final_test_accuracy
+    trained = run.trained_model()  # the weights the worker process sent back
+    assert all(torch.equal(a, b) for a, b in zip(net.model.parameters(), trained.parameters()))
+    assert net.model is not trained and net.test_accuracy == run.progress().final_test_accuracy
 
     # The download's bytes are a checkpoint; uploading them adds the same network again.
     data = run.checkpoint_bytes()
@@ -216,7 +217,7 @@ def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist)
     assert not at.exception
     assert any("Loaded **My FCNet 784-16-16-10 (uploaded" in s.value for s in at.success)
     uploaded = at.session_state["my_models"]["my-2"]
-    assert all(torch.equal(a, b) for a, b in zip(uploaded.model.parameters(), run.model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(uploaded.model.parameters(), trained.parameters()))
     assert checkpoints.load_bytes(data).info.test_accuracy == pytest.approx(net.test_accuracy)
 
 
@@ -231,7 +232,7 @@ def test_a_wrong_upload_shows_the_checkpoint_error_sentence():
 
 
 def _wait(predicate) -> None:
-    wait_until(predicate, timeout=60.0)
+    wait_until(predicate, timeout=180.0)
 
 
 LESSON_SCRIPT = """
@@ -252,7 +253,7 @@ def test_the_lesson_widgets_train_live_and_race(mnist):
     assert not [b for b in at.button if b.key == "lesson6_step"]  # no stepping in the lesson's compact controls
     at.button(key="lesson6_start").click().run()
     run = at.session_state["training_runs"]["widget:lesson6"]
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.run()
     assert not at.exception
     p = run.progress()
@@ -263,7 +264,7 @@ def test_the_lesson_widgets_train_live_and_race(mnist):
 
     at.button(key="race_widget_start").click().run()
     race_now = at.session_state["training_runs"]["widget:race_widget"]
-    assert race_now.join(timeout=120)
+    assert race_now.join(timeout=240)
     at.run()
     assert not at.exception
     assert [p.status for p in race_now.progress()] == [RunStatus.FINISHED, RunStatus.FINISHED]
@@ -279,7 +280,7 @@ def test_the_probe_picture_stays_the_runs_digit_after_the_current_digit_changes(
     _tiny(at)
     at.button(key="train_start").click().run()
     run = _run(at)
-    assert run.join(timeout=60)
+    assert run.join(timeout=180)
     at.session_state["digit"] = state.sample_digit(5)  # the learner picks another digit afterwards
     at.run()
     assert not at.exception
@@ -288,3 +289,50 @@ def test_the_probe_picture_stays_the_runs_digit_after_the_current_digit_changes(
     pictures = [z for z in heatmaps if z.shape == want.shape and np.allclose(z, want, atol=1e-6)]
     assert pictures, "the probe picture should still show sample 3, the digit the run was started with"
     assert any("when this run started" in c.value for c in at.caption)
+
+
+def test_a_worker_runs_progress_shows_after_each_page_rerun(mnist):
+    import re
+
+    at = _open()
+    _tiny(at, epochs=20)
+    at.button(key="train_start").click().run()
+    run = _run(at)
+    try:
+        _wait(lambda: run.progress().step > 0)  # the worker process has started and reported
+
+        def shown_step() -> int:
+            at.run()  # a rerun, as a click elsewhere on the page makes
+            assert not at.exception
+            text = at.get("progress")[0].proto.text
+            return int(re.search(r"step ([\d,]+)/", text).group(1).replace(",", ""))
+
+        first = shown_step()
+        assert first > 0 and run.pid is not None and run.pid != __import__("os").getpid()
+        _wait(lambda: run.progress().step > first + 5)
+        assert shown_step() > first  # each rerun reads the worker's latest report
+    finally:
+        run.stop()
+        assert run.join(timeout=180)
+
+
+def test_a_run_beyond_the_servers_slots_shows_its_place_in_line(mnist, monkeypatch):
+    from digitrec.engines import queue
+
+    monkeypatch.setattr(queue, "_DEFAULT", queue.RunQueue(1))  # a server that trains one run at a time
+    first, second = _open(), _open()  # two learners
+    for at in (first, second):
+        _tiny(at, epochs=20)
+        at.button(key="train_start").click().run()
+        assert not at.exception
+    runs = [_run(first), _run(second)]
+    try:
+        assert runs[1].status is RunStatus.QUEUED and runs[1].pid is None
+        assert any("**1 in line**" in i.value for i in second.info)
+        assert second.button(key="train_stop").disabled is False  # a waiting run can be withdrawn
+        second.button(key="train_stop").click().run()
+        assert runs[1].status is RunStatus.STOPPED and runs[1].pid is None  # it never started a process
+    finally:
+        for run in runs:
+            run.stop()
+        assert all(run.join(timeout=180) for run in runs)

@@ -280,3 +280,30 @@ def test_checkpoint_bytes_round_trip_through_load_bytes():
     assert ck.info.test_accuracy == pytest.approx(run.progress().final_test_accuracy)
     assert (ck.info.epochs, ck.info.seed) == (1, 3)
     assert ck.info.extra["steps"] == "3" and ck.info.extra["train_size"] == "48"
+
+
+# --- recording at a budget ------------------------------------------------------------------------
+
+
+def test_an_automatic_cadence_keeps_recording_within_its_budget_and_a_chosen_one_is_kept():
+    # Each evaluation reads 2,000 digits, while 20 steps of one digit cost far less: evaluating
+    # every 20 steps as planned would take most of the run's time.
+    d = _data(n_train=64, n_test=2000)
+    budgeted = TrainingRun(RunSpec(models.FCConfig(), TrainConfig(epochs=10, batch_size=1)), d)  # 640 steps
+    assert budgeted.plan.eval_every == round(640 / config.EVAL_POINTS) and budgeted.plan.adapt_eval
+    budgeted.start()
+    assert budgeted.join(timeout=120)
+    p = budgeted.progress()
+    planned = p.total_steps // p.plan.eval_every + 1
+    assert p.status is RunStatus.FINISHED
+    assert 2 <= len(p.evals) < planned  # postponed, not dropped: the curve still has points
+    assert p.evals[0].step == 0 and p.evals[-1].step == p.step
+    assert budgeted._recorder.recording_share() <= 2 * config.RECORDING_BUDGET
+
+    chosen = TrainingRun(RunSpec(models.FCConfig(), TrainConfig(epochs=10, batch_size=1),
+                                 eval_every=budgeted.plan.eval_every), d)
+    assert not chosen.plan.adapt_eval
+    chosen.start()
+    assert chosen.join(timeout=120)
+    every = chosen.plan.eval_every  # every one of them, and the last step (finish)
+    assert [e.step for e in chosen.progress().evals] == [*range(0, 641, every), 640]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from streamlit_app import state
-from streamlit_app.widgets.training import RACE_SLOT, make_race, race_controls, race_settings, race_view
+from streamlit_app.widgets.training import RACE_SLOT, make_race, race_controls, race_settings, race_view, scale_panel
 
 
 def draw() -> None:
@@ -22,6 +22,9 @@ def draw() -> None:
     values = race_settings(key="race", disabled=active)
     race_controls(key="race", slot=RACE_SLOT, make=lambda: make_race(values))
     race_view(key="race", slot=RACE_SLOT)
+
+    with st.expander("And on a bigger task? Scale the images up and measure both networks"):
+        scale_panel(key="race_scale")
 
     with st.expander("Beyond speed: move the digit and see which network still recognises it"):
         from streamlit_app.widgets.compare import shift_test

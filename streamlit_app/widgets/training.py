@@ -1,7 +1,8 @@
 """Training widgets: a live run with its controls, curves, probe digit and first-layer weights; the race.
 
-A run trains in a background thread (``digitrec.runs``) that belongs to this
-browser session (``state.training_run(slot)``). The views read it inside a
+A run trains in a worker process of its own (``digitrec.engines``), waiting
+its turn in the server's fair queue; its handle belongs to this browser session
+(``state.training_run(slot)``) and ends with it. The views read it inside a
 fragment that reruns every second while the run is active, so the page never
 waits for training and stays responsive; when the run starts or ends, the
 fragment reruns the whole page once so buttons and downloads match.
@@ -17,10 +18,11 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from digitrec import checkpoints, config, models, race, runs
+from digitrec import checkpoints, config, engines, models, race, runs
 from digitrec.errors import CheckpointError, DigitrecError, InvalidConfig
 from digitrec.race import Race, RaceMode
-from digitrec.runs import RunProgress, RunStatus, TrainingRun
+from digitrec.engines.local import WorkerRun
+from digitrec.runs import RunProgress, RunStatus
 from digitrec.spec import make_spec
 from digitrec.viz.digits import digit_figure, probabilities_figure
 from digitrec.viz.training import curves_figure, first_layer_figure, race_figure
@@ -111,18 +113,18 @@ def training_settings(*, key: str, disabled: bool = False) -> dict:
                 steps_per_s=steps_per_s)
 
 
-def make_run(values: dict, data, probe) -> TrainingRun:
-    """A TrainingRun (not started) from ``training_settings`` values; InvalidConfig if they are invalid."""
+def make_run(values: dict, data, probe) -> WorkerRun:
+    """A run (not started) from ``training_settings`` values; InvalidConfig if they are invalid."""
     values = dict(values)
     steps_per_s = values.pop("steps_per_s", 0)
     pace = [runs.Pace(1.0 / steps_per_s)] if steps_per_s else []
-    return TrainingRun(make_spec(**values), data, probe=probe, callbacks=pace)
+    return engines.make_run(make_spec(**values), data, probe=probe, callbacks=pace, owner=state.session_id())
 
 
 # --- controls ------------------------------------------------------------------------------------
 
 
-def _start(slot: str, make_run: Callable[[], TrainingRun], *, paused: bool = False, steps: int = 0,
+def _start(slot: str, make_run: Callable[[], WorkerRun], *, paused: bool = False, steps: int = 0,
            epoch: bool = False) -> str | None:
     """Make, keep and start a run; the refusal sentence if the settings are invalid."""
     try:
@@ -138,7 +140,7 @@ def _start(slot: str, make_run: Callable[[], TrainingRun], *, paused: bool = Fal
     return None
 
 
-def run_controls(*, key: str, slot: str, make_run: Callable[[], TrainingRun], stepping: bool = True) -> None:
+def run_controls(*, key: str, slot: str, make_run: Callable[[], WorkerRun], stepping: bool = True) -> None:
     """Start, Pause, Resume, Step (one batch), +1 epoch and Stop for the run in ``slot``.
 
     ``make_run`` builds a new run from the current settings; it raises
@@ -160,7 +162,7 @@ def run_controls(*, key: str, slot: str, make_run: Callable[[], TrainingRun], st
              "Train one batch, then pause (starts a new, paused run if none is going)."),
             ("epoch", "+1 epoch", ":material/fast_forward:", can_step, "Train to the end of this epoch, then pause."),
         ]
-    buttons.append(("stop", "Stop", ":material/stop:", status in (RunStatus.RUNNING, RunStatus.PAUSED),
+    buttons.append(("stop", "Stop", ":material/stop:", status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED),
                     "End the run; the network keeps what it has learned."))
     clicked = {}
     for col, (name, label, icon, enabled, help_text) in zip(st.columns(len(buttons)), buttons):
@@ -198,6 +200,18 @@ def _progress_bar(p: RunProgress) -> None:
     text = (f"Epoch {max(p.epoch, 1)}/{p.epochs} · step {p.step:,}/{p.total_steps:,} · "
             f"{p.samples_per_s:,.0f} digits/s · ETA {_duration(p.eta_s) if p.status.active else '–'}")
     st.progress(p.progress, text=text)
+
+
+def _queue_note(run, p: RunProgress) -> None:
+    """Where a waiting run stands in the server's queue, or that its worker is starting."""
+    if p.status is RunStatus.QUEUED:
+        place = run.place_in_line() if hasattr(run, "place_in_line") else None
+        wait = run.wait_estimate_s() if hasattr(run, "wait_estimate_s") else float("nan")
+        estimate = f"about {_duration(wait)}" if wait == wait else "not known yet (the runs ahead have just started)"
+        st.info(f"Waiting for a free place on the server: **{place or 1} in line**. It should start in {estimate}. "
+                "Every learner's runs take turns, so nobody waits forever.")
+    elif p.status.active and p.step == 0 and not p.evals:
+        st.caption("Starting a worker process for this run (a few seconds)…")
 
 
 def _status_note(p: RunProgress) -> None:
@@ -283,13 +297,14 @@ def _watch(*, key: str, slot: str, body: Callable[[object], None]) -> None:
 def run_view(*, key: str, slot: str, replay: bool = True, export: bool = True) -> None:
     """The run in ``slot``: progress, curves, the probe digit, the first layer; then replay and export."""
 
-    def body(run: TrainingRun | None) -> None:
+    def body(run: WorkerRun | None) -> None:
         if run is None:
             st.info("Choose the settings above and press **Start**. The curves, the probe digit's prediction and "
                     "the first layer's weights appear here and update every second.")
             return
         p = run.progress()
         _progress_bar(p)
+        _queue_note(run, p)
         _status_note(p)
         curves_col, net_col = st.columns([3, 2])
         with curves_col:
@@ -297,7 +312,8 @@ def run_view(*, key: str, slot: str, replay: bool = True, export: bool = True) -
                                      format_func={"step": "steps", "seconds": "seconds"}.get) or "step"
             _curves(p, key=key, x=x)
             st.caption(f"Grey: each batch's loss and accuracy; blue: their running mean. Orange: accuracy on "
-                       f"{p.eval_size:,} test digits the network never trains on, every {p.plan.eval_every} steps; "
+                       f"{p.eval_size:,} test digits the network never trains on, every {p.plan.eval_every} steps"
+                       f"{' or less often, so that measuring takes at most ' + format(config.RECORDING_BUDGET, '.0%') + ' of the time' if p.plan.adapt_eval else ''}; "
                        f"red diamonds: on all {p.test_size:,} after each epoch. Seconds count training only.")
         with net_col:
             _probe_view(run, p.probe_probs, key=key, caption="now")
@@ -353,7 +369,7 @@ def model_export(*, key: str, slot: str) -> None:
     if run is None or not run.status.ended:
         return
     p = run.progress()
-    if p.step == 0:
+    if p.step == 0 or p.status is RunStatus.FAILED:  # a failed worker sent no weights back
         return
     st.subheader("Use your network")
     added = st.session_state.setdefault(f"{key}_added", {})  # run.id -> the Network key it was added as
@@ -427,13 +443,14 @@ def live_training(*, key: str, model: str = "fc", steps: int = 300, batch_size: 
     network = dict(architecture=preset.architecture, widths=preset.hidden or config.FC_HIDDEN,
                    channels=preset.channels or config.CNN_CHANNELS)
 
-    def make_run() -> TrainingRun:
+    def make_run() -> WorkerRun:
         spec = make_spec(**network, lr=lr, batch_size=batch_size, epochs=1, seed=seed, max_steps=int(steps),
                          optimizer=optimizer)
         if optimizer == "sgd":  # plain SGD: no momentum, so each step is exactly lr x slope
             spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, momentum=0.0))
         pace = runs.Pace(LESSON_SECONDS / max(int(steps), 1))
-        return TrainingRun(spec, dataset, probe=state.current_digit().pixels, callbacks=[pace])
+        return engines.make_run(spec, dataset, probe=state.current_digit().pixels, callbacks=[pace],
+                                owner=state.session_id())
 
     method = "plain gradient descent (SGD, no momentum)" if optimizer == "sgd" else "Adam"
     st.caption(f"{int(steps):,} steps of {int(batch_size)} digits, {method} at learning rate {lr:g}, slowed down to "
@@ -483,7 +500,9 @@ def make_race(values: dict) -> Race:
             problems.append(str(e))
     if problems:
         raise InvalidConfig(problems[0])
-    return race.make_race(state.require_mnist(), specs, values["mode"])
+    owner = state.session_id()
+    return race.make_race(state.require_mnist(), specs, values["mode"],
+                          make_run=lambda spec, data, probe: engines.make_run(spec, data, probe, owner=owner))
 
 
 def race_controls(*, key: str, slot: str, make: Callable[[], Race]) -> None:
@@ -545,9 +564,11 @@ def race_view(*, key: str, slot: str, explanation: bool = True) -> None:
             return
         progress = race_now.progress()
         status = race_now.status
-        for p in progress:
-            waiting = p.status is RunStatus.IDLE
-            text = (f"{p.name}: waiting for its turn" if waiting else
+        for run, p in zip(race_now.runs, progress):
+            waiting = p.status in (RunStatus.IDLE, RunStatus.QUEUED)
+            place = run.place_in_line() if p.status is RunStatus.QUEUED and hasattr(run, "place_in_line") else None
+            text = (f"{p.name}: waiting for its turn" + (f" ({place} in line on the server)" if place else "")
+                    if waiting else
                     f"{p.name}: {p.status.value} · step {p.step:,}/{p.total_steps:,} · {p.samples_per_s:,.0f} digits/s")
             st.progress(p.progress, text=text)
         for p in progress:
@@ -582,3 +603,38 @@ def race_chart(*, key: str, epochs: int = 2, train_size: int = config.TRAIN_DIGI
                f"{int(batch_size)}, seed {int(seed)}, {mode}.")
     race_controls(key=key, slot=slot, make=lambda: make_race(values))
     race_view(key=key, slot=slot)
+
+
+# --- scale the task ------------------------------------------------------------------------------
+
+
+def scale_panel(*, key: str) -> None:
+    """Both networks on 28-128 px inputs with 1 or 3 channels: weights, arithmetic, memory, seconds, measured here."""
+    from digitrec import scale
+    from digitrec.viz.scale import scale_figure
+
+    st.markdown(
+        "On MNIST the fully connected network is cheaper per digit. Does that hold on bigger, coloured images? "
+        "Measure both networks here on synthetic images of each size (timing needs no dataset): their weights, "
+        "multiply-adds per image, memory to train a batch, and seconds per 1,000 images."
+    )
+    channels = st.radio("Channels", scale.CHANNELS, key=f"{key}_channels", horizontal=True,
+                        format_func=lambda c: "1 (grey)" if c == 1 else "3 (colour)")
+    measured = state.scale_measured(channels)
+    if measured is None:
+        if st.button("Measure both networks at 28, 32, 64 and 128 px", key=f"{key}_measure", icon=":material/speed:"):
+            with st.spinner("Timing a few training steps of each network at each size…"):
+                measured = state.measure_scale(channels)
+        else:
+            return
+    rows = measured
+    explanation = scale.explain(rows)
+    st.plotly_chart(scale_figure(rows, overtakes_at=explanation.overtakes_at), key=f"{key}_figure")
+    table = pd.DataFrame([{
+        "network": "FCNet" if r.network == "fc" else "TinyVGG", "input": f"{r.size}×{r.size}×{r.channels}",
+        "parameters": f"{r.params:,}", "multiply-adds per image": f"{r.macs:,}",
+        "training memory": f"{r.memory_bytes / 2**20:,.0f} MiB" + ("" if r.fits else " (over budget)"),
+        "s per 1,000 images": "–" if r.seconds_per_1000 != r.seconds_per_1000 else f"{r.seconds_per_1000:.2f}",
+    } for r in rows])
+    st.dataframe(table, hide_index=True)
+    st.markdown(explanation.text)

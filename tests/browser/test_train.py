@@ -71,7 +71,7 @@ def test_start_watch_the_curves_grow_and_stop(app_url, page):
     _shot(page, "1-before")
 
     _button(page, "train_start").click()
-    _wait_for(lambda: _points(page, "loss of each batch") > 0, 60, "the first points of the loss curve")
+    _wait_for(lambda: _points(page, "loss of each batch") > 0, 180, "the first points of the loss curve")  # a worker process starts first
     first = _points(page, "loss of each batch")
     _wait_for(lambda: _points(page, "loss of each batch") > first + 10, 60, "the loss curve to gain points")
     _wait_for(lambda: _points(page, "test accuracy (2,000") >= 3, 120, "three test-accuracy points")
@@ -115,5 +115,7 @@ def test_race_on_all_training_digits_fills_the_chart_table_and_explanation(app_u
     page.get_by_text("When the trade reverses.").wait_for(timeout=30_000)
     _settled(page)
     assert_no_exception(page)
-    assert _points(page, "FCNet 784-16-16-10") >= 20 and _points(page, "TinyVGG (10 channels)") >= 20
+    # Evaluations on an automatic cadence keep within 10 % of the run's time (config.RECORDING_BUDGET):
+    # one TinyVGG evaluation of 2,000 digits costs several training steps, so it gets fewer points.
+    assert _points(page, "FCNet 784-16-16-10") >= 20 and _points(page, "TinyVGG (10 channels)") >= 3
     _shot(page, "race-finished", folder="race")

@@ -1,0 +1,305 @@
+"""The benchmark's second part (``python -m digitrec bench --json PATH``): the app as a learner meets it.
+
+``digitrec.bench`` times the training loop against the tutorial loop. This
+module measures, in the same run and with the same threads:
+
+- **time to accuracy**: wall-clock training seconds until the full test set
+  reaches 98.5 % (TinyVGG) or 97 % (FCNet 784-128-64-10), for ``fit`` and for
+  the reference loop (Adam 1e-3, batches of 64), evaluating every
+  ``EVAL_EVERY_DIGITS`` digits, evaluation time excluded from both;
+- **in the app**: a run in a worker process (``digitrec.engines.local``) with
+  recording on, its progress read once a second as the page reads it; its
+  digits per wall-clock second (from the worker's first report to its end, so
+  the process start, reported apart, is not counted) over headless ``fit`` on
+  the same digits;
+- **two runs at once**: each one's digits per second over one run alone;
+- **fraction of peak**: the training step's FLOP/s (forward + backward counted
+  from the layer shapes as 2 x 3 x forward multiply-adds per digit) over a
+  large float32 matrix multiply's FLOP/s;
+- **latency**: median and 95th percentile of one digit's prediction with all
+  activations, and of each attribution method, per network; and (not in quick
+  mode) ``digitrec.bench_units``' timings of the unit, map and fooling pieces.
+  The backward step-through will be timed here once ``digitrec.backprop`` is on main.
+
+Speed belongs here, never in a test. ``quick`` makes every part tiny (for the
+test that checks the keys) and skips time to accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from digitrec import attribution, config, data, inspection, models, train
+from digitrec.spec import RunSpec
+
+EVAL_EVERY_DIGITS = 6_400  # evaluate the test set this often while racing to an accuracy
+TARGETS = {"cnn": 0.985, "fc-wide": 0.97}
+MAX_EPOCHS_TO_TARGET = 5
+LATENCY_REPEATS = 30
+RATIO_KEYS = (
+    "fc_epoch_vs_reference", "fc_wide_epoch_vs_reference", "cnn_epoch_vs_reference",
+    "cnn_time_to_98_5_vs_reference", "fc_wide_time_to_97_vs_reference",
+    "in_app_vs_fit_fc", "in_app_vs_fit_cnn", "two_runs_vs_one",
+    "cnn_fraction_of_peak", "fc_wide_fraction_of_peak",
+)
+
+
+# --- time to accuracy ------------------------------------------------------------------------------
+
+
+class _UntilAccuracy:
+    """A fit callback: evaluate the test set every ``every`` steps and stop at ``target``."""
+
+    def __init__(self, test: data.DigitSet, target: float, every: int, control: train.TrainControl) -> None:
+        self.test, self.target, self.every, self.control = test, target, every, control
+        self.seconds: float | None = None
+
+    def on_step_end(self, state: train.TrainState) -> None:
+        if state.step % self.every == 0 and self.seconds is None:
+            model = self.model
+            if train.evaluate(model, self.test)[1] >= self.target:
+                self.seconds = state.elapsed_s  # the training clock: evaluation excluded
+                self.control.stop()
+
+
+def time_to_accuracy_fit(model_config, mnist: data.MNIST, target: float) -> float | None:
+    model = models.build(model_config, seed=0)
+    control = train.TrainControl()
+    batch = config.BATCH_SIZE
+    until = _UntilAccuracy(mnist.test, target, max(1, EVAL_EVERY_DIGITS // batch), control)
+    until.model = model
+    train.fit(model, mnist.train, train.TrainConfig(epochs=MAX_EPOCHS_TO_TARGET, batch_size=batch,
+                                                    evaluate_each_epoch=False), callbacks=[until], control=control)
+    return until.seconds
+
+
+def time_to_accuracy_reference(model_config, mnist: data.MNIST, root: Path, target: float) -> float | None:
+    from digitrec.bench import REFERENCE_LR, reference_loader
+
+    loader = reference_loader(root)
+    model = models.build(model_config, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=REFERENCE_LR)
+    every = max(1, EVAL_EVERY_DIGITS // loader.batch_size)
+    trained_s, steps = 0.0, 0
+    for _ in range(MAX_EPOCHS_TO_TARGET):
+        start = time.perf_counter()
+        model.train()
+        for x, y in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            steps += 1
+            if steps % every == 0:
+                trained_s += time.perf_counter() - start
+                if train.evaluate(model, mnist.test)[1] >= target:  # digitrec's normalisation equals Normalize's
+                    return trained_s
+                model.train()
+                start = time.perf_counter()
+        trained_s += time.perf_counter() - start
+    return None
+
+
+# --- the app's runs ---------------------------------------------------------------------------------
+
+
+def app_run(specs: list[RunSpec], mnist: data.MNIST) -> list[dict]:
+    """Train ``specs`` at once in worker processes, polling like the page; per run: digits/s and start seconds."""
+    from digitrec.engines.local import WorkerRun
+    from digitrec.engines.queue import RunQueue
+
+    queue = RunQueue(len(specs))
+    runs = [WorkerRun(spec, mnist, queue=queue) for spec in specs]
+    started = time.perf_counter()
+    for run in runs:
+        run.start()
+    ready: list[float | None] = [None] * len(runs)
+    ended: list[float | None] = [None] * len(runs)
+    while not all(ended):
+        for i, run in enumerate(runs):
+            if ready[i] is None and run.progress().evals:
+                ready[i] = time.perf_counter()
+            if ended[i] is None and run.status.ended:
+                ended[i] = time.perf_counter()
+        time.sleep(0.02 if not all(ready) else 0.2)
+        for run in runs:
+            run.progress()  # the page reads everything once a second; reading more often costs more
+    out = []
+    for i, run in enumerate(runs):
+        p = run.progress()
+        out.append({"samples": p.samples_seen, "wall_s": ended[i] - ready[i], "worker_start_s": ready[i] - started,
+                    "samples_per_s": p.samples_seen / (ended[i] - ready[i]), "status": p.status.value})
+    return out
+
+
+def fit_run(spec: RunSpec, mnist: data.MNIST) -> dict:
+    """The same training headless: ``fit`` with its per-epoch evaluation, no recording."""
+    model = models.build(spec.model, seed=spec.train.seed)
+    digits = mnist.train.subset(spec.train_size)
+    start = time.perf_counter()
+    state = train.fit(model, digits, spec.train, test=mnist.test)
+    wall = time.perf_counter() - start
+    return {"samples": state.samples_seen, "wall_s": wall, "samples_per_s": state.samples_seen / wall}
+
+
+# --- the machine's peak -----------------------------------------------------------------------------
+
+
+def matmul_flops(n: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of an n x n float32 matrix multiply (2 n^3 FLOPs each), the best of ``repeats``."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def training_flops_per_digit(model_config) -> int:
+    """FLOPs of one digit's training step: 2 per multiply-add, forward + backward = 3 x forward."""
+    from digitrec.race import TRAINING_STEP_FACTOR
+
+    return 2 * TRAINING_STEP_FACTOR * models.count_macs(models.build(model_config))
+
+
+# --- latency ------------------------------------------------------------------------------------------
+
+
+def _percentiles(samples_s: list[float]) -> dict:
+    ordered = sorted(samples_s)
+    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    return {"median": statistics.median(ordered) * 1000, "p95": p95 * 1000}
+
+
+def _time(fn, repeats: int) -> dict:
+    fn()  # warm-up: oneDNN and Captum build their kernels on first use
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return _percentiles(samples)
+
+
+def latencies(mnist: data.MNIST, networks=("fc", "cnn"), repeats: int = LATENCY_REPEATS) -> dict:
+    """{network: {what: {"median": ms, "p95": ms}}} for prediction with activations and each attribution."""
+    x = data.to_input(mnist.test.images[:1])  # (1, 1, 28, 28)
+    out = {}
+    for key in networks:
+        model = models.build(models.PRESETS[key], seed=0)
+        model.eval()
+        entry = {"predict_with_activations": _time(lambda: inspection.capture_activations(model, x), repeats)}
+        for method in attribution.methods_for(model):
+            entry[f"attribution_{method}"] = _time(lambda m=method: attribution.attribute(model, x, 0, m),
+                                                   max(3, repeats // 3))
+        # The backward step-through (digitrec.backprop) and the units/fooling timings are measured
+        # here once those modules exist on main; they are not part of this version.
+        out[key] = entry
+    return out
+
+
+# --- the whole report ----------------------------------------------------------------------------------
+
+
+def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: bool = False,
+            names: tuple[str, ...] = tuple(config.PRESETS), max_steps: int | None = None,
+            app_steps: int | None = None, time_to_accuracy: bool = True) -> dict:
+    """Every number of the JSON report, measured now (``timings``: digitrec.bench's loop timings).
+
+    ``names``: the presets to measure (a ratio of a preset left out is None).
+    """
+    from digitrec.bench import cpu_name
+
+    ratios: dict[str, float | None] = {k: None for k in RATIO_KEYS}
+    by = {(t.model, t.loop): t for t in timings}
+    for key, name in (("fc", "fc_epoch_vs_reference"), ("fc-wide", "fc_wide_epoch_vs_reference"),
+                      ("cnn", "cnn_epoch_vs_reference")):
+        label = models.display_name(models.PRESETS[key])
+        if (label, "digitrec") in by and (label, "reference") in by:
+            ratios[name] = by[label, "reference"].seconds_per_epoch / by[label, "digitrec"].seconds_per_epoch
+    report: dict = {"threads": threads, "cpu": cpu_name(), "torch": torch.__version__, "quick": quick,
+                    "loops": [dict(model=t.model, loop=t.loop, batch_size=t.batch_size, steps=t.steps,
+                                   seconds_per_epoch=t.seconds_per_epoch, samples_per_s=t.samples_per_s)
+                              for t in timings]}
+
+    peak = matmul_flops(512 if quick else 1024)
+    report["matmul_gflops"] = peak / 1e9
+    for key, name in (("cnn", "cnn_fraction_of_peak"), ("fc-wide", "fc_wide_fraction_of_peak")):
+        label = models.display_name(models.PRESETS[key])
+        if (label, "digitrec") in by:
+            achieved = training_flops_per_digit(models.PRESETS[key]) * by[label, "digitrec"].samples_per_s
+            report[f"{key}_training_gflops"] = achieved / 1e9
+            ratios[name] = achieved / peak
+
+    # In the app: one run at a time, then two at once (each on its own worker, with its own threads).
+    steps = (max_steps or 40) if quick else app_steps
+    train_size = 2_000 if quick else config.TRAIN_DIGITS
+    app = {}
+    for key in [k for k in ("fc", "cnn") if k in names]:
+        spec = RunSpec(models.PRESETS[key], train.TrainConfig(epochs=1, max_steps=steps), train_size=train_size)
+        alone = app_run([spec], mnist)[0]
+        headless = fit_run(spec, mnist)
+        app[key] = {"app": alone, "fit": headless}
+        ratios[f"in_app_vs_fit_{key}"] = alone["samples_per_s"] / headless["samples_per_s"]
+    pair_key = "cnn" if "cnn" in app else next(iter(app), None)
+    if pair_key is not None:
+        pair_spec = RunSpec(models.PRESETS[pair_key], train.TrainConfig(epochs=1, max_steps=steps),
+                            train_size=train_size)
+        pair = app_run([pair_spec, pair_spec], mnist)
+        app["two_runs"] = {"network": pair_key, "runs": pair}
+        ratios["two_runs_vs_one"] = min(r["samples_per_s"] for r in pair) / app[pair_key]["app"]["samples_per_s"]
+    report["app"] = app
+
+    report["app_steps"] = steps  # None: one full epoch
+    if time_to_accuracy and not quick:
+        tta = {}
+        for key, name in (("cnn", "cnn_time_to_98_5_vs_reference"), ("fc-wide", "fc_wide_time_to_97_vs_reference")):
+            if key not in names:
+                continue
+            mine = time_to_accuracy_fit(models.PRESETS[key], mnist, TARGETS[key])
+            ref = time_to_accuracy_reference(models.PRESETS[key], mnist, root, TARGETS[key])
+            tta[key] = {"target": TARGETS[key], "digitrec_s": mine, "reference_s": ref}
+            ratios[name] = ref / mine if mine and ref else None
+        report["time_to_accuracy"] = tta
+    if not quick:  # the unit, map and fooling pieces: digitrec.bench_units measures them (no UMAP: minutes)
+        from digitrec import bench_units
+
+        report["units_s"] = dict(bench_units.measure(mnist, umap=False))
+    report["latency_ms"] = latencies(mnist, [k for k in ("fc", "cnn") if k in names], 3 if quick else LATENCY_REPEATS)
+    report["ratios"] = ratios
+    return report
+
+
+def write_json(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def format_report(report: dict) -> str:
+    lines = [f"ratios (measured in this run, {report['threads']} thread(s); None: not measured in this mode)"]
+    for key, value in report["ratios"].items():
+        lines.append(f"  {key:<34} {'–' if value is None else f'{value:.2f}'}")
+    lines.append(f"  matrix multiply: {report['matmul_gflops']:.1f} GFLOP/s")
+    for key, entry in report["app"].items():
+        if key == "two_runs":
+            lines.append(f"  two {entry['network']} runs at once: "
+                         + ", ".join(f"{r['samples_per_s']:,.0f}" for r in entry["runs"]) + " digits/s")
+        else:
+            lines.append(f"  {key}: app {entry['app']['samples_per_s']:,.0f} digits/s (worker started in "
+                         f"{entry['app']['worker_start_s']:.1f} s), fit {entry['fit']['samples_per_s']:,.0f} digits/s")
+    lines.append("latency (ms, median / p95):")
+    for net, entry in report["latency_ms"].items():
+        for what, t in entry.items():
+            lines.append(f"  {net:<4} {what:<36} {t['median']:7.1f} / {t['p95']:7.1f}")
+    for key, entry in report.get("time_to_accuracy", {}).items():
+        lines.append(f"time to {entry['target']:.1%} ({key}): digitrec {entry['digitrec_s']} s, "
+                     f"reference {entry['reference_s']} s")
+    return "\n".join(lines)

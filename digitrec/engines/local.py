@@ -1,0 +1,430 @@
+"""Training runs in worker processes on this machine: the page process only watches.
+
+A ``WorkerRun`` is the handle a browser session keeps. It has the API of
+``digitrec.runs.TrainingRun`` (start, pause, resume, step n, +1 epoch, stop,
+progress, snapshots, checkpoint bytes, the trained model), but the training
+happens in a process of its own, started with ``torch.multiprocessing``'s
+*spawn* (a fresh interpreter: no copied locks or threads of the server):
+
+- inside, the worker runs an ordinary ``TrainingRun`` (the same ``fit`` loop,
+  the same ``Recorder``), after setting its own PyTorch thread count, so the
+  page process never changes torch's global threads and its pages never wait
+  on training for the GIL;
+- control goes to the worker over a pipe, one small command per click;
+- progress comes back over the same pipe as plain data (``RunProgress`` with
+  only the rows and snapshots added since the last report, CPU tensors
+  pickled by value) every ``config.REPORT_EVERY_S``; a reader thread in the page
+  process stitches them together, so ``progress()`` never blocks;
+- the training digits cross once, as shared memory (torch's tensor sharing);
+- when the run ends the worker sends its weights (CPU tensors) and exits.
+
+Runs wait for a slot in the server's fair queue (``digitrec.engines.queue``)
+before a process starts. A worker that dies (killed, out of memory) turns its
+run FAILED with a sentence; the page and every other run go on. ``close()``
+ends a run and its process within ``config.STOP_GRACE_S`` seconds, whatever
+state it is in (a browser session that ends calls it for each of its runs).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import signal
+import threading
+import time
+from dataclasses import replace
+from typing import Sequence
+
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from digitrec import checkpoints, config, models
+from digitrec.data import IMAGE_SIZE, MNIST, DigitSet
+from digitrec.engines.queue import RunQueue, default_queue
+from digitrec.runs import _RUN_IDS, RunProgress, RunStatus, TrainingRun, _units
+from digitrec.spec import RunSpec
+from digitrec.train import Callback
+
+# The status a command leads to, shown until the worker confirms it (a click shows at once).
+_EXPECTED = {"pause": RunStatus.PAUSED, "resume": RunStatus.RUNNING, "step": RunStatus.RUNNING,
+             "step_epoch": RunStatus.RUNNING, "stop": RunStatus.STOPPING}
+
+
+def _dumps(obj) -> bytes:
+    # Plain pickle, not the pipe's own: torch would move every small tensor into
+    # shared memory and keep the worker's copy alive until read.
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _died_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"it was killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"it was killed by signal {-exitcode}"
+        if -exitcode == signal.SIGKILL:
+            how += ", perhaps because the server ran out of memory"
+    else:
+        how = f"it exited with code {exitcode}"
+    return (f"The training process ended unexpectedly ({how}). The network keeps nothing from this run; "
+            "other runs go on. Press Start to train again, with a smaller batch or network if memory was short.")
+
+
+class WorkerRun:
+    """A training run in a worker process; control and watch it from the page (any thread).
+
+    ``spec``, ``data``, ``probe`` and ``callbacks`` are those of ``TrainingRun``
+    (callbacks must be picklable: they travel to the worker). ``threads``:
+    PyTorch threads of the worker (default ``DIGITREC_RUN_THREADS`` or
+    ``config.RUN_THREADS``). ``owner``: who started it (a browser session id),
+    for the queue's fairness. ``queue``: the server's queue unless given.
+    """
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        data: MNIST,
+        probe: torch.Tensor | None = None,
+        callbacks: Sequence[Callback] = (),
+        threads: int | None = None,
+        owner: str | None = None,
+        queue: RunQueue | None = None,
+    ) -> None:
+        self.spec = spec
+        self.id = next(_RUN_IDS)
+        self.owner = owner
+        self.plan = spec.plan(len(data.train))
+        self._train = data.train.subset(self.plan.train_size)
+        self._test = data.test
+        self._eval_size = min(spec.eval_size, len(data.test))  # as eval_subset chooses
+        if probe is None:
+            probe = data.test.images[0].float() / 255.0
+        self.probe = probe.detach().float().reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (1, 1, 28, 28)
+        model = models.build(spec.model, seed=spec.train.seed)
+        self.params, self.macs, self._total_units = models.count_params(model), models.count_macs(model), _units(model)
+        self._callbacks = tuple(callbacks)
+        self.threads = threads or _run_threads()
+        self._queue = queue or default_queue()
+
+        self._lock = threading.Lock()
+        self._phase = "idle"  # idle -> queued -> launched -> ended
+        self._start_paused = False
+        self._pending: list[tuple[int, str, int]] = []  # commands given while queued: (seq, name, n)
+        self._seq = 0  # commands sent
+        self._acked = 0  # the last command the worker has applied
+        self._expected = RunStatus.RUNNING
+        self._reported = RunStatus.RUNNING  # the worker's own status in its last report
+        self._final: RunStatus | None = None
+        self._message = ""
+        self._last: RunProgress | None = None  # the last report (its rows are only the new ones)
+        self._steps, self._evals, self._epoch_results, self._snapshots = [], [], [], []
+        self._state_dict: dict[str, torch.Tensor] | None = None
+        self._conn = None
+        self._process = None
+        self._ended = threading.Event()
+
+    # -- control (any thread) --
+
+    def start(self, paused: bool = False) -> None:
+        """Queue the run; it trains in its own process when a slot is free (paused: wait for step/resume)."""
+        with self._lock:
+            if self._phase != "idle":
+                raise RuntimeError("This run has already been started; make a new run to train again.")
+            self._phase = "queued"
+            self._start_paused = paused
+            self._expected = self._reported = RunStatus.PAUSED if paused else RunStatus.RUNNING
+        self._queue.submit(self)
+
+    def pause(self) -> None:
+        self._command("pause")
+
+    def resume(self) -> None:
+        self._command("resume")
+
+    def step(self, n: int = 1) -> None:
+        """Run ``n`` more batches, then pause (starts a paused run first if it was idle)."""
+        if self._phase == "idle":
+            self.start(paused=True)
+        self._command("step", int(n))
+
+    def step_epoch(self) -> None:
+        """Run to the end of the current epoch (a whole epoch if paused at an epoch's end), then pause."""
+        if self._phase == "idle":
+            self.start(paused=True)
+        self._command("step_epoch")
+
+    def stop(self) -> None:
+        """Ask the run to end; a queued run ends at once, a training one after its last evaluation."""
+        if self._queue.withdraw(self):
+            with self._lock:
+                self._phase, self._final = "ended", RunStatus.STOPPED
+            self._ended.set()
+            return
+        self._command("stop")
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end (its process gone); True if it has (or never started)."""
+        if self._phase == "idle":
+            return True
+        return self._ended.wait(timeout)
+
+    def close(self, grace_s: float = config.STOP_GRACE_S) -> None:
+        """End the run and its process now: stop, wait ``grace_s``, then terminate (a session that ends)."""
+        self.stop()
+        if self.join(grace_s):
+            return
+        process = self._process
+        if process is not None and process.is_alive():
+            process.terminate()
+            process.join(1.0)
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
+        self._ended.wait(2.0)
+
+    def _command(self, name: str, n: int = 0) -> None:
+        with self._lock:
+            if self._phase in ("idle", "ended"):
+                return
+            self._seq += 1
+            self._expected = _EXPECTED[name]
+            message = (self._seq, name, n)
+            if self._phase == "queued":
+                self._pending.append(message)
+                return
+            conn = self._conn
+        try:
+            conn.send_bytes(_dumps(message))
+        except (OSError, ValueError):  # the worker has just ended: nothing left to control
+            pass
+
+    # -- the queue's side --
+
+    def remaining_s(self) -> float:
+        """Training seconds left at the current pace (nan before the first report)."""
+        p = self._last
+        if p is None or p.step == 0:
+            return math.nan
+        return p.elapsed_s / p.step * max(self.plan.total_steps - p.step, 0)
+
+    def launch(self) -> None:
+        """Start the worker process (the queue calls this when the run's turn comes)."""
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=True)
+        with self._lock:
+            if self._phase != "queued":  # not expected: give the slot back
+                launched = False
+            else:
+                launched = True
+        if not launched:
+            self._queue.finished(self)
+            return
+        with self._lock:
+            pending = list(self._pending)
+            self._pending.clear()
+            process = ctx.Process(
+                target=_worker_main, name=f"digitrec-run-{self.id}", daemon=True,
+                args=(child, self.spec, self._train, self._test, self.probe, self._callbacks, self.threads,
+                      self._start_paused, pending),
+            )
+            self._conn, self._process, self._phase = parent, process, "launched"
+        process.start()
+        child.close()  # the worker holds its end; ours closing lets us see EOF when it dies
+        threading.Thread(target=self._read, name=f"digitrec-run-{self.id}-reader", daemon=True).start()
+
+    # -- reading (any thread) --
+
+    @property
+    def status(self) -> RunStatus:
+        with self._lock:
+            if self._final is not None:
+                return self._final
+            if self._phase == "idle":
+                return RunStatus.IDLE
+            if self._phase == "queued":
+                return RunStatus.STOPPING if self._expected is RunStatus.STOPPING else RunStatus.QUEUED
+            return self._expected if self._acked < self._seq else self._reported
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process's id while it exists (None before its turn)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def thread_alive(self) -> bool:
+        """The worker process is alive (the name matches TrainingRun's)."""
+        return self._process is not None and self._process.is_alive()
+
+    def place_in_line(self) -> int | None:
+        """1-based place in the server's queue while waiting, else None."""
+        return self._queue.place(self) if self._phase == "queued" else None
+
+    def wait_estimate_s(self) -> float:
+        """Seconds until this queued run should start (nan if not known yet)."""
+        return self._queue.wait_estimate_s(self)
+
+    def progress(self) -> RunProgress:
+        """Everything the worker has reported so far, as one consistent copy."""
+        status = self.status
+        with self._lock:
+            last = self._last
+            rows = tuple(self._steps), tuple(self._evals), tuple(self._epoch_results), tuple(self._snapshots)
+            message = self._message
+        if last is None:
+            return RunProgress(
+                status=status, name=self.spec.name, architecture=self.spec.model.architecture, params=self.params,
+                macs=self.macs, plan=self.plan, epochs=self.spec.train.epochs, test_size=len(self._test),
+                eval_size=self._eval_size, step=0, epoch=0, samples_seen=0, elapsed_s=0.0, samples_per_s=0.0,
+                loss=math.nan, accuracy=math.nan, steps=(), evals=(), epoch_results=(), snapshots=(),
+                probe_probs=None, first_layer=None, total_units=self._total_units, message=message,
+                final_test_accuracy=None,
+            )
+        return replace(last, status=status, steps=rows[0], evals=rows[1], epoch_results=rows[2], snapshots=rows[3],
+                       message=message or last.message)
+
+    def trained_model(self) -> nn.Module:
+        """The model as the worker left it, once the run has ended (a new copy each call)."""
+        with self._lock:
+            weights, final = self._state_dict, self._final  # both arrive together in the worker's last report
+        if final is None:
+            raise RuntimeError("The run has not ended yet: stop it or wait for it to finish.")
+        if weights is None:
+            raise RuntimeError("This run has no trained weights: its worker ended before sending them.")
+        model = models.build(self.spec.model)
+        model.load_state_dict(weights)
+        model.eval()
+        return model
+
+    def checkpoint_bytes(self) -> bytes:
+        """The ended run's model as a digitrec safetensors checkpoint (for a download)."""
+        model = self.trained_model()
+        p = self.progress()
+        t = self.spec.train
+        extra = {
+            "steps": str(p.step), "train_size": str(self.plan.train_size), "batch_size": str(t.batch_size),
+            "optimizer": t.optimizer, "lr": repr(t.lr), "schedule": t.schedule, "run_status": p.status.value,
+        }
+        return checkpoints.to_bytes(
+            model, test_accuracy=p.final_test_accuracy, epochs=len(p.epoch_results), seed=t.seed, extra=extra
+        )
+
+    # -- the reader thread --
+
+    def _read(self) -> None:
+        conn, process = self._conn, self._process
+        final = False
+        try:
+            while not final:
+                kind, acked, delta, weights = pickle.loads(conn.recv_bytes())
+                with self._lock:
+                    self._acked = max(self._acked, acked)
+                    self._steps.extend(delta.steps)
+                    self._evals.extend(delta.evals)
+                    self._epoch_results.extend(delta.epoch_results)
+                    self._snapshots.extend(delta.snapshots)
+                    self._last = delta
+                    self._reported = delta.status
+                    if kind == "final":
+                        final = True
+                        self._state_dict = weights
+                        self._message = delta.message
+                        self._final = delta.status
+        except (EOFError, OSError, pickle.UnpicklingError):
+            pass  # the worker has gone: below says how
+        conn.close()
+        # The worker has said everything; give it time to exit, then make sure it is gone,
+        # so that an ended run never leaves a process behind.
+        process.join(config.STOP_GRACE_S)
+        if process.is_alive():
+            process.terminate()
+            process.join(2.0)
+        if process.is_alive():
+            process.kill()
+            process.join(2.0)
+        with self._lock:
+            if self._final is None:
+                self._final = RunStatus.FAILED
+                self._message = _died_message(process.exitcode)
+            self._phase = "ended"
+        self._ended.set()
+        self._queue.finished(self)
+
+
+def training_device() -> str:
+    """"cuda" when a GPU is present (and not switched off with DIGITREC_DEVICE=cpu), else "cpu".
+
+    Only workers train there: the explorers' tiny models stay on the CPU, where one digit is fastest.
+    """
+    import os
+
+    if os.environ.get(config.DEVICE_ENV, "").strip().lower() == "cpu":
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _run_threads() -> int:
+    import os
+
+    try:
+        return max(1, int(os.environ.get(config.RUN_THREADS_ENV, config.RUN_THREADS)))
+    except ValueError:
+        return config.RUN_THREADS
+
+
+# --- the worker process ----------------------------------------------------------------------------
+
+
+def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: torch.Tensor,
+                 callbacks: Sequence[Callback], threads: int, paused: bool, pending: list) -> None:
+    """The worker: train ``spec`` with a TrainingRun, obey commands, report progress, send the weights."""
+    torch.set_num_threads(threads)  # this process only: the page process keeps its own
+    sent = [0, 0, 0, 0]  # rows already sent: steps, evals, epoch results, snapshots
+    acked = 0
+
+    def report(run: TrainingRun, kind: str = "progress") -> None:
+        p = run.progress()
+        rows = (p.steps, p.evals, p.epoch_results, p.snapshots)
+        delta = replace(p, steps=p.steps[sent[0]:], evals=p.evals[sent[1]:], epoch_results=p.epoch_results[sent[2]:],
+                        snapshots=p.snapshots[sent[3]:])
+        sent[:] = [len(r) for r in rows]
+        weights = None
+        if kind == "final":  # always CPU tensors: a checkpoint never holds device memory
+            weights = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+        conn.send_bytes(_dumps((kind, acked, delta, weights)))
+
+    def apply(run: TrainingRun, name: str, n: int) -> None:
+        if name == "step":
+            run.step(n)
+        elif name == "step_epoch":
+            run.step_epoch()
+        else:
+            getattr(run, name)()
+
+    run = TrainingRun(spec, MNIST(train, test), probe=probe[0, 0], callbacks=callbacks)
+    device = training_device()
+    if device != "cpu":  # training and evaluation on the GPU; the digits stay in CPU memory
+        run.model.to(device)
+    run.start(paused=paused)
+    for seq, name, n in pending:
+        apply(run, name, n)
+        acked = seq
+    try:
+        next_report = 0.0
+        while run.thread_alive:
+            answered = False
+            if conn.poll(max(0.0, next_report - time.monotonic())):
+                seq, name, n = pickle.loads(conn.recv_bytes())
+                apply(run, name, n)
+                acked, answered = seq, True
+                time.sleep(0.005)  # let the training thread act on it, so the report shows the new state
+            if answered or time.monotonic() >= next_report:
+                report(run)
+                next_report = time.monotonic() + config.REPORT_EVERY_S
+        run.join()
+        report(run, "final")
+    except (EOFError, OSError, BrokenPipeError):
+        run.stop()  # the page process has gone: stop training and exit
+        run.join(config.STOP_GRACE_S)
+    finally:
+        conn.close()

@@ -1,0 +1,230 @@
+"""engines: a run trains in a real spawned worker process, obeys the page process's controls,
+waits its turn in the fair queue, dies alone when its worker is killed, and ends with its session.
+
+Every test here starts real worker processes (spawn: a fresh Python importing torch, a
+few seconds each on a loaded machine), so the runs are tiny and the waits generous.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from digitrec import models, train
+from digitrec.engines.local import WorkerRun
+from digitrec.engines.queue import RunQueue, max_runs
+from digitrec.engines.sessions import SessionRuns
+from digitrec.runs import RunStatus
+from digitrec.spec import RunSpec
+from digitrec.train import TrainConfig
+from tests.helpers import small_mnist, wait_until
+
+SPAWN_S = 180.0  # a spawned worker imports torch: allow for a machine shared by many sessions
+
+
+def _long_spec() -> RunSpec:
+    """FCNet, one digit per step, far more steps than a test waits for."""
+    return RunSpec(models.FCConfig(), TrainConfig(epochs=500, batch_size=1))
+
+
+def _worker_pids() -> set[int]:
+    """This process's children that are spawned multiprocessing workers (not the resource tracker)."""
+    me = os.getpid()
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmdline = (d / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me and b"spawn_main" in cmdline:
+            pids.add(int(d.name))
+    return pids
+
+
+def _settle(run: WorkerRun) -> int:
+    """The step a paused run rests at: once PAUSED shows, the step must stop changing.
+
+    The batch in flight at the click still ends and its report comes up to REPORT_EVERY_S later
+    (more on a loaded machine), so two reads 1 s apart must agree within a few tries.
+    """
+    wait_until(lambda: run.status is RunStatus.PAUSED, timeout=SPAWN_S)
+    for _ in range(5):
+        first = run.progress().step
+        time.sleep(1.0)
+        if run.progress().step == first:
+            assert run.status is RunStatus.PAUSED
+            return first
+    raise AssertionError("a paused run kept training")
+
+
+def test_the_page_process_controls_a_run_in_a_worker_process():
+    data = small_mnist()
+    run = WorkerRun(_long_spec(), data, queue=RunQueue(1))
+    threads_before = __import__("torch").get_num_threads()
+    run.start(paused=True)
+    wait_until(lambda: run.pid is not None)
+    assert run.pid != os.getpid() and run.pid in _worker_pids()
+    wait_until(lambda: run.progress().evals, timeout=SPAWN_S)  # the worker's first report: step 0 evaluated
+    assert _settle(run) == 0
+
+    run.step(3)
+    wait_until(lambda: run.progress().step >= 3)
+    assert _settle(run) == 3
+
+    run.resume()
+    assert run.status is RunStatus.RUNNING  # shown at once, before the worker confirms
+    wait_until(lambda: run.progress().step >= 40)
+    run.pause()
+    assert run.status is RunStatus.PAUSED
+    paused_at = _settle(run)
+    assert paused_at >= 40
+
+    run.step_epoch()  # 64 digits, one per step: to the end of this epoch
+    wait_until(lambda: run.progress().step == 64 * (paused_at // 64 + 1))
+    assert _settle(run) == 64 * (paused_at // 64 + 1)
+
+    run.stop()
+    assert run.join(timeout=60)
+    assert run.pid not in _worker_pids()  # the process is gone, not left behind
+    p = run.progress()
+    assert p.status is RunStatus.STOPPED and 0 < p.step < p.total_steps
+    assert p.evals[-1].step == p.step and p.snapshots[-1].step == p.step
+    every = p.plan.history_every  # every report's rows, stitched in order
+    assert [s.step for s in p.steps] == list(range(every, p.step + 1, every))
+    # The weights came back: the trained model's accuracy is the one the worker measured.
+    model = run.trained_model()
+    assert p.final_test_accuracy == pytest.approx(train.evaluate(model, data.test)[1])
+    assert models.count_params(model) == p.params
+    assert __import__("torch").get_num_threads() == threads_before  # the page process's threads untouched
+    with pytest.raises(RuntimeError):
+        run.start()
+
+
+def test_runs_beyond_k_wait_their_turn_and_a_learners_second_run_does_not_jump_the_line():
+    queue = RunQueue(1)
+    data = small_mnist()
+    first = WorkerRun(_long_spec(), data, owner="ann", queue=queue)
+    second_of_ann = WorkerRun(_long_spec(), data, owner="ann", queue=queue)
+    bob = WorkerRun(_long_spec(), data, owner="bob", queue=queue)
+    first.start()
+    second_of_ann.start()
+    bob.start()  # later than Ann's second run, but Bob has nothing training
+    assert first.status is RunStatus.RUNNING and queue.running() == 1
+    assert second_of_ann.status is RunStatus.QUEUED and bob.status is RunStatus.QUEUED
+    assert bob.place_in_line() == 1 and second_of_ann.place_in_line() == 2
+    assert bob.pid is None and second_of_ann.pid is None  # no process before its turn
+    wait_until(lambda: first.progress().step > 10, timeout=SPAWN_S)
+    assert bob.wait_estimate_s() > 0
+
+    first.stop()
+    wait_until(lambda: bob.status is not RunStatus.QUEUED, timeout=SPAWN_S)
+    assert first.join(timeout=30)
+    wait_until(lambda: bob.pid is not None)
+    assert second_of_ann.status is RunStatus.QUEUED and second_of_ann.place_in_line() == 1
+
+    second_of_ann.stop()  # a waiting run that is stopped ends at once, never started
+    assert second_of_ann.status is RunStatus.STOPPED and second_of_ann.pid is None
+    assert second_of_ann.join(timeout=1)
+    bob.close()
+    assert bob.status.ended and not bob.thread_alive
+
+
+def test_a_killed_worker_fails_its_run_with_a_sentence_and_the_others_go_on():
+    queue = RunQueue(2)
+    data = small_mnist()
+    victim, other = WorkerRun(_long_spec(), data, queue=queue), WorkerRun(_long_spec(), data, queue=queue)
+    victim.start()
+    other.start()
+    wait_until(lambda: victim.progress().step > 5 and other.progress().step > 5, timeout=SPAWN_S)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.join(timeout=15)
+    p = victim.progress()
+    assert p.status is RunStatus.FAILED
+    assert "ended unexpectedly" in p.message and "SIGKILL" in p.message and "Press Start" in p.message
+    with pytest.raises(RuntimeError):
+        victim.trained_model()  # nothing came back: say so instead of handing out fresh weights
+    assert queue.running() == 1  # its slot is free again
+
+    going = other.progress().step
+    wait_until(lambda: other.progress().step > going + 20)
+    assert other.status is RunStatus.RUNNING
+    other.stop()
+    assert other.join(timeout=60) and other.status is RunStatus.STOPPED
+
+
+def test_a_session_that_ends_has_its_runs_stopped_and_its_processes_gone():
+    queue = RunQueue(3)
+    data = small_mnist()
+    before = _worker_pids()
+    sessions = SessionRuns()
+    mine = [WorkerRun(_long_spec(), data, owner="gone", queue=queue) for _ in range(2)]
+    theirs = WorkerRun(_long_spec(), data, owner="stays", queue=queue)
+    mine[0].start()
+    mine[1].start(paused=True)  # paused runs end too
+    theirs.start()
+    for run in mine:
+        sessions.add("gone", run)
+    sessions.add("stays", theirs)
+    wait_until(lambda: all(r.progress().evals for r in (*mine, theirs)), timeout=SPAWN_S)
+    assert len(_worker_pids() - before) == 3
+
+    alive = {"gone": False, "stays": True}
+    assert sessions.sweep(alive.get, grace_s=60) == []  # within the grace a reload could still reconnect
+    started = time.monotonic()
+    assert sessions.sweep(alive.get, grace_s=0) == ["gone"]
+    # "Within a few seconds": each run gets config.STOP_GRACE_S to stop, then it is terminated
+    # (15 s leaves room for a machine shared by many sessions).
+    wait_until(lambda: len(_worker_pids() - before) == 1, timeout=15)
+    assert time.monotonic() - started < 15
+    assert all(r.status is RunStatus.STOPPED for r in mine)
+    assert theirs.status is RunStatus.RUNNING and theirs.pid in _worker_pids()
+    assert sessions.runs("gone") == [] and sessions.runs("stays") == [theirs]
+
+    sessions.end("stays")
+    wait_until(lambda: _worker_pids() == before, timeout=10)
+    assert theirs.status.ended
+
+
+def test_max_runs_reads_the_environment_and_keeps_a_core_for_the_pages(monkeypatch):
+    monkeypatch.setenv("DIGITREC_MAX_RUNS", "3")
+    assert max_runs() == 3
+    monkeypatch.setenv("DIGITREC_MAX_RUNS", "zero")  # a typo must not stop the server
+    assert max_runs() == max(1, (os.cpu_count() or 2) - 1)
+    monkeypatch.delenv("DIGITREC_MAX_RUNS")
+    assert max_runs() == max(1, (os.cpu_count() or 2) - 1)
+
+
+def test_training_goes_to_the_gpu_only_when_one_is_present(monkeypatch):
+    import torch
+
+    from digitrec.engines.local import training_device
+
+    assert training_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("DIGITREC_DEVICE", "cpu")
+    assert training_device() == "cpu"  # a GPU can be kept free for something else
+
+
+def test_the_device_paths_run_on_the_cpu_and_the_race_says_where_it_trained():
+    import torch
+
+    from digitrec import race
+    from digitrec.runs import TrainingRun
+
+    d = small_mnist(n_train=32, n_test=40)
+    run = TrainingRun(RunSpec(models.TinyVGGConfig(), TrainConfig(epochs=1, batch_size=8)), d)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    run.model.to(device)  # what a worker does when a GPU is present; on the CPU the same code path
+    run.start()
+    assert run.join(timeout=SPAWN_S)
+    p = run.progress()
+    assert p.status is RunStatus.FINISHED and p.device == device
+    assert p.first_layer.device.type == "cpu" and p.probe_probs.device.type == "cpu"  # the page reads CPU copies
+    assert race.table([race.row_of(p)])["trained on"] == ["GPU (CUDA)" if device == "cuda" else "CPU"]
