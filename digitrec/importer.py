@@ -51,6 +51,8 @@ NORMALISATIONS = {  # name -> (mean, std) the notebook's transform used
     "Normalize((0.1307,), (0.3081,))": (L.MNIST_MEAN, L.MNIST_STD),
     "Normalize((0.5,), (0.5,))": (0.5, 0.5),
 }
+# Short names for the command line and the page (--input).
+INPUT_CHOICES = dict(zip(("totensor", "mnist", "half"), NORMALISATIONS))
 ACTIVATIONS = (L.Layer("ReLU"), L.Layer("LeakyReLU"), L.Layer("Sigmoid"), L.Layer("Tanh"), L.Layer("GELU"))
 POOLS = ("MaxPool2d", "AvgPool2d")
 
@@ -555,3 +557,11 @@ def summary(result: ImportResult) -> str:
     for text, acc in result.alternatives:
         lines.append(f"Also close ({acc:.1%} on {DETECT_DIGITS} digits): {text}")
     return "\n".join(lines)
+
+
+def save(result: ImportResult, path: str | Path, source: str = "") -> Path:
+    """Write the imported model as a digitrec checkpoint (its spec in the metadata)."""
+    from digitrec import checkpoints
+
+    extra = {"imported_from": source[:200], "input_normalisation": result.normalisation}
+    return checkpoints.save(result.model, path, test_accuracy=result.test_accuracy, epochs=None, seed=None, extra=extra)
