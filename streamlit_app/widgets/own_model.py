@@ -60,11 +60,12 @@ def model_import(*, key: str) -> None:
         net = state.add_my_model(state.new_my_model_key(), f"mine: {name}{accuracy}", result.model,
                                  result.test_accuracy)
         done[ident] = (net.key, result)
+        state.set_network(net.key)  # the explorers open on it next
     net_key, result = done[ident]
     net = state.networks().get(net_key)
     if net is None:
         return
-    st.success(f"Imported **{net.label}**: pick it in the network picker of any page, or race it on the race page.")
+    st.success(f"Imported **{net.label}**: the explorers now show it, and it is in the network picker of every page.")
     st.markdown("\n".join(f"- {line}" for line in importer.summary(result).splitlines()))
     for warning in result.warnings:
         st.warning(warning)
