@@ -36,6 +36,7 @@ test: $(STAMP) data browser
 weights: $(STAMP) data
 	$(PY) -m digitrec train --model fc --epochs 15 --lr 0.003 --schedule cosine --seed 0 --out weights/fc.safetensors
 	$(PY) -m digitrec train --model cnn --epochs 8 --lr 0.005 --schedule cosine --seed 0 --out weights/cnn.safetensors
+	$(PY) -m digitrec train --model fc --hidden none --epochs 10 --lr 0.003 --schedule cosine --seed 0 --out weights/linear.safetensors
 
 bench: $(STAMP) data
 	$(PY) -m digitrec bench
