@@ -433,7 +433,7 @@ def _avg_pool_detail(key: str, net: state.Network, digit: state.Digit, layer: st
     values = " + ".join(f"{float(v):.3f}" for v in step.window.flatten())
     is_avg = isinstance(pool, nn.AvgPool2d)
     if is_avg:
-        st.latex(rf"	frac{{1}}{{{size * size}}}({values}) = \mathbf{{{step.result:.3f}}}")
+        st.latex(rf"\tfrac{{1}}{{{size * size}}}({values}) = \mathbf{{{step.result:.3f}}}")
     else:
         st.latex(rf"\max({values.replace(' + ', ', ')}) = \mathbf{{{step.result:.3f}}}")
     st.caption(
