@@ -61,7 +61,7 @@ def test_an_uploaded_cnn_renders_on_every_page(key):
     _no_errors(at, "cnn overview")
     assert at.sidebar.selectbox(key="net_picker").value == net_key
     figures = json.dumps(_figures(at))
-    for layer in ("conv_1", "conv_2", "avg_pool_1" if "avg" in key else "bn_1"):
+    for layer in (("conv_1", "conv_2", "avg_pool_1") if "avg" in key else ("conv_1", "bn_1", "max_pool_1")):
         assert layer in figures
     for section in CNN_SECTIONS:
         at.session_state["cnn_section"] = section
@@ -90,7 +90,7 @@ def test_an_uploaded_sigmoid_fc_net_walks_through_the_fc_explorer():
     at.switch_page("views/fc_explorer.py").run()
     _no_errors(at, "fc explorer")
     # Step through every layer of the forward pass, the sigmoid with its formula.
-    last = at.slider(key="fc_steps_step").max  # input, flatten, fc_1, sigmoid_1, output, softmax
+    last = int(at.slider(key="fc_steps_step").max)  # input, flatten, fc_1, sigmoid_1, output, softmax
     assert last == 6
     seen_formula = False
     for i in range(1, last + 1):
