@@ -7,3 +7,13 @@ preprocessing of drawings, and plotly figures (`viz`).
 """
 
 __version__ = "0.1.0"
+
+
+def show(model, name: str = "my-model", **kwargs) -> str:
+    """Open digitrec on ``model`` (an nn.Module you trained): see ``digitrec.notebook.show``."""
+    from digitrec.notebook import show as _show
+
+    return _show(model, name, **kwargs)
+
+
+explore = show

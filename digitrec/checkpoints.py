@@ -165,7 +165,7 @@ def _tensors_and_metadata(
     extra: dict[str, str] | None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     config = getattr(model, "config", None)
-    if not isinstance(config, (models.FCConfig, models.TinyVGGConfig)):
+    if not isinstance(config, (models.FCConfig, models.TinyVGGConfig, models.ModelSpec)):
         raise TypeError(f"Only digitrec models (built by models.build) can be saved, not {type(model).__name__}.")
     if test_accuracy is not None and not (0.0 <= test_accuracy <= 1.0):
         raise ValueError(f"test_accuracy is a fraction from 0 to 1, got {test_accuracy}.")

@@ -1,4 +1,4 @@
-"""The command line: ``python -m digitrec {data,train,evaluate,predict,bench}``.
+"""The command line: ``python -m digitrec {data,train,evaluate,predict,import,bench}``.
 
 Each subcommand is one small function over the library. A problem the user
 can fix (a missing file, a corrupt image, a file that is not a checkpoint, a
@@ -131,6 +131,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use this checkpoint instead of a pretrained one; KEY is fc or cnn "
                    "(repeat for both)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "import",
+        help="import a model you trained in a notebook (its saved state dict)",
+        description="Read a state dict saved with torch.save(model.state_dict(), 'model.pth') (or a "
+        ".safetensors file), work out its layers from the tensors' names and shapes (trying the "
+        "activations, pooling, padding and input normalisations that fit, on real test digits), "
+        "measure its test accuracy and save it as a digitrec checkpoint every page can open.",
+        epilog="The .pth file is opened only with PyTorch's restricted loader (weights_only=True); "
+        "a whole pickled model is refused: save model.state_dict() instead. Example --arch: "
+        "\"conv3x3(10,p=1) relu conv3x3(10,p=1) relu maxpool2 flatten linear(10)\".",
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="the .pth/.pt or .safetensors file")
+    p.add_argument("--arch", default=None, metavar="SPEC",
+                   help="the layers in one line, when they cannot be inferred (see the example below)")
+    p.add_argument("--input", choices=["auto", "totensor", "mnist", "half"], default="auto",
+                   help="the notebook's input transform: totensor = ToTensor() only, mnist = Normalize((0.1307,), "
+                   "(0.3081,)), half = Normalize((0.5,), (0.5,)); auto: detected on test digits (default)")
+    p.add_argument("--name", default=None, help="the model's name in the app (default: the file name)")
+    p.add_argument("--out", type=Path, default=None, metavar="PATH",
+                   help="where to save the checkpoint (default: runs/mine-NAME.safetensors)")
+    p.set_defaults(func=cmd_import)
 
     # Listed here for --help; main() dispatches it before parsing (see cmd_bench).
     sub.add_parser(
@@ -316,6 +338,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ]
     for key, value in rows:
         print(f"  {key}: {'unknown' if value is None else value}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from digitrec import data, importer
+    from digitrec.errors import DataUnavailable
+
+    try:
+        digits = data.load_mnist().test
+    except DataUnavailable as e:
+        digits = None
+        print(f"note: {e} Without MNIST the layers must be unambiguous or given with --arch.", file=sys.stderr)
+    name = args.name or args.file.stem
+    normalisation = None if args.input == "auto" else importer.INPUT_CHOICES[args.input]
+    if digits is None and normalisation is None:
+        normalisation = importer.INPUT_CHOICES["totensor"]
+    result = importer.import_file(args.file, arch=args.arch, digits=digits, normalisation=normalisation,
+                                  model_name=name)
+    out = args.out or Path("runs") / f"mine-{name}.safetensors"
+    importer.save(result, out, source=args.file.name)
+    print(importer.summary(result))
+    for warning in result.warnings:
+        print("warning: " + " ".join(warning.split()), file=sys.stderr)
+    print(f"saved {out} (open it in the app: Train a network → Load a network you trained and downloaded before)")
     return 0
 
 

@@ -31,3 +31,7 @@ class BadImage(DigitrecError):
 
 class InvalidConfig(DigitrecError):
     """A model or training setting is out of its allowed range."""
+
+
+class ModelImportError(DigitrecError):
+    """A learner's saved model (state dict) cannot be imported; the message says why and what to do."""

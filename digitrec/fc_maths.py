@@ -21,7 +21,7 @@ from torch import nn
 
 from digitrec.data import IMAGE_SIZE
 from digitrec.errors import DigitrecError
-from digitrec.inspection import capture_activations, linear_step, relu, softmax_step
+from digitrec.inspection import ACTIVATION_KINDS, activation, capture_activations, linear_step, relu, softmax_step
 from digitrec.models import FCNet
 
 
@@ -61,6 +61,10 @@ _TITLES = {
 
 
 def _require_fc(model: nn.Module) -> None:
+    from digitrec.layers import SpecNet
+
+    if isinstance(model, SpecNet) and not model.config.has_conv:  # a learner's own fully connected model
+        return
     if not isinstance(model, FCNet):
         raise NotFullyConnected(
             f"This view explains fully connected networks, and this one is a {type(model).__name__}. "
@@ -108,6 +112,14 @@ def linear_layers(model: nn.Module) -> list[str]:
 def hidden_layers(model: nn.Module) -> list[str]:
     """The Linear layers followed by a ReLU: every one but the output layer."""
     return [name for name in linear_layers(model) if name != "output"]
+
+
+def hidden_outputs(model: nn.Module) -> list[str]:
+    """For each hidden Linear layer, the last layer before the next Linear: what the next layer reads
+    (``relu_1`` in FCNet; ``sigmoid_1``, ``dropout_1`` or the Linear itself in a learner's model)."""
+    names = [name for name, _ in model.named_children()]
+    linears = linear_layers(model)
+    return [names[names.index(nxt) - 1] for nxt in linears[1:]]
 
 
 def most_active_neuron(model: nn.Module, x: torch.Tensor, layer: str) -> int:
@@ -160,6 +172,7 @@ class NeuronSum:
     negative_total: float  # sum of the products < 0: what held it down
     top_positive: tuple[Contribution, ...]  # largest products first
     top_negative: tuple[Contribution, ...]  # most negative products first
+    activation_kind: str | None = "ReLU"  # the layer after (a learner's model may use Sigmoid, Tanh, ...; None: none)
 
     @property
     def from_pixels(self) -> bool:
@@ -187,10 +200,16 @@ def neuron_sum(model: nn.Module, x: torch.Tensor, layer: str, neuron: int, top: 
     order = torch.argsort(products, descending=True).tolist()
     top_positive = tuple(contribution(i) for i in order[:top] if products[i] > 0)
     top_negative = tuple(contribution(i) for i in reversed(order[-top:]) if products[i] < 0)
-    activated = None if layer == "output" else float(relu(torch.tensor(step.result, dtype=torch.float64)))
+    children = list(model.named_children())
+    after = next((m for (n, _), (_, m) in zip(children, children[1:]) if n == layer), None)
+    kind = type(after).__name__ if after is not None else None
+    if layer == "output" or kind not in ACTIVATION_KINDS:  # the scores, or a Linear with no activation after it
+        activated, kind = None, None
+    else:
+        activated = float(activation(after, torch.tensor(step.result, dtype=torch.float64)))
     return NeuronSum(
         layer, neuron, step.weights, step.inputs, products, weighted_sum, step.bias, step.result, activated,
-        float(products.clamp(min=0).sum()), float(products.clamp(max=0).sum()), top_positive, top_negative,
+        float(products.clamp(min=0).sum()), float(products.clamp(max=0).sum()), top_positive, top_negative, kind,
     )
 
 

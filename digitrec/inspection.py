@@ -209,6 +209,80 @@ def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(x), dim=1)
 
 
+# ---------------------------------------------------------------- any activation, average pooling, batch norm
+# A learner's own model (digitrec.layers) may use other layers than ReLU and max pooling;
+# each gets its formula and its arithmetic in the same real numbers.
+
+ACTIVATION_FORMULAS = {  # LaTeX, for the explorers
+    "ReLU": r"\mathrm{ReLU}(z) = \max(0, z)",
+    "LeakyReLU": r"\mathrm{LeakyReLU}(z) = \max(0, z) + a \cdot \min(0, z)",
+    "Sigmoid": r"\sigma(z) = \frac{1}{1 + e^{-z}}",
+    "Tanh": r"\tanh(z) = \frac{e^{z} - e^{-z}}{e^{z} + e^{-z}}",
+    "GELU": r"\mathrm{GELU}(z) = z \cdot \Phi(z) = \tfrac{z}{2}\left(1 + \mathrm{erf}(z/\sqrt{2})\right)",
+}
+ACTIVATION_KINDS = tuple(ACTIVATION_FORMULAS)
+
+
+def activation(module: nn.Module, values: torch.Tensor) -> torch.Tensor:
+    """The activation ``module`` computes, written out from its formula (not by calling the module),
+    so an explorer can check the layer's own output against it."""
+    kind = type(module).__name__
+    v = values.double()
+    if kind == "ReLU":
+        out = v.clamp(min=0)
+    elif kind == "LeakyReLU":
+        out = v.clamp(min=0) + module.negative_slope * v.clamp(max=0)
+    elif kind == "Sigmoid":
+        out = 1 / (1 + torch.exp(-v))
+    elif kind == "Tanh":
+        out = (torch.exp(v) - torch.exp(-v)) / (torch.exp(v) + torch.exp(-v))
+    elif kind == "GELU":
+        out = v / 2 * (1 + torch.erf(v / 2**0.5))
+    else:
+        raise TypeError(f"{kind} is not an activation function")
+    return out.to(values.dtype)
+
+
+def pool_step_of(module: nn.Module, feature_map: torch.Tensor, row: int, col: int) -> PoolStep:
+    """The window behind output (row, col) of a max or average pooling layer over a (H, W) map:
+    its maximum, or its mean (zero padding counts, as PyTorch's default count_include_pad)."""
+    k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+    s = module.stride if isinstance(module.stride, int) else module.stride[0]
+    p = module.padding if isinstance(module.padding, int) else module.padding[0]
+    fill = float("-inf") if isinstance(module, nn.MaxPool2d) else 0.0
+    padded = nn.functional.pad(feature_map, (p, p, p, p), value=fill) if p else feature_map
+    window = padded[row * s : row * s + k, col * s : col * s + k]
+    flat = int(window.argmax())
+    result = float(window.max()) if isinstance(module, nn.MaxPool2d) else float(window.double().sum() / (k * k))
+    return PoolStep(window, (flat // k, flat % k), result)
+
+
+@dataclass(frozen=True)
+class BatchNormStep:
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta for one channel (or neuron), with its running statistics."""
+
+    channel: int
+    mean: float  # running mean learned in training (eval mode uses it, not the batch's)
+    var: float
+    eps: float
+    gamma: float  # learned scale
+    beta: float  # learned shift
+    scale: float  # gamma / sqrt(var + eps): what x is multiplied by
+    shift: float  # beta - mean * scale: what is added after
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def batchnorm_step(module: nn.Module, channel: int) -> BatchNormStep:
+    mean = float(module.running_mean[channel])
+    var = float(module.running_var[channel])
+    gamma = float(module.weight[channel]) if module.weight is not None else 1.0
+    beta = float(module.bias[channel]) if module.bias is not None else 0.0
+    scale = gamma / (var + module.eps) ** 0.5
+    return BatchNormStep(channel, mean, var, module.eps, gamma, beta, scale, beta - mean * scale)
+
+
 @dataclass(frozen=True)
 class ReluStats:
     """How a ReLU layer behaves over many digits.

@@ -19,6 +19,7 @@ from torch import nn
 from digitrec import config as settings
 from digitrec.data import IMAGE_SIZE, NUM_CLASSES
 from digitrec.errors import InvalidConfig
+from digitrec.layers import ModelSpec, SpecNet
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ class TinyVGGConfig:
             raise InvalidConfig(f"Padding must be {' or '.join(map(str, settings.PADDINGS))}, got {self.padding}.")
 
 
-ModelConfig = Union[FCConfig, TinyVGGConfig]
+# ModelSpec (digitrec.layers): any other stack of layers, e.g. a learner's imported model.
+ModelConfig = Union[FCConfig, TinyVGGConfig, ModelSpec]
 
 # No hidden layer: one weighted sum per class (softmax regression), the bottom of the
 # course's accuracy ladder (weights/linear.safetensors). Not a lesson network, so not in PRESETS.
@@ -156,11 +158,15 @@ def build(config: ModelConfig, seed: int | None = None) -> nn.Module:
         return FCNet(config)
     if isinstance(config, TinyVGGConfig):
         return TinyVGG(config)
+    if isinstance(config, ModelSpec):
+        return SpecNet(config)
     raise InvalidConfig(f"Unknown model configuration {config!r}.")
 
 
 def config_to_dict(config: ModelConfig) -> dict:
     """The configuration as plain JSON-able values, with its architecture name."""
+    if isinstance(config, ModelSpec):
+        return config.to_dict()
     d = dataclasses.asdict(config)
     d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
     return {"architecture": config.architecture, **d}
@@ -170,6 +176,8 @@ def config_from_dict(d: dict) -> ModelConfig:
     """Inverse of ``config_to_dict``; raises InvalidConfig for anything unknown."""
     d = dict(d)
     arch = d.pop("architecture", None)
+    if arch == ModelSpec.architecture:
+        return ModelSpec.from_dict(d)
     classes = {FCConfig.architecture: FCConfig, TinyVGGConfig.architecture: TinyVGGConfig}
     if arch not in classes:
         raise InvalidConfig(f"Unknown architecture {arch!r}; expected one of {sorted(classes)}.")
@@ -185,6 +193,8 @@ def config_from_dict(d: dict) -> ModelConfig:
 
 def display_name(config: ModelConfig) -> str:
     """A short human name: 'FCNet 784-16-16-10' or 'TinyVGG (10 channels)'."""
+    if isinstance(config, ModelSpec):
+        return config.name or config.text()
     if isinstance(config, FCConfig):
         return "FCNet " + "-".join(str(w) for w in (IMAGE_SIZE * IMAGE_SIZE, *config.hidden, NUM_CLASSES))
     return f"TinyVGG ({config.channels} channels)"

@@ -149,8 +149,13 @@ def first_layer(model: nn.Module, max_units: int | None = None) -> torch.Tensor:
     Keeps the first ``max_units`` (default: config.MAX_UNITS for the architecture).
     """
     arch = model.config.architecture
-    limit = max_units or config.MAX_UNITS[arch]
+    limit = max_units or config.MAX_UNITS.get(arch, 64)
     with torch.no_grad():
+        if arch == "spec":  # a learner's own layers: its first Linear or convolution, whatever its name
+            w = _first_weighted(model).weight[:limit].detach()
+            if w.dim() == 2:
+                return w.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (U, 28, 28)
+            return w[:, 0].contiguous().clone()  # (U, k, k)
         if arch == "fcnet":
             w = model.fc_1.weight[:limit]  # (U, 784)
             return w.detach().reshape(-1, IMAGE_SIZE, IMAGE_SIZE).cpu().clone()  # (U, 28, 28)
@@ -158,7 +163,14 @@ def first_layer(model: nn.Module, max_units: int | None = None) -> torch.Tensor:
         return w.detach()[:, 0].contiguous().cpu().clone()  # (U, 3, 3)
 
 
+def _first_weighted(model: nn.Module) -> nn.Module:
+    return next(m for m in model.children() if isinstance(m, (nn.Linear, nn.Conv2d)))
+
+
 def _units(model: nn.Module) -> int:
+    if model.config.architecture == "spec":
+        first = _first_weighted(model)
+        return first.out_features if isinstance(first, nn.Linear) else first.out_channels
     return model.fc_1.out_features if model.config.architecture == "fcnet" else model.conv_1_1.out_channels
 
 

@@ -69,6 +69,8 @@ class Network:
 
     @property
     def is_cnn(self) -> bool:
+        if isinstance(self.config, models.ModelSpec):  # a learner's own model: convolutional if it convolves
+            return self.config.has_conv
         return isinstance(self.config, models.TinyVGGConfig)
 
 
@@ -82,8 +84,34 @@ def networks() -> dict[str, Network]:
             st.warning(f"{label} is unavailable: {e}")
             continue
         nets[key] = Network(key, label, ck.model, ck.config, ck.info.test_accuracy)
+    nets.update(shown_models())
     nets.update(st.session_state.get(MY_MODELS_KEY, {}))
     return nets
+
+
+def shown_models() -> dict[str, Network]:
+    """Models a notebook sent with ``digitrec.show(model)``: the checkpoints in its folder, as "mine: NAME"."""
+    from digitrec import notebook
+
+    folder = notebook.shown_dir()
+    if not folder.is_dir():
+        return {}
+    files = sorted(folder.glob("*.safetensors"))[:50]
+    nets = {}
+    for path in files:
+        try:
+            ck = _shown_checkpoint(str(path), path.stat().st_mtime_ns)
+        except (DigitrecError, OSError):
+            continue  # a half-written or foreign file: the notebook's next show() replaces it
+        key = notebook.network_key(path.stem)
+        accuracy = f" ({ck.info.test_accuracy:.1%})" if ck.info.test_accuracy is not None else ""
+        nets[key] = Network(key, f"mine: {path.stem}{accuracy}", ck.model, ck.config, ck.info.test_accuracy)
+    return nets
+
+
+@st.cache_resource(show_spinner=False, max_entries=50)
+def _shown_checkpoint(path: str, mtime_ns: int) -> checkpoints.Checkpoint:  # mtime: a new show() reloads it
+    return checkpoints.load(path)
 
 
 def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | None) -> Network:

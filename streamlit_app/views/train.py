@@ -6,6 +6,7 @@ import streamlit as st
 
 from streamlit_app import state
 from streamlit_app.widgets.context import current_digit_sidebar
+from streamlit_app.widgets.own_model import model_import
 from streamlit_app.widgets.training import (
     TRAIN_SLOT,
     checkpoint_upload,
@@ -38,6 +39,8 @@ def draw() -> None:
 
     with st.expander("Load a network you trained and downloaded before"):
         checkpoint_upload(key="train_upload")
+    with st.expander("Bring your own model from a notebook (a saved state dict)", expanded=False):
+        model_import(key="train_import")
 
 
 draw()

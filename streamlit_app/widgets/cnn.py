@@ -19,7 +19,8 @@ from torch import nn
 
 from digitrec import conv_maths
 from digitrec.errors import DigitrecError
-from digitrec.inspection import conv_step, layer_io, linear_step, pool_step, relu
+from digitrec.inspection import (ACTIVATION_FORMULAS, activation, conv_step, layer_io, linear_step, pool_step,
+                                 pool_step_of, relu)
 from digitrec.viz import cnn as viz
 from digitrec.viz.scales import SCOPES, symmetric_range
 from streamlit_app import state
@@ -266,7 +267,7 @@ def _conv_position(*, key: str, net: state.Network, digit: state.Digit, layer: s
     edge = " Here it hangs over the edge: the padding adds nothing (0 × weight = 0)." if (
         row < conv.padding[0] or col < conv.padding[0] or row >= h - conv.padding[0] or col >= w - conv.padding[0]) else ""
     st.caption(
-        f"The green square is the 3×3 window the kernel looks at for output row {row}, column {col}; grey cells "
+        f"The green square is the {conv.kernel_size[0]}×{conv.kernel_size[1]} window the kernel looks at for output row {row}, column {col}; grey cells "
         f"around each input map are the zero padding.{edge} "
         "Each number of the patch is multiplied by the kernel's number at the same place; adding all products "
         + ("" if c_in == 1 else f"of all {c_in} input channels ")
@@ -281,6 +282,9 @@ def _layer_picker(key: str, net: state.Network, kind: type, layer: str, channel,
     """A select box over the model's layers of ``kind`` (seeded with ``layer`` and ``channel``);
     returns the chosen layer and the column beside it, where the caller puts its map picker."""
     names = _layers(net.model, kind)
+    if not names:  # a learner's own model may have none of this kind
+        st.info(f"{net.label} has no layer of this kind; the overview above shows every layer it has.")
+        return None, None
     _seed(f"{key}_layer", layer if layer in names else names[0])
     _seed(f"{key}_map", _as_int(channel, 0))
     left, right = st.columns(2)
@@ -296,7 +300,13 @@ def relu_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
     if net is None:
         return
     digit = digit or state.current_digit()
-    layer, right = _layer_picker(key, net, nn.ReLU, layer, channel, "ReLU layer")
+    layer, right = _layer_picker(key, net, _ACTIVATIONS, layer, channel, "Activation layer")
+    if layer is None:
+        return
+    module = dict(net.model.named_children())[layer]
+    if not isinstance(module, nn.ReLU):  # a learner's model: Sigmoid, Tanh, GELU, LeakyReLU
+        _activation_detail(key, net, digit, layer, module, right)
+        return
     before, after = layer_io(net.model, digit.x, layer)  # (1, C, H, W) each
     channels = before.shape[1]
     _clamp_state(f"{key}_map", 0, channels - 1)
@@ -345,8 +355,13 @@ def pool_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
     if net is None:
         return
     digit = digit or state.current_digit()
-    layer, right = _layer_picker(key, net, nn.MaxPool2d, layer, channel, "Pooling layer")
+    layer, right = _layer_picker(key, net, (nn.MaxPool2d, nn.AvgPool2d), layer, channel, "Pooling layer")
+    if layer is None:
+        return
     pool: nn.MaxPool2d = dict(net.model.named_children())[layer]
+    if isinstance(pool, nn.AvgPool2d) or pool.stride != pool.kernel_size or pool.padding:
+        _avg_pool_detail(key, net, digit, layer, pool, right)
+        return
     size = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
     inp, out = layer_io(net.model, digit.x, layer)  # (1, C, H, W), (1, C, H/2, W/2)
     channels = inp.shape[1]
@@ -374,6 +389,60 @@ def pool_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
         f"Three of every four numbers are dropped, yet a feature found anywhere in a window survives. "
         f"The layer's output here is {float(o_map[r, c]):.3f}, the star marks where it came from."
     )
+
+
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU)
+
+
+def _activation_detail(key: str, net: state.Network, digit: state.Digit, layer: str, module: nn.Module, right) -> None:
+    """An activation other than ReLU on one map: before and after, its formula, one cell in numbers."""
+    before, after = layer_io(net.model, digit.x, layer)  # (1, C, H, W) each
+    channels = before.shape[1]
+    _clamp_state(f"{key}_map", 0, channels - 1)
+    channel = right.selectbox("Feature map", list(range(channels)), key=f"{key}_map")
+    b, a = before[0, channel], after[0, channel]  # (H, W)
+    kind = type(module).__name__
+    st.plotly_chart(viz.relu_figure(b, a, 0, 0, 1, titles=(f"before {kind}", f"after {kind}")),
+                    key=f"{key}_fig", config={"displayModeBar": False})
+    st.latex(ACTIVATION_FORMULAS[kind])
+    r, c = _argmax2d(-b)
+    st.markdown(f"The same formula for every cell; the most negative one (row {r}, col {c}): "
+                f"**{float(b[r, c]):.4f} → {float(a[r, c]):.4f}**.")
+    if not torch.allclose(activation(module, b), a, atol=1e-5):
+        st.warning("The layer's output differs from the formula: the explanation does not match the layer.")
+
+
+def _avg_pool_detail(key: str, net: state.Network, digit: state.Digit, layer: str, pool: nn.Module, right) -> None:
+    """Average (or overlapping max) pooling: the window behind one output cell and its mean or max."""
+    inp, out = layer_io(net.model, digit.x, layer)  # (1, C, H, W), (1, C, H', W')
+    channels = inp.shape[1]
+    _clamp_state(f"{key}_map", 0, channels - 1)
+    channel = right.selectbox("Feature map", list(range(channels)), key=f"{key}_map")
+    i_map, o_map = inp[0, channel], out[0, channel]
+    oh, ow = o_map.shape
+    _seed(f"{key}_row", _argmax2d(o_map)[0])
+    _seed(f"{key}_col", _argmax2d(o_map)[1])
+    _clamp_state(f"{key}_row", 0, oh - 1)
+    _clamp_state(f"{key}_col", 0, ow - 1)
+    s1, s2 = st.columns(2)
+    r = s1.slider("Output row", 0, oh - 1, key=f"{key}_row")
+    c = s2.slider("Output column", 0, ow - 1, key=f"{key}_col")
+    step = pool_step_of(pool, i_map, r, c)
+    size = step.window.shape[0]
+    st.plotly_chart(viz.pool_figure(i_map, o_map, r, c, step, size), key=f"{key}_fig", config={"displayModeBar": False})
+    values = " + ".join(f"{float(v):.3f}" for v in step.window.flatten())
+    is_avg = isinstance(pool, nn.AvgPool2d)
+    if is_avg:
+        st.latex(rf"\tfrac{{1}}{{{size * size}}}({values}) = \mathbf{{{step.result:.3f}}}")
+    else:
+        st.latex(rf"\max({values.replace(' + ', ', ')}) = \mathbf{{{step.result:.3f}}}")
+    st.caption(
+        f"{'Average' if is_avg else 'Max'} pooling looks at {size}×{size} windows and keeps "
+        f"{'their mean: every number counts, so a faint feature spread over the window survives too' if is_avg else 'the largest number of each'}. "
+        f"The layer's own output here is {float(o_map[r, c]):.3f}."
+    )
+    if abs(step.result - float(o_map[r, c])) > MATCH_TOLERANCE:
+        st.warning("The layer's output differs from the formula: the explanation does not match the layer.")
 
 
 # ---------------------------------------------------------------- filters

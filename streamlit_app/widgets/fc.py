@@ -15,6 +15,7 @@ import streamlit as st
 import torch
 
 from digitrec import fc_maths
+from digitrec.inspection import ACTIVATION_FORMULAS, ACTIVATION_KINDS, activation, batchnorm_step
 from digitrec.data import IMAGE_SIZE
 from digitrec.inspection import capture_activations, relu
 from digitrec.viz import fc as fc_viz
@@ -149,6 +150,8 @@ def _show_step(s: fc_maths.FCStep, steps: list[fc_maths.FCStep], net: state.Netw
         _linear_step(s, net, key)
     elif s.kind == "ReLU":
         _relu_step(s, key)
+    elif s.kind in ACTIVATION_KINDS or s.kind.startswith("BatchNorm"):  # a learner's own model's layers
+        _other_step(s, net, key)
     elif s.kind == "Softmax":
         st.markdown(
             "Softmax turns the ten scores into ten probabilities that are positive and add up to 1: "
@@ -221,6 +224,29 @@ def _relu_step(s: fc_maths.FCStep, key: str) -> None:
     )
 
 
+def _other_step(s: fc_maths.FCStep, net: state.Network, key: str) -> None:
+    """An activation other than ReLU (its formula) or a batch norm (its scale and shift), in numbers."""
+    module = dict(net.model.named_children())[s.name]
+    st.plotly_chart(fc_viz.vector_figure(s.values, before=s.inputs, value_title="value", axis_title="neuron"),
+                    key=f"{key}_values")
+    i = int(s.inputs.abs().argmax())
+    x, y = float(s.inputs[i]), float(s.values[i])
+    if s.kind in ACTIVATION_KINDS:
+        st.latex(ACTIVATION_FORMULAS[s.kind])
+        st.markdown(f"Every value goes through the same formula; for neuron {i}: **{x:.4f} → {y:.4f}**.")
+        written = activation(module, s.inputs)
+    else:
+        bn = batchnorm_step(module, i)
+        st.latex(rf"y = \gamma\,rac{{x - \mu}}{{\sqrt{{\sigma^2 + \epsilon}}}} + eta"
+                 rf" = {bn.gamma:.3f}\cdotrac{{{x:.3f} - ({bn.mean:.3f})}}{{\sqrt{{{bn.var:.3f} + {bn.eps:g}}}}}"
+                 rf" + ({bn.beta:.3f}) = {bn.apply(torch.tensor(x)).item():.4f}")
+        st.markdown(f"Batch norm rescales each neuron with the mean and variance it saw in training and then its own "
+                    f"learned scale γ and shift β; for neuron {i}: x × {bn.scale:.3f} + ({bn.shift:.3f}).")
+        written = torch.stack([batchnorm_step(module, j).apply(s.inputs[j]) for j in range(s.inputs.numel())])
+    if not torch.allclose(written.float(), s.values.float(), atol=1e-4):
+        st.warning("The layer's output differs from the formula: the explanation does not match the layer.")
+
+
 # ---------------------------------------------------------------- one neuron
 
 
@@ -274,7 +300,8 @@ def fc_neuron(
         m4.metric("→ ReLU", _num(ns.activated))
     else:
         m4.metric("score of digit", str(neuron))
-    relu_part = f" → ReLU → **{_num(ns.activated)}**" if ns.activated is not None else " (a score: no ReLU here)"
+    relu_part = (f" → {ns.activation_kind} → **{_num(ns.activated)}**" if ns.activated is not None
+                 else " (a score: no ReLU here)" if layer == "output" else " (no activation follows it)")
     st.markdown(
         f"Σ wᵢxᵢ = {_num(ns.weighted_sum)}, + bias {_num(ns.bias)} = **{_num(ns.result)}**{relu_part}"
     )
@@ -382,7 +409,7 @@ def fc_network_diagram(*, key: str, net: state.Network | None = None, digit: sta
     acts = capture_activations(net.model, digit.x)
     modules = dict(net.model.named_children())
     linears = fc_maths.linear_layers(net.model)
-    columns = [(f"relu_{i}", acts[f"relu_{i}"][0]) for i in range(1, len(linears))] + [("output", acts["output"][0])]
+    columns = [(name, acts[name][0]) for name in fc_maths.hidden_outputs(net.model)] + [("output", acts["output"][0])]
     weights = [modules[name].weight for name in linears[1:]]
     predicted = int(acts["output"][0].argmax())
     st.plotly_chart(
