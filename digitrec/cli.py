@@ -98,8 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=_TRAIN_DEFAULTS["batch_size"], help="digits per update (default: %(default)s)")
     p.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS["lr"],
                    help="learning rate (default: %(default)s, right for Adam; SGD needs about 0.05)")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], default=_TRAIN_DEFAULTS["optimizer"],
-                   help="(default: %(default)s)")
+    p.add_argument("--optimizer", choices=["adam", "momentum", "sgd"], default=_TRAIN_DEFAULTS["optimizer"],
+                   help="sgd: plain SGD; momentum: SGD with momentum 0.9; adam (default: %(default)s)")
+    p.add_argument("--augment-shift", type=int, default=0, metavar="PX",
+                   help="data augmentation: move each training digit by up to PX pixels (0-4; default: 0)")
+    p.add_argument("--augment-rotation", type=float, default=0.0, metavar="DEG",
+                   help="data augmentation: turn each training digit by up to DEG degrees (0-30; default: 0)")
     p.add_argument("--schedule", choices=["constant", "cosine"], default=_TRAIN_DEFAULTS["schedule"],
                    help="learning-rate schedule; cosine decays it to 0 by the last step (default: %(default)s)")
     p.add_argument("--seed", type=int, default=_TRAIN_DEFAULTS["seed"],
@@ -218,6 +222,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_config = train.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         optimizer=args.optimizer, seed=args.seed, schedule=args.schedule,
+        augment_shift=args.augment_shift, augment_rotation=args.augment_rotation,
     )
     if args.limit is not None and args.limit < 1:
         raise InvalidConfig(f"--limit must be at least 1 (got {args.limit}).")

@@ -20,6 +20,9 @@ from digitrec.data import IMAGE_SIZE, NUM_CLASSES
 from digitrec.errors import InvalidConfig
 
 
+ACTIVATIONS = ("relu", "none")
+
+
 @dataclass(frozen=True)
 class FCConfig:
     """Fully connected network: flatten -> (Linear -> ReLU) per hidden layer -> Linear."""
@@ -28,8 +31,16 @@ class FCConfig:
     # Hidden layer widths. 16-16 is the network of 3Blue1Brown's video: small
     # enough to show every neuron, still about 95 % accurate.
     hidden: tuple[int, ...] = (16, 16)
+    # "relu" puts ReLU after each hidden layer; "none" leaves it out, and then the
+    # stacked Linear layers collapse into one linear map (the lab's "linear
+    # ceiling", about 92 %). Checkpoints saved before this field read as "relu".
+    activation: str = "relu"
 
     def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise InvalidConfig(
+                f"The activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}."
+            )
         try:  # whole numbers only: 16.5, "16" or a bare 16 would otherwise slip through or crash later
             hidden = tuple(operator.index(h) for h in self.hidden)
         except TypeError:
@@ -87,14 +98,18 @@ class FCNet(nn.Module):
         width = IMAGE_SIZE * IMAGE_SIZE
         for i, h in enumerate(config.hidden, start=1):
             setattr(self, f"fc_{i}", nn.Linear(width, h))
-            setattr(self, f"relu_{i}", nn.ReLU())
+            if config.activation == "relu":  # no module at all otherwise: nothing named ReLU that is not one
+                setattr(self, f"relu_{i}", nn.ReLU())
             width = h
         self.output = nn.Linear(width, NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.flatten(x)  # (B, 784)
+        relu = self.config.activation == "relu"
         for i in range(1, len(self.config.hidden) + 1):
-            x = getattr(self, f"relu_{i}")(getattr(self, f"fc_{i}")(x))  # (B, hidden[i-1])
+            x = getattr(self, f"fc_{i}")(x)  # (B, hidden[i-1])
+            if relu:
+                x = getattr(self, f"relu_{i}")(x)
         return self.output(x)  # (B, 10)
 
 
@@ -177,7 +192,8 @@ def config_from_dict(d: dict) -> ModelConfig:
 def display_name(config: ModelConfig) -> str:
     """A short human name: 'FCNet 784-16-16-10' or 'TinyVGG (10 channels)'."""
     if isinstance(config, FCConfig):
-        return "FCNet " + "-".join(str(w) for w in (IMAGE_SIZE * IMAGE_SIZE, *config.hidden, NUM_CLASSES))
+        name = "FCNet " + "-".join(str(w) for w in (IMAGE_SIZE * IMAGE_SIZE, *config.hidden, NUM_CLASSES))
+        return name + (" (no activation)" if config.activation == "none" else "")
     return f"TinyVGG ({config.channels} channels)"
 
 
