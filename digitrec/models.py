@@ -169,6 +169,8 @@ def config_to_dict(config: ModelConfig) -> dict:
     """The configuration as plain JSON-able values, with its architecture name."""
     d = dataclasses.asdict(config)
     d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    if d.get("activation") == "relu":  # the default: left out, so a ReLU network's checkpoint reads as before
+        del d["activation"]
     return {"architecture": config.architecture, **d}
 
 
