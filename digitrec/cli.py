@@ -17,12 +17,10 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from digitrec import config
 from digitrec.errors import DigitrecError, InvalidConfig
 
 EXIT_USAGE = 2  # argparse's own status for bad arguments; ours for fixable problems
-
-# TrainConfig's defaults, read without importing torch before it is needed.
-_TRAIN_DEFAULTS = {"epochs": 3, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "seed": 0, "schedule": "constant"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,25 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
         "overwrites the committed pretrained weights; pass --out weights/fc.safetensors (or "
         "cnn) on purpose to replace them (`make weights` does).",
     )
-    p.add_argument("--model", required=True, choices=["fc", "fc-wide", "cnn"],
-                   help="fc: 784-16-16-10 (3Blue1Brown's); fc-wide: 784-128-64-10; cnn: TinyVGG")
+    p.add_argument("--model", required=True, choices=list(config.PRESETS),
+                   help="; ".join(f"{name}: {preset.label}" for name, preset in config.PRESETS.items()))
     p.add_argument("--hidden", type=_widths, default=None, metavar="W1,W2,...",
                    help="hidden layer widths of an fc model, overriding the preset (e.g. 32,16)")
     p.add_argument("--channels", type=int, default=None, metavar="C",
-                   help="feature maps per conv layer of the cnn model, overriding the preset's 10")
-    p.add_argument("--epochs", type=int, default=_TRAIN_DEFAULTS["epochs"], help="passes over the training digits (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=_TRAIN_DEFAULTS["batch_size"], help="digits per update (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS["lr"],
+                   help=f"feature maps per conv layer of the cnn model, overriding the preset's {config.CNN_CHANNELS}")
+    p.add_argument("--epochs", type=int, default=config.EPOCHS, help="passes over the training digits (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=config.BATCH_SIZE, help="digits per update (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=config.LR,
                    help="learning rate (default: %(default)s, right for Adam; SGD needs about 0.05)")
-    p.add_argument("--optimizer", choices=["adam", "momentum", "sgd"], default=_TRAIN_DEFAULTS["optimizer"],
-                   help="sgd: plain SGD; momentum: SGD with momentum 0.9; adam (default: %(default)s)")
+    p.add_argument("--optimizer", choices=config.OPTIMIZERS, default=config.OPTIMIZER,
+                   help="sgd: plain SGD; momentum: SGD with momentum; adam (default: %(default)s)")
     p.add_argument("--augment-shift", type=int, default=0, metavar="PX",
-                   help="data augmentation: move each training digit by up to PX pixels (0-4; default: 0)")
+                   help=f"data augmentation: move each training digit by up to PX pixels (0-{config.MAX_AUGMENT_SHIFT}; default: 0)")
     p.add_argument("--augment-rotation", type=float, default=0.0, metavar="DEG",
-                   help="data augmentation: turn each training digit by up to DEG degrees (0-30; default: 0)")
-    p.add_argument("--schedule", choices=["constant", "cosine"], default=_TRAIN_DEFAULTS["schedule"],
+                   help=f"data augmentation: turn each training digit by up to DEG degrees (0-{config.MAX_AUGMENT_ROTATION:g}; default: 0)")
+    p.add_argument("--schedule", choices=config.SCHEDULES, default=config.SCHEDULE,
                    help="learning-rate schedule; cosine decays it to 0 by the last step (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=_TRAIN_DEFAULTS["seed"],
+    p.add_argument("--seed", type=int, default=config.SEED,
                    help="fixes the initial weights and the batch order (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train on only the first N training digits, for quick runs (the test "
@@ -210,15 +208,15 @@ class _ProgressBar:
 def cmd_train(args: argparse.Namespace) -> int:
     from digitrec import checkpoints, data, models, train
 
-    config = models.PRESETS[args.model]
+    model_config = models.PRESETS[args.model]
     if args.hidden is not None:
-        if not isinstance(config, models.FCConfig):
+        if not isinstance(model_config, models.FCConfig):
             raise InvalidConfig("--hidden sets the widths of an fc model; for --model cnn use --channels.")
-        config = replace(config, hidden=args.hidden)
+        model_config = replace(model_config, hidden=args.hidden)
     if args.channels is not None:
-        if not isinstance(config, models.TinyVGGConfig):
+        if not isinstance(model_config, models.TinyVGGConfig):
             raise InvalidConfig("--channels sets the feature maps of the cnn model; for fc models use --hidden.")
-        config = replace(config, channels=args.channels)
+        model_config = replace(model_config, channels=args.channels)
     train_config = train.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         optimizer=args.optimizer, seed=args.seed, schedule=args.schedule,
@@ -230,8 +228,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     mnist = data.load_mnist()
     train_set = mnist.train.subset(args.limit) if args.limit else mnist.train
-    model = models.build(config, seed=args.seed)
-    print(f"training {models.display_name(config)} ({models.count_params(model):,} parameters) on "
+    model = models.build(model_config, seed=args.seed)
+    print(f"training {models.display_name(model_config)} ({models.count_params(model):,} parameters) on "
           f"{len(train_set):,} digits for {train_config.epochs} epoch(s)")
 
     control = train.TrainControl()

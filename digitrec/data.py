@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import math
-
 import torch
 import torch.nn.functional as F
 
+from digitrec import config
 from digitrec.errors import DataUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,14 +42,10 @@ MNIST_FILES = (
 )
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
-# The validation split: this many of the 60,000 training digits are held out,
-# chosen once by a seeded permutation, so every run on every machine watches
-# the same digits and none of them is ever trained on.
-VALIDATION_SIZE = 5000
-SPLIT_SEED = 2024
-# "Shuffle the pixels": one fixed permutation of the 784 positions, the same for
-# training, validation and testing (a different one would be a different task).
-PERMUTATION_SEED = 7
+# The validation split and the pixel permutation (why these: digitrec.config).
+VALIDATION_SIZE = config.VALIDATION_SIZE
+SPLIT_SEED = config.SPLIT_SEED
+PERMUTATION_SEED = config.PERMUTATION_SEED
 
 
 @dataclass(frozen=True)

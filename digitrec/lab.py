@@ -23,7 +23,7 @@ import torch
 
 from digitrec import data, models
 from digitrec.data import MNIST, DigitSet
-from digitrec.train import TrainConfig, TrainControl, evaluate, fit, pixel_order
+from digitrec.train import TrainConfig, evaluate, fit, pixel_order
 
 # The lab's base run: the "plain SGD, FCNet 16-16, 300 steps of 64 digits, seed 0".
 BASE: dict = dict(
@@ -150,17 +150,8 @@ def train_config(values: dict, train_digits: int) -> TrainConfig:
         epochs=epochs_for(int(values["max_steps"]), int(values["batch_size"]), train_digits), batch_size=int(values["batch_size"]), lr=float(values["lr"]),
         optimizer=values["optimizer"], seed=int(values["seed"]), evaluate_each_epoch=False,
         augment_shift=int(values["augment_shift"]), augment_rotation=float(values["augment_rotation"]),
-        shuffle_pixels=bool(values["shuffle_pixels"]),
+        shuffle_pixels=bool(values["shuffle_pixels"]), max_steps=int(values["max_steps"]),
     )
-
-
-class _StopAfter:
-    def __init__(self, steps: int, control: TrainControl) -> None:
-        self.steps, self.control = steps, control
-
-    def on_step_end(self, state) -> None:
-        if state.step >= self.steps:
-            self.control.stop()
 
 
 def measure(values: dict, mnist: MNIST, label: str = "", with_shift: bool = False) -> LabResult:
@@ -171,12 +162,9 @@ def measure(values: dict, mnist: MNIST, label: str = "", with_shift: bool = Fals
     training = training.subset(min(int(values["train_size"]), len(training)))
     model = models.build(model_config(values), seed=int(values["seed"]))
     config = train_config(values, len(training))
-    control = TrainControl()
     steps, diverged = 0, False
     try:
-        state = fit(model, training, config, callbacks=[_StopAfter(int(values["max_steps"]), control)],
-                    control=control)
-        steps = state.step
+        steps = fit(model, training, config).step
     except TrainingDiverged:
         diverged = True  # the model kept its last finite weights: measure those
     order = pixel_order(config)

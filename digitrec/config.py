@@ -1,0 +1,142 @@
+"""Every setting in one place: the network presets, the training defaults and the limits.
+
+The command line, the app's widgets, the benchmark, the run specification
+(``digitrec.spec``), the models and the training loop all read their defaults
+and ranges from here, so a setting is changed once. This module holds plain
+data only and imports nothing heavy: ``import digitrec.config`` must not
+import torch (a test checks it), so a form or ``--help`` can use it before
+torch is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# --- the data -----------------------------------------------------------------------------------
+
+TRAIN_DIGITS = 60_000  # MNIST's training set
+TEST_DIGITS = 10_000  # MNIST's test set
+
+
+# --- the networks -------------------------------------------------------------------------------
+
+# FCNet's hidden widths. 16-16 is the network of 3Blue1Brown's video: small
+# enough to show every neuron, still about 95 % accurate.
+FC_HIDDEN = (16, 16)
+# TinyVGG's feature maps per conv layer. CNN Explainer uses 10: enough for 99 %
+# on MNIST and few enough to show every map on one screen.
+CNN_CHANNELS = 10
+# Padding 1 keeps each block's maps the size of its input (28 -> 28, 14 -> 14),
+# so a feature map lines up pixel for pixel with the digit.
+CNN_PADDING = 1
+
+# At most 8 hidden layers: enough for any lesson, and a crafted checkpoint
+# cannot make us build thousands of layers before its tensors are checked.
+MAX_HIDDEN_LAYERS = 8
+WIDTH_RANGE = (1, 4096)  # neurons in one hidden layer
+CHANNELS_RANGE = (1, 256)  # TinyVGG feature maps per conv layer
+PADDINGS = (0, 1)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named network: which architecture, and its size."""
+
+    architecture: str  # "fcnet" or "tinyvgg"
+    label: str  # what a person reads in a picker or --help
+    hidden: tuple[int, ...] = ()  # fcnet only
+    channels: int = 0  # tinyvgg only
+
+    @property
+    def widths_text(self) -> str:
+        """The hidden widths as a person types them: "16, 16" ("" for a CNN)."""
+        return ", ".join(str(w) for w in self.hidden)
+
+
+PRESETS: dict[str, Preset] = {
+    "fc": Preset("fcnet", "784-16-16-10 (3Blue1Brown's)", hidden=FC_HIDDEN),
+    "fc-wide": Preset("fcnet", "784-128-64-10 (wide)", hidden=(128, 64)),
+    "cnn": Preset("tinyvgg", "TinyVGG (CNN Explainer's)", channels=CNN_CHANNELS),
+}
+CUSTOM_WIDTHS = "32, 16"  # what the Train page's "custom widths" box starts with
+
+
+# --- training defaults (the lessons' defaults) ----------------------------------------------------
+
+# Each optimizer with the one sentence the app shows where it is chosen.
+OPTIMIZER_EXPLANATIONS = {
+    "sgd": "Plain SGD: every weight moves by −learning rate × its gradient, the formula of lesson 6, nothing else.",
+    "momentum": "SGD with momentum: each step also keeps 0.9 of the previous step, so the weights roll on "
+                "through small bumps and speed up along a steady slope.",
+    "adam": "Adam: each weight gets its own step size from the recent size of its gradients, so one learning "
+            "rate (about 0.001) suits every layer.",
+}
+OPTIMIZERS = tuple(OPTIMIZER_EXPLANATIONS)  # "sgd" is plain SGD (no momentum)
+SCHEDULES = ("constant", "cosine")
+# FCNet's activation after each hidden layer: "none" leaves the network one
+# linear map in disguise (the lab's linear ceiling, about 92 %).
+ACTIVATIONS = ("relu", "none")
+FC_ACTIVATION = "relu"
+
+EPOCHS = 3
+# 128 keeps per-step Python overhead small next to the arithmetic while
+# still giving ~470 updates per epoch.
+BATCH_SIZE = 128
+# Adam at 1e-3 trains both networks well without tuning; SGD needs ~0.05-0.1.
+LR = 1e-3
+OPTIMIZER = "adam"
+MOMENTUM = 0.9  # the "momentum" optimizer's
+# "cosine" lowers the rate smoothly to 0 by the last step, so the final
+# weights settle instead of jittering around the minimum; "constant" is
+# easier to reason about in the lessons.
+SCHEDULE = "constant"
+SEED = 0  # fixes the initial weights and the batch order
+RACE_EPOCHS = 1  # a race's default: one pass is enough to see who is faster
+RACE_TARGETS = (0.95, 0.97, 0.98)  # test accuracies the race table times and its chart marks
+
+
+# --- limits -------------------------------------------------------------------------------------
+
+MAX_EPOCHS = 1000  # the library's (and the command line's) limit
+MAX_APP_EPOCHS = 20  # the app trains at most this many epochs (a server is shared)
+BATCH_RANGE = (1, TRAIN_DIGITS)
+LR_MAX = 10.0  # learning rates are above 0 and at most this
+SEED_RANGE = (0, 2**31 - 1)
+# "Quick mode": train on the first N training digits. 300 overfits within a few
+# hundred steps (the lab's lesson); fewer makes curves of noise.
+TRAIN_DIGITS_RANGE = (300, TRAIN_DIGITS)
+TRAIN_SIZE_CHOICES = (300, 1000, 3000, 10000, 30000, TRAIN_DIGITS)  # the app's quick-mode slider
+SNAPSHOT_EVERY_RANGE = (0, 10**6)  # 0: choose automatically
+
+# The lab's data settings.
+MAX_AUGMENT_SHIFT = 4  # pixels; MNIST's digits sit in a 20 x 20 box with 4 pixels of margin
+MAX_AUGMENT_ROTATION = 30.0  # degrees; more starts to turn one digit into another
+AUGMENT_SHIFT_CHOICES = (0, 1, 2, 3, 4)  # the Train page's slider
+AUGMENT_ROTATION_CHOICES = (0, 5, 10, 15, 20, 30)
+LAB_AUGMENT = (2, 10.0)  # the "augmentation on" switch of a lesson: up to 2 px and 10 degrees
+# A lab run may end after a set number of steps (a lesson's 300); at most this many.
+MAX_STEPS_RANGE = (1, 100_000)
+
+# A training run shares the server's memory with every other session: refuse
+# settings that would need more than this before training starts.
+MEMORY_BUDGET_BYTES = 2 * 2**30
+
+
+# --- what a run records ---------------------------------------------------------------------------
+
+# The validation split (digitrec.data.validation_split): this many of the
+# 60,000 training digits are held out by a seeded permutation and never
+# trained on; a run's curves watch them, and the test set is used once, at the end.
+VALIDATION_SIZE = 5000
+SPLIT_SEED = 2024
+EVAL_SIZE = 2000  # validation digits evaluated during a run (a fixed subset: the curves stay cheap)
+SUBSET_SEED = 1234  # fixes which validation digits form the subset (the same for every run)
+# "Shuffle the pixels": one fixed permutation of the 784 positions, the same for
+# training, validation and testing (a different one would be a different task).
+PERMUTATION_SEED = 7
+EVAL_POINTS = 30  # about this many test-subset points per run when eval_every is automatic
+SNAPSHOTS = 30  # about this many weight snapshots per run when snapshot_every is automatic
+MAX_SNAPSHOTS = 300  # a chosen snapshot_every may not make more (memory: ~50 KB each)
+MAX_STEP_POINTS = 3000  # per-step history is thinned to about this many points
+MAX_UNITS = {"fcnet": 16, "tinyvgg": 64}  # first-layer units kept per snapshot
+LIVE_EVERY_S = 0.2  # refresh the live probe and weights at most this often
