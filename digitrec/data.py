@@ -191,23 +191,37 @@ def batches(
 
 
 def validation_split(
-    digits: DigitSet, size: int = VALIDATION_SIZE, seed: int = SPLIT_SEED
+    digits: DigitSet, size: int | None = None, seed: int = SPLIT_SEED
 ) -> tuple[DigitSet, DigitSet]:
     """(training part, validation part) of ``digits``: a fixed, seeded, disjoint split.
 
-    The validation part is ``size`` digits drawn by a seeded permutation; the
-    training part is all the others. Both keep the digits' original order, so
+    The validation part is ``size`` digits drawn by a seeded permutation
+    (default: VALIDATION_SIZE of MNIST's 60,000, one twelfth of a smaller set);
+    the training part is all the others. Both keep the digits' original order, so
     "the first N training digits" stays a meaningful, reproducible quick set.
     """
     n = len(digits)
+    if size is None:
+        size = min(VALIDATION_SIZE, max(1, n // 12))
     if not 0 < size < n:
         raise ValueError(f"A validation split needs 0 < size < {n} digits, got {size}.")
+    key = (id(digits.images), size, seed)
+    cached = _SPLITS.get(key)
+    if cached is not None and cached[0] is digits.images:  # the same tensor, not a new one at a reused id
+        return cached[1]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     held, kept = order[:size].sort().values, order[size:].sort().values
-    return (
+    split = (
         DigitSet(digits.images[kept], digits.labels[kept]),
         DigitSet(digits.images[held], digits.labels[held]),
     )
+    _SPLITS.clear()  # one split kept: every run of a process splits the same 60,000
+    _SPLITS[key] = (digits.images, split)
+    return split
+
+
+# Every run splits the same training set: keep the last split (a 47 MB copy) instead of one per run.
+_SPLITS: dict[tuple, tuple[torch.Tensor, tuple[DigitSet, DigitSet]]] = {}
 
 
 # --- augmentation: random shifts and small rotations of a whole batch -----------------------------

@@ -17,13 +17,14 @@ lesson.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from digitrec import config as settings
 from digitrec import data, models
 from digitrec.data import MNIST, DigitSet
-from digitrec.train import TrainConfig, evaluate, fit, pixel_order
+from digitrec.train import evaluate, fit, pixel_order
 
 # The lab's base run: the issue's "plain SGD, FCNet 16-16, 300 steps of 64 digits, seed 0".
 BASE: dict = dict(
@@ -31,7 +32,9 @@ BASE: dict = dict(
     batch_size=64, max_steps=300, train_size=60000,
     seed=0, augment_shift=0, augment_rotation=0.0, shuffle_pixels=False,
 )
-TRAIN_MEASURE_SIZE = 5000  # training accuracy is measured on (at most) this many of the digits trained on
+# Training and validation accuracy are measured on the same fixed subsets a run's
+# curves use (runs.eval_subset, config.EVAL_SIZE digits each), so the lesson's
+# numbers are the numbers the learner's own run shows.
 SHIFTS = tuple(range(-5, 6))  # pixels, for the augmentation experiment's shift curve
 SHIFT_DIGITS = 1000  # test digits the shift curve averages over
 
@@ -60,7 +63,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             key="learning-rate",
             title="How big a step?",
             question="Plain SGD, 300 steps. Which learning rate ends with the best test accuracy?",
-            choices=("0.1", "0.3", "1.0", "3.0"),
+            choices=("0.1", "0.3", "1", "3"),
             answer="0.3",
             variants={f"lr {lr:g}": {"lr": lr} for lr in (0.1, 0.3, 1.0, 3.0)},
         ),
@@ -121,8 +124,8 @@ class LabResult:
     label: str
     steps: int
     train_digits: int  # how many training digits it could draw batches from
-    train_accuracy: float  # on (up to TRAIN_MEASURE_SIZE of) the digits it trained on
-    validation_accuracy: float  # on the held-out validation digits
+    train_accuracy: float  # on a fixed subset of the digits it trained on (runs.eval_subset)
+    validation_accuracy: float  # on the fixed subset of held-out validation digits a run's curves watch
     test_accuracy: float  # on all 10,000 test digits, measured once at the end
     diverged: bool
     shift_accuracy: tuple[float, ...] = ()  # accuracy at each of SHIFTS (the "shift" experiments only)
@@ -133,35 +136,29 @@ def split(mnist: MNIST) -> tuple[DigitSet, DigitSet]:
     return data.validation_split(mnist.train)
 
 
-def model_config(values: dict) -> models.ModelConfig:
-    if values["architecture"] == "tinyvgg":
-        return models.TinyVGGConfig(channels=int(values["channels"]))
-    widths = tuple(int(w) for w in str(values["widths"]).split(","))
-    return models.FCConfig(hidden=widths, activation=values["activation"])
-
-
 def epochs_for(steps: int, batch_size: int, train_digits: int) -> int:
-    """Enough passes over ``train_digits`` for ``steps`` batches (300 digits need 60 passes for 300 steps of 64)."""
+    """Enough passes over ``train_digits`` for ``steps`` batches (300 digits need 65 passes for 300 steps of 64)."""
     return max(1, -(-steps * batch_size // train_digits))
 
 
-def train_config(values: dict, train_digits: int) -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs_for(int(values["max_steps"]), int(values["batch_size"]), train_digits), batch_size=int(values["batch_size"]), lr=float(values["lr"]),
-        optimizer=values["optimizer"], seed=int(values["seed"]), evaluate_each_epoch=False,
-        augment_shift=int(values["augment_shift"]), augment_rotation=float(values["augment_rotation"]),
-        shuffle_pixels=bool(values["shuffle_pixels"]), max_steps=int(values["max_steps"]),
-    )
+def form_values(values: dict) -> dict:
+    """A variant's values as ``spec.make_spec`` keyword arguments, with enough epochs for its steps."""
+    available = min(int(values["train_size"]), settings.TRAIN_DIGITS - settings.VALIDATION_SIZE)
+    return {**values, "epochs": epochs_for(int(values["max_steps"]), int(values["batch_size"]), available),
+            "max_epochs": settings.MAX_EPOCHS}
 
 
 def measure(values: dict, mnist: MNIST, label: str = "", with_shift: bool = False) -> LabResult:
     """Train one variant here and now; its training, validation and (once) test accuracy."""
     from digitrec.errors import TrainingDiverged
 
+    from digitrec.spec import make_spec
+
+    spec = make_spec(**form_values(values))  # the same checks and the same spec as the page's runs
     training, validation = split(mnist)
-    training = training.subset(min(int(values["train_size"]), len(training)))
-    model = models.build(model_config(values), seed=int(values["seed"]))
-    config = train_config(values, len(training))
+    training = training.subset(min(spec.train_size, len(training)))
+    model = models.build(spec.model, seed=spec.train.seed)
+    config = replace(spec.train, evaluate_each_epoch=False)
     steps, diverged = 0, False
     try:
         steps = fit(model, training, config).step
@@ -169,22 +166,33 @@ def measure(values: dict, mnist: MNIST, label: str = "", with_shift: bool = Fals
         diverged = True  # the model kept its last finite weights: measure those
     order = pixel_order(config)
     shift = shift_accuracy(model, mnist.test.subset(SHIFT_DIGITS), SHIFTS, order) if with_shift else ()
+    from digitrec.runs import eval_subset
+
     return LabResult(
         label=label, steps=steps, train_digits=len(training),
-        train_accuracy=evaluate(model, training.subset(TRAIN_MEASURE_SIZE), order=order)[1],
-        validation_accuracy=evaluate(model, validation, order=order)[1],
+        train_accuracy=evaluate(model, eval_subset(training), order=order)[1],
+        validation_accuracy=evaluate(model, eval_subset(validation), order=order)[1],
         test_accuracy=evaluate(model, mnist.test, order=order)[1],
         diverged=diverged, shift_accuracy=tuple(shift),
     )
 
 
 def run_experiment(key: str, mnist: MNIST) -> dict[str, LabResult]:
-    """Every variant of one experiment, measured in order."""
+    """Every variant of one experiment, measured in order (once per process: the runs are seeded)."""
+    cached = _RESULTS.get(key)
+    if cached is not None and cached[0] is mnist.train.images:
+        return cached[1]
     experiment = EXPERIMENTS[key]
-    return {
+    results = {
         label: measure(experiment.values(label), mnist, label, with_shift=experiment.compare == "shift")
         for label in experiment.variants
     }
+    _RESULTS[key] = (mnist.train.images, results)
+    return results
+
+
+# Results of run_experiment, with the training digits they were measured on (seeded runs give the same numbers).
+_RESULTS: dict[str, tuple[torch.Tensor, dict[str, LabResult]]] = {}
 
 
 def shift_accuracy(
@@ -198,3 +206,52 @@ def shift_accuracy(
         moved = DigitSet(shift_digit(digits.images, s, 0), digits.labels)
         out.append(evaluate(model, moved, order=order)[1])
     return out
+
+
+def result_of(label: str, progress) -> LabResult:
+    """A LabResult from an ended run's ``RunProgress`` (the lab widget's runs)."""
+    last = progress.evals[-1] if progress.evals else None
+    nan = float("nan")
+    return LabResult(
+        label=label, steps=progress.step, train_digits=progress.plan.train_size,
+        train_accuracy=last.train_accuracy if last and last.train_accuracy is not None else nan,
+        validation_accuracy=last.test_accuracy if last and last.test_accuracy is not None else nan,
+        test_accuracy=progress.final_test_accuracy if progress.final_test_accuracy is not None else nan,
+        diverged=progress.status.value == "diverged",
+    )
+
+
+def mean_far_shift(result: LabResult, far: int = 4) -> float:
+    """Mean accuracy at -far and +far pixels of a result's shift curve."""
+    at = dict(zip(SHIFTS, result.shift_accuracy))
+    return (at[-far] + at[far]) / 2
+
+
+def verdict(key: str, results: dict[str, LabResult]) -> str:
+    """Which of the experiment's choices these measurements support (the lesson's answer is checked by it)."""
+    e = EXPERIMENTS[key]
+    r = results
+    if key == "learning-rate":
+        best = max(r.values(), key=lambda x: x.test_accuracy)
+        return best.label.removeprefix("lr ")
+    if key == "training-size":
+        small = r["300 digits"]
+        gap = small.train_accuracy - small.validation_accuracy
+        if gap > 0.1:
+            return e.choices[1]
+        return e.choices[2] if gap < -0.1 else e.choices[0]
+    if key == "activation":
+        drop = r["ReLU"].test_accuracy - r["no activation"].test_accuracy
+        if r["no activation"].test_accuracy < 0.2:
+            return e.choices[2]
+        return e.choices[1] if drop > 0.01 else e.choices[0]
+    if key == "shuffled-pixels":
+        fc = r["FCNet"].test_accuracy - r["FCNet, shuffled"].test_accuracy > 0.02
+        cnn = r["TinyVGG"].test_accuracy - r["TinyVGG, shuffled"].test_accuracy > 0.02
+        return {(True, True): "both", (True, False): "only FCNet", (False, True): "only TinyVGG"}.get((fc, cnn), "neither")
+    if key == "augmentation":
+        plain, augmented = mean_far_shift(r["TinyVGG"]), mean_far_shift(r["TinyVGG + augmentation"])
+        if augmented - plain > 0.05:
+            return e.choices[0]
+        return e.choices[1] if plain - augmented > 0.05 else e.choices[2]
+    raise KeyError(key)

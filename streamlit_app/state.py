@@ -223,13 +223,34 @@ def set_current_digit(digit: Digit) -> None:
 # ---------------------------------------------------------------- lessons
 
 
+class _LessonFacts(dict):
+    """Lesson facts whose "lab." entries (training runs, seconds of work) are measured only when a lesson names one."""
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and name.startswith("lab.")
+                                              and name in _lab_facts_cached())
+
+    def __missing__(self, name: str) -> str:
+        if name.startswith("lab."):
+            return _lab_facts_cached()[name]
+        raise KeyError(name)
+
+
+@st.cache_resource(show_spinner="Running the lab's experiments for this lesson's numbers (once per server)…")
+def _lab_facts_cached() -> dict[str, str]:
+    from digitrec.lessons import lab_facts
+
+    return lab_facts(require_mnist(), {k: pretrained(k) for k in PRETRAINED_LABELS})
+
+
 def lesson_facts() -> dict[str, str]:
-    """The numbers lesson text may name: the pretrained models' facts, the training defaults and the current digit's."""
+    """The numbers lesson text may name: the pretrained models' facts, the training defaults and the current digit's
+    (and, on demand, the lab's measured numbers)."""
     from digitrec.lessons import digit_facts, settings_facts
 
     nets = {k: n.model for k, n in networks().items() if k in PRETRAINED_LABELS}
     digit = current_digit()
-    facts = dict(_model_facts_cached())
+    facts = _LessonFacts(_model_facts_cached())
     facts.update(settings_facts())
     facts.update(digit_facts(nets, digit.x, digit.label))
     for key, net in networks().items():

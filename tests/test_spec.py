@@ -86,7 +86,7 @@ def test_make_spec_defaults_are_the_config_defaults_and_max_steps_goes_into_the_
                                  config.SEED)
     lesson = make_spec(max_steps=300, epochs=1)
     assert lesson.train.max_steps == 300 and lesson.plan(config.TRAIN_DIGITS).total_steps == 300
-    with pytest.raises(InvalidConfig, match="max steps must be a whole number from 1 up"):
+    with pytest.raises(InvalidConfig, match="the number of steps must be from 1 to 100,000"):
         make_spec(max_steps=0)
 
 

@@ -29,6 +29,7 @@ WIDGETS: dict[str, tuple[str, str, str]] = {
     "loss": ("softmax", "loss_widget", "cross-entropy of the current digit"),
     "live_training": ("training", "live_training", "train the FC network live for a few hundred steps"),
     "race_chart": ("training", "race_chart", "FC vs CNN: accuracy against seconds"),
+    "training_lab": ("lab", "training_lab", "predict, then run a lab experiment: its variants trained and compared"),
     "conv_sandbox": ("cnn", "conv_sandbox", "padding, stride and kernel size on the current digit"),
     "conv_arithmetic": ("cnn", "conv_arithmetic", "one convolution output: kernel x patch, summed"),
     "relu_detail": ("cnn", "relu_detail", "a feature map before and after ReLU"),
@@ -54,6 +55,7 @@ PAGES = {
     "cnn": ("views/cnn_explorer.py", "the convolutional explorer"),
     "attribution": ("views/attributions.py", "the attributions page"),
     "training": ("views/train.py", "the training page"),
+    "lab": ("views/train.py", "the training page"),
     "compare": ("views/race.py", "the FC vs CNN race"),
 }
 
