@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 
 from digitrec import checkpoints, config, models, race, runs
+from digitrec.data import permute_pixels, pixel_permutation
 from digitrec.errors import CheckpointError, DigitrecError, InvalidConfig
 from digitrec.race import Race, RaceMode
 from digitrec.runs import RunProgress, RunStatus, TrainingRun
@@ -280,9 +281,15 @@ def _probe_view(run, probs, *, key: str, caption: str) -> None:
 def _weights_view(p: RunProgress, weights, *, key: str) -> None:
     if weights is None:
         return
+    unshuffled = p.shuffled_pixels and p.architecture == "fcnet"
+    if unshuffled:  # draw each weight at the pixel it reads: w_original[j] = w[position of pixel j]
+        weights = permute_pixels(weights, torch.argsort(pixel_permutation()))
     st.plotly_chart(first_layer_figure(weights, architecture=p.architecture, total_units=p.total_units),
                     key=f"{key}_weights")
-    if p.architecture == "fcnet":
+    if unshuffled:
+        st.caption("This network reads shuffled pixels; each weight is drawn back at the pixel it reads. Strokes "
+                   "appear although the network was never told which pixels are neighbours.")
+    elif p.architecture == "fcnet":
         st.caption("Each image is one hidden neuron's 784 weights, laid out like the digit's pixels: ink on an orange "
                    "pixel raises the neuron, ink on a purple one lowers it. They start as noise and grow strokes.")
     else:
