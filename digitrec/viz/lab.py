@@ -52,3 +52,21 @@ def shift_accuracy_figure(shifts: Sequence[int], curves: dict[str, Sequence[floa
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), hovermode="closest",
                       legend=dict(orientation="h", yanchor="bottom", y=1.01, x=0))
     return fig
+
+
+def digits_row_figure(images, titles: Sequence[str], *, height: int = 170) -> go.Figure:
+    """Several (28, 28) digits in [0, 1] side by side, greyscale, each with its title."""
+    from plotly.subplots import make_subplots
+
+    from digitrec.viz.scales import INK_SCALE
+
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=list(titles), horizontal_spacing=0.01)
+    for i, image in enumerate(images, start=1):
+        fig.add_trace(go.Heatmap(z=image.detach().tolist(), colorscale=INK_SCALE, zmin=0, zmax=1, showscale=False,
+                                 hovertemplate="row %{y}, col %{x}<br>ink %{z:.3f}<extra></extra>"), row=1, col=i)
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i if i > 1 else ''}", showticklabels=False,
+                         showgrid=False, row=1, col=i)
+        fig.update_xaxes(showticklabels=False, showgrid=False, constrain="domain", row=1, col=i)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=28, b=4))
+    return fig

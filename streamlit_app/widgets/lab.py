@@ -128,3 +128,34 @@ def training_lab(*, key: str, experiment: str = "learning-rate") -> None:
             st.info(f"You predicted **{predicted}**; these runs say **{answer}**.")
 
     _watch(key=key, slot=slot, body=body)
+
+
+def augment_preview(*, key: str, shift: int = 2, rotation: float = 10.0, count: int = 6) -> None:
+    """The current digit as augmentation shows it to a network: a few random shifts and turns of it."""
+    import torch
+
+    from digitrec import config
+    from digitrec.data import augment
+    from digitrec.viz.lab import digits_row_figure
+
+    problems = []
+    if not 0 <= int(shift) <= config.MAX_AUGMENT_SHIFT:
+        problems.append(f"shift must be from 0 to {config.MAX_AUGMENT_SHIFT}")
+    if not 0 <= float(rotation) <= config.MAX_AUGMENT_ROTATION:
+        problems.append(f"rotation must be from 0 to {config.MAX_AUGMENT_ROTATION:g}")
+    if not 1 <= int(count) <= 10:
+        problems.append("count must be from 1 to 10")
+    if problems:
+        st.warning("augment_preview: " + "; ".join(problems) + ".")
+        return
+    digit = state.current_digit()
+    generator = torch.Generator().manual_seed(st.session_state.get(f"{key}_draw", 0))
+    batch = digit.pixels.reshape(1, 1, 28, 28).expand(int(count), 1, 28, 28)  # (count, 1, 28, 28)
+    moved = augment(batch, int(shift), float(rotation), generator=generator)[:, 0]  # (count, 28, 28)
+    st.plotly_chart(digits_row_figure([digit.pixels, *moved], ["yours", *[f"draw {i + 1}" for i in range(int(count))]]),
+                    key=f"{key}_row", config={"staticPlot": True})
+    if st.button("New random draws", key=f"{key}_again", icon=":material/casino:"):
+        st.session_state[f"{key}_draw"] = st.session_state.get(f"{key}_draw", 0) + 1
+        st.rerun()
+    st.caption(f"Each training batch gets fresh draws: moved up to {int(shift)} px and turned up to "
+               f"{float(rotation):g}° (`digitrec.data.augment`, the same call the training loop makes).")

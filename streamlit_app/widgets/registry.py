@@ -30,6 +30,7 @@ WIDGETS: dict[str, tuple[str, str, str]] = {
     "live_training": ("training", "live_training", "train the FC network live for a few hundred steps"),
     "race_chart": ("training", "race_chart", "FC vs CNN: accuracy against seconds"),
     "training_lab": ("lab", "training_lab", "predict, then run a lab experiment: its variants trained and compared"),
+    "augment_preview": ("lab", "augment_preview", "the current digit shifted and turned as augmentation does"),
     "conv_sandbox": ("cnn", "conv_sandbox", "padding, stride and kernel size on the current digit"),
     "conv_arithmetic": ("cnn", "conv_arithmetic", "one convolution output: kernel x patch, summed"),
     "relu_detail": ("cnn", "relu_detail", "a feature map before and after ReLU"),
