@@ -575,7 +575,7 @@ MACS_NOTE = (
     "convolution does, for every output value, input channels × 3 × 3. A training step is estimated at 3× the "
     "forward pass: the backward pass computes, for each layer, the gradient of its input and of its weights, each "
     "about as much arithmetic as the forward. Speeds and seconds are measured in this run on the training clock "
-    "(evaluation and pauses excluded); seconds to an accuracy are those of the first test evaluation at or above it."
+    "(evaluation and pauses excluded); seconds to an accuracy are those of the first validation evaluation at or above it (the test set is measured once, at the end)."
 )
 
 
