@@ -27,6 +27,10 @@ def _open(lesson: int, step: int, digit: state.Digit | None = None) -> AppTest:
     return at.run()
 
 
+def _by_number(number: int) -> lessons.Lesson:
+    return next(lesson for lesson in COURSE if lesson.number == number)
+
+
 def _markdown(at: AppTest) -> str:
     return "\n".join(m.value for m in at.markdown)
 
@@ -92,21 +96,21 @@ def test_a_drawn_digit_without_a_label_renders_the_loss_lesson():
 
 
 def test_next_previous_and_next_lesson_move_the_url():
-    at = _open(7, 1)
+    at = _open(9, 1)
     assert not at.button(key="lesson_next").disabled
     assert not [b for b in at.button if b.key == "lesson_prev"]  # no Previous on the first step
     at.button(key="lesson_next").click().run()
     assert dict(at.query_params)["step"] == "2"
-    assert at.subheader[0].value == COURSE[6].steps[1].title
+    assert at.subheader[0].value == _by_number(9).steps[1].title
     at.button(key="lesson_prev").click().run()
     assert dict(at.query_params)["step"] == "1"
-    last = len(COURSE[6].steps)
+    last = len(_by_number(9).steps)
     at.query_params["step"] = str(last)
     at.run()
     assert not [b for b in at.button if b.key == "lesson_next"]
     at.button(key="lesson_next_lesson").click().run()
-    assert (dict(at.query_params)["lesson"], dict(at.query_params)["step"]) == ("8", "1")
-    assert at.title[0].value.startswith("8. ")
+    assert (dict(at.query_params)["lesson"], dict(at.query_params)["step"]) == ("10", "1")
+    assert at.title[0].value.startswith("10. ")
 
 
 def test_the_lesson_box_switches_lesson_and_a_bad_url_falls_back():
@@ -170,12 +174,13 @@ def test_a_broken_lesson_file_is_reported_on_the_page(tmp_path, monkeypatch):
     assert "01-test.md, line 16: mark the right answer" in at.error[0].value
 
 
-@pytest.mark.parametrize("number, widget", [(6, "live_training"), (10, "race_chart")])
-def test_training_widgets_wait_for_their_button(number, widget):
-    lesson = COURSE[number - 1]
+@pytest.mark.parametrize("number, widget, button", [(6, "live_training", "Start"), (12, "race_chart", "Start"),
+                                                    (8, "training_lab", "Run the experiment")])
+def test_training_widgets_wait_for_their_button(number, widget, button):
+    lesson = next(lesson for lesson in COURSE if lesson.number == number)
     index = next(i for i, s in enumerate(lesson.steps) if widget in [w.name for w in s.widgets])
     at = _open(number, index + 1)
     _check_step(at, lesson, index)
     runs = at.session_state[state.RUNS_KEY] if state.RUNS_KEY in at.session_state else {}
     assert not runs, f"{widget} started training before its button was pressed: {runs}"
-    assert any(b.label and "Start" in b.label for b in at.button)
+    assert any(b.label and button in b.label for b in at.button)
