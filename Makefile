@@ -37,6 +37,7 @@ test: $(STAMP) data browser
 weights: $(STAMP) data
 	OMP_NUM_THREADS=1 $(PY) -m digitrec train --model fc --epochs 15 --lr 0.003 --schedule cosine --seed 0 --augment-shift 1 --augment-rotation 10 --out weights/fc.safetensors
 	OMP_NUM_THREADS=1 $(PY) -m digitrec train --model cnn --epochs 8 --lr 0.005 --schedule cosine --seed 0 --augment-shift 2 --augment-rotation 15 --out weights/cnn.safetensors
+	$(PY) -m digitrec train --model fc --hidden none --epochs 10 --lr 0.003 --schedule cosine --seed 0 --out weights/linear.safetensors
 
 bench: $(STAMP) data
 	$(PY) -m digitrec bench

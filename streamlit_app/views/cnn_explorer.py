@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from streamlit_app.widgets import cnn
+from streamlit_app.widgets import backprop, cnn
 from streamlit_app.widgets.context import current_digit_sidebar, network_picker
+from streamlit_app.widgets.units import unit_link
 
-SECTIONS = ["Convolution", "ReLU", "Max pooling", "The end: softmax", "Filters", "Sandbox"]
+SECTIONS = ["Convolution", "ReLU", "Max pooling", "The end: softmax", "Filters", "Kernel gradient", "Sandbox"]
 SECTION_KEY = "cnn_section"
 CONV_KEY = "cnn_conv"
 
@@ -38,6 +39,7 @@ def draw() -> None:
 
     st.subheader("Every feature map at once")
     cnn.cnn_overview(key="cnn_overview", net=net, digit=digit, url=True)
+    unit_link(key="cnn_unit_link", net=net)  # any map's biography, and the dead maps named
 
     st.divider()
     section = _choose_section()
@@ -58,6 +60,10 @@ def draw() -> None:
     elif section == "Filters":
         st.markdown("**The filters the network learned.** Every 3×3 kernel of a convolution layer, as a tiny image.")
         cnn.cnn_filters(key="cnn_filters", net=net)
+    elif section == "Kernel gradient":
+        st.markdown("**How a kernel learns: one kernel weight's gradient.** Backpropagation on this digit, summed "
+                    "over every position the kernel visited.")
+        backprop.kernel_gradient(key="cnn_kgrad", net=net, digit=digit, url=True)
     else:
         st.markdown(
             "**Sandbox: padding, stride and kernel size.** Slide a hand-made kernel over the digit and see how the "

@@ -2,13 +2,17 @@
 
 The page is built from the widgets in ``streamlit_app.widgets.fc`` (the lessons
 embed the same ones): the network at a glance, the forward pass one step at a
-time, one neuron's weighted sum, and every first-layer neuron's weights.
+time, one neuron's weighted sum, and every first-layer neuron's weights. Its Backward mode
+(``?mode=backward``, ``streamlit_app.widgets.backprop``) runs the pass the other way: from the loss
+back to every weight, and one SGD step.
 """
 
 import streamlit as st
 
 from digitrec import models
+from streamlit_app.widgets import backprop
 from streamlit_app.widgets.context import current_digit_sidebar, network_picker
+from streamlit_app.widgets.units import unit_link
 from streamlit_app.widgets.fc import fc_forward_steps, fc_network_diagram, fc_neuron, fc_weight_grid
 
 
@@ -22,7 +26,11 @@ def draw() -> None:
         "layer, every neuron of one layer to every neuron of the next. Each number below is the one the network "
         "really computed."
     )
+    if backprop.mode_picker(key="fc_mode", url=True) == "Backward":  # how it learns: the pass run backwards
+        backprop.fc_backward(key="fc_back", net=net, digit=digit, url=True)
+        return
     fc_network_diagram(key="fc_diagram", net=net, digit=digit)
+    unit_link(key="fc_unit_link", net=net)  # any neuron's biography, and the dead neurons named
 
     steps_tab, neuron_tab, grid_tab = st.tabs(["Step by step", "Pick a neuron", "All first-layer neurons"])
     with steps_tab:
