@@ -773,6 +773,7 @@ def backprop_facts(passes: dict) -> dict[str, str]:
         if bw.conv_layers():
             first = bw.layer(bw.conv_layers()[0])
             facts[f"bp.{key}.positions"] = f"{first.grad_output[0].numel():,}"
+    return facts
 
 
 # --- the training lab's numbers (lessons 08 and 13; kept apart from the course's facts above) ---------
