@@ -64,15 +64,20 @@ def test_lab_facts_fill_every_placeholder_of_lessons_08_and_13(mnist, results):
     assert float(facts["lab.relu.test"].rstrip("%")) > float(facts["lab.linear.test"].rstrip("%"))
     assert float(facts["lab.shift.cnn.far"].rstrip("%")) > float(facts["lab.shift.fc.far"].rstrip("%"))
     assert facts["lab.weights.cnn.shift"] == "2" and facts["lab.validation_size"] == "5,000"
+    from digitrec import samples
+
+    nets = {k: ck.model for k, ck in pretrained.items()}
+    digit = lessons.digit_facts(nets, samples.sample_digit(7).reshape(1, 1, 28, 28), 7)  # the questions on your digit
     for name in ("08-does-it-generalise.md", "13-augmentation.md"):
         lesson = lessons.parse_lesson((LESSONS / name).read_text(encoding="utf-8"), name)
         for step in lesson.steps:
             for block in step.blocks:
                 texts = [block.text]
-                if block.question is not None:
-                    texts += [block.question.prompt] + [a.text + a.feedback for a in block.question.answers]
+                for q in (block.question, getattr(block, "prediction", None)):
+                    if q is not None and hasattr(q, "answers"):
+                        texts += [q.prompt] + [a.text + a.feedback for a in q.answers]
                 for text in texts:
-                    filled = lessons.fill(text, facts)  # every placeholder is a lab fact: LessonError otherwise
+                    filled = lessons.fill(text, {**digit, **facts})  # LessonError for any unknown placeholder
                     assert "{{" not in filled
                 if block.widget is not None and block.widget.name == "training_lab":
                     assert block.widget.params["experiment"] in lab.EXPERIMENTS
