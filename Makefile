@@ -33,9 +33,10 @@ test: $(STAMP) data browser
 	$(PY) -m pytest
 
 # Reproduce the committed pretrained weights (fixed seeds; see weights/README.md).
+# One thread: the committed files were made so, and the thread count changes float rounding.
 weights: $(STAMP) data
-	$(PY) -m digitrec train --model fc --epochs 15 --lr 0.003 --schedule cosine --seed 0 --out weights/fc.safetensors
-	$(PY) -m digitrec train --model cnn --epochs 8 --lr 0.005 --schedule cosine --seed 0 --out weights/cnn.safetensors
+	OMP_NUM_THREADS=1 $(PY) -m digitrec train --model fc --epochs 15 --lr 0.003 --schedule cosine --seed 0 --augment-shift 1 --augment-rotation 10 --out weights/fc.safetensors
+	OMP_NUM_THREADS=1 $(PY) -m digitrec train --model cnn --epochs 8 --lr 0.005 --schedule cosine --seed 0 --augment-shift 2 --augment-rotation 15 --out weights/cnn.safetensors
 	$(PY) -m digitrec train --model fc --hidden none --epochs 10 --lr 0.003 --schedule cosine --seed 0 --out weights/linear.safetensors
 
 bench: $(STAMP) data

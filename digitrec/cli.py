@@ -97,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=config.LR,
                    help="learning rate (default: %(default)s, right for Adam; SGD needs about 0.05)")
     p.add_argument("--optimizer", choices=config.OPTIMIZERS, default=config.OPTIMIZER,
-                   help="(default: %(default)s)")
+                   help="sgd: plain SGD; momentum: SGD with momentum; adam (default: %(default)s)")
+    p.add_argument("--augment-shift", type=int, default=0, metavar="PX",
+                   help=f"data augmentation: move each training digit by up to PX pixels (0-{config.MAX_AUGMENT_SHIFT}; default: 0)")
+    p.add_argument("--augment-rotation", type=float, default=0.0, metavar="DEG",
+                   help=f"data augmentation: turn each training digit by up to DEG degrees (0-{config.MAX_AUGMENT_ROTATION:g}; default: 0)")
     p.add_argument("--schedule", choices=config.SCHEDULES, default=config.SCHEDULE,
                    help="learning-rate schedule; cosine decays it to 0 by the last step (default: %(default)s)")
     p.add_argument("--seed", type=int, default=config.SEED,
@@ -240,6 +244,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_config = train.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         optimizer=args.optimizer, seed=args.seed, schedule=args.schedule,
+        augment_shift=args.augment_shift, augment_rotation=args.augment_rotation,
     )
     if args.limit is not None and args.limit < 1:
         raise InvalidConfig(f"--limit must be at least 1 (got {args.limit}).")

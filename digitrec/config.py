@@ -63,8 +63,20 @@ CUSTOM_WIDTHS = "32, 16"  # what the Train page's "custom widths" box starts wit
 
 # --- training defaults (the lessons' defaults) ----------------------------------------------------
 
-OPTIMIZERS = ("adam", "sgd")
+# Each optimizer with the one sentence the app shows where it is chosen.
+OPTIMIZER_EXPLANATIONS = {
+    "sgd": "Plain SGD: every weight moves by −learning rate × its gradient, the formula of lesson 6, nothing else.",
+    "momentum": "SGD with momentum: each step also keeps 0.9 of the previous step, so the weights roll on "
+                "through small bumps and speed up along a steady slope.",
+    "adam": "Adam: each weight gets its own step size from the recent size of its gradients, so one learning "
+            "rate (about 0.001) suits every layer.",
+}
+OPTIMIZERS = tuple(OPTIMIZER_EXPLANATIONS)  # "sgd" is plain SGD (no momentum)
 SCHEDULES = ("constant", "cosine")
+# FCNet's activation after each hidden layer: "none" leaves the network one
+# linear map in disguise (the lab's linear ceiling, about 92 %).
+ACTIVATIONS = ("relu", "none")
+FC_ACTIVATION = "relu"
 
 EPOCHS = 3
 # 128 keeps per-step Python overhead small next to the arithmetic while
@@ -73,7 +85,7 @@ BATCH_SIZE = 128
 # Adam at 1e-3 trains both networks well without tuning; SGD needs ~0.05-0.1.
 LR = 1e-3
 OPTIMIZER = "adam"
-MOMENTUM = 0.9  # SGD only
+MOMENTUM = 0.9  # the "momentum" optimizer's
 # "cosine" lowers the rate smoothly to 0 by the last step, so the final
 # weights settle instead of jittering around the minimum; "constant" is
 # easier to reason about in the lessons.
@@ -90,9 +102,20 @@ MAX_APP_EPOCHS = 20  # the app trains at most this many epochs (a server is shar
 BATCH_RANGE = (1, TRAIN_DIGITS)
 LR_MAX = 10.0  # learning rates are above 0 and at most this
 SEED_RANGE = (0, 2**31 - 1)
-TRAIN_DIGITS_RANGE = (10, TRAIN_DIGITS)  # "quick mode": train on the first N training digits
+# "Quick mode": train on the first N training digits. 300 overfits within a few
+# hundred steps (the lab's lesson); fewer makes curves of noise.
+TRAIN_DIGITS_RANGE = (300, TRAIN_DIGITS)
 TRAIN_SIZE_CHOICES = (300, 1000, 3000, 10000, 30000, TRAIN_DIGITS)  # the app's quick-mode slider
 SNAPSHOT_EVERY_RANGE = (0, 10**6)  # 0: choose automatically
+
+# The lab's data settings.
+MAX_AUGMENT_SHIFT = 4  # pixels; MNIST's digits sit in a 20 x 20 box with 4 pixels of margin
+MAX_AUGMENT_ROTATION = 30.0  # degrees; more starts to turn one digit into another
+AUGMENT_SHIFT_CHOICES = (0, 1, 2, 3, 4)  # the Train page's slider
+AUGMENT_ROTATION_CHOICES = (0, 5, 10, 15, 20, 30)
+LAB_AUGMENT = (2, 10.0)  # the "augmentation on" switch of a lesson: up to 2 px and 10 degrees
+# A lab run may end after a set number of steps (a lesson's 300); at most this many.
+MAX_STEPS_RANGE = (1, 100_000)
 
 # A training run shares the server's memory with every other session: refuse
 # settings that would need more than this before training starts.
@@ -101,8 +124,16 @@ MEMORY_BUDGET_BYTES = 2 * 2**30
 
 # --- what a run records ---------------------------------------------------------------------------
 
-EVAL_SIZE = 2000  # digits in the test subset evaluated during a run
-SUBSET_SEED = 1234  # fixes which test digits form the subset (the same for every run)
+# The validation split (digitrec.data.validation_split): this many of the
+# 60,000 training digits are held out by a seeded permutation and never
+# trained on; a run's curves watch them, and the test set is used once, at the end.
+VALIDATION_SIZE = 5000
+SPLIT_SEED = 2024
+EVAL_SIZE = 2000  # validation digits evaluated during a run (a fixed subset: the curves stay cheap)
+SUBSET_SEED = 1234  # fixes which validation digits form the subset (the same for every run)
+# "Shuffle the pixels": one fixed permutation of the 784 positions, the same for
+# training, validation and testing (a different one would be a different task).
+PERMUTATION_SEED = 7
 EVAL_POINTS = 30  # about this many test-subset points per run when eval_every is automatic
 SNAPSHOTS = 30  # about this many weight snapshots per run when snapshot_every is automatic
 MAX_SNAPSHOTS = 300  # a chosen snapshot_every may not make more (memory: ~50 KB each)

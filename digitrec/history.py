@@ -25,10 +25,16 @@ class StepRow:
 
 @dataclass(frozen=True)
 class EvalRow:
-    """One evaluation on test digits (the run's test subset, or the full test set after an epoch)."""
+    """One evaluation on held-out digits (a run's validation subset, or all validation digits after an epoch)."""
 
     step: int  # steps trained when it was measured (0: the untrained network)
     epoch: int
     seconds: float  # training clock
+    # On the held-out digits: during a run, the validation subset (or all validation
+    # digits after an epoch); the names stay from when runs watched the test set.
     test_accuracy: float | None  # 0..1; None if it was not measured
     test_loss: float | None  # mean cross-entropy
+    # The same measure on a fixed subset of the digits trained on (a run's recorder fills
+    # these), so training and validation are compared on equal terms: overfitting is the gap.
+    train_accuracy: float | None = None
+    train_loss: float | None = None

@@ -774,3 +774,67 @@ def backprop_facts(passes: dict) -> dict[str, str]:
             first = bw.layer(bw.conv_layers()[0])
             facts[f"bp.{key}.positions"] = f"{first.grad_output[0].numel():,}"
     return facts
+
+
+# --- the training lab's numbers (lessons 08 and 13; kept apart from the course's facts above) ---------
+
+
+LAB_PREFIX = "lab."  # every lab fact's name starts so: they cost training runs, so they are computed on demand
+
+
+def lab_facts(mnist, pretrained: dict) -> dict[str, str]:
+    """Numbers lessons 08 and 13 name, measured by real runs (``digitrec.lab``) and on the shipped networks.
+
+    mnist: ``digitrec.data.MNIST``; pretrained: "fc" / "cnn" -> ``checkpoints.Checkpoint`` (model and metadata).
+    Runs (plain SGD, FCNet 16-16, 64 digits a step, seed 0), each a few seconds:
+    ``lab.lr_0_1.test`` … ``lab.lr_3.test`` and ``lab.lr_best`` (the learning-rate sweep);
+    ``lab.small.train`` / ``.validation`` / ``.test`` (300 training digits) and ``lab.full.…`` (all);
+    ``lab.small.gap`` (training minus validation, in points); ``lab.relu.test`` / ``lab.linear.test``
+    (3,000 steps with and without ReLU); ``lab.steps``, ``lab.batch``, ``lab.validation_size``,
+    ``lab.train_digits``. On the shipped networks: ``lab.shift.fc.far`` / ``lab.shift.cnn.far`` (accuracy on
+    test digits moved 4 px sideways, mean of both ways), ``lab.shift.fc.centre`` / ``cnn.centre`` (not moved),
+    ``lab.drawn.fc`` / ``lab.drawn.cnn`` (the drawn-digit bench, ``digitrec.drawn``), and the augmentation
+    they were trained with, ``lab.weights.cnn.shift`` / ``.rotation`` (and ``fc``).
+    """
+    import json
+
+    from digitrec import config, drawn, lab
+
+    pct = "{:.1%}".format
+    facts = {
+        "lab.steps": f"{lab.BASE['max_steps']:,}",
+        "lab.batch": str(lab.BASE["batch_size"]),
+        "lab.validation_size": f"{config.VALIDATION_SIZE:,}",
+        "lab.train_digits": f"{config.TRAIN_DIGITS - config.VALIDATION_SIZE:,}",
+        "lab.eval_size": f"{config.EVAL_SIZE:,}",
+    }
+    sweep = lab.run_experiment("learning-rate", mnist)
+    for label, r in sweep.items():
+        facts[f"lab.lr_{label.removeprefix('lr ').replace('.', '_')}.test"] = pct(r.test_accuracy)
+    facts["lab.lr_best"] = lab.verdict("learning-rate", sweep)
+    sizes = lab.run_experiment("training-size", mnist)
+    for name, label in (("small", "300 digits"), ("full", "all training digits")):
+        r = sizes[label]
+        facts[f"lab.{name}.train"], facts[f"lab.{name}.validation"] = pct(r.train_accuracy), pct(r.validation_accuracy)
+        facts[f"lab.{name}.test"] = pct(r.test_accuracy)
+    small = sizes["300 digits"]
+    facts["lab.small.gap"] = f"{(small.train_accuracy - small.validation_accuracy) * 100:.0f}"
+    activation = lab.run_experiment("activation", mnist)
+    facts["lab.relu.test"] = pct(activation["ReLU"].test_accuracy)
+    facts["lab.linear.test"] = pct(activation["no activation"].test_accuracy)
+    facts["lab.activation_steps"] = f"{lab.EXPERIMENTS['activation'].values('ReLU')['max_steps']:,}"
+
+    test = mnist.test.subset(lab.SHIFT_DIGITS)
+    bench = drawn.drawn_digits()
+    facts["lab.drawn.count"] = str(len(bench))
+    facts["lab.shift_digits"] = f"{lab.SHIFT_DIGITS:,}"
+    for key, ck in pretrained.items():
+        model = ck.model
+        at = dict(zip(lab.SHIFTS, lab.shift_accuracy(model, test, lab.SHIFTS)))
+        facts[f"lab.shift.{key}.far"] = pct((at[-4] + at[4]) / 2)
+        facts[f"lab.shift.{key}.centre"] = pct(at[0])
+        facts[f"lab.drawn.{key}"] = pct(drawn.accuracy(model, bench))
+        train_config = json.loads(ck.info.extra.get("train_config", "{}"))
+        facts[f"lab.weights.{key}.shift"] = str(train_config.get("augment_shift", 0))
+        facts[f"lab.weights.{key}.rotation"] = f"{train_config.get('augment_rotation', 0):g}"
+    return facts

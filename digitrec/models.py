@@ -30,8 +30,16 @@ class FCConfig:
     # hidden layer widths (why 16-16: digitrec.config); () is no hidden layer at all:
     # one Linear layer, softmax regression, the course's baseline (LINEAR below)
     hidden: tuple[int, ...] = settings.FC_HIDDEN
+    # "relu" puts ReLU after each hidden layer; "none" leaves it out, and then the
+    # stacked Linear layers collapse into one linear map (the lab's "linear
+    # ceiling"). Checkpoints saved before this field read as "relu".
+    activation: str = settings.FC_ACTIVATION
 
     def __post_init__(self) -> None:
+        if self.activation not in settings.ACTIVATIONS:
+            raise InvalidConfig(
+                f"The activation must be one of {', '.join(settings.ACTIVATIONS)}, got {self.activation!r}."
+            )
         try:  # whole numbers only: 16.5, "16" or a bare 16 would otherwise slip through or crash later
             hidden = tuple(operator.index(h) for h in self.hidden)
         except TypeError:
@@ -98,14 +106,18 @@ class FCNet(nn.Module):
         width = IMAGE_SIZE * IMAGE_SIZE
         for i, h in enumerate(config.hidden, start=1):
             setattr(self, f"fc_{i}", nn.Linear(width, h))
-            setattr(self, f"relu_{i}", nn.ReLU())
+            if config.activation == "relu":  # no module at all otherwise: nothing named ReLU that is not one
+                setattr(self, f"relu_{i}", nn.ReLU())
             width = h
         self.output = nn.Linear(width, NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.flatten(x)  # (B, 784)
+        relu = self.config.activation == "relu"
         for i in range(1, len(self.config.hidden) + 1):
-            x = getattr(self, f"relu_{i}")(getattr(self, f"fc_{i}")(x))  # (B, hidden[i-1])
+            x = getattr(self, f"fc_{i}")(x)  # (B, hidden[i-1])
+            if relu:
+                x = getattr(self, f"relu_{i}")(x)
         return self.output(x)  # (B, 10)
 
 
@@ -169,6 +181,8 @@ def config_to_dict(config: ModelConfig) -> dict:
         return config.to_dict()
     d = dataclasses.asdict(config)
     d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    if d.get("activation") == "relu":  # the default: left out, so a ReLU network's checkpoint reads as before
+        del d["activation"]
     return {"architecture": config.architecture, **d}
 
 
@@ -196,7 +210,8 @@ def display_name(config: ModelConfig) -> str:
     if isinstance(config, ModelSpec):
         return config.name or config.text()
     if isinstance(config, FCConfig):
-        return "FCNet " + "-".join(str(w) for w in (IMAGE_SIZE * IMAGE_SIZE, *config.hidden, NUM_CLASSES))
+        name = "FCNet " + "-".join(str(w) for w in (IMAGE_SIZE * IMAGE_SIZE, *config.hidden, NUM_CLASSES))
+        return name + (" (no activation)" if config.activation == "none" else "")
     return f"TinyVGG ({config.channels} channels)"
 
 

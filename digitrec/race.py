@@ -150,7 +150,7 @@ class RaceRow:
     seconds_per_epoch: float | None  # training seconds for one pass over the training digits
     seconds_to: tuple[tuple[float, float | None], ...]  # (target accuracy, seconds or None if not reached)
     final_accuracy: float | None  # 0..1 on the full test set once the run ended, else None
-    best_accuracy: float | None  # the best test-subset accuracy seen so far
+    best_accuracy: float | None  # the best validation-subset accuracy seen so far
     status: str = ""
     milestones: tuple[tuple[float, float | None], ...] = ()  # like seconds_to, at MILESTONES (for explain)
     device: str = ""  # where it trained: "cpu" or "cuda" ("" before the race)

@@ -9,8 +9,13 @@ While it trains, the run's ``Recorder`` keeps, off the training clock (``fit``
 does not count callbacks or evaluation as training time):
 
 - every step's loss and batch accuracy (every k-th step for very long runs);
-- the test accuracy on a fixed 2,000-digit test subset every ``eval_every``
-  steps (about 30 points a run), and on all 10,000 test digits after each epoch;
+- every ``eval_every`` steps (about 30 points a run), the loss and accuracy on
+  a fixed 2,000-digit subset of the validation digits (held out of the 60,000
+  training digits by ``data.validation_split``, never trained on) and on a
+  fixed 2,000-digit subset of the digits it trains on, so the two curves
+  compare on equal terms; on all validation digits after each epoch;
+- the test set once, at the end: a run never watches it while it trains, so
+  nothing about the run is chosen by looking at the test digits;
 - a snapshot every ``snapshot_every`` steps: the first layer's weights and the
   probe digit's ten probabilities at that moment (for replaying the run);
 - the latest first-layer weights and probe probabilities, a few times a second.
@@ -40,12 +45,12 @@ import torch
 from torch import nn
 
 from digitrec import checkpoints, config, models
-from digitrec.data import IMAGE_SIZE, MNIST, DigitSet
+from digitrec.data import IMAGE_SIZE, MNIST, DigitSet, permute_pixels, validation_split
 from digitrec.errors import TrainingDiverged
 from digitrec.history import EvalRow, StepRow
 from digitrec.inspection import eval_mode
 from digitrec.spec import RunPlan, RunSpec
-from digitrec.train import Callback, TrainConfig, TrainControl, TrainState, evaluate, fit, step_row
+from digitrec.train import Callback, TrainConfig, TrainControl, TrainState, evaluate, fit, pixel_order, step_row
 
 
 class RunStatus(str, enum.Enum):
@@ -85,7 +90,7 @@ class Snapshot:
     seconds: float  # training clock
     first_layer: torch.Tensor
     probe_probs: torch.Tensor
-    test_accuracy: float | None  # the latest test-subset accuracy at this moment, 0..1
+    test_accuracy: float | None  # the latest validation-subset accuracy at this moment, 0..1
 
 
 @dataclass(frozen=True)
@@ -99,8 +104,8 @@ class RunProgress:
     macs: int  # multiply-adds of one digit's forward pass
     plan: RunPlan
     epochs: int
-    test_size: int  # digits in the full test set
-    eval_size: int  # digits in the test subset
+    test_size: int  # digits in the full test set (evaluated once, when the run ends)
+    eval_size: int  # digits in the validation subset the curves watch
     step: int
     epoch: int
     samples_seen: int
@@ -109,8 +114,8 @@ class RunProgress:
     loss: float
     accuracy: float
     steps: tuple[StepRow, ...]  # per recorded step
-    evals: tuple[EvalRow, ...]  # on the test subset, from step 0
-    epoch_results: tuple[EvalRow, ...]  # on the full test set after each epoch
+    evals: tuple[EvalRow, ...]  # on the validation subset (and the training subset), from step 0
+    epoch_results: tuple[EvalRow, ...]  # on all validation digits after each epoch
     snapshots: tuple[Snapshot, ...]
     probe_probs: torch.Tensor | None  # (10,) now
     first_layer: torch.Tensor | None  # (U, k, k) now
@@ -118,6 +123,9 @@ class RunProgress:
     message: str  # why a run diverged or failed; empty otherwise
     final_test_accuracy: float | None  # on the full test set, once the run has ended
     device: str = "cpu"  # where it trained: "cpu" or "cuda"
+    validation_size: int = config.VALIDATION_SIZE  # digits held out of the training set
+    train_eval_size: int = config.EVAL_SIZE  # digits of the training set measured like the validation subset
+    shuffled_pixels: bool = False  # the run reads every digit in the fixed shuffled pixel order
 
     @property
     def total_steps(self) -> int:
@@ -137,7 +145,7 @@ class RunProgress:
 
     @property
     def test_accuracy(self) -> float | None:
-        """The latest test-subset accuracy (None before the first evaluation)."""
+        """The latest validation-subset accuracy (None before the first evaluation)."""
         return self.evals[-1].test_accuracy if self.evals else None
 
 
@@ -182,10 +190,11 @@ def _probe_probs(model: nn.Module, probe: torch.Tensor) -> torch.Tensor:
 
 
 def eval_subset(test: DigitSet, size: int = config.EVAL_SIZE) -> DigitSet:
-    """A fixed, seeded random subset of the test set (the same for every run and seed).
+    """A fixed, seeded random subset of ``test`` (the same for every run and seed).
 
     Random rather than the first ``size`` digits: MNIST's first 5,000 test digits
-    are cleaner and easier than the last 5,000 (as its authors note).
+    are cleaner and easier than the last 5,000 (as its authors note), and the
+    validation digits keep their original order.
     """
     if size >= len(test):
         return test
@@ -202,8 +211,9 @@ _RUN_IDS = itertools.count(1)
 class TrainingRun:
     """One model trained in a background thread; control it and read ``progress()`` from any thread.
 
-    ``data``: MNIST (trains on the first ``spec.train_size`` training digits,
-    tests on the test set). ``probe``: a (28, 28) digit in [0, 1] whose
+    ``data``: MNIST. The training digits are split (``data.validation_split``)
+    into the digits it may train on (the first ``spec.train_size`` of them) and
+    the validation digits its curves watch; the test set is evaluated once, at the end. ``probe``: a (28, 28) digit in [0, 1] whose
     probabilities are followed during training (default: the first test digit).
     The model is built from ``spec.model`` with ``spec.train.seed``.
     ``callbacks``: more ``train.Callback`` objects, called in the training
@@ -229,13 +239,17 @@ class TrainingRun:
         self.id = next(_RUN_IDS)  # unique in this process, unlike id(), which a later object may reuse
         self._callbacks = tuple(callbacks)
         self.threads = threads
-        self.plan = spec.plan(len(data.train))
-        self._train = data.train.subset(self.plan.train_size)
+        training, self._validation = validation_split(data.train)
+        self.plan = spec.plan(len(training))
+        self._train = training.subset(self.plan.train_size)
         self._test = data.test
-        self._subset = eval_subset(data.test, spec.eval_size)
+        self._subset = eval_subset(self._validation, spec.eval_size)
+        self._train_subset = eval_subset(self._train, spec.eval_size)
         if probe is None:
             probe = data.test.images[0].float() / 255.0
         self.probe = probe.detach().float().reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (1, 1, 28, 28)
+        # A shuffled-pixel run reads everything in its fixed order: training, evaluation and the probe.
+        self.pixel_order = pixel_order(spec.train)
         self.model = models.build(spec.model, seed=spec.train.seed)
         self.model.eval()
         self.params = models.count_params(self.model)
@@ -247,7 +261,9 @@ class TrainingRun:
         self._thread: threading.Thread | None = None
         self._status = RunStatus.IDLE  # for the thread's outcome; live states come from the control
         self._message = ""
-        self._recorder = Recorder(self.model, self.plan, spec.train, self.probe, self._subset, self._test)
+        probe_input = self.probe if self.pixel_order is None else permute_pixels(self.probe, self.pixel_order)
+        self._recorder = Recorder(self.model, self.plan, spec.train, probe_input, self._subset, self._test,
+                                  train_subset=self._train_subset, order=self.pixel_order)
 
     # -- control (any thread) --
 
@@ -318,7 +334,8 @@ class TrainingRun:
         return RunProgress(
             status=status, name=self.spec.name, architecture=self.spec.model.architecture,
             params=self.params, macs=self.macs, plan=self.plan, epochs=self.spec.train.epochs,
-            test_size=len(self._test), eval_size=len(self._subset),
+            test_size=len(self._test), eval_size=len(self._subset), validation_size=len(self._validation),
+            shuffled_pixels=self.pixel_order is not None, train_eval_size=len(self._train_subset),
             step=s.step, epoch=s.epoch, samples_seen=s.samples_seen, elapsed_s=s.elapsed_s,
             samples_per_s=s.samples_per_s, loss=s.loss, accuracy=s.accuracy,
             steps=r.steps, evals=r.evals, epoch_results=r.epoch_results,
@@ -341,6 +358,8 @@ class TrainingRun:
         extra = {
             "steps": str(p.step), "train_size": str(self.plan.train_size), "batch_size": str(t.batch_size),
             "optimizer": t.optimizer, "lr": repr(t.lr), "schedule": t.schedule, "run_status": p.status.value,
+            "augment_shift": str(t.augment_shift), "augment_rotation": repr(t.augment_rotation),
+            "shuffle_pixels": "yes" if t.shuffle_pixels else "no",
         }
         return checkpoints.to_bytes(
             model, test_accuracy=p.final_test_accuracy, epochs=len(p.epoch_results), seed=t.seed, extra=extra
@@ -353,8 +372,9 @@ class TrainingRun:
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
+            # fit's per-epoch evaluation watches all validation digits, never the test set.
             state = fit(self.model, self._train, self.spec.train, callbacks=[self._recorder, *self._callbacks],
-                        control=self.control, test=self._test)
+                        control=self.control, test=self._validation)
             if state.stopped:  # stop() came before the last step (reaching max_steps is finishing)
                 outcome = RunStatus.STOPPED
         except TrainingDiverged as e:
@@ -400,8 +420,11 @@ class Recorder:
     """
 
     def __init__(self, model: nn.Module, plan: RunPlan, train_config: TrainConfig, probe: torch.Tensor, subset: DigitSet,
-                 test: DigitSet) -> None:
+                 test: DigitSet, train_subset: DigitSet | None = None, order: torch.Tensor | None = None) -> None:
+        # subset: the validation digits the curves watch; train_subset: digits it trains on, measured the
+        # same way; test: evaluated once, in finish(); order: a shuffled-pixel run's pixel permutation.
         self.model, self.plan, self.probe, self.subset, self.test = model, plan, probe, subset, test
+        self.train_subset, self.order = train_subset, order
         self._lock = threading.Lock()
         self._state = TrainState(epochs=train_config.epochs, steps_per_epoch=plan.steps_per_epoch,
                                  max_steps=train_config.max_steps)
@@ -481,17 +504,13 @@ class Recorder:
         """After fit: a last subset point and snapshot, and the full test accuracy of the final model."""
         with self._lock:
             state = replace(self._state)
-            last_epoch = self._epoch_results[-1] if self._epoch_results else None
         if state.step == 0:
             return  # nothing was trained: the step-0 points already describe this model
         if self.last_eval_step != state.step:
             self._evaluate(state)
         if self.last_snapshot_step != state.step:
             self._snapshot(state)
-        if last_epoch is not None and last_epoch.step == state.step:
-            accuracy = last_epoch.test_accuracy
-        else:
-            accuracy = evaluate(self.model, self.test)[1]
+        accuracy = evaluate(self.model, self.test, order=self.order)[1]  # the test set's one use
         with self._lock:
             self._final_accuracy = accuracy
 
@@ -502,9 +521,13 @@ class Recorder:
                 self._steps.append(row)
 
     def _evaluate(self, state: TrainState) -> None:
-        loss, accuracy = evaluate(self.model, self.subset)  # restores the model's mode
+        loss, accuracy = evaluate(self.model, self.subset, order=self.order)  # restores the model's mode
+        train_loss = train_accuracy = None
+        if self.train_subset is not None:
+            train_loss, train_accuracy = evaluate(self.model, self.train_subset, order=self.order)
         with self._lock:
-            self._evals.append(EvalRow(state.step, state.epoch, state.elapsed_s, accuracy, loss))
+            self._evals.append(EvalRow(state.step, state.epoch, state.elapsed_s, accuracy, loss,
+                                       train_accuracy, train_loss))
         self.last_eval_step = state.step
 
     def _live(self) -> tuple[torch.Tensor, torch.Tensor]:

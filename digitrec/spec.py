@@ -130,8 +130,12 @@ def make_spec(
     schedule: str = config.SCHEDULE,
     train_size: int | str = config.TRAIN_DIGITS,
     snapshot_every: int | str = 0,
-    max_steps: int | None = None,
+    max_steps: int | str | None = None,
     max_epochs: int = config.MAX_APP_EPOCHS,
+    activation: str = config.FC_ACTIVATION,
+    augment_shift: int | str = 0,
+    augment_rotation: float | str = 0.0,
+    shuffle_pixels: bool = False,
 ) -> RunSpec:
     """A RunSpec from the values a person typed (strings or numbers).
 
@@ -159,12 +163,26 @@ def make_spec(
         text = str(error).removeprefix("Cannot train: ").rstrip(".")
         problems.append(text[:1].lower() + text[1:])
 
+    def number(name: str, value, low: float, high: float) -> float | None:
+        try:
+            result = float(str(value).strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            problems.append(f"{name} must be a number (got {value!r})")
+            return None
+        if not (math.isfinite(result) and low <= result <= high):
+            problems.append(f"{name} must be from {low:g} to {high:g} (got {result:g})")
+            return None
+        return result
+
     model: models.ModelConfig | None = None
     if architecture == "fcnet":
-        try:
-            model = models.FCConfig(hidden=parse_widths(widths))
-        except InvalidConfig as e:
-            collect(e)
+        if activation not in config.ACTIVATIONS:
+            problems.append(f"the activation must be one of {', '.join(config.ACTIVATIONS)} (got {activation!r})")
+        else:
+            try:
+                model = models.FCConfig(hidden=parse_widths(widths), activation=activation)
+            except InvalidConfig as e:
+                collect(e)
     elif architecture == "tinyvgg":
         c = whole("channels", channels, *config.CHANNELS_RANGE)
         model = models.TinyVGGConfig(channels=c) if c is not None else None
@@ -182,13 +200,25 @@ def make_spec(
         "seed": whole("seed", seed, *config.SEED_RANGE),
         "training digits": whole("training digits", train_size, *config.TRAIN_DIGITS_RANGE),
         "snapshot every": whole("snapshot every", snapshot_every, *config.SNAPSHOT_EVERY_RANGE),
+        "augmentation shift": whole("the augmentation shift (pixels)", augment_shift, 0, config.MAX_AUGMENT_SHIFT),
+        "augmentation rotation": number("the augmentation rotation (degrees)", augment_rotation, 0,
+                                        config.MAX_AUGMENT_ROTATION),
     }
+    if max_steps is not None:
+        max_steps = whole("the number of steps", max_steps, *config.MAX_STEPS_RANGE)
+        if max_steps is None:
+            values["steps"] = None  # refused above: its sentence is in problems
+    if not isinstance(shuffle_pixels, bool):
+        problems.append(f"shuffle the pixels must be on or off (got {shuffle_pixels!r})")
     train_config = None
     if rate is not None and values["batch size"] and values["epochs"] and values["seed"] is not None:
         try:
             train_config = TrainConfig(
                 epochs=values["epochs"], batch_size=values["batch size"], lr=rate, optimizer=optimizer,
                 schedule=schedule, seed=values["seed"], max_steps=max_steps,
+                augment_shift=values["augmentation shift"] or 0,
+                augment_rotation=values["augmentation rotation"] or 0.0,
+                shuffle_pixels=bool(shuffle_pixels),
             )
         except InvalidConfig as e:
             collect(e)

@@ -251,6 +251,16 @@ def set_current_digit(digit: Digit) -> None:
 # ---------------------------------------------------------------- lessons
 
 
+LAB_FACT_PREFIX = "lab."  # digitrec.lessons.LAB_PREFIX, without importing the lessons module here
+
+
+@st.cache_resource(show_spinner="Running the lab's experiments for this lesson's numbers (once per server)…")
+def _lab_facts_cached() -> dict[str, str]:
+    from digitrec.lessons import lab_facts
+
+    return lab_facts(require_mnist(), {k: pretrained(k) for k in PRETRAINED_LABELS})
+
+
 def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
     """The numbers lesson text may name: the pretrained models' facts, the training defaults and the current digit's.
 
@@ -276,6 +286,9 @@ def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
         pass  # the baseline's checkpoint is missing: a lesson naming it shows the unknown placeholder
     if names is None or any(name.startswith("bp.") for name in names):
         facts.update(_backprop_lesson_facts(digit))
+    # The lab's numbers cost training runs (seconds): measured once per server, for lessons that name them.
+    if names is not None and any(name.startswith(LAB_FACT_PREFIX) for name in names):
+        facts.update(_lab_facts_cached())
     groups = set(DATASET_FACT_GROUPS) if names is None else fact_groups(names)
     if groups and mnist() is not None:
         for group in sorted(groups):

@@ -204,3 +204,85 @@ def test_synthetic_digits_are_reproducible_and_balanced():
     assert not torch.equal(a.images, data.synthetic_digits(100, seed=2).images)
     assert a.images.shape == (100, 28, 28) and a.images.dtype == torch.uint8
     assert torch.bincount(a.labels).tolist() == [10] * 10
+
+
+# --- the lab: validation split, augmentation, shuffled pixels ------------------------------------
+
+
+def test_validation_split_is_fixed_disjoint_and_covers_every_training_digit(mnist):
+    kept, held = data.validation_split(mnist.train)
+    again_kept, again_held = data.validation_split(mnist.train)
+    assert len(held) == data.VALIDATION_SIZE and len(kept) == 60000 - data.VALIDATION_SIZE
+    assert torch.equal(held.images, again_held.images) and torch.equal(kept.labels, again_kept.labels)
+    # Disjoint and complete: find each digit's index in the 60,000 by its exact pixels.
+    index = {bytes(img.numpy()): i for i, img in enumerate(mnist.train.images)}
+    held_ids = {index[bytes(img.numpy())] for img in held.images}
+    kept_ids = {index[bytes(img.numpy())] for img in kept.images}
+    assert not held_ids & kept_ids and len(held_ids | kept_ids) >= 59_900  # MNIST holds a few exact duplicates
+    # Seeded, not the first or last 5,000, and every class is there in roughly its share.
+    assert held_ids != set(range(5000)) and held_ids != set(range(55000, 60000))
+    counts = torch.bincount(held.labels, minlength=10)
+    assert counts.min() > 400 and counts.max() < 600
+    other_kept, other_held = data.validation_split(mnist.train, seed=data.SPLIT_SEED + 1)
+    assert not torch.equal(other_held.labels, held.labels)
+
+
+def test_validation_split_refuses_a_size_that_leaves_nothing():
+    digits = data.synthetic_digits(20)
+    for size in (0, 20, 25):
+        with pytest.raises(ValueError):
+            data.validation_split(digits, size=size)
+
+
+@pytest.mark.parametrize("as_input", [False, True], ids=["uint8", "float"])
+def test_augment_keeps_shape_dtype_and_ink_and_really_shifts(mnist, as_input):
+    from digitrec.shift import shift_digit
+
+    images = mnist.train.images[:64]  # (64, 28, 28) uint8
+    batch = data.to_input(images) if as_input else images
+    g = torch.Generator().manual_seed(0)
+    moved = data.augment(batch, max_shift=3, max_rotation=0, generator=g)
+    assert moved.shape == batch.shape and moved.dtype == batch.dtype
+    # Each digit is exactly one whole-pixel shift of itself, by the shifts the generator draws.
+    g = torch.Generator().manual_seed(0)
+    dx, dy = torch.randint(-3, 4, (64,), generator=g), torch.randint(-3, 4, (64,), generator=g)
+    flat = batch.squeeze(1) if as_input else batch
+    out = moved.squeeze(1) if as_input else moved
+    for digit, result, x, y in zip(flat, out, dx.tolist(), dy.tolist()):
+        torch.testing.assert_close(result, shift_digit(digit, x, y), rtol=0, atol=1e-5 if as_input else 0)
+    assert (dx != 0).sum() > 40  # most digits really moved
+    # MNIST keeps 4 px of margin, so shifting by 3 loses (almost) no ink.
+    ink_before, ink_after = flat.float().sum(), out.float().sum()
+    assert abs(ink_after - ink_before) / ink_before < 0.01
+
+
+def test_augment_rotates_small_angles_keeping_most_ink_and_nothing_when_off(mnist):
+    images = mnist.train.images[:32]
+    turned = data.augment(images, max_shift=0, max_rotation=15, generator=torch.Generator().manual_seed(1))
+    assert turned.shape == images.shape and turned.dtype == torch.uint8
+    assert (turned != images).any(dim=(1, 2)).all()  # every digit turned a little
+    ratio = turned.float().sum(dim=(1, 2)) / images.float().sum(dim=(1, 2))
+    assert ((ratio > 0.9) & (ratio < 1.1)).all()  # interpolation blurs, it neither adds nor loses much ink
+    # The centre of the ink stays near the centre: a rotation about the middle, not a shift.
+    rows = torch.arange(28).float()
+    def centre(x):
+        w = x.float()
+        return (w.sum(2) * rows).sum(1) / w.sum((1, 2))
+    assert (centre(turned) - centre(images)).abs().max() < 1.5
+    assert data.augment(images, 0, 0) is images
+
+
+def test_pixel_permutation_is_fixed_and_invertible(mnist):
+    order = data.pixel_permutation()
+    assert torch.equal(order, data.pixel_permutation())  # the same for training and for testing
+    assert torch.equal(order.sort().values, torch.arange(784)) and not torch.equal(order, torch.arange(784))
+    images = mnist.test.images[:10]
+    shuffled = data.permute_pixels(images, order)
+    assert shuffled.shape == images.shape and shuffled.dtype == images.dtype
+    assert not torch.equal(shuffled, images)
+    assert torch.equal(data.permute_pixels(shuffled, torch.argsort(order)), images)
+    # Position i of the shuffled digit shows pixel order[i] of the original.
+    assert torch.equal(shuffled.reshape(10, -1)[:, 5], images.reshape(10, -1)[:, order[5]])
+    # Works on model inputs too, (B, 1, 28, 28) floats.
+    x = data.to_input(images)
+    assert torch.equal(data.permute_pixels(x, order), data.to_input(shuffled))

@@ -277,3 +277,32 @@ def test_config_from_dict_fills_missing_settings_with_defaults():
 def test_config_from_dict_raises_invalid_config_for_anything_unknown(d, words):
     with pytest.raises(InvalidConfig, match=words):
         models.config_from_dict(d)
+
+
+# --- the activation switch (the lab's "linear ceiling") --------------------------------------------
+
+
+def test_fcnet_without_activation_has_no_relu_and_is_one_linear_map():
+    config = models.FCConfig(activation="none")
+    model = models.build(config, seed=0)
+    names = [name for name, _ in model.named_children()]
+    assert names == ["flatten", "fc_1", "fc_2", "output"]
+    # Stacked Linear layers without ReLU collapse into one: W = W3 W2 W1, b = W3 (W2 b1 + b2) + b3.
+    w1, b1 = model.fc_1.weight, model.fc_1.bias
+    w2, b2 = model.fc_2.weight, model.fc_2.bias
+    w3, b3 = model.output.weight, model.output.bias
+    x = torch.rand(5, 1, 28, 28)
+    by_hand = x.flatten(1) @ (w3 @ w2 @ w1).T + (w3 @ (w2 @ b1 + b2) + b3)
+    torch.testing.assert_close(model(x), by_hand, rtol=1e-4, atol=1e-5)
+    assert models.display_name(config) == "FCNet 784-16-16-10 (no activation)"
+    # The same parameters as the ReLU network: only the bends are gone.
+    assert models.count_params(model) == models.count_params(models.build(models.FCConfig()))
+
+
+def test_activation_round_trips_and_old_configs_read_as_relu():
+    config = models.FCConfig(activation="none")
+    assert models.config_from_dict(models.config_to_dict(config)) == config
+    assert models.config_from_dict({"architecture": "fcnet", "hidden": [16, 16]}).activation == "relu"
+    assert "activation" not in models.config_to_dict(models.FCConfig())  # ReLU checkpoints are unchanged
+    with pytest.raises(InvalidConfig, match="activation must be one of relu, none"):
+        models.FCConfig(activation="tanh")

@@ -58,7 +58,7 @@ def test_a_tiny_race_charts_both_networks_and_explains_with_its_numbers(mnist):
     assert fc.plan == cnn.plan and fc.total_steps == 3  # same digits, batches and evaluation steps
 
     figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    fig = next(f for f in figures if f["layout"]["yaxis"]["title"]["text"].startswith("test accuracy"))
+    fig = next(f for f in figures if f["layout"]["yaxis"]["title"]["text"].startswith("validation accuracy"))
     names = [t["name"] for t in fig["data"]]
     assert names == ["FCNet 784-16-16-10", "TinyVGG (4 channels)"]
     assert fig["data"][0]["x"] == pytest.approx([e.seconds for e in fc.evals])

@@ -85,9 +85,9 @@ def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
     loss = _trace(fig, "loss of each batch")
     assert loss["x"] == list(range(1, 21))
     assert loss["y"] == pytest.approx([s.loss for s in p.steps])
-    test = _trace(fig, "test accuracy (2,000")
+    test = _trace(fig, "validation accuracy (2,000")
     assert test["y"] == pytest.approx([e.test_accuracy for e in p.evals]) and test["x"][0] == 0
-    per_epoch = _trace(fig, "test accuracy after each epoch")
+    per_epoch = _trace(fig, "validation accuracy after each epoch")
     assert per_epoch["y"] == pytest.approx([e.test_accuracy for e in p.epoch_results]) and len(per_epoch["y"]) == 2
     # Learning happened: the last test point beats chance by far on 300 training digits.
     assert p.evals[-1].test_accuracy > 0.4 > p.evals[0].test_accuracy
@@ -257,7 +257,7 @@ def test_the_lesson_widgets_train_live_and_race(mnist):
     at.run()
     assert not at.exception
     p = run.progress()
-    assert p.status is RunStatus.FINISHED and p.step == 20 and p.plan.train_size == 60000  # max_steps ends it
+    assert p.status is RunStatus.FINISHED and p.step == 20 and p.plan.train_size == 55000  # max_steps ends it
     loss = _trace(_curves(at), "loss of each batch")
     assert loss["x"] == list(range(1, 21))
     assert any("first layer" in str(f["layout"].get("title")) for f in _figures(at))
@@ -336,3 +336,58 @@ def test_a_run_beyond_the_servers_slots_shows_its_place_in_line(mnist, monkeypat
         for run in runs:
             run.stop()
         assert all(run.join(timeout=180) for run in runs)
+
+
+# --- the lab controls --------------------------------------------------------------------------------
+
+
+def test_the_lab_controls_train_what_they_say_and_the_test_set_is_used_once(mnist):
+    from digitrec import config, data, train
+
+    at = _open()
+    _tiny(at)
+    at.selectbox(key="train_optimizer").set_value("sgd").run()
+    # The optimizer's one-sentence explanation sits where it is chosen.
+    assert any(c.value == config.OPTIMIZER_EXPLANATIONS["sgd"] for c in at.caption)
+    at.radio(key="train_activation").set_value("none")
+    at.select_slider(key="train_augment_shift").set_value(2)
+    at.select_slider(key="train_augment_rotation").set_value(10)
+    at.toggle(key="train_shuffle").set_value(True)
+    at.text_input(key="train_lr").set_value("0.1").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.warning
+    run = _run(at)
+    assert run.join(timeout=180)
+    at.run()
+    assert not at.exception
+    spec = run.spec
+    assert spec.model.activation == "none" and spec.train.optimizer == "sgd" and spec.train.lr == 0.1
+    assert (spec.train.augment_shift, spec.train.augment_rotation, spec.train.shuffle_pixels) == (2, 10.0, True)
+    p = run.progress()
+    assert p.status is RunStatus.FINISHED and p.plan.train_size == 300
+    # The curves show training and validation together, measured on the run's fixed subsets.
+    fig = _curves(at)
+    validation = _trace(fig, "validation accuracy (2,000")
+    training = _trace(fig, "training accuracy (300 training digits)")
+    assert validation["y"] == pytest.approx([e.test_accuracy for e in p.evals])
+    assert training["y"] == pytest.approx([e.train_accuracy for e in p.evals])
+    _, held = data.validation_split(mnist.train)
+    from digitrec.runs import eval_subset
+    model = run.trained_model()
+    order = data.pixel_permutation()
+    assert p.evals[-1].test_accuracy == pytest.approx(train.evaluate(model, eval_subset(held), order=order)[1])
+    # The test set appears once, at the end, and the page says so.
+    assert p.final_test_accuracy == pytest.approx(train.evaluate(model, mnist.test, order=order)[1])
+    assert any("measured once, now that training has ended" in s.value for s in at.success)
+    assert any("used once, when the run ends" in c.value for c in at.caption)
+    # A network trained on shuffled pixels is not offered to the explorers (it would misread their digits).
+    assert not [b for b in at.button if b.key == "train_export_use"]
+
+
+def test_a_lab_setting_out_of_range_is_refused_before_anything_starts(mnist):
+    at = _open()
+    at.text_input(key="train_lr").set_value("20").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert at.warning and "Cannot train:" in at.warning[0].value and "learning rate" in at.warning[0].value
+    assert "train" not in at.session_state["training_runs"] if "training_runs" in at.session_state else True

@@ -133,9 +133,10 @@ def test_explanation_when_one_network_leads_everywhere_or_neither_arrives():
 
 
 def test_row_of_a_real_run_reads_its_progress():
-    digits = data.synthetic_digits(80, seed=0)
-    d = data.MNIST(train=data.DigitSet(digits.images[:48], digits.labels[:48]),
-                   test=data.DigitSet(digits.images[48:], digits.labels[48:]))
+    digits = data.synthetic_digits(84, seed=0)
+    # 52 training digits: 4 are held out for validation, 48 are trained on.
+    d = data.MNIST(train=data.DigitSet(digits.images[:52], digits.labels[:52]),
+                   test=data.DigitSet(digits.images[52:], digits.labels[52:]))
     spec = RunSpec(models.FCConfig(), TrainConfig(epochs=2, batch_size=16), eval_every=1)
     run = runs.TrainingRun(spec, d)
     run.start()

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from digitrec import checkpoints, config, models, runs, train
+from digitrec import checkpoints, config, data, models, runs, train
 from digitrec.runs import RunStatus, TrainingRun
 from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
@@ -126,7 +126,7 @@ def test_two_runs_do_not_see_each_other():
 
 
 def test_a_finished_run_records_curves_test_points_and_snapshots_consistently():
-    d = _data(n_train=96, n_test=60)
+    d = _data(n_train=104, n_test=60)  # 8 of the 104 are held out for validation: 96 to train on
     config = models.FCConfig()
     spec = RunSpec(config, TrainConfig(epochs=2, batch_size=8, lr=1e-2), eval_every=5, snapshot_every=4)
     probe = d.test.images[3].float() / 255.0
@@ -143,7 +143,6 @@ def test_a_finished_run_records_curves_test_points_and_snapshots_consistently():
     assert [e.step for e in p.evals] == [0, 5, 10, 15, 20, 24]  # step 0, every 5, and the end
     assert [s.step for s in p.snapshots] == [0, 4, 8, 12, 16, 20, 24]
     assert [(e.epoch, e.step) for e in p.epoch_results] == [(1, 12), (2, 24)]
-    assert p.final_test_accuracy == p.epoch_results[-1].test_accuracy
     assert p.test_accuracy == p.evals[-1].test_accuracy
     assert p.progress == 1.0 and p.eta_s == 0
 
@@ -164,6 +163,15 @@ def test_a_finished_run_records_curves_test_points_and_snapshots_consistently():
     assert p.snapshots[0].test_accuracy == p.evals[0].test_accuracy
 
     # The copy handed out is the run's model, in eval mode, with no gradients left behind.
+    # The curves watched the validation digits, never the test set; the test set was used once, at the end.
+    kept, held = data.validation_split(d.train)
+    assert len(held) == 8 and p.eval_size == 8 and p.validation_size == 8
+    assert p.epoch_results[-1].test_loss == pytest.approx(train.evaluate(trained, held)[0])
+    assert p.evals[-1].test_loss == pytest.approx(train.evaluate(trained, held)[0])
+    assert p.evals[-1].train_loss == pytest.approx(train.evaluate(trained, kept)[0])  # 96 <= 2,000: all of them
+    assert p.final_test_accuracy == pytest.approx(train.evaluate(trained, d.test)[1])
+    assert all(e.train_accuracy is not None for e in p.evals)
+
     assert trained is not run.model and not trained.training
     assert all(torch.equal(a, b) for a, b in zip(trained.parameters(), run.model.parameters()))
     assert all(q.grad is None for q in trained.parameters())
@@ -269,7 +277,7 @@ def test_a_diverging_run_says_lower_the_learning_rate_and_keeps_the_last_good_we
 
 def test_checkpoint_bytes_round_trip_through_load_bytes():
     spec = RunSpec(models.FCConfig(hidden=(8,)), TrainConfig(epochs=1, batch_size=16, seed=3))
-    run = TrainingRun(spec, _data(n_train=48, n_test=30))
+    run = TrainingRun(spec, _data(n_train=52, n_test=30))  # 4 of the 52 are held out for validation
     with pytest.raises(RuntimeError):
         run.checkpoint_bytes()  # not started, nothing to save
     run.start()

@@ -45,7 +45,7 @@ def test_make_spec_parses_typed_values():
         ({"epochs": 21}, "epochs must be from 1 to 20 (got 21)"),
         ({"batch_size": 0}, "batch size must be from 1 to 60,000 (got 0)"),
         ({"batch_size": 2.5}, "batch size must be a whole number (got 2.5)"),
-        ({"optimizer": "rmsprop"}, "optimizer must be one of adam, sgd"),
+        ({"optimizer": "rmsprop"}, "optimizer must be one of sgd, momentum, adam"),
         ({"architecture": "resnet"}, "the network must be fcnet or tinyvgg"),
         ({"snapshot_every": 1, "batch_size": 1, "train_size": 60000},
          "a snapshot every 1 steps makes 180000 snapshots"),
@@ -86,7 +86,7 @@ def test_make_spec_defaults_are_the_config_defaults_and_max_steps_goes_into_the_
                                  config.SEED)
     lesson = make_spec(max_steps=300, epochs=1)
     assert lesson.train.max_steps == 300 and lesson.plan(config.TRAIN_DIGITS).total_steps == 300
-    with pytest.raises(InvalidConfig, match="max steps must be a whole number from 1 up"):
+    with pytest.raises(InvalidConfig, match="the number of steps must be from 1 to 100,000"):
         make_spec(max_steps=0)
 
 

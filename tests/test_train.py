@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from digitrec import data, models, train
+from digitrec import config, data, models, train
 from digitrec.errors import DigitrecError, InvalidConfig, TrainingDiverged
+from digitrec.shift import shift_digit
 from digitrec.train import History, TrainConfig, TrainControl, TrainState
 from tests.helpers import wait_until as _wait_until
 
@@ -385,7 +386,9 @@ def test_a_model_can_train_again_after_diverging():
         ({"lr": float("nan")}, "learning rate"),
         ({"lr": float("inf")}, "learning rate"),
         ({"batch_size": 0}, "batch size"),
-        ({"optimizer": "rmsprop"}, "optimizer must be one of adam, sgd"),
+        ({"optimizer": "rmsprop"}, "optimizer must be one of sgd, momentum, adam"),
+        ({"augment_shift": 5}, "augmentation shift"),
+        ({"augment_rotation": 31.0}, "augmentation rotation"),
         ({"epochs": 0}, "epochs"),
         ({"momentum": 1.0}, "momentum"),
     ],
@@ -405,11 +408,15 @@ def test_invalid_train_config_lists_every_problem():
     assert "learning rate" in str(info.value) and "batch size" in str(info.value)
 
 
-def test_sgd_and_adam_both_train():
-    for optimizer, lr in (("sgd", 0.05), ("adam", 1e-3)):
+def test_every_optimizer_trains_and_is_explained_in_one_sentence():
+    for optimizer, lr in (("sgd", 0.05), ("momentum", 0.05), ("adam", 1e-3)):
         model = models.build(models.FCConfig(), seed=0)
-        assert isinstance(train.make_optimizer(model, TrainConfig(optimizer=optimizer, lr=lr)),
-                          torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)
+        made = train.make_optimizer(model, TrainConfig(optimizer=optimizer, lr=lr))
+        assert isinstance(made, torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)
+        if optimizer != "adam":
+            assert made.defaults["momentum"] == (0.9 if optimizer == "momentum" else 0)
+        sentence = config.OPTIMIZER_EXPLANATIONS[optimizer]
+        assert sentence.endswith(".") and sentence.count(". ") == 0
         before = _weights(model)
         train.fit(model, data.synthetic_digits(32), TrainConfig(epochs=1, batch_size=16, optimizer=optimizer, lr=lr))
         assert not _same(before, _weights(model))
@@ -491,3 +498,71 @@ def test_steps_granted_before_a_resume_do_not_carry_over_to_the_next_step():
     control.step(1)
     assert control.wait_for_turn()
     assert control.paused  # the one granted batch is used up; the loop would now wait
+
+
+# --- the lab: plain SGD, augmentation and shuffled pixels inside fit ---------------------------------
+
+
+def test_one_plain_sgd_step_is_w_minus_lr_times_the_gradient():
+    """The formula of lesson 6, checked against the weights fit leaves: w_new = w - lr * dloss/dw."""
+    digits = data.synthetic_digits(16)
+    model = models.build(models.FCConfig(hidden=(8,)), seed=0)
+    before = _weights(model)
+    x, y = data.to_input(digits.images), digits.labels  # one batch of all 16, in order (no shuffle needed:
+    loss = nn.functional.cross_entropy(model(x), y)  # the mean loss of a whole batch does not depend on it)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    lr = 0.3
+    train.fit(model, digits, TrainConfig(epochs=1, batch_size=16, optimizer="sgd", lr=lr))
+    for w0, g, w1 in zip(before, grads, _weights(model)):
+        torch.testing.assert_close(w1, w0 - lr * g, rtol=1e-5, atol=1e-6)
+
+
+def test_momentum_differs_from_plain_sgd_from_the_second_step_on():
+    digits = data.synthetic_digits(32)
+    results = {}
+    for optimizer in ("sgd", "momentum"):
+        model = models.build(models.FCConfig(hidden=(8,)), seed=0)
+        train.fit(model, digits, TrainConfig(epochs=1, batch_size=16, optimizer=optimizer, lr=0.1))
+        results[optimizer] = _weights(model)
+    assert not _same(results["sgd"], results["momentum"])
+
+
+class _Batches:
+    """Records the input batches the model receives in training mode."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.seen: list[torch.Tensor] = []
+        model.register_forward_pre_hook(lambda m, args: self.seen.append(args[0].detach().clone()) if m.training else None)
+
+
+def test_fit_augments_training_batches_but_keeps_the_batch_order():
+    digits = data.synthetic_digits(64)
+    plain_model, aug_model = (models.build(models.FCConfig(hidden=(8,)), seed=0) for _ in range(2))
+    plain, augmented = _Batches(plain_model), _Batches(aug_model)
+    train.fit(plain_model, digits, TrainConfig(epochs=1, batch_size=32, seed=3, optimizer="sgd", lr=0.1))
+    train.fit(aug_model, digits, TrainConfig(epochs=1, batch_size=32, seed=3, optimizer="sgd", lr=0.1,
+                                             augment_shift=2))
+    assert len(plain.seen) == len(augmented.seen) == 2
+    for a, b in zip(plain.seen, augmented.seen):
+        assert a.shape == b.shape and not torch.equal(a, b)
+        # Same digits in the same order, only moved: every augmented digit is a whole-pixel shift of its own.
+        for digit, moved in zip(a[:, 0], b[:, 0]):
+            assert any(torch.allclose(shift_digit(digit, dx, dy), moved, atol=1e-5) for dx in range(-2, 3) for dy in range(-2, 3))
+
+
+def test_fit_reads_shuffled_pixels_in_the_fixed_order_for_training_and_testing():
+    digits = data.synthetic_digits(32)
+    model = models.build(models.FCConfig(hidden=(8,)), seed=0)
+    seen = _Batches(model)
+    tested: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda m, args: tested.append(args[0].detach().clone()) if not m.training else None)
+    train.fit(model, digits, TrainConfig(epochs=1, batch_size=32, shuffle_pixels=True), test=digits)
+    order = data.pixel_permutation()
+    assert len(seen.seen) == 1 and tested
+    batch = seen.seen[0]  # (32, 1, 28, 28), the digits in a seeded random order, pixels shuffled
+    unshuffled = data.permute_pixels(batch, torch.argsort(order))
+    stored = data.to_input(digits.images)
+    for digit in unshuffled:
+        assert any(torch.equal(digit, s) for s in stored)
+    # The test digits went through the same permutation, in their stored order.
+    torch.testing.assert_close(tested[0], data.permute_pixels(stored, order))

@@ -19,7 +19,8 @@ from digitrec.history import EvalRow, StepRow
 from digitrec.viz.scales import PROBABILITY_COLOR, SECOND_COLOR, WEIGHT_SCALE, symmetric_range
 
 TRAIN_COLOR = "#9D9DA0"  # raw per-batch numbers: grey, behind the rest
-TEST_COLOR = "#E45756"  # test accuracy per epoch (all 10,000 test digits)
+TEST_COLOR = "#E45756"  # validation accuracy per epoch (all validation digits)
+TRAIN_EVAL_COLOR = "#4C78A8"  # the fixed subset of training digits, measured like the validation digits
 RACE_COLORS = (PROBABILITY_COLOR, SECOND_COLOR, "#54A24B", "#B279A2")
 X_TITLES = {"step": "training step (batches)", "seconds": "training seconds (pauses and evaluation excluded)"}
 
@@ -48,13 +49,15 @@ def curves_figure(
     upto_step: int | None = None,
     x_max: float | None = None,
     eval_size: int = config.EVAL_SIZE,
-    test_size: int = config.TEST_DIGITS,
+    validation_size: int = config.VALIDATION_SIZE,
+    train_eval_size: int | None = None,
     height: int = 500,
 ) -> go.Figure:
-    """Training loss (top) and accuracy (bottom) against steps or training seconds.
+    """Training and validation loss (top) and accuracy (bottom) against steps or training seconds.
 
-    steps: per-step rows; evals: test-subset evaluations; epoch_results: the full
-    test set per epoch. ``x`` names the rows' field on the x axis: "step" or "seconds".
+    steps: per-step rows; evals: evaluations on the validation subset (with the
+    training subset's numbers beside them, when recorded); epoch_results: all
+    validation digits per epoch. The test set appears nowhere: it is used once, at the end. ``x`` names the rows' field on the x axis: "step" or "seconds".
     ``upto_step`` draws only what was known at that step, with a line marking
     it, on an x axis that still spans the whole run (``x_max``), for replaying.
     """
@@ -71,7 +74,7 @@ def curves_figure(
 
     fig = make_subplots(
         rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14,
-        subplot_titles=("training loss (cross-entropy)", "accuracy"),
+        subplot_titles=("loss (cross-entropy)", "accuracy"),
     )
     fig.add_trace(go.Scatter(
         x=xs, y=losses, mode="lines", name="loss of each batch", line=dict(color=TRAIN_COLOR, width=1),
@@ -91,17 +94,33 @@ def curves_figure(
         line=dict(color=PROBABILITY_COLOR, width=2.5),
         hovertemplate=f"{x} %{{x:.4g}}<br>training accuracy %{{y:.1%}}<extra></extra>",
     ), row=2, col=1)
+    measured = [e for e in evals if e.train_accuracy is not None]
+    if measured:  # the training subset, measured exactly like the validation digits
+        for row, field, what in ((1, "train_loss", "loss"), (2, "train_accuracy", "accuracy")):
+            fig.add_trace(go.Scatter(
+                x=[getattr(e, x) for e in measured], y=[getattr(e, field) for e in measured], mode="lines+markers",
+                name=f"training {what} ({train_eval_size or eval_size:,} training digits)", legendgroup="train-eval",
+                showlegend=row == 2, line=dict(color=TRAIN_EVAL_COLOR, width=2.5, dash="dot"), marker=dict(size=5),
+                hovertemplate=f"{x} %{{x:.4g}}<br>training {what} %{{y:{'.3f' if row == 1 else '.2%'}}}<extra></extra>",
+            ), row=row, col=1)
+    fig.add_trace(go.Scatter(
+        x=[getattr(e, x) for e in evals], y=[e.test_loss for e in evals], mode="lines+markers",
+        name="validation loss", legendgroup="validation", showlegend=False,
+        line=dict(color=SECOND_COLOR, width=2.5), marker=dict(size=5),
+        hovertemplate=f"{x} %{{x:.4g}}<br>validation loss %{{y:.3f}}<extra></extra>",
+    ), row=1, col=1)
     fig.add_trace(go.Scatter(
         x=[getattr(e, x) for e in evals], y=[e.test_accuracy for e in evals], mode="lines+markers",
-        name=f"test accuracy ({eval_size:,} test digits)", line=dict(color=SECOND_COLOR, width=2.5),
-        marker=dict(size=6), hovertemplate=f"{x} %{{x:.4g}}<br>test accuracy %{{y:.2%}}<extra></extra>",
+        name=f"validation accuracy ({eval_size:,} held-out digits)", line=dict(color=SECOND_COLOR, width=2.5),
+        legendgroup="validation",
+        marker=dict(size=6), hovertemplate=f"{x} %{{x:.4g}}<br>validation accuracy %{{y:.2%}}<extra></extra>",
     ), row=2, col=1)
     fig.add_trace(go.Scatter(
         x=[getattr(e, x) for e in epoch_results], y=[e.test_accuracy for e in epoch_results], mode="markers",
-        name=f"test accuracy after each epoch (all {test_size:,})",
+        name=f"validation accuracy after each epoch (all {validation_size:,})",
         marker=dict(color=TEST_COLOR, size=12, symbol="diamond", line=dict(color="white", width=1)),
         customdata=[e.epoch for e in epoch_results],
-        hovertemplate="epoch %{customdata}<br>" + f"{x} %{{x:.4g}}<br>test accuracy %{{y:.2%}}<extra></extra>",
+        hovertemplate="epoch %{customdata}<br>" + f"{x} %{{x:.4g}}<br>validation accuracy %{{y:.2%}}<extra></extra>",
     ), row=2, col=1)
     if upto_step is not None and steps:
         here = steps[-1].seconds if x == "seconds" else upto_step
@@ -178,9 +197,9 @@ def race_figure(
     eval_size: int = config.EVAL_SIZE,
     height: int = 440,
 ) -> go.Figure:
-    """Test accuracy against training seconds, one line per network, with the targets marked.
+    """Validation accuracy against training seconds, one line per network, with the targets marked.
 
-    series: (network name, its test-subset evaluations).
+    series: (network name, its validation-subset evaluations).
     ``zoom`` shows only 80-100 %, where the networks differ.
     """
     fig = go.Figure()
@@ -189,13 +208,13 @@ def race_figure(
             x=[e.seconds for e in evals], y=[e.test_accuracy for e in evals], mode="lines+markers",
             name=name, line=dict(color=RACE_COLORS[i % len(RACE_COLORS)], width=2.5), marker=dict(size=5),
             customdata=[e.step for e in evals],
-            hovertemplate=name + "<br>%{x:.1f} s (step %{customdata})<br>test accuracy %{y:.2%}<extra></extra>",
+            hovertemplate=name + "<br>%{x:.1f} s (step %{customdata})<br>validation accuracy %{y:.2%}<extra></extra>",
         ))
     for t in targets:
         fig.add_hline(y=t, line=dict(color="#888", dash="dot", width=1),
                       annotation=dict(text=f"{t:.0%}", font=dict(size=10, color="#666")), annotation_position="left")
     fig.update_xaxes(title_text="training seconds (pauses and evaluation excluded)", rangemode="tozero")
-    fig.update_yaxes(title_text=f"test accuracy ({eval_size:,} test digits)", tickformat=".0%",
+    fig.update_yaxes(title_text=f"validation accuracy ({eval_size:,} held-out digits)", tickformat=".0%",
                      range=[0.8, 1.0] if zoom else [0, 1.02])
     fig.update_layout(
         height=height, margin=dict(l=10, r=10, t=10, b=10), hovermode="closest",

@@ -19,6 +19,7 @@ import streamlit as st
 import torch
 
 from digitrec import checkpoints, config, engines, models, race, runs
+from digitrec.data import permute_pixels, pixel_permutation
 from digitrec.errors import CheckpointError, DigitrecError, InvalidConfig
 from digitrec.race import Race, RaceMode
 from digitrec.engines.local import WorkerRun
@@ -37,6 +38,15 @@ FC_PRESETS["custom widths"] = None
 SPEEDS = (1, 5, 20, 100, 0)  # slow motion, steps per second (0: full speed)
 LESSON_SECONDS = 15.0  # the lesson's live run is slowed to last about this long, so a learner can watch it
 ARCH_LABELS = {"fcnet": "FCNet (fully connected)", "tinyvgg": "TinyVGG (convolutional)"}
+OPTIMIZER_LABELS = {"sgd": "plain SGD", "momentum": "SGD with momentum", "adam": "Adam"}
+ACTIVATION_LABELS = {"relu": "ReLU", "none": "none (straight lines only)"}
+
+
+def _train_size_label(n: int) -> str:
+    """60,000 means every digit not held out for validation."""
+    if n >= config.TRAIN_DIGITS:
+        return f"all {config.TRAIN_DIGITS - config.VALIDATION_SIZE:,}"
+    return f"{n:,}"
 
 
 def _duration(seconds: float) -> str:
@@ -62,7 +72,7 @@ def training_settings(*, key: str, disabled: bool = False) -> dict:
     net_col, opt_col, data_col = st.columns(3)
     with net_col:
         arch = st.radio("Network", list(ARCH_LABELS), format_func=ARCH_LABELS.get, key=f"{key}_arch", **session)
-        widths, channels = config.FC_HIDDEN, config.CNN_CHANNELS
+        widths, channels, activation = config.FC_HIDDEN, config.CNN_CHANNELS, config.FC_ACTIVATION
         if arch == "fcnet":
             preset = st.selectbox("Layers", list(FC_PRESETS), key=f"{key}_preset", **session,
                                   help="784 inputs (one per pixel), the hidden layers, 10 outputs (one per digit).")
@@ -70,17 +80,23 @@ def training_settings(*, key: str, disabled: bool = False) -> dict:
             if widths is None:
                 widths = st.text_input("Hidden layer widths, comma-separated", config.CUSTOM_WIDTHS, key=f"{key}_widths",
                                        **session, help="One whole number per hidden layer, e.g. 64, 32.")
+            activation = st.radio(
+                "Activation after each hidden layer", config.ACTIVATIONS, format_func=ACTIVATION_LABELS.get,
+                key=f"{key}_activation", horizontal=True, **session,
+                help="Without ReLU, the layers multiply into one linear map: however many there are, the network "
+                     "can only draw straight boundaries between digits (the linear ceiling, about 92 %).",
+            )
         else:
             channels = st.number_input("Channels (feature maps per conv layer)", *config.CHANNELS_RANGE,
                                        config.CNN_CHANNELS, key=f"{key}_channels", **session,
                                        help=f"CNN Explainer's TinyVGG uses {config.CNN_CHANNELS}.")
     with opt_col:
-        optimizer = st.selectbox("Optimizer", config.OPTIMIZERS, key=f"{key}_optimizer", **session,
-                                 help=f"Adam adapts each weight's step size; SGD (with momentum {config.MOMENTUM:g}) "
-                                      "uses one rate.")
+        optimizer = st.selectbox("Optimizer", config.OPTIMIZERS, format_func=OPTIMIZER_LABELS.get,
+                                 index=config.OPTIMIZERS.index(config.OPTIMIZER), key=f"{key}_optimizer", **session)
+        st.caption(config.OPTIMIZER_EXPLANATIONS[optimizer])
         lr = st.text_input("Learning rate", f"{config.LR:g}", key=f"{key}_lr", **session,
-                           help=f"How big each update is. Adam: about {config.LR:g}; SGD: about 0.05. Too high and the "
-                                "loss explodes.")
+                           help=f"How big each update is. Adam: about {config.LR:g}; plain SGD: about 0.1-0.3; "
+                                "with momentum about 0.05. Too high and the loss explodes.")
         schedule = st.selectbox("Schedule", config.SCHEDULES, key=f"{key}_schedule", **session,
                                 help="cosine lowers the rate smoothly to 0 by the last step.")
     with data_col:
@@ -90,10 +106,30 @@ def training_settings(*, key: str, disabled: bool = False) -> dict:
                                  key=f"{key}_epochs", **session)
         train_size = st.select_slider(
             "Training digits", config.TRAIN_SIZE_CHOICES, value=config.TRAIN_DIGITS, key=f"{key}_train_size",
-            format_func="{:,}".format,
-            help="Quick mode: train on the first N of MNIST's 60,000 training digits for curves sooner. "
-                 "Test accuracy is always measured on real test digits.", **session,
+            format_func=_train_size_label,
+            help=f"Train on the first N training digits. {config.VALIDATION_SIZE:,} of MNIST's "
+                 f"{config.TRAIN_DIGITS:,} are always held out for validation and never trained on; few digits "
+                 "overfit: training accuracy climbs far above validation accuracy.", **session,
         )
+    st.markdown("**The lab**: change what the network sees")
+    aug_col, rot_col, shuffle_col = st.columns(3)
+    augment_shift = aug_col.select_slider(
+        "Augmentation: shift up to", config.AUGMENT_SHIFT_CHOICES, value=0, key=f"{key}_augment_shift",
+        format_func=lambda v: "off" if v == 0 else f"{v} px", **session,
+        help="Each training batch is moved by a random whole number of pixels, a new draw every batch, so the "
+             "network never sees a digit in only one place. Validation and test digits are never moved.",
+    )
+    augment_rotation = rot_col.select_slider(
+        "Augmentation: turn up to", config.AUGMENT_ROTATION_CHOICES, value=0, key=f"{key}_augment_rotation",
+        format_func=lambda v: "off" if v == 0 else f"{v}°", **session,
+        help="Each training digit is also turned by a random small angle, like a slanted hand.",
+    )
+    shuffle_pixels = shuffle_col.toggle(
+        "Shuffle the pixels", value=False, key=f"{key}_shuffle", **session,
+        help="Every digit's 784 pixels are read in one fixed scrambled order, the same for training, validation "
+             "and testing. Nothing is lost, only the neighbours are: a fully connected network does not care; "
+             "a convolution, which looks at neighbouring pixels, does.",
+    )
     with st.expander("More settings"):
         c1, c2, c3 = st.columns(3)
         seed = c1.number_input("Seed", *config.SEED_RANGE, config.SEED, key=f"{key}_seed", **session,
@@ -110,7 +146,8 @@ def training_settings(*, key: str, disabled: bool = False) -> dict:
         )
     return dict(architecture=arch, widths=widths, channels=channels, optimizer=optimizer, lr=lr, schedule=schedule,
                 batch_size=batch_size, epochs=epochs, seed=seed, train_size=train_size, snapshot_every=snapshot_every,
-                steps_per_s=steps_per_s)
+                steps_per_s=steps_per_s, activation=activation, augment_shift=augment_shift,
+                augment_rotation=augment_rotation, shuffle_pixels=shuffle_pixels)
 
 
 def make_run(values: dict, data, probe) -> WorkerRun:
@@ -216,12 +253,13 @@ def _queue_note(run, p: RunProgress) -> None:
 
 def _status_note(p: RunProgress) -> None:
     seconds = f"{p.elapsed_s:,.1f} s of training"
-    final = f"{p.final_test_accuracy:.2%} on all {p.test_size:,} test digits" if p.final_test_accuracy is not None else ""
+    final = (f"{p.final_test_accuracy:.2%} on all {p.test_size:,} test digits, measured once, now that training "
+             "has ended" if p.final_test_accuracy is not None else "")
     if p.status is RunStatus.PAUSED:
         st.info(f"Paused after step {p.step:,}. **Step** trains one batch, **+1 epoch** trains to the end of the "
                 "epoch, **Resume** goes on.")
     elif p.status is RunStatus.STOPPING:
-        st.info("Stopping: finishing the last batch and measuring the test accuracy…")
+        st.info("Stopping: finishing the last batch, then measuring the test accuracy once…")
     elif p.status is RunStatus.STOPPED:
         st.info(f"Stopped after step {p.step:,} of {p.total_steps:,} ({seconds}). Test accuracy {final or '–'}.")
     elif p.status is RunStatus.FINISHED:
@@ -234,7 +272,7 @@ def _status_note(p: RunProgress) -> None:
         st.warning(
             f"After {p.step:,} steps the network does no better than guessing (10 %). A learning rate far too high "
             "kills the neurons (their ReLU gives 0 for every digit, so nothing can change them); one far too low "
-            f"barely moves the weights. Try {config.LR:g} with Adam or 0.05 with SGD."
+            f"barely moves the weights. Try {config.LR:g} with Adam or 0.1 with plain SGD."
         )
 
 
@@ -259,9 +297,15 @@ def _probe_view(run, probs, *, key: str, caption: str) -> None:
 def _weights_view(p: RunProgress, weights, *, key: str) -> None:
     if weights is None:
         return
+    unshuffled = p.shuffled_pixels and p.architecture == "fcnet"
+    if unshuffled:  # draw each weight at the pixel it reads: w_original[j] = w[position of pixel j]
+        weights = permute_pixels(weights, torch.argsort(pixel_permutation()))
     st.plotly_chart(first_layer_figure(weights, architecture=p.architecture, total_units=p.total_units),
                     key=f"{key}_weights")
-    if p.architecture == "fcnet":
+    if unshuffled:
+        st.caption("This network reads shuffled pixels; each weight is drawn back at the pixel it reads. Strokes "
+                   "appear although the network was never told which pixels are neighbours.")
+    elif p.architecture == "fcnet":
         st.caption("Each image is one hidden neuron's 784 weights, laid out like the digit's pixels: ink on an orange "
                    "pixel raises the neuron, ink on a purple one lowers it. They start as noise and grow strokes.")
     else:
@@ -274,7 +318,8 @@ def _curves(p: RunProgress, *, key: str, x: str, upto_step: int | None = None) -
     if upto_step is not None and p.steps:
         x_max = getattr(p.steps[-1], x)
     fig = curves_figure(p.steps, p.evals, p.epoch_results, x=x, upto_step=upto_step, x_max=x_max,
-                        eval_size=p.eval_size, test_size=p.test_size, height=440)
+                        eval_size=p.eval_size, validation_size=p.validation_size,
+                        train_eval_size=p.train_eval_size, height=440)
     st.plotly_chart(fig, key=f"{key}_curves")
 
 
@@ -311,10 +356,15 @@ def run_view(*, key: str, slot: str, replay: bool = True, export: bool = True) -
             x = st.segmented_control("Horizontal axis", ["step", "seconds"], default="step", key=f"{key}_x",
                                      format_func={"step": "steps", "seconds": "seconds"}.get) or "step"
             _curves(p, key=key, x=x)
-            st.caption(f"Grey: each batch's loss and accuracy; blue: their running mean. Orange: accuracy on "
-                       f"{p.eval_size:,} test digits the network never trains on, every {p.plan.eval_every} steps"
-                       f"{' or less often, so that measuring takes at most ' + format(config.RECORDING_BUDGET, '.0%') + ' of the time' if p.plan.adapt_eval else ''}; "
-                       f"red diamonds: on all {p.test_size:,} after each epoch. Seconds count training only.")
+            st.caption(
+                f"Grey: each batch's loss and accuracy; blue: their running mean. Every {p.plan.eval_every} steps, "
+                f"dotted dark blue: {p.train_eval_size:,} of the digits it trains on; orange: {p.eval_size:,} "
+                f"validation digits, held out of the training set and never trained on; red diamonds: all "
+                f"{p.validation_size:,} validation digits after each epoch. The gap between dark blue and orange is "
+                f"overfitting. The {p.test_size:,} test digits are not watched at all: they are used once, when the "
+                "run ends, so nothing is tuned by looking at them. Seconds count training only."
+                + (f" Measuring waits longer between points when needed, so that it takes at most "
+                   f"{config.RECORDING_BUDGET:.0%} of the time." if p.plan.adapt_eval else ""))
         with net_col:
             _probe_view(run, p.probe_probs, key=key, caption="now")
             _weights_view(p, p.first_layer, key=key)
@@ -349,7 +399,7 @@ def snapshot_replay(*, key: str, slot: str) -> None:
     snap = snaps[index]
     accuracy = f"{snap.test_accuracy:.1%}" if snap.test_accuracy is not None else "–"
     st.markdown(f"**Step {snap.step:,}**, epoch {max(snap.epoch, 1)}, after {snap.seconds:.1f} s of training: "
-                f"test accuracy {accuracy} on {p.eval_size:,} test digits.")
+                f"validation accuracy {accuracy} on {p.eval_size:,} held-out digits.")
     curves_col, net_col = st.columns([3, 2])
     with curves_col:
         _curves(p, key=key, x="step", upto_step=snap.step)
@@ -375,7 +425,11 @@ def model_export(*, key: str, slot: str) -> None:
     added = st.session_state.setdefault(f"{key}_added", {})  # run.id -> the Network key it was added as
     use_col, download_col = st.columns(2)
     with use_col:
-        if run.id in added and added[run.id] in state.networks():
+        if p.shuffled_pixels or getattr(run.spec.model, "activation", "relu") != "relu":
+            # The explorers feed plain digits to a ReLU network: this one would read them wrongly or not fit.
+            st.info("A network trained on shuffled pixels or without ReLU reads digits differently from the "
+                    "explorers' networks, so it stays here; download it to keep it.")
+        elif run.id in added and added[run.id] in state.networks():
             net = state.networks()[added[run.id]]
             st.success(f"**{net.label}** is in the network picker of every explorer page.")
         elif st.button("Use it in the explorers", key=f"{key}_use", type="primary",
@@ -548,7 +602,7 @@ MACS_NOTE = (
     "convolution does, for every output value, input channels × 3 × 3. A training step is estimated at 3× the "
     "forward pass: the backward pass computes, for each layer, the gradient of its input and of its weights, each "
     "about as much arithmetic as the forward. Speeds and seconds are measured in this run on the training clock "
-    "(evaluation and pauses excluded); seconds to an accuracy are those of the first test evaluation at or above it."
+    "(evaluation and pauses excluded); seconds to an accuracy are those of the first validation evaluation at or above it (the test set is measured once, at the end)."
 )
 
 

@@ -74,7 +74,7 @@ def test_start_watch_the_curves_grow_and_stop(app_url, page):
     _wait_for(lambda: _points(page, "loss of each batch") > 0, 180, "the first points of the loss curve")  # a worker process starts first
     first = _points(page, "loss of each batch")
     _wait_for(lambda: _points(page, "loss of each batch") > first + 10, 60, "the loss curve to gain points")
-    _wait_for(lambda: _points(page, "test accuracy (2,000") >= 3, 120, "three test-accuracy points")
+    _wait_for(lambda: _points(page, "validation accuracy (2,000") >= 3, 120, "three validation-accuracy points")
     assert_no_exception(page)
     _shot(page, "2-running")
 

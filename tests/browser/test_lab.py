@@ -1,0 +1,47 @@
+"""The lab in real Chromium: on the Train page, switch to plain SGD with shuffled pixels and
+augmentation, run one short experiment to the end, and check that the curves show training and
+validation side by side and the test accuracy appears once, at the end."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import assert_no_exception
+from tests.browser.test_train import _button, _points, _settled, _shot, _wait_for
+
+
+@pytest.mark.browser
+def test_run_one_lab_experiment_shuffled_pixels_with_plain_sgd(app_url, page):
+    page.goto(f"{app_url}/?digit=sample:3")
+    page.wait_for_selector('[data-testid="stSidebarNav"]')
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Train a network", exact=True).click()
+    page.get_by_role("heading", name="Train a network").wait_for()
+    _settled(page)
+    assert_no_exception(page)
+
+    # MNIST loads first on a fresh, busy server: wait for the real widget, not its placeholder.
+    page.locator(".st-key-train_optimizer [data-testid='stSelectbox']").wait_for(timeout=240_000)
+    _settled(page)
+    # Plain SGD: its one-sentence explanation appears where it is chosen.
+    page.locator(".st-key-train_optimizer [data-testid='stSelectbox'] input").first.click()
+    page.locator("[role='option']").filter(has_text="plain SGD").first.click()
+    page.get_by_text("Plain SGD: every weight moves by").wait_for()
+    lr = page.locator(".st-key-train_lr input").first
+    lr.fill("0.1")
+    lr.press("Enter")
+    epochs = page.locator(".st-key-train_epochs input").first
+    epochs.fill("1")
+    epochs.press("Enter")
+    page.locator(".st-key-train_shuffle label").first.click()  # shuffle the pixels
+    page.wait_for_timeout(1500)
+    _shot(page, "1-lab-settings", folder="lab")
+
+    _button(page, "train_start").click()
+    _wait_for(lambda: page.get_by_text("measured once, now that training has ended").count() > 0, 240,
+              "the run to finish and report its test accuracy")
+    page.wait_for_timeout(1500)
+    assert_no_exception(page)
+    assert _points(page, "validation accuracy (2,000") >= 10
+    assert _points(page, "training accuracy (2,000 training digits)") >= 10
+    assert page.get_by_text("A network trained on shuffled pixels or without ReLU").count() == 1
+    _shot(page, "2-lab-finished", folder="lab")
