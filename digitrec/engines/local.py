@@ -40,7 +40,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from digitrec import checkpoints, config, models
-from digitrec.data import IMAGE_SIZE, MNIST, DigitSet
+from digitrec.data import IMAGE_SIZE, MNIST, DigitSet, validation_split
 from digitrec.engines.queue import RunQueue, default_queue
 from digitrec.runs import _RUN_IDS, RunProgress, RunStatus, TrainingRun, _units
 from digitrec.spec import RunSpec
@@ -94,8 +94,10 @@ class WorkerRun:
         self.spec = spec
         self.id = next(_RUN_IDS)
         self.owner = owner
-        self.plan = spec.plan(len(data.train))
-        self._train = data.train.subset(self.plan.train_size)
+        # The worker's TrainingRun holds the validation digits out of the training set itself, so it gets
+        # the whole set (shared memory, not copied) and the plan is counted the way it will count it.
+        self.plan = spec.plan(len(validation_split(data.train)[0]))
+        self._train = data.train
         self._test = data.test
         self._eval_size = min(spec.eval_size, len(data.test))  # as eval_subset chooses
         if probe is None:
