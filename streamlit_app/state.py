@@ -210,9 +210,20 @@ def current_digit() -> Digit:
         if digit is None:
             digit = sample_digit(7)
             if ref:  # say so rather than silently show another digit than the link meant
-                st.toast(f"The link's digit ({ref[:24]}) could not be read, so this shows sample 7.")
+                st.toast(f"The link's digit ({plain(ref[:24])}) could not be read, so this shows sample 7.")
         st.session_state[DIGIT_KEY] = digit
     return digit
+
+
+def plain(text: str) -> str:
+    """``text`` (from a URL, a file name) escaped so Streamlit's Markdown shows it as typed.
+
+    Every ASCII punctuation character gets a backslash (CommonMark lets any of them be
+    escaped), so a crafted link cannot make a real link, an image the browser fetches,
+    a :red[colour] or :material/icon: directive, or $maths$ out of it.
+    """
+    return "".join("\\" + ch if ch.isascii() and not ch.isalnum() and not ch.isspace() else ch
+                   for ch in " ".join(str(text).split()))
 
 
 def set_current_digit(digit: Digit) -> None:

@@ -384,7 +384,7 @@ def checkpoint_upload(*, key: str) -> None:
     done = st.session_state.setdefault(f"{key}_done", {})  # file id -> Network key, so a rerun adds nothing twice
     if upload.file_id not in done:
         try:
-            ck = checkpoints.load_bytes(upload.getvalue(), name=upload.name)
+            ck = checkpoints.load_bytes(upload.getvalue(), name=state.plain(upload.name))
         except CheckpointError as e:
             st.warning(str(e))
             return
