@@ -23,6 +23,7 @@ allocates nothing), then that every weight is finite. Each failure raises
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 
 import digitrec
-from digitrec import models
+from digitrec import files, models
 from digitrec.data import REPO_ROOT
 from digitrec.errors import CheckpointError, DigitrecError
 
@@ -72,6 +73,22 @@ MAX_HEADER_BYTES = 1_000_000
 # Our models have at most 2 tensors per layer and at most 9 layers (18 entries);
 # a header naming more tensors than this is refused before any is looked at.
 MAX_HEADER_ENTRIES = 64
+
+
+
+# The largest model models.FCConfig allows (TinyVGG's 256 channels make a smaller one);
+# tests/test_checkpoints.py checks these are its limits.
+LARGEST_CONFIG = models.FCConfig(hidden=(4096,) * 8)
+
+
+@functools.cache
+def max_checkpoint_bytes() -> int:
+    """The size of the largest checkpoint a digitrec model can have (LARGEST_CONFIG's
+    weights, about 460 MiB of float32) plus the longest header we read."""
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        largest = models.build(LARGEST_CONFIG)
+    return 4 * models.count_params(largest) + 8 + MAX_HEADER_BYTES
+
 
 _HOW_TO_SAVE = "Save checkpoints with `python -m digitrec train` or the app's Download button."
 
@@ -213,12 +230,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
             f"{path} does not exist. Check the path, or train a model with "
             f"`python -m digitrec train --model fc --out {path}`."
         )
-    if not path.is_file():
+    if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file. Give the path of a .safetensors file.")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{path} could not be read: {e.strerror or e}. Check its permissions.") from e
+    # Regular files only (not /dev/zero, not a named pipe), no larger than the largest model's.
+    data = files.read_regular_file(path, max_checkpoint_bytes(), "a .safetensors checkpoint", CheckpointError)
     return load_bytes(data, name=str(path))
 
 

@@ -51,6 +51,8 @@ RESAMPLE = Image.Resampling.BILINEAR
 # decompression bomb; an 85 KB PNG of 4096 x 4096 took 700 MB and 3 s to read).
 MAX_SIDE = 4096
 MAX_PIXELS = 4_000_000  # 2000 x 2000
+# An image file of one digit larger than this is not one (a phone photo is 2-5 MB).
+MAX_FILE_BYTES = 10 * 2**20
 # A decoded upload is shrunk (keeping its aspect) so its longer side is at most this
 # before any float maths: the 20 x 20 box needs far less, and the app keeps the image
 # to show how it was preprocessed.

@@ -21,7 +21,7 @@ DEFAULT_PEN = 24  # px: about 2.4 MNIST pixels, close to MNIST's stroke width
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp"]  # preprocess.UPLOAD_FORMATS
 # A photo of a digit is a few MB at most; the server-wide limit (.streamlit/config.toml)
 # is sized for checkpoints, hundreds of MB.
-IMAGE_UPLOAD_MB = 10
+IMAGE_UPLOAD_MB = preprocess.MAX_FILE_BYTES // 2**20
 
 
 def digit_input(*, key: str = "digit_input", stroke_width: int = DEFAULT_PEN) -> state.Digit:
