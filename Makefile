@@ -9,6 +9,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
+# `make run` is for one learner on this machine: only it can reach the app.
+ADDRESS ?= 127.0.0.1
 
 .PHONY: run test data browser weights bench clean
 
@@ -27,7 +29,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || scripts/install-chromium
 
 run: $(STAMP) data
-	$(PY) -m streamlit run streamlit_app/app.py --server.port=$(PORT) --browser.gatherUsageStats=false
+	$(PY) -m streamlit run streamlit_app/app.py --server.address=$(ADDRESS) --server.port=$(PORT) --browser.gatherUsageStats=false
 
 test: $(STAMP) data browser
 	$(PY) -m pytest
