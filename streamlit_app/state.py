@@ -13,6 +13,7 @@ so a link reproduces the view.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 
 import streamlit as st
@@ -86,11 +87,38 @@ def networks() -> dict[str, Network]:
     return nets
 
 
+# Each of a learner's own networks can take hundreds of MB (an 8 x 4096 FCNet is 460 MiB)
+# on a server a whole class shares, so a session keeps at most this many.
+MAX_MY_MODELS = 4
+_MY_MODEL_DIGESTS_KEY = "_my_model_digests"  # session_state key: {sha256 of an uploaded file: network key}
+
+
 def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | None) -> Network:
-    """Make a model trained or uploaded in this session available on every page."""
+    """Make a model trained or uploaded in this session available on every page.
+
+    Raises DigitrecError (with the sentence to show) when the session already holds
+    MAX_MY_MODELS of its own networks.
+    """
+    mine = st.session_state.setdefault(MY_MODELS_KEY, {})
+    if key not in mine and len(mine) >= MAX_MY_MODELS:
+        raise DigitrecError(
+            f"This session already holds {len(mine)} networks of your own, the most one session keeps on a "
+            "shared server. Download the ones you want to keep, then reload the page to start a fresh session."
+        )
     net = Network(key, label, model, model.config, test_accuracy)
-    st.session_state.setdefault(MY_MODELS_KEY, {})[key] = net
+    mine[key] = net
     return net
+
+
+def uploaded_model(data: bytes) -> Network | None:
+    """The network this session already made from a file with exactly these bytes, if it still has it."""
+    key = st.session_state.get(_MY_MODEL_DIGESTS_KEY, {}).get(hashlib.sha256(data).hexdigest())
+    return st.session_state.get(MY_MODELS_KEY, {}).get(key) if key else None
+
+
+def remember_upload(data: bytes, net: Network) -> None:
+    """Note that ``net`` was made from the uploaded ``data``, so the same file is never loaded twice."""
+    st.session_state.setdefault(_MY_MODEL_DIGESTS_KEY, {})[hashlib.sha256(data).hexdigest()] = net.key
 
 
 def network(key: str | None = None) -> Network:

@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from digitrec import checkpoints, models, race, runs
-from digitrec.errors import CheckpointError, DigitrecError, InvalidConfig
+from digitrec.errors import DigitrecError, InvalidConfig
 from digitrec.runs import RunProgress, RunStatus, TrainingRun
 from digitrec.viz.digits import digit_figure, probabilities_figure
 from digitrec.viz.training import curves_figure, first_layer_figure, race_figure
@@ -353,10 +353,14 @@ def model_export(*, key: str, slot: str) -> None:
             st.success(f"**{net.label}** is in the network picker of every explorer page.")
         elif st.button("Use it in the explorers", key=f"{key}_use", type="primary",
                        help="Adds it beside the pretrained networks in every page's network picker."):
-            net = state.add_my_model(state.new_my_model_key(), _model_label(p), run.trained_model(),
-                                     p.final_test_accuracy)
-            added[run.id] = net.key
-            st.rerun()
+            try:
+                net = state.add_my_model(state.new_my_model_key(), _model_label(p), run.trained_model(),
+                                         p.final_test_accuracy)
+            except DigitrecError as e:  # this session holds its most networks
+                st.warning(str(e))
+            else:
+                added[run.id] = net.key
+                st.rerun()
     with download_col:
         name = models.display_name(run.spec.model).lower().replace(" ", "-").replace("(", "").replace(")", "")
         try:
@@ -381,20 +385,19 @@ def checkpoint_upload(*, key: str) -> None:
     )
     if upload is None:
         return
-    done = st.session_state.setdefault(f"{key}_done", {})  # file id -> Network key, so a rerun adds nothing twice
-    if upload.file_id not in done:
+    data = upload.getvalue()
+    net = state.uploaded_model(data)  # the same file again (even re-uploaded): the same network
+    if net is None:
         try:
-            ck = checkpoints.load_bytes(upload.getvalue(), name=state.plain(upload.name))
-        except CheckpointError as e:
+            ck = checkpoints.load_bytes(data, name=state.plain(upload.name))
+            accuracy = f", {ck.info.test_accuracy:.1%}" if ck.info.test_accuracy is not None else ""
+            net = state.add_my_model(state.new_my_model_key(), f"My {ck.info.name} (uploaded{accuracy})", ck.model,
+                                     ck.info.test_accuracy)
+        except DigitrecError as e:  # CheckpointError, or this session holds its most networks
             st.warning(str(e))
             return
-        accuracy = f", {ck.info.test_accuracy:.1%}" if ck.info.test_accuracy is not None else ""
-        net = state.add_my_model(state.new_my_model_key(), f"My {ck.info.name} (uploaded{accuracy})", ck.model,
-                                 ck.info.test_accuracy)
-        done[upload.file_id] = net.key
-    net = state.networks().get(done[upload.file_id])
-    if net is not None:
-        st.success(f"Loaded **{net.label}**: pick it in the network picker of any explorer page.")
+        state.remember_upload(data, net)
+    st.success(f"Loaded **{net.label}**: pick it in the network picker of any explorer page.")
 
 
 # --- the lesson widget ---------------------------------------------------------------------------
