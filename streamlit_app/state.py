@@ -410,8 +410,16 @@ def course() -> list:
     from digitrec.lessons import lessons_dir
 
     folder = lessons_dir()
-    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.md")))
+    stamp = tuple((p.name, _mtime_ns(p)) for p in sorted(folder.glob("*.md")))
     return _course(str(folder), stamp)
+
+
+def _mtime_ns(path) -> int:
+    """When ``path`` (or, for a link, its target) last changed; a broken link counts by itself."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # a link to nothing: load_lessons says so on the page
+        return path.lstat().st_mtime_ns
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
