@@ -26,6 +26,9 @@ from streamlit_app import state
 from streamlit_app.widgets.softmax import softmax_explainer
 
 PLAY_SECONDS = 0.6  # one window position per tick: slow enough to read the numbers change
+# The overview draws at most this many maps per layer (a picker shows the others): every map
+# is a chart trace, and a 256-channel network drawn whole cost ~40 s of server CPU a rerun.
+MAX_OVERVIEW_MAPS = 16
 MATCH_TOLERANCE = 1e-4  # |hand sum - layer output|: float32 sums in a different order differ by ~1e-6
 
 
@@ -124,7 +127,15 @@ def cnn_overview(*, key: str, net: state.Network | None = None, digit: state.Dig
     )
     _set_url(url, scope=chosen)
     forward = viz.cnn_forward(net.model, digit.x)
-    fig = viz.overview_figure(forward, chosen)
+    channels = max(m.shape[0] for m in forward.maps.values())
+    shown = None
+    if channels > MAX_OVERVIEW_MAPS:  # a wide network: a page of maps at a time
+        pages = [range(lo, min(lo + MAX_OVERVIEW_MAPS, channels)) for lo in range(0, channels, MAX_OVERVIEW_MAPS)]
+        shown = st.selectbox(
+            f"Maps shown (this network has {channels} per layer)", pages, key=f"{key}_maps_{channels}",
+            format_func=lambda r: f"maps {r.start}–{r.stop - 1}",
+        )
+    fig = viz.overview_figure(forward, chosen, maps=shown)
     st.plotly_chart(fig, key=f"{key}_fig", config={"displayModeBar": False})
     st.caption(
         "Each column is one layer, each small square one feature map (rows: map 0 to 9). Red cells are positive, "

@@ -22,6 +22,10 @@ from digitrec.viz.digits import digit_figure, probabilities_figure
 from digitrec.viz.training import curves_figure, first_layer_figure, race_figure
 from streamlit_app import state
 
+# The app trains TinyVGGs of at most this many channels (the library allows 256, for the
+# command line): every map of a wider one makes each explorer page slow for the whole class.
+MAX_APP_CHANNELS = 64
+
 REFRESH_S = 1.0  # how often an active run's views are redrawn
 TRAIN_SLOT = "train"  # the Train page's run
 RACE_SLOT = "race"  # the race page's race
@@ -65,7 +69,7 @@ def training_settings(*, key: str, disabled: bool = False) -> dict:
                 widths = st.text_input("Hidden layer widths, comma-separated", "32, 16", key=f"{key}_widths",
                                        **session, help="One whole number per hidden layer, e.g. 64, 32.")
         else:
-            channels = st.number_input("Channels (feature maps per conv layer)", 1, 256, 10, key=f"{key}_channels",
+            channels = st.number_input("Channels (feature maps per conv layer)", 1, MAX_APP_CHANNELS, 10, key=f"{key}_channels",
                                        **session, help="CNN Explainer's TinyVGG uses 10.")
     with opt_col:
         optimizer = st.selectbox("Optimizer", ["adam", "sgd"], key=f"{key}_optimizer", **session,
@@ -437,7 +441,7 @@ def race_settings(*, key: str, disabled: bool = False) -> dict:
     c1, c2, c3 = st.columns(3)
     with c1:
         preset = st.selectbox("FCNet", [k for k, v in FC_PRESETS.items() if v], key=f"{key}_fc", **session)
-        channels = st.number_input("TinyVGG channels", 1, 256, 10, key=f"{key}_channels", **session)
+        channels = st.number_input("TinyVGG channels", 1, MAX_APP_CHANNELS, 10, key=f"{key}_channels", **session)
         mode = st.radio("Run them", [m.value for m in runs.RaceMode], key=f"{key}_mode", horizontal=True, **session,
                         help="One after the other is fair: each network has the whole processor. Together, they "
                              "share it and both are slower.")
