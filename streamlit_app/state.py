@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from dataclasses import dataclass
 
 import streamlit as st
@@ -457,3 +458,168 @@ def new_my_model_key() -> str:
     n = st.session_state.get(MY_MODEL_COUNT_KEY, 0) + 1
     st.session_state[MY_MODEL_COUNT_KEY] = n
     return f"my-{n}"
+
+
+# ---------------------------------------------------------------- sessions that end
+# A class closes thirty tabs at the end of a lesson. Streamlit keeps a closed tab's
+# session for server.disconnectedSessionTTL seconds (so a reconnect after a network
+# blip finds it), and after that only drops it lazily, never stopping what it started.
+# So every session is tracked here, and a sweeper thread (one per server process)
+# releases a session once it has been without a browser for that long: its runs are
+# stopped, its own networks, uploads and per-session caches dropped.
+
+SWEEP_S = 2.0  # how often the sweeper looks for ended sessions
+# session_state keys of what a session holds that an ended session must let go of.
+_HELD_KEYS = (MY_MODELS_KEY, _MY_MODEL_DIGESTS_KEY, "_test_probabilities", _ATTRIBUTION_CACHE_KEY, SOURCE_IMAGE_KEY)
+
+_sessions: dict[str, tuple] = {}  # session id -> (its SafeSessionState, time it was first seen without a browser)
+_sessions_lock = threading.Lock()
+_sweeper: threading.Thread | None = None
+
+
+def track_session() -> None:
+    """Note that this session is alive (called by app.py on every run); starts the sweeper once."""
+    global _sweeper
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not runtime.exists():  # AppTest, or a bare import: nothing can end
+        return
+    with _sessions_lock:
+        _sessions[ctx.session_id] = (ctx.session_state, None)
+        if _sweeper is None or not _sweeper.is_alive():
+            _sweeper = threading.Thread(target=_sweep_forever, name="digitrec-session-sweeper", daemon=True)
+            _sweeper.start()
+
+
+def tracked_sessions() -> int:
+    """How many sessions this server process holds resources for (for tests and the load test)."""
+    with _sessions_lock:
+        return len(_sessions)
+
+
+def release_session(session_state) -> None:
+    """Let go of everything a session that has ended held. ``session_state`` is its
+    st.session_state (any mapping); safe to call twice.
+
+    Training runs: each run in RUNS_KEY gets ``run.stop()`` and is dropped. A run that
+    lives in another process must end that process when stopped (the worker helper's
+    ``stop``); nothing else here needs to know where a run executes.
+    """
+    runs = session_state[RUNS_KEY] if RUNS_KEY in session_state else {}  # (SafeSessionState has no .get)
+    for run in list(runs.values()):
+        try:
+            run.stop()
+        except Exception:  # noqa: BLE001 - one broken run must not keep the others going
+            pass
+    for key in (RUNS_KEY, *_HELD_KEYS):
+        if key in session_state:
+            del session_state[key]
+
+
+def _sweep_forever() -> None:
+    import time
+
+    while True:
+        time.sleep(SWEEP_S)
+        try:
+            _sweep_once(time.monotonic())
+        except Exception:  # noqa: BLE001 - the sweeper must outlive any one bad session
+            pass
+
+
+def _sweep_once(now: float) -> None:
+    from streamlit import config, runtime
+
+    if not runtime.exists():
+        return
+    rt = runtime.get_instance()
+    grace = float(config.get_option("server.disconnectedSessionTTL"))
+    ended = []
+    with _sessions_lock:
+        for sid, (session_state, gone_since) in list(_sessions.items()):
+            if rt.is_active_session(sid):
+                _sessions[sid] = (session_state, None)
+            elif gone_since is None:
+                _sessions[sid] = (session_state, now)
+            elif now - gone_since >= grace:  # no browser for the reconnect window: it has ended
+                ended.append((sid, session_state))
+                del _sessions[sid]
+    for sid, session_state in ended:
+        release_session(session_state)
+        rt.uploaded_file_mgr.remove_session_files(sid)  # Streamlit only does so on an explicit close
+    if ended:
+        import gc
+
+        gc.collect()
+        _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so a server's
+    memory falls again after a class leaves."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused, just not returned
+        pass
+
+
+# ---------------------------------------------------------------- timing (the load test reads it)
+
+TIMING_LOG_ENV = "DIGITREC_TIMING_LOG"  # a file: one JSON line per script run, when set
+
+
+class page_timing:
+    """``with page_timing(page): page.run()`` appends {page, seconds, session, pretrained hash}
+    to $DIGITREC_TIMING_LOG: the server's own time per page, apart from the browsers' time,
+    and proof that no session changed the shared pretrained models. Off when unset."""
+
+    def __init__(self, page_name: str) -> None:
+        import os
+        import time
+
+        self.path = os.environ.get(TIMING_LOG_ENV)
+        self.page = page_name
+        self.start = time.perf_counter()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:  # also on st.rerun()/st.stop(), which leave by an exception
+        if not self.path:
+            return
+        import json
+        import os
+        import time
+
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        seconds = time.perf_counter() - self.start
+        ctx = get_script_run_ctx()
+        line = json.dumps({
+            "page": self.page, "seconds": round(seconds, 4), "pid": os.getpid(),
+            "session": ctx.session_id if ctx else None, "pretrained": pretrained_hashes(),
+            "stopped": exc[0].__name__ if exc[0] else None,
+        })
+        with open(self.path, "a") as f:  # one short write per line: lines of replicas do not interleave
+            f.write(line + "\n")
+
+
+def pretrained_hashes() -> dict[str, str]:
+    """sha256 of each cached pretrained model's parameters, as the server holds them now."""
+    out = {}
+    for key in PRETRAINED_LABELS:
+        try:
+            model = pretrained(key).model
+        except DigitrecError:
+            continue
+        h = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        out[key] = h.hexdigest()[:16]
+    return out
