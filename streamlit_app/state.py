@@ -516,6 +516,17 @@ def release_session(session_state) -> None:
     for key in (RUNS_KEY, *_HELD_KEYS):
         if key in session_state:
             del session_state[key]
+    # A file uploader's value is the uploaded file itself (an in-memory copy of its bytes).
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+    state = session_state.filtered_state if hasattr(session_state, "filtered_state") else dict(session_state)
+    for key, value in list(state.items()):
+        files = value if isinstance(value, list) else [value]
+        if any(isinstance(f, UploadedFile) for f in files):
+            try:
+                del session_state[key]
+            except (KeyError, AttributeError):  # a widget Streamlit will not let go of: it goes with the session
+                pass
 
 
 def _sweep_forever() -> None:
@@ -554,6 +565,28 @@ def _sweep_once(now: float) -> None:
 
         gc.collect()
         _return_freed_memory()
+        _log_release([sid for sid, _ in ended])
+
+
+def _log_release(session_ids: list[str]) -> None:
+    """A line in $DIGITREC_TIMING_LOG saying what the server still runs after a release."""
+    import json
+    import os
+    import time
+
+    path = os.environ.get(TIMING_LOG_ENV)
+    if not path:
+        return
+    def run_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("digitrec-run")]
+
+    deadline = time.monotonic() + 5
+    while run_threads() and time.monotonic() < deadline:  # a stopped run ends after its current batch
+        time.sleep(0.2)
+    run_threads = run_threads()
+    with open(path, "a") as f:
+        f.write(json.dumps({"released": session_ids, "pid": os.getpid(), "tracked_sessions": tracked_sessions(),
+                            "run_threads": run_threads, "threads": threading.active_count()}) + "\n")
 
 
 def _return_freed_memory() -> None:

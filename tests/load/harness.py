@@ -285,7 +285,8 @@ def percentile(values: list[float], q: float) -> float:
 def timing_entries(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in entries if "page" in e]  # (the sweeper's "released" lines are for test_session_end)
 
 
 def summary(learners: list[Learner], entries: list[dict], n: int, target: str, wall_s: float) -> dict:
