@@ -24,14 +24,14 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from digitrec import data, models, train
+from digitrec import config, data, models, train
 
 REFERENCE_BATCH_SIZE = 64  # pytorch/examples' mnist default
 REFERENCE_LR = 1e-3  # same Adam learning rate as digitrec's default, so only the loop differs
@@ -60,40 +60,24 @@ class Timing:
         return self.samples / self.seconds
 
 
-class _StopAfter:
-    """Callback: stop ``fit`` after ``n`` steps (times a partial epoch)."""
-
-    def __init__(self, control: train.TrainControl, n: int) -> None:
-        self.control, self.n = control, n
-
-    def on_step_end(self, state: train.TrainState) -> None:
-        if state.step >= self.n:
-            self.control.stop()
-
-
-def _fit(model: nn.Module, digits: data.DigitSet, config: train.TrainConfig, max_steps: int | None) -> train.TrainState:
-    control = train.TrainControl()
-    callbacks = [_StopAfter(control, max_steps)] if max_steps else []
-    return train.fit(model, digits, config, callbacks=callbacks, control=control)
-
-
 def time_digitrec(
-    config: models.ModelConfig,
+    model_config: models.ModelConfig,
     digits: data.DigitSet,
     epochs: int = 1,
     batch_size: int | None = None,
     max_steps: int | None = None,
 ) -> Timing:
     """Time ``digitrec.train.fit`` on ``digits`` (all of them, or the first ``max_steps`` steps)."""
-    batch_size = batch_size or train.TrainConfig().batch_size
-    train_config = train.TrainConfig(epochs=epochs, batch_size=batch_size, evaluate_each_epoch=False)
-    _fit(models.build(config, seed=1), digits, train_config, WARMUP_STEPS)
+    batch_size = batch_size or config.BATCH_SIZE
+    train_config = train.TrainConfig(epochs=epochs, batch_size=batch_size, evaluate_each_epoch=False,
+                                     max_steps=max_steps)
+    train.fit(models.build(model_config, seed=1), digits, replace(train_config, max_steps=WARMUP_STEPS))
 
-    model = models.build(config, seed=0)
+    model = models.build(model_config, seed=0)
     start = time.perf_counter()
-    state = _fit(model, digits, train_config, max_steps)
+    state = train.fit(model, digits, train_config)
     seconds = time.perf_counter() - start
-    return Timing(models.display_name(config), "digitrec", batch_size, state.step, state.samples_seen,
+    return Timing(models.display_name(model_config), "digitrec", batch_size, state.step, state.samples_seen,
                   seconds, len(digits))
 
 
@@ -127,17 +111,17 @@ def reference_loop(
 
 
 def time_reference(
-    config: models.ModelConfig, root: Path, epochs: int = 1, max_steps: int | None = None
+    model_config: models.ModelConfig, root: Path, epochs: int = 1, max_steps: int | None = None
 ) -> Timing:
     """Time the reference loop on the same network, reading MNIST from ``root``."""
     loader = reference_loader(root)
-    reference_loop(models.build(config, seed=1), loader, 1, WARMUP_STEPS)
+    reference_loop(models.build(model_config, seed=1), loader, 1, WARMUP_STEPS)
 
-    model = models.build(config, seed=0)
+    model = models.build(model_config, seed=0)
     start = time.perf_counter()
     steps, samples = reference_loop(model, loader, epochs, max_steps)
     seconds = time.perf_counter() - start
-    return Timing(models.display_name(config), "reference", REFERENCE_BATCH_SIZE, steps, samples,
+    return Timing(models.display_name(model_config), "reference", REFERENCE_BATCH_SIZE, steps, samples,
                   seconds, len(loader.dataset))
 
 
@@ -166,7 +150,8 @@ def format_table(timings: list[Timing], epochs: int, max_steps: int | None) -> s
     lines = [
         "digitrec bench: training speed on MNIST's 60,000 training digits, measured in this one run",
         environment_line(),
-        "digitrec : digitrec.train.fit, in-memory uint8 batches, Adam lr 1e-3, no evaluation",
+        f"digitrec : digitrec.train.fit, in-memory uint8 batches, {config.OPTIMIZER.capitalize()} lr {config.LR:g}, "
+        "no evaluation",
         "reference: torchvision MNIST + Compose([ToTensor(), Normalize]), "
         f"DataLoader(batch_size={REFERENCE_BATCH_SIZE}, shuffle=True), plain Adam loop",
     ]
@@ -209,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--epochs", type=_positive, default=1, help="epochs to time per loop (default 1)")
     parser.add_argument(
-        "--models", default="fc,fc-wide,cnn",
-        help=f"comma-separated presets from {', '.join(models.PRESETS)} (default: all three)",
+        "--models", default=",".join(config.PRESETS),
+        help=f"comma-separated presets from {', '.join(config.PRESETS)} (default: all of them)",
     )
     parser.add_argument(
         "--max-steps", type=_positive, default=None, metavar="N",
@@ -218,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch-size", type=_positive, default=None, metavar="N",
-        help=f"digitrec's batch size (default: TrainConfig's, {train.TrainConfig().batch_size}); "
+        help=f"digitrec's batch size (default: {config.BATCH_SIZE}); "
         f"the reference always uses {REFERENCE_BATCH_SIZE}",
     )
     parser.add_argument("--no-reference", action="store_true", help="time digitrec only")
@@ -244,9 +229,9 @@ def main(args: list[str] | None = None) -> int:
     parser = build_parser()
     opts = parser.parse_args(args)
     names = [n.strip() for n in opts.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in models.PRESETS]
+    unknown = [n for n in names if n not in config.PRESETS]
     if unknown or not names:
-        parser.error(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(models.PRESETS)}")
+        parser.error(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(config.PRESETS)}")
     if opts.threads:
         torch.set_num_threads(opts.threads)
 
@@ -254,12 +239,12 @@ def main(args: list[str] | None = None) -> int:
     mnist = data.load_mnist(root)
     timings = []
     for name in names:
-        config = models.PRESETS[name]
-        print(f"timing {models.display_name(config)}: digitrec ...", file=sys.stderr, flush=True)
-        timings.append(time_digitrec(config, mnist.train, opts.epochs, opts.batch_size, opts.max_steps))
+        model_config = models.PRESETS[name]
+        print(f"timing {models.display_name(model_config)}: digitrec ...", file=sys.stderr, flush=True)
+        timings.append(time_digitrec(model_config, mnist.train, opts.epochs, opts.batch_size, opts.max_steps))
         if not opts.no_reference:
-            print(f"timing {models.display_name(config)}: reference ...", file=sys.stderr, flush=True)
-            timings.append(time_reference(config, root, opts.epochs, opts.max_steps))
+            print(f"timing {models.display_name(model_config)}: reference ...", file=sys.stderr, flush=True)
+            timings.append(time_reference(model_config, root, opts.epochs, opts.max_steps))
     print(format_table(timings, opts.epochs, opts.max_steps))
     return 0
 

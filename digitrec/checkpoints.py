@@ -39,6 +39,7 @@ from torch import nn
 
 import digitrec
 from digitrec import files, models
+from digitrec.config import MAX_HIDDEN_LAYERS, WIDTH_RANGE
 from digitrec.data import REPO_ROOT
 from digitrec.errors import CheckpointError, DigitrecError
 
@@ -76,9 +77,9 @@ MAX_HEADER_ENTRIES = 64
 
 
 
-# The largest model models.FCConfig allows (TinyVGG's 256 channels make a smaller one);
-# tests/test_checkpoints.py checks these are its limits.
-LARGEST_CONFIG = models.FCConfig(hidden=(4096,) * 8)
+# The largest model a configuration allows (TinyVGG's most channels make a smaller one;
+# tests/test_serving.py checks both).
+LARGEST_CONFIG = models.FCConfig(hidden=(WIDTH_RANGE[1],) * MAX_HIDDEN_LAYERS)
 
 
 @functools.cache

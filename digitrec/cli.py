@@ -19,12 +19,10 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from digitrec import config
 from digitrec.errors import DigitrecError, InvalidConfig
 
 EXIT_USAGE = 2  # argparse's own status for bad arguments; ours for fixable problems
-
-# TrainConfig's defaults, read without importing torch before it is needed.
-_TRAIN_DEFAULTS = {"epochs": 3, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "seed": 0, "schedule": "constant"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,21 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
         "overwrites the committed pretrained weights; pass --out weights/fc.safetensors (or "
         "cnn) on purpose to replace them (`make weights` does).",
     )
-    p.add_argument("--model", required=True, choices=["fc", "fc-wide", "cnn"],
-                   help="fc: 784-16-16-10 (3Blue1Brown's); fc-wide: 784-128-64-10; cnn: TinyVGG")
+    p.add_argument("--model", required=True, choices=list(config.PRESETS),
+                   help="; ".join(f"{name}: {preset.label}" for name, preset in config.PRESETS.items()))
     p.add_argument("--hidden", type=_widths, default=None, metavar="W1,W2,...",
                    help="hidden layer widths of an fc model, overriding the preset (e.g. 32,16)")
     p.add_argument("--channels", type=int, default=None, metavar="C",
-                   help="feature maps per conv layer of the cnn model, overriding the preset's 10")
-    p.add_argument("--epochs", type=int, default=_TRAIN_DEFAULTS["epochs"], help="passes over the training digits (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=_TRAIN_DEFAULTS["batch_size"], help="digits per update (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS["lr"],
+                   help=f"feature maps per conv layer of the cnn model, overriding the preset's {config.CNN_CHANNELS}")
+    p.add_argument("--epochs", type=int, default=config.EPOCHS, help="passes over the training digits (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=config.BATCH_SIZE, help="digits per update (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=config.LR,
                    help="learning rate (default: %(default)s, right for Adam; SGD needs about 0.05)")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], default=_TRAIN_DEFAULTS["optimizer"],
+    p.add_argument("--optimizer", choices=config.OPTIMIZERS, default=config.OPTIMIZER,
                    help="(default: %(default)s)")
-    p.add_argument("--schedule", choices=["constant", "cosine"], default=_TRAIN_DEFAULTS["schedule"],
+    p.add_argument("--schedule", choices=config.SCHEDULES, default=config.SCHEDULE,
                    help="learning-rate schedule; cosine decays it to 0 by the last step (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=_TRAIN_DEFAULTS["seed"],
+    p.add_argument("--seed", type=int, default=config.SEED,
                    help="fixes the initial weights and the batch order (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train on only the first N training digits, for quick runs (the test "
@@ -208,29 +206,29 @@ class _ProgressBar:
 def cmd_train(args: argparse.Namespace) -> int:
     from digitrec import checkpoints, data, models, train
 
-    config = models.PRESETS[args.model]
+    model_config = models.PRESETS[args.model]
     if args.hidden is not None:
-        if not isinstance(config, models.FCConfig):
+        if not isinstance(model_config, models.FCConfig):
             raise InvalidConfig("--hidden sets the widths of an fc model; for --model cnn use --channels.")
-        config = replace(config, hidden=args.hidden)
+        model_config = replace(model_config, hidden=args.hidden)
     if args.channels is not None:
-        if not isinstance(config, models.TinyVGGConfig):
+        if not isinstance(model_config, models.TinyVGGConfig):
             raise InvalidConfig("--channels sets the feature maps of the cnn model; for fc models use --hidden.")
-        config = replace(config, channels=args.channels)
+        model_config = replace(model_config, channels=args.channels)
     train_config = train.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         optimizer=args.optimizer, seed=args.seed, schedule=args.schedule,
     )
     if args.limit is not None and args.limit < 1:
         raise InvalidConfig(f"--limit must be at least 1 (got {args.limit}).")
-    _check_training_memory(config, train_config.batch_size)
+    _check_training_memory(model_config, train_config.batch_size, train_config.optimizer)
     out = args.out or Path("runs") / f"{args.model}-{_dt.datetime.now():%Y%m%d-%H%M%S}.safetensors"
     _check_writable(out)  # before training: a bad path must not cost the trained model
 
     mnist = data.load_mnist()
     train_set = mnist.train.subset(args.limit) if args.limit else mnist.train
-    model = models.build(config, seed=args.seed)
-    print(f"training {models.display_name(config)} ({models.count_params(model):,} parameters) on "
+    model = models.build(model_config, seed=args.seed)
+    print(f"training {models.display_name(model_config)} ({models.count_params(model):,} parameters) on "
           f"{len(train_set):,} digits for {train_config.epochs} epoch(s)")
 
     control = train.TrainControl()
@@ -267,14 +265,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_training_memory(config, batch_size: int) -> None:
-    """The app's memory check: refuse a batch that needs more memory than a run may use."""
-    from digitrec.runs import MEMORY_BUDGET_BYTES, training_memory_bytes
+def _check_training_memory(model_config, batch_size: int, optimizer: str) -> None:
+    """The app's memory check: refuse a network and batch that need more memory than a run may use."""
+    from digitrec.config import MEMORY_BUDGET_BYTES
+    from digitrec.spec import training_memory_bytes
 
-    need = training_memory_bytes(config, batch_size)
+    need = training_memory_bytes(model_config, batch_size, optimizer)
     if need > MEMORY_BUDGET_BYTES:
         raise InvalidConfig(
-            f"Cannot train: a batch of {batch_size:,} digits for this network needs about {need / 2**30:.1f} GiB "
+            f"Cannot train: this network with a batch of {batch_size:,} digits needs about {need / 2**30:.1f} GiB "
             f"of memory to train (the limit is {MEMORY_BUDGET_BYTES / 2**30:.0f} GiB); use a smaller --batch-size "
             "or a smaller network."
         )

@@ -6,7 +6,8 @@ A lesson is ``lessons/NN-slug.md``: a front-matter block, then one step per
 - ``::: widget NAME key=value …`` on its own line embeds a live widget that the
   app owns (the lesson names it; it never carries its own copy);
 - ``{{ fc.params }}``-style placeholders are filled from ``digitrec`` at render
-  time (see ``model_facts``), so no number that depends on a model is typed in;
+  time (see ``model_facts``; training defaults: ``settings_facts``), so no
+  number that depends on a model or a setting is typed in;
 - a ``::: question`` … ``:::`` block is a check-yourself question: the first
   line is the question, then one ``- [x] answer :: feedback`` line per answer
   (``[x]`` right, ``[ ]`` wrong).
@@ -335,6 +336,26 @@ def model_facts(nets: dict[str, nn.Module]) -> dict[str, str]:
         facts["cnn_fc.macs_ratio"] = f"{totals['cnn'][1] / totals['fc'][1]:.0f}"
         facts["fc_cnn.params_ratio"] = f"{totals['fc'][0] / totals['cnn'][0]:.1f}"
     return facts
+
+
+def settings_facts() -> dict[str, str]:
+    """The training defaults and data sizes a lesson may name, from ``digitrec.config`` (the one source).
+
+    Gives ``data.train_digits``, ``data.test_digits``, ``train.epochs``, ``train.batch_size``,
+    ``train.lr``, ``train.optimizer``, ``train.momentum``, ``run.eval_size``.
+    """
+    from digitrec import config
+
+    return {
+        "data.train_digits": f"{config.TRAIN_DIGITS:,}",
+        "data.test_digits": f"{config.TEST_DIGITS:,}",
+        "train.epochs": str(config.EPOCHS),
+        "train.batch_size": str(config.BATCH_SIZE),
+        "train.lr": f"{config.LR:g}",
+        "train.optimizer": {"adam": "Adam", "sgd": "SGD"}.get(config.OPTIMIZER, config.OPTIMIZER),
+        "train.momentum": f"{config.MOMENTUM:g}",
+        "run.eval_size": f"{config.EVAL_SIZE:,}",
+    }
 
 
 def fill(text: str, facts: dict[str, str]) -> str:

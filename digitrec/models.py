@@ -16,6 +16,7 @@ from typing import Union
 import torch
 from torch import nn
 
+from digitrec import config as settings
 from digitrec.data import IMAGE_SIZE, NUM_CLASSES
 from digitrec.errors import InvalidConfig
 
@@ -25,20 +26,18 @@ class FCConfig:
     """Fully connected network: flatten -> (Linear -> ReLU) per hidden layer -> Linear."""
 
     architecture = "fcnet"  # class attribute, not a field: names the model in checkpoints
-    # Hidden layer widths. 16-16 is the network of 3Blue1Brown's video: small
-    # enough to show every neuron, still about 95 % accurate.
-    hidden: tuple[int, ...] = (16, 16)
+    hidden: tuple[int, ...] = settings.FC_HIDDEN  # hidden layer widths (why 16-16: digitrec.config)
 
     def __post_init__(self) -> None:
         try:  # whole numbers only: 16.5, "16" or a bare 16 would otherwise slip through or crash later
             hidden = tuple(operator.index(h) for h in self.hidden)
         except TypeError:
             hidden = ()
-        # At most 8 hidden layers: enough for any lesson, and a crafted checkpoint
-        # cannot make us build thousands of layers before its tensors are checked.
-        if not hidden or len(hidden) > 8 or any(h < 1 or h > 4096 for h in hidden):
+        low, high = settings.WIDTH_RANGE
+        if not hidden or len(hidden) > settings.MAX_HIDDEN_LAYERS or any(h < low or h > high for h in hidden):
             raise InvalidConfig(
-                f"Hidden widths must be one to eight whole numbers from 1 to 4096, got {self.hidden!r}."
+                f"Hidden widths must be one to {settings.MAX_HIDDEN_LAYERS} whole numbers from {low} to {high}, "
+                f"got {self.hidden!r}."
             )
         object.__setattr__(self, "hidden", hidden)
 
@@ -48,13 +47,11 @@ class TinyVGGConfig:
     """TinyVGG: 2 x [conv3x3 -> ReLU -> conv3x3 -> ReLU -> maxpool2] -> flatten -> Linear."""
 
     architecture = "tinyvgg"
-    # Feature maps per conv layer. CNN Explainer uses 10: enough for 99 % on
-    # MNIST and few enough to show every map on one screen.
-    channels: int = 10
+    channels: int = settings.CNN_CHANNELS  # feature maps per conv layer (why 10: digitrec.config)
     # Padding 1 keeps each block's maps the size of its input (28 -> 28, 14 -> 14),
     # so a feature map lines up pixel for pixel with the digit (learnpytorch.io's
     # TinyVGG for 28 x 28 images does the same).
-    padding: int = 1
+    padding: int = settings.CNN_PADDING
 
     def __post_init__(self) -> None:
         try:  # whole numbers only: channels=10.5 would pass a range check, then fail in Conv2d
@@ -64,19 +61,24 @@ class TinyVGGConfig:
             raise InvalidConfig(
                 f"Channels and padding must be whole numbers, got {self.channels!r} and {self.padding!r}."
             ) from None
-        if not 1 <= int(self.channels) <= 256:
-            raise InvalidConfig(f"Channels must be from 1 to 256, got {self.channels}.")
-        if int(self.padding) not in (0, 1):
-            raise InvalidConfig(f"Padding must be 0 or 1, got {self.padding}.")
+        low, high = settings.CHANNELS_RANGE
+        if not low <= int(self.channels) <= high:
+            raise InvalidConfig(f"Channels must be from {low} to {high}, got {self.channels}.")
+        if int(self.padding) not in settings.PADDINGS:
+            raise InvalidConfig(f"Padding must be {' or '.join(map(str, settings.PADDINGS))}, got {self.padding}.")
 
 
 ModelConfig = Union[FCConfig, TinyVGGConfig]
 
-PRESETS: dict[str, ModelConfig] = {
-    "fc": FCConfig(),  # 784-16-16-10, 3Blue1Brown's network
-    "fc-wide": FCConfig(hidden=(128, 64)),  # 784-128-64-10, about 98 %
-    "cnn": TinyVGGConfig(),  # CNN Explainer's TinyVGG on 1 x 28 x 28
-}
+def preset_config(preset: settings.Preset) -> ModelConfig:
+    """The model configuration of one of ``digitrec.config.PRESETS``."""
+    if preset.architecture == FCConfig.architecture:
+        return FCConfig(hidden=preset.hidden)
+    return TinyVGGConfig(channels=preset.channels)
+
+
+# "fc": 784-16-16-10 (3Blue1Brown's), "fc-wide": 784-128-64-10 (about 98 %), "cnn": TinyVGG.
+PRESETS: dict[str, ModelConfig] = {name: preset_config(p) for name, p in settings.PRESETS.items()}
 
 
 class FCNet(nn.Module):

@@ -1,6 +1,10 @@
-"""The FC-vs-CNN race in numbers: the table and the explanation under it.
+"""The FC-vs-CNN race: two runs on the same digits, the table of their numbers, the explanation under it.
 
-Every number comes from a run's own history (``digitrec.runs.RunProgress``),
+A ``Race`` trains several ``digitrec.runs.TrainingRun`` one after the other or
+together; ``race_specs`` makes the two runs of a fair race (same digits, seed,
+batch size, optimizer and evaluation steps).
+
+Every number in the table comes from a run's own history (``digitrec.runs.RunProgress``),
 never from text: parameters and multiply-adds are counted on the model,
 speeds are read off the training clock, and "seconds to 97 %" is the training
 time of the first test evaluation at or above 97 %.
@@ -16,15 +20,113 @@ weights, each about as many multiply-adds as the forward.
 
 from __future__ import annotations
 
+import enum
 import math
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
-TARGETS = (0.95, 0.97, 0.98)  # test accuracies the table times
+import torch
+
+from digitrec import config, models
+from digitrec.data import MNIST
+from digitrec.history import EvalRow
+from digitrec.runs import RunProgress, RunStatus, TrainingRun
+from digitrec.spec import RunSpec
+from digitrec.train import TrainConfig
+
 # Accuracies the explanation compares the networks at: finer and lower than the
 # table's, so a short run can still show where one network overtakes the other.
 MILESTONES = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.98, 0.99)
 TRAINING_STEP_FACTOR = 3  # multiply-adds of a training step per digit ~ 3 x forward
+
+
+# --- running the race ----------------------------------------------------------------------------
+
+
+class RaceMode(str, enum.Enum):
+    SEQUENTIAL = "one after the other"  # fair: each network has the whole machine
+    TOGETHER = "together"  # both at once: they share the processor, each is slower
+
+
+class Race:
+    """Several runs on the same digits, one after the other or together.
+
+    Sequential mode starts the next run when the previous one has ended; a
+    stop() ends the current run and starts no other.
+    """
+
+    def __init__(self, runs: Sequence[TrainingRun], mode: RaceMode | str = RaceMode.SEQUENTIAL) -> None:
+        self.runs = tuple(runs)
+        self.mode = RaceMode(mode)
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("This race has already been started; make a new Race to race again.")
+        self._thread = threading.Thread(target=self._main, name="digitrec-race", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        if self.mode is RaceMode.TOGETHER:
+            for run in self.runs:
+                run.start()
+            for run in self.runs:
+                run.join()
+            return
+        for run in self.runs:
+            if self._stopped.is_set():
+                break
+            run.start()
+            run.join()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for run in self.runs:
+            run.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def status(self) -> RunStatus:
+        """RUNNING while any run trains or waits its turn; then STOPPED if stopped, else FINISHED."""
+        if self._thread is None:
+            return RunStatus.IDLE
+        if self._thread.is_alive() or any(r.status.active for r in self.runs):
+            return RunStatus.STOPPING if self._stopped.is_set() else RunStatus.RUNNING
+        return RunStatus.STOPPED if self._stopped.is_set() else RunStatus.FINISHED
+
+    def progress(self) -> tuple[RunProgress, ...]:
+        return tuple(run.progress() for run in self.runs)
+
+
+def race_specs(
+    *,
+    fc: models.FCConfig = models.FCConfig(),
+    cnn: models.TinyVGGConfig = models.TinyVGGConfig(),
+    train: TrainConfig = TrainConfig(epochs=config.RACE_EPOCHS),
+    train_size: int = config.TRAIN_DIGITS,
+) -> tuple[RunSpec, RunSpec]:
+    """The FCNet and TinyVGG runs of a race: same digits, seed, batch size, optimizer and evaluation steps."""
+    return RunSpec(model=fc, train=train, train_size=train_size), RunSpec(model=cnn, train=train, train_size=train_size)
+
+
+def make_race(
+    data: MNIST,
+    specs: Sequence[RunSpec],
+    mode: RaceMode | str = RaceMode.SEQUENTIAL,
+    probe: torch.Tensor | None = None,
+) -> Race:
+    """A Race of one run per spec (not started)."""
+    return Race([TrainingRun(spec, data, probe) for spec in specs], mode)
+
+
+# --- the table and the explanation ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -54,14 +156,14 @@ class RaceRow:
         raise KeyError(f"{target} is not one of this row's targets {[t for t, _ in self.seconds_to]}")
 
 
-def seconds_to_reach(evals: Sequence[dict], target: float) -> float | None:
+def seconds_to_reach(evals: Sequence[EvalRow], target: float) -> float | None:
     """Training seconds of the first evaluation with test accuracy >= ``target``; None if none.
 
-    ``evals``: dicts with "seconds" and "test_accuracy" (0..1), in the order measured.
+    ``evals``: in the order measured.
     """
     for e in evals:
-        if e["test_accuracy"] is not None and e["test_accuracy"] >= target:
-            return float(e["seconds"])
+        if e.test_accuracy is not None and e.test_accuracy >= target:
+            return float(e.seconds)
     return None
 
 
@@ -73,9 +175,9 @@ def race_row(
     train_size: int,
     samples_seen: int,
     elapsed_s: float,
-    evals: Sequence[dict],
+    evals: Sequence[EvalRow],
     final_accuracy: float | None = None,
-    targets: Sequence[float] = TARGETS,
+    targets: Sequence[float] = config.RACE_TARGETS,
     status: str = "",
 ) -> RaceRow:
     """A table row from a run's numbers (see ``row_of`` for a RunProgress).
@@ -84,7 +186,7 @@ def race_row(
     seconds; one epoch is ``train_size`` digits at that speed.
     """
     speed = samples_seen / elapsed_s if samples_seen > 0 and elapsed_s > 0 else None
-    accuracies = [e["test_accuracy"] for e in evals if e["test_accuracy"] is not None]
+    accuracies = [e.test_accuracy for e in evals if e.test_accuracy is not None]
     return RaceRow(
         name=name,
         params=params,
@@ -99,8 +201,8 @@ def race_row(
     )
 
 
-def row_of(progress, targets: Sequence[float] = TARGETS) -> RaceRow:
-    """The table row of a ``digitrec.runs.RunProgress``."""
+def row_of(progress: RunProgress, targets: Sequence[float] = config.RACE_TARGETS) -> RaceRow:
+    """The table row of a run's progress."""
     return race_row(
         name=progress.name, params=progress.params, macs_forward=progress.macs,
         train_size=progress.plan.train_size, samples_seen=progress.samples_seen, elapsed_s=progress.elapsed_s,

@@ -21,49 +21,47 @@ from typing import Iterable, Protocol
 import torch
 from torch import nn
 
+from digitrec import config as settings  # not `config`: fit's TrainConfig argument is called that
 from digitrec.data import MNIST, DigitSet, batches, to_input
 from digitrec.errors import InvalidConfig, TrainingDiverged
+from digitrec.history import EvalRow, StepRow
 from digitrec.inspection import eval_mode
-
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "cosine")
-
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. The defaults are the lessons' defaults."""
+    """How to train. The defaults are the lessons' defaults (``digitrec.config`` says why)."""
 
-    epochs: int = 3
-    # 128 keeps per-step Python overhead small next to the arithmetic while
-    # still giving ~470 updates per epoch.
-    batch_size: int = 128
-    # Adam at 1e-3 trains both networks well without tuning; SGD needs ~0.05-0.1.
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9  # SGD only
-    # "cosine" lowers the rate smoothly to 0 by the last step, so the final
-    # weights settle instead of jittering around the minimum; "constant" is
-    # easier to reason about in the lessons.
-    schedule: str = "constant"
-    seed: int = 0  # fixes the batch order (the model's init is seeded by models.build)
+    epochs: int = settings.EPOCHS
+    batch_size: int = settings.BATCH_SIZE
+    lr: float = settings.LR
+    optimizer: str = settings.OPTIMIZER  # one of settings.OPTIMIZERS
+    momentum: float = settings.MOMENTUM  # SGD only
+    schedule: str = settings.SCHEDULE  # one of settings.SCHEDULES; cosine reaches 0 at the last step trained
+    seed: int = settings.SEED  # fixes the batch order (the model's init is seeded by models.build)
     evaluate_each_epoch: bool = True  # test accuracy after every epoch (about 0.1-1 s)
+    # End after this many steps, even mid-epoch (a lesson's few hundred, a benchmark's sample);
+    # None trains every epoch. Reaching it is finishing, not stopping.
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool):
             raise InvalidConfig(f"Cannot train: the learning rate must be a number (got {self.lr!r}).")
-        if not (isinstance(self.epochs, int) and 1 <= self.epochs <= 1000):
-            problems.append(f"epochs must be a whole number from 1 to 1000 (got {self.epochs})")
-        if not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= 60000):
-            problems.append(f"batch size must be from 1 to 60000 (got {self.batch_size})")
-        if not (math.isfinite(self.lr) and 0 < self.lr <= 10):
-            problems.append(f"learning rate must be above 0 and at most 10 (got {self.lr})")
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+        if not (isinstance(self.epochs, int) and 1 <= self.epochs <= settings.MAX_EPOCHS):
+            problems.append(f"epochs must be a whole number from 1 to {settings.MAX_EPOCHS} (got {self.epochs})")
+        low, high = settings.BATCH_RANGE
+        if not (isinstance(self.batch_size, int) and low <= self.batch_size <= high):
+            problems.append(f"batch size must be from {low} to {high} (got {self.batch_size})")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= settings.LR_MAX):
+            problems.append(f"learning rate must be above 0 and at most {settings.LR_MAX:g} (got {self.lr})")
+        if self.optimizer not in settings.OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(settings.OPTIMIZERS)} (got {self.optimizer!r})")
+        if self.schedule not in settings.SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(settings.SCHEDULES)} (got {self.schedule!r})")
         if not 0 <= self.momentum < 1:
             problems.append(f"momentum must be from 0 up to (not including) 1 (got {self.momentum})")
+        if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            problems.append(f"max steps must be a whole number from 1 up (got {self.max_steps!r})")
         if problems:
             raise InvalidConfig("Cannot train: " + "; ".join(problems) + ".")
 
@@ -74,6 +72,7 @@ class TrainState:
 
     epochs: int
     steps_per_epoch: int
+    max_steps: int | None = None  # TrainConfig.max_steps: the run ends there if it comes first
     epoch: int = 0  # 1-based once training starts
     step: int = 0  # global step, 1-based after the first batch
     samples_seen: int = 0
@@ -90,7 +89,8 @@ class TrainState:
 
     @property
     def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        total = self.epochs * self.steps_per_epoch
+        return total if self.max_steps is None else min(total, self.max_steps)
 
     @property
     def progress(self) -> float:
@@ -214,7 +214,9 @@ def fit(
     """Train ``model`` in place and return the final state.
 
     ``data`` is MNIST (trains on ``.train``, evaluates on ``.test``) or a DigitSet
-    (pass ``test`` to evaluate on another set). Raises TrainingDiverged if the
+    (pass ``test`` to evaluate on another set). ``config.max_steps`` ends the run
+    after that many steps, mid-epoch if need be (an unfinished epoch is not
+    evaluated); the state is then finished, not ``stopped``. Raises TrainingDiverged if the
     loss stops being finite; the model then holds the last weights that gave a
     finite loss.
     """
@@ -236,7 +238,7 @@ def fit(
     last_good = [p.detach().clone() for p in params]
 
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    state = TrainState(epochs=config.epochs, steps_per_epoch=steps_per_epoch)
+    state = TrainState(epochs=config.epochs, steps_per_epoch=steps_per_epoch, max_steps=config.max_steps)
     scheduler = None
     if config.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=state.total_steps)
@@ -247,6 +249,8 @@ def fit(
     model.train()
     try:
         for epoch in range(1, config.epochs + 1):
+            if state.step >= state.total_steps:  # max_steps was reached at the end of the last epoch
+                break
             state.epoch = epoch
             for x, y in batches(train_set, config.batch_size, generator=generator):
                 wait_start = time.perf_counter()
@@ -284,7 +288,9 @@ def fit(
                 state.elapsed_s = time.perf_counter() - clock - off_clock_s
                 state.samples_per_s = state.samples_seen / max(state.elapsed_s, 1e-9)
                 off_clock_s += _emit_timed(callbacks, "on_step_end", state)
-            if state.stopped:
+                if state.step >= state.total_steps:  # max_steps reached (maybe mid-epoch)
+                    break
+            if state.stopped or state.step < epoch * steps_per_epoch:  # an unfinished epoch is not evaluated
                 break
             eval_start = time.perf_counter()
             if test is not None and config.evaluate_each_epoch:
@@ -320,20 +326,18 @@ def _emit_timed(callbacks: list, event: str, state: TrainState) -> float:
 class History:
     """A callback that keeps every step's and epoch's numbers (for curves and tables)."""
 
-    steps: list[dict] = field(default_factory=list)
-    epochs: list[dict] = field(default_factory=list)
+    steps: list[StepRow] = field(default_factory=list)
+    epochs: list[EvalRow] = field(default_factory=list)  # the test set after each epoch
     every: int = 1  # keep one step in ``every`` (1 keeps all)
 
     def on_step_end(self, state: TrainState) -> None:
         if state.step % self.every == 0:
-            self.steps.append(
-                {"step": state.step, "epoch": state.epoch, "seconds": state.elapsed_s,
-                 "loss": state.loss, "accuracy": state.accuracy, "samples_per_s": state.samples_per_s}
-            )
+            self.steps.append(step_row(state))
 
     def on_epoch_end(self, state: TrainState) -> None:
-        self.epochs.append(
-            {"epoch": state.epoch, "step": state.step, "seconds": state.elapsed_s,
-             "test_loss": state.test_loss, "test_accuracy": state.test_accuracy,
-             "samples_per_s": state.samples_per_s}
-        )
+        self.epochs.append(EvalRow(state.step, state.epoch, state.elapsed_s, state.test_accuracy, state.test_loss))
+
+
+def step_row(state: TrainState) -> StepRow:
+    """The history row of the step ``state`` has just trained."""
+    return StepRow(state.step, state.epoch, state.elapsed_s, state.loss, state.accuracy, state.samples_per_s)

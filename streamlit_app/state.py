@@ -264,12 +264,13 @@ def set_current_digit(digit: Digit) -> None:
 
 
 def lesson_facts() -> dict[str, str]:
-    """The numbers lesson text may name: the pretrained models' facts and the current digit's."""
-    from digitrec.lessons import digit_facts
+    """The numbers lesson text may name: the pretrained models' facts, the training defaults and the current digit's."""
+    from digitrec.lessons import digit_facts, settings_facts
 
     nets = {k: n.model for k, n in networks().items() if k in PRETRAINED_LABELS}
     digit = current_digit()
     facts = dict(_model_facts_cached())
+    facts.update(settings_facts())
     facts.update(digit_facts(nets, digit.x, digit.label))
     for key, net in networks().items():
         if key in PRETRAINED_LABELS and net.test_accuracy is not None:

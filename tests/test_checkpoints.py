@@ -403,7 +403,7 @@ def test_a_config_with_thousands_of_layers_is_refused_before_building_them(tmp_p
     _, path = _saved(tmp_path)
     many = json.dumps({"architecture": "fcnet", "hidden": [16] * 5000})
     _rewrite(path, edit_metadata=lambda m: m.update(config=many))
-    with pytest.raises(CheckpointError, match="one to eight"):
+    with pytest.raises(CheckpointError, match="one to 8 whole numbers"):
         checkpoints.load(path)
 
 

@@ -256,7 +256,7 @@ def test_train_refuses_a_batch_that_needs_more_memory_than_a_run_may_use(tmp_pat
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("trained before checking memory"))
     out = tmp_path / "x.safetensors"
     code, _, err = run(["train", "--model", "cnn", "--channels", "256", "--batch-size", "60000", "--out", str(out)])
-    assert_one_error_line(code, err, "Cannot train: a batch of 60,000 digits", "GiB", "--batch-size")
+    assert_one_error_line(code, err, "Cannot train: this network with a batch of 60,000 digits", "GiB", "--batch-size")
     assert not out.exists()
 
 

@@ -72,6 +72,7 @@ def nets() -> dict:
 def facts(nets) -> dict[str, str]:
     """What the lessons page fills placeholders from (streamlit_app.state.lesson_facts), built the same way."""
     f = lessons.model_facts(nets)
+    f.update(lessons.settings_facts())
     f.update(lessons.digit_facts(nets, samples.sample_digit(7).reshape(1, 1, 28, 28), 7))
     for key in nets:
         f[f"{key}.accuracy"] = f"{checkpoints.load_pretrained(key).info.test_accuracy:.2%}"

@@ -243,7 +243,8 @@ def test_a_linked_network_choice_survives_a_page_switch():
 def test_a_wide_network_draws_a_page_of_maps_at_a_time_and_offers_the_rest():
     # A 256-channel TinyVGG (an allowed checkpoint) used to draw 2,560 maps, ~40 s of server CPU a rerun.
     from digitrec import models
-    from streamlit_app.widgets import cnn, training
+    from digitrec import config
+    from streamlit_app.widgets import cnn
 
     wide = models.build(models.TinyVGGConfig(channels=256), seed=0).eval()
     at = AppTest.from_file(APP, default_timeout=120)
@@ -264,4 +265,4 @@ def test_a_wide_network_draws_a_page_of_maps_at_a_time_and_offers_the_rest():
     maps = feature_maps(overview(at))
     assert sorted({t["meta"][1] for t in maps if t["meta"][0] == "conv_2_2"}) == list(range(240, 256))
     # and the Train page offers far fewer channels than the library allows
-    assert training.MAX_APP_CHANNELS <= 64
+    assert config.APP_CHANNELS_RANGE[1] <= 64

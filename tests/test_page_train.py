@@ -15,6 +15,7 @@ import torch
 
 from digitrec import checkpoints
 from digitrec.runs import RunStatus
+from tests.helpers import wait_until
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
 
@@ -83,13 +84,13 @@ def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
     fig = _curves(at)
     loss = _trace(fig, "loss of each batch")
     assert loss["x"] == list(range(1, 21))
-    assert loss["y"] == pytest.approx([s["loss"] for s in p.steps])
+    assert loss["y"] == pytest.approx([s.loss for s in p.steps])
     test = _trace(fig, "test accuracy (2,000")
-    assert test["y"] == pytest.approx([e["test_accuracy"] for e in p.evals]) and test["x"][0] == 0
+    assert test["y"] == pytest.approx([e.test_accuracy for e in p.evals]) and test["x"][0] == 0
     per_epoch = _trace(fig, "test accuracy after each epoch")
-    assert per_epoch["y"] == pytest.approx([e["test_accuracy"] for e in p.epoch_results]) and len(per_epoch["y"]) == 2
+    assert per_epoch["y"] == pytest.approx([e.test_accuracy for e in p.epoch_results]) and len(per_epoch["y"]) == 2
     # Learning happened: the last test point beats chance by far on 300 training digits.
-    assert p.evals[-1]["test_accuracy"] > 0.4 > p.evals[0]["test_accuracy"]
+    assert p.evals[-1].test_accuracy > 0.4 > p.evals[0].test_accuracy
 
     figures = _figures(at)
     bars = [f for f in figures if f["data"] and f["data"][0]["type"] == "bar"]
@@ -254,14 +255,8 @@ def test_the_same_checkpoint_uploaded_again_is_reused_and_a_session_keeps_at_mos
     assert len(at.session_state["my_models"]) == state.MAX_MY_MODELS  # nothing was dropped either
 
 
-def _wait(predicate, timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
+def _wait(predicate) -> None:
+    wait_until(predicate, timeout=60.0)
 
 
 LESSON_SCRIPT = """

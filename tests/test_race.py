@@ -1,17 +1,21 @@
 """race: the table's numbers and the explanation's, computed from a hand-made history
-(and once from a real run), checked against values worked out by hand."""
+(and once from a real run), checked against values worked out by hand; and running a race
+(one after the other, together, stopped) on synthetic digits."""
 
 from __future__ import annotations
 
 import pytest
 
 from digitrec import data, models, race, runs
+from digitrec.history import EvalRow
+from digitrec.runs import RunStatus
+from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
+from tests.helpers import small_mnist as _data, wait_until as _wait_until
 
 
-def _evals(points: list[tuple[float, float]]) -> list[dict]:
-    return [{"step": 10 * i, "epoch": 1, "seconds": s, "test_accuracy": a, "test_loss": 0.0}
-            for i, (s, a) in enumerate(points)]
+def _evals(points: list[tuple[float, float]]) -> list[EvalRow]:
+    return [EvalRow(step=10 * i, epoch=1, seconds=s, test_accuracy=a, test_loss=0.0) for i, (s, a) in enumerate(points)]
 
 
 # FCNet 784-16-16-10: a Linear layer does in x out multiply-adds and has (in + 1) x out weights.
@@ -132,7 +136,7 @@ def test_row_of_a_real_run_reads_its_progress():
     digits = data.synthetic_digits(80, seed=0)
     d = data.MNIST(train=data.DigitSet(digits.images[:48], digits.labels[:48]),
                    test=data.DigitSet(digits.images[48:], digits.labels[48:]))
-    spec = runs.RunSpec(models.FCConfig(), TrainConfig(epochs=2, batch_size=16), eval_every=1)
+    spec = RunSpec(models.FCConfig(), TrainConfig(epochs=2, batch_size=16), eval_every=1)
     run = runs.TrainingRun(spec, d)
     run.start()
     assert run.join(timeout=60)
@@ -143,3 +147,51 @@ def test_row_of_a_real_run_reads_its_progress():
     assert row.seconds_per_epoch == pytest.approx(48 * p.elapsed_s / 96)
     assert row.seconds_to == ((0.5, race.seconds_to_reach(p.evals, 0.5)),)
     assert row.final_accuracy == p.final_test_accuracy and row.status == "finished"
+
+
+# --- running a race ------------------------------------------------------------------------------
+
+
+def test_a_sequential_race_trains_one_network_after_the_other_on_the_same_digits():
+    train_config = TrainConfig(epochs=200, batch_size=1, seed=5)
+    fc, cnn = race.race_specs(cnn=models.TinyVGGConfig(channels=2), train=train_config, train_size=64)
+    assert fc.train == cnn.train and fc.train_size == cnn.train_size
+    race_ = race.make_race(_data(), [fc, cnn], "one after the other")
+    assert race_.status is RunStatus.IDLE
+    race_.start()
+    first, second = race_.runs
+    _wait_until(lambda: first.progress().step >= 5)
+    assert race_.status is RunStatus.RUNNING
+    assert second.status is RunStatus.IDLE  # waits for its turn
+    first.stop()  # the first run ends (as if finished): the second starts
+    _wait_until(lambda: second.progress().step >= 3)
+    assert first.status is RunStatus.STOPPED
+    race_.stop()
+    assert race_.join(timeout=30)
+    assert race_.status is RunStatus.STOPPED and second.status is RunStatus.STOPPED
+    assert [p.name for p in race_.progress()] == ["FCNet 784-16-16-10", "TinyVGG (2 channels)"]
+    # Same seed, same digits: both saw the same batches in the same order, so the same evaluation steps.
+    assert first.plan == second.plan
+
+
+def test_a_race_run_together_trains_both_at_once_and_finishes():
+    fc, cnn = race.race_specs(cnn=models.TinyVGGConfig(channels=2), train=TrainConfig(epochs=1, batch_size=16),
+                              train_size=64)
+    race_ = race.make_race(_data(), [fc, cnn], race.RaceMode.TOGETHER)
+    race_.start()
+    assert race_.join(timeout=60)
+    assert race_.status is RunStatus.FINISHED
+    assert [p.status for p in race_.progress()] == [RunStatus.FINISHED, RunStatus.FINISHED]
+    assert [p.step for p in race_.progress()] == [4, 4]
+
+
+def test_a_race_stopped_before_the_second_run_never_starts_it():
+    fc, cnn = race.race_specs(train=TrainConfig(epochs=500, batch_size=1), train_size=64)
+    race_ = race.make_race(_data(), [fc, cnn])
+    race_.start()
+    _wait_until(lambda: race_.runs[0].progress().step >= 2)
+    race_.stop()
+    assert race_.join(timeout=30)
+    assert race_.runs[0].status is RunStatus.STOPPED
+    assert race_.runs[1].status in (RunStatus.IDLE, RunStatus.STOPPED) and race_.runs[1].progress().step == 0
+    assert not race_.runs[0].thread_alive and not race_.runs[1].thread_alive

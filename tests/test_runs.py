@@ -10,28 +10,11 @@ import time
 import pytest
 import torch
 
-from digitrec import checkpoints, data, models, runs, train
-from digitrec.errors import InvalidConfig
-from digitrec.runs import RunSpec, RunStatus, TrainingRun
+from digitrec import checkpoints, config, models, runs, train
+from digitrec.runs import RunStatus, TrainingRun
+from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
-
-
-def _digits(n: int, offset: int = 0) -> data.DigitSet:
-    """n synthetic digits of one family (same class prototypes), from position ``offset``."""
-    full = data.synthetic_digits(n + offset, seed=0)
-    return data.DigitSet(full.images[offset:], full.labels[offset:])
-
-
-def _data(n_train: int = 64, n_test: int = 120) -> data.MNIST:
-    return data.MNIST(train=_digits(n_train), test=_digits(n_test, offset=n_train))
-
-
-def _wait_until(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
+from tests.helpers import digits as _digits, small_mnist as _data, wait_until as _wait_until
 
 
 def _long_run(**spec_kwargs) -> TrainingRun:
@@ -81,7 +64,7 @@ def test_start_pause_step_resume_and_stop_from_another_thread():
     p = run.progress()
     assert p.status is RunStatus.STOPPED and 0 < p.step < p.total_steps
     # The last evaluation and snapshot are of the model as it ended.
-    assert p.evals[-1]["step"] == p.step and p.snapshots[-1].step == p.step
+    assert p.evals[-1].step == p.step and p.snapshots[-1].step == p.step
     assert p.final_test_accuracy == pytest.approx(train.evaluate(run.model, _data().test)[1])
     with pytest.raises(RuntimeError):
         run.start()  # one thread per run: a new run trains again
@@ -95,7 +78,7 @@ def test_a_run_paused_before_its_first_step_stops_cleanly():
     assert run.join(timeout=30)
     p = run.progress()
     assert p.status is RunStatus.STOPPED and p.step == 0
-    assert [e["step"] for e in p.evals] == [0] and [s.step for s in p.snapshots] == [0]
+    assert [e.step for e in p.evals] == [0] and [s.step for s in p.snapshots] == [0]
 
 
 def test_step_from_an_idle_run_starts_it_paused_and_step_epoch_ends_at_the_epoch():
@@ -107,7 +90,7 @@ def test_step_from_an_idle_run_starts_it_paused_and_step_epoch_ends_at_the_epoch
     run.step_epoch()  # to the end of epoch 1
     _wait_until(lambda: run.progress().step == 5)
     assert _settle(run) == 5
-    assert [e["epoch"] for e in run.progress().epoch_results] == [1]
+    assert [e.epoch for e in run.progress().epoch_results] == [1]
     run.step_epoch()  # paused at an epoch's end: a whole epoch
     _wait_until(lambda: run.progress().step == 10)
     assert _settle(run) == 10
@@ -115,7 +98,7 @@ def test_step_from_an_idle_run_starts_it_paused_and_step_epoch_ends_at_the_epoch
     assert run.join(timeout=30)
     p = run.progress()
     assert p.status is RunStatus.FINISHED and p.step == 15
-    assert [(e["epoch"], e["step"]) for e in p.epoch_results] == [(1, 5), (2, 10), (3, 15)]
+    assert [(e.epoch, e.step) for e in p.epoch_results] == [(1, 5), (2, 10), (3, 15)]
 
 
 def test_two_runs_do_not_see_each_other():
@@ -131,7 +114,7 @@ def test_two_runs_do_not_see_each_other():
     assert a.status is RunStatus.STOPPED
     assert b.status is RunStatus.PAUSED and b.thread_alive  # untouched by a's stop
     assert b.progress().step == 0 and a.progress().step == 5
-    assert [e["step"] for e in b.progress().evals] == [0] and a.progress().evals[-1]["step"] == 5
+    assert [e.step for e in b.progress().evals] == [0] and a.progress().evals[-1].step == 5
     b.step(2)
     _wait_until(lambda: b.progress().step == 2)
     assert a.progress().step == 5
@@ -155,19 +138,19 @@ def test_a_finished_run_records_curves_test_points_and_snapshots_consistently():
 
     assert p.status is RunStatus.FINISHED and p.message == ""
     assert (p.plan.steps_per_epoch, p.total_steps, p.step, p.samples_seen) == (12, 24, 24, 192)
-    assert [s["step"] for s in p.steps] == list(range(1, 25))
-    assert all(math.isfinite(s["loss"]) and 0 <= s["accuracy"] <= 1 for s in p.steps)
-    assert [e["step"] for e in p.evals] == [0, 5, 10, 15, 20, 24]  # step 0, every 5, and the end
+    assert [s.step for s in p.steps] == list(range(1, 25))
+    assert all(math.isfinite(s.loss) and 0 <= s.accuracy <= 1 for s in p.steps)
+    assert [e.step for e in p.evals] == [0, 5, 10, 15, 20, 24]  # step 0, every 5, and the end
     assert [s.step for s in p.snapshots] == [0, 4, 8, 12, 16, 20, 24]
-    assert [(e["epoch"], e["step"]) for e in p.epoch_results] == [(1, 12), (2, 24)]
-    assert p.final_test_accuracy == p.epoch_results[-1]["test_accuracy"]
-    assert p.test_accuracy == p.evals[-1]["test_accuracy"]
+    assert [(e.epoch, e.step) for e in p.epoch_results] == [(1, 12), (2, 24)]
+    assert p.final_test_accuracy == p.epoch_results[-1].test_accuracy
+    assert p.test_accuracy == p.evals[-1].test_accuracy
     assert p.progress == 1.0 and p.eta_s == 0
 
     # The training clock: seconds never go back, and the history's agree with the snapshots'.
-    seconds = [s["seconds"] for s in p.steps]
+    seconds = [s.seconds for s in p.steps]
     assert seconds == sorted(seconds) and seconds[-1] == pytest.approx(p.elapsed_s)
-    assert {s.step: s.seconds for s in p.snapshots}[12] == p.steps[11]["seconds"]
+    assert {s.step: s.seconds for s in p.snapshots}[12] == p.steps[11].seconds
 
     # Snapshot 0 holds the initial weights; the last one the trained model's, and its probe prediction.
     assert torch.equal(p.snapshots[0].first_layer, initial.fc_1.weight.detach().reshape(16, 28, 28))
@@ -178,7 +161,7 @@ def test_a_finished_run_records_curves_test_points_and_snapshots_consistently():
     assert torch.allclose(p.snapshots[-1].probe_probs, expected, atol=1e-6)
     assert torch.allclose(p.probe_probs, expected, atol=1e-6)
     assert p.snapshots[-1].probe_probs.sum().item() == pytest.approx(1.0, abs=1e-5)
-    assert p.snapshots[0].test_accuracy == p.evals[0]["test_accuracy"]
+    assert p.snapshots[0].test_accuracy == p.evals[0].test_accuracy
 
     # The copy handed out is the run's model, in eval mode, with no gradients left behind.
     assert trained is not run.model and not trained.training
@@ -192,14 +175,14 @@ def test_the_test_subset_is_fixed_random_and_sorted(mnist):
     again = runs.eval_subset(mnist.test, 2000)
     assert len(subset) == 2000 and torch.equal(subset.images, again.images)
     # Random, not the first 2,000: digits from both halves of the test set.
-    idx = torch.randperm(10000, generator=torch.Generator().manual_seed(runs.SUBSET_SEED))[:2000].sort().values
+    idx = torch.randperm(10000, generator=torch.Generator().manual_seed(config.SUBSET_SEED))[:2000].sort().values
     assert torch.equal(subset.labels, mnist.test.labels[idx])
     assert int((idx >= 5000).sum()) > 800
     assert runs.eval_subset(_digits(30), 2000).images.shape[0] == 30  # a small set is used whole
 
 
 def test_cnn_run_records_its_filters_and_max_steps_finishes_mid_epoch():
-    spec = RunSpec(models.TinyVGGConfig(channels=4), TrainConfig(epochs=5, batch_size=8), max_steps=7)
+    spec = RunSpec(models.TinyVGGConfig(channels=4), TrainConfig(epochs=5, batch_size=8, max_steps=7))
     run = TrainingRun(spec, _data(n_train=64, n_test=40))
     run.start()
     assert run.join(timeout=60)
@@ -297,123 +280,3 @@ def test_checkpoint_bytes_round_trip_through_load_bytes():
     assert ck.info.test_accuracy == pytest.approx(run.progress().final_test_accuracy)
     assert (ck.info.epochs, ck.info.seed) == (1, 3)
     assert ck.info.extra["steps"] == "3" and ck.info.extra["train_size"] == "48"
-
-
-# --- specs ---------------------------------------------------------------------------------------
-
-
-def test_plan_for_the_default_full_run_gives_about_thirty_test_points():
-    spec = RunSpec(models.FCConfig(), TrainConfig(epochs=3, batch_size=128))
-    plan = spec.plan(60000)
-    # ceil(60000 / 128) = 469 steps per epoch; 1407 in all; 1407 / 30 = 46.9 -> every 47 steps.
-    assert (plan.steps_per_epoch, plan.total_steps, plan.eval_every, plan.snapshot_every) == (469, 1407, 47, 47)
-    points = 1 + 1407 // 47 + (1407 % 47 != 0)  # step 0, every 47th, and the last step
-    assert 20 <= points <= 50
-    assert plan.history_every == 1
-    quick = RunSpec(models.FCConfig(), TrainConfig(epochs=1, batch_size=100), train_size=300).plan(60000)
-    assert (quick.train_size, quick.total_steps, quick.eval_every) == (300, 3, 1)
-    assert RunSpec(models.FCConfig(), TrainConfig(epochs=1), max_steps=300).plan(60000).total_steps == 300
-
-
-def test_make_spec_parses_typed_values():
-    spec = runs.make_spec(architecture="fcnet", widths="64, 32", lr="3e-3", batch_size="64", epochs=2, seed=7,
-                          train_size=1000, optimizer="sgd", schedule="cosine")
-    assert spec.model == models.FCConfig(hidden=(64, 32))
-    assert spec.train == TrainConfig(epochs=2, batch_size=64, lr=0.003, optimizer="sgd", schedule="cosine", seed=7)
-    assert spec.train_size == 1000 and spec.name == "FCNet 784-64-32-10"
-    cnn = runs.make_spec(architecture="tinyvgg", channels=6)
-    assert cnn.model == models.TinyVGGConfig(channels=6) and cnn.train == TrainConfig()
-
-
-@pytest.mark.parametrize(
-    "kwargs, words",
-    [
-        ({"lr": "abc"}, "the learning rate must be a number like 0.001 or 1e-3 (got 'abc')"),
-        ({"lr": "0"}, "learning rate must be above 0"),
-        ({"lr": "50"}, "learning rate must be above 0 and at most 10 (got 50.0)"),
-        ({"widths": "16, x"}, "hidden widths must be whole numbers separated by commas, like 16, 16 (got '16, x')"),
-        ({"widths": "0, 16"}, "hidden widths must be one to eight whole numbers from 1 to 4096"),
-        ({"epochs": 21}, "epochs must be from 1 to 20 (got 21)"),
-        ({"batch_size": 0}, "batch size must be from 1 to 60,000 (got 0)"),
-        ({"batch_size": 2.5}, "batch size must be a whole number (got 2.5)"),
-        ({"optimizer": "rmsprop"}, "optimizer must be one of adam, sgd"),
-        ({"architecture": "resnet"}, "the network must be fcnet or tinyvgg"),
-        ({"snapshot_every": 1, "batch_size": 1, "train_size": 60000},
-         "a snapshot every 1 steps makes 180000 snapshots"),
-    ],
-)
-def test_make_spec_refuses_invalid_values_with_a_sentence(kwargs, words):
-    with pytest.raises(InvalidConfig) as info:
-        runs.make_spec(**kwargs)
-    message = str(info.value)
-    assert message.startswith("Cannot train: ") and message.endswith(".")
-    assert words in message
-    assert "Cannot train" not in message[len("Cannot train: "):]  # one sentence, not nested ones
-
-
-def test_make_spec_lists_every_problem_at_once():
-    with pytest.raises(InvalidConfig) as info:
-        runs.make_spec(widths="", lr="fast", epochs=0)
-    message = str(info.value)
-    assert "hidden widths" in message and "learning rate" in message and "epochs" in message
-
-
-# --- the race ------------------------------------------------------------------------------------
-
-
-def test_a_sequential_race_trains_one_network_after_the_other_on_the_same_digits():
-    train_config = TrainConfig(epochs=200, batch_size=1, seed=5)
-    fc, cnn = runs.race_specs(cnn=models.TinyVGGConfig(channels=2), train=train_config, train_size=64)
-    assert fc.train == cnn.train and fc.train_size == cnn.train_size
-    race_ = runs.make_race(_data(), [fc, cnn], "one after the other")
-    assert race_.status is RunStatus.IDLE
-    race_.start()
-    first, second = race_.runs
-    _wait_until(lambda: first.progress().step >= 5)
-    assert race_.status is RunStatus.RUNNING
-    assert second.status is RunStatus.IDLE  # waits for its turn
-    first.stop()  # the first run ends (as if finished): the second starts
-    _wait_until(lambda: second.progress().step >= 3)
-    assert first.status is RunStatus.STOPPED
-    race_.stop()
-    assert race_.join(timeout=30)
-    assert race_.status is RunStatus.STOPPED and second.status is RunStatus.STOPPED
-    assert [p.name for p in race_.progress()] == ["FCNet 784-16-16-10", "TinyVGG (2 channels)"]
-    # Same seed, same digits: both saw the same batches in the same order, so the same evaluation steps.
-    assert first.plan == second.plan
-
-
-def test_a_race_run_together_trains_both_at_once_and_finishes():
-    fc, cnn = runs.race_specs(cnn=models.TinyVGGConfig(channels=2), train=TrainConfig(epochs=1, batch_size=16),
-                              train_size=64)
-    race_ = runs.make_race(_data(), [fc, cnn], runs.RaceMode.TOGETHER)
-    race_.start()
-    assert race_.join(timeout=60)
-    assert race_.status is RunStatus.FINISHED
-    assert [p.status for p in race_.progress()] == [RunStatus.FINISHED, RunStatus.FINISHED]
-    assert [p.step for p in race_.progress()] == [4, 4]
-
-
-def test_a_race_stopped_before_the_second_run_never_starts_it():
-    fc, cnn = runs.race_specs(train=TrainConfig(epochs=500, batch_size=1), train_size=64)
-    race_ = runs.make_race(_data(), [fc, cnn])
-    race_.start()
-    _wait_until(lambda: race_.runs[0].progress().step >= 2)
-    race_.stop()
-    assert race_.join(timeout=30)
-    assert race_.runs[0].status is RunStatus.STOPPED
-    assert race_.runs[1].status in (RunStatus.IDLE, RunStatus.STOPPED) and race_.runs[1].progress().step == 0
-    assert not race_.runs[0].thread_alive and not race_.runs[1].thread_alive
-
-
-def test_a_batch_too_big_for_memory_is_refused_before_any_thread_starts():
-    from digitrec.runs import MEMORY_BUDGET_BYTES, training_memory_bytes
-
-    small = training_memory_bytes(models.TinyVGGConfig(), 128)
-    # 128 digits x every layer's output (101 maps of 28x28 / 14x14 / 7x7 + 490 + 10 floats) x 4 bytes x 3
-    per_digit = 10 * (28 * 28 * 4 + 14 * 14 * 5 + 7 * 7) + 490 + 10
-    assert small == 128 * per_digit * 4 * 3
-    assert training_memory_bytes(models.TinyVGGConfig(), 60000) > MEMORY_BUDGET_BYTES
-    with pytest.raises(InvalidConfig, match="use a smaller batch size"):
-        runs.make_spec(architecture="tinyvgg", channels=10, batch_size=60000)
-    runs.make_spec(architecture="fcnet", widths="16, 16", batch_size=60000)  # a small network may use a huge batch

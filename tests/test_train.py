@@ -14,6 +14,7 @@ from torch import nn
 from digitrec import data, models, train
 from digitrec.errors import DigitrecError, InvalidConfig, TrainingDiverged
 from digitrec.train import History, TrainConfig, TrainControl, TrainState
+from tests.helpers import wait_until as _wait_until
 
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
@@ -22,14 +23,6 @@ def _weights(model: nn.Module) -> list[torch.Tensor]:
 
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
-
-
-def _wait_until(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 # --- it learns ----------------------------------------------------------------------------
@@ -146,11 +139,12 @@ def test_callbacks_fire_in_order_with_a_sensible_state():
     assert final.step == 8 and final.progress == 1.0
 
     # History keeps the same numbers.
-    assert [h["step"] for h in history.steps] == list(range(1, 9))
-    assert [h["loss"] for h in history.steps] == [s["loss"] for s in steps]
-    assert [h["accuracy"] for h in history.steps] == [s["accuracy"] for s in steps]
-    assert [h["seconds"] for h in history.steps] == elapsed
-    assert [(h["epoch"], h["step"], h["test_accuracy"]) for h in history.epochs] == [
+    assert [h.step for h in history.steps] == list(range(1, 9))
+    assert [h.loss for h in history.steps] == [s["loss"] for s in steps]
+    assert [h.accuracy for h in history.steps] == [s["accuracy"] for s in steps]
+    assert [h.seconds for h in history.steps] == elapsed
+    assert [h.samples_per_s for h in history.steps] == [s["samples_per_s"] for s in steps]
+    assert [(h.epoch, h.step, h.test_accuracy) for h in history.epochs] == [
         (e["epoch"], e["step"], e["test_accuracy"]) for e in epochs
     ]
 
@@ -163,8 +157,8 @@ def test_history_can_keep_every_nth_step_and_no_test_means_no_test_numbers():
         TrainConfig(epochs=2, batch_size=8),
         callbacks=[history],
     )
-    assert [h["step"] for h in history.steps] == [3, 6, 9, 12, 15]
-    assert [(h["epoch"], h["test_accuracy"]) for h in history.epochs] == [(1, None), (2, None)]
+    assert [h.step for h in history.steps] == [3, 6, 9, 12, 15]
+    assert [(h.epoch, h.test_accuracy) for h in history.epochs] == [(1, None), (2, None)]
 
 
 def test_fit_on_mnist_trains_on_train_and_tests_on_test():
@@ -266,6 +260,54 @@ def test_stop_before_start_runs_no_step_and_a_fresh_control_runs_everything():
     assert state.stopped and state.step == 0 and _same(before, _weights(model))
     state = train.fit(model, data.synthetic_digits(20), TrainConfig(epochs=2, batch_size=5), control=TrainControl())
     assert not state.stopped and state.step == 8
+
+
+class _EpochLog:
+    def __init__(self) -> None:
+        self.epochs: list[tuple[int, int]] = []  # (epoch, step) at each epoch's end
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.epochs.append((state.epoch, state.step))
+
+
+def test_max_steps_ends_fit_mid_epoch_as_finished_with_the_same_weights_as_stopping_there():
+    digits, test = data.synthetic_digits(20, seed=0), data.synthetic_digits(10, seed=1)  # 4 steps of 5 per epoch
+    model, log = models.build(models.FCConfig(), seed=0), _EpochLog()
+    state = train.fit(model, digits, TrainConfig(epochs=3, batch_size=5, max_steps=6), callbacks=[log], test=test)
+    assert (state.step, state.epoch, state.total_steps, state.progress) == (6, 2, 6, 1.0)
+    assert state.stopped is False  # reaching max_steps is finishing, not stopping
+    assert log.epochs == [(1, 4)]  # the unfinished second epoch is not evaluated
+
+    # The same 6 batches as a run stopped by hand after its 6th step.
+    control = TrainControl()
+
+    class StopAt6:
+        def on_step_end(self, s: TrainState) -> None:
+            if s.step == 6:
+                control.stop()
+
+    by_hand = models.build(models.FCConfig(), seed=0)
+    stopped = train.fit(by_hand, digits, TrainConfig(epochs=3, batch_size=5), callbacks=[StopAt6()], control=control)
+    assert stopped.stopped and stopped.step == 6
+    assert _same(_weights(model), _weights(by_hand))
+
+
+def test_max_steps_at_an_epoch_end_evaluates_that_epoch_and_starts_no_other():
+    model, log = models.build(models.FCConfig(), seed=0), _EpochLog()
+    test = data.synthetic_digits(10, seed=1)
+    state = train.fit(model, data.synthetic_digits(20), TrainConfig(epochs=5, batch_size=5, max_steps=8),
+                      callbacks=[log], test=test)
+    assert (state.step, state.epoch, state.stopped) == (8, 2, False)
+    assert log.epochs == [(1, 4), (2, 8)] and state.test_accuracy is not None
+    # More steps than the epochs hold: the epochs decide.
+    state = train.fit(model, data.synthetic_digits(20), TrainConfig(epochs=1, batch_size=5, max_steps=100))
+    assert (state.step, state.total_steps) == (4, 4)
+
+
+@pytest.mark.parametrize("max_steps", [0, -3, 2.5])
+def test_max_steps_must_be_a_whole_number_from_one(max_steps):
+    with pytest.raises(InvalidConfig, match="max steps must be a whole number from 1 up"):
+        TrainConfig(max_steps=max_steps)
 
 
 def test_train_control_step_budget_without_a_thread():

@@ -1,7 +1,7 @@
 """Figures of a training run: learning curves, first-layer weights, and the FC-vs-CNN race.
 
 They read the plain history a run records (``digitrec.runs.RunProgress``):
-lists of dicts with "step", "seconds", "loss", "accuracy", "test_accuracy".
+``digitrec.history`` rows, ``StepRow`` per training step and ``EvalRow`` per evaluation.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from digitrec import config
+from digitrec.history import EvalRow, StepRow
 from digitrec.viz.scales import PROBABILITY_COLOR, SECOND_COLOR, WEIGHT_SCALE, symmetric_range
 
 TRAIN_COLOR = "#9D9DA0"  # raw per-batch numbers: grey, behind the rest
@@ -38,34 +40,34 @@ def running_mean(values: Sequence[float], window: int) -> list[float]:
 
 
 def curves_figure(
-    steps: Sequence[dict],
-    evals: Sequence[dict],
-    epoch_results: Sequence[dict] = (),
+    steps: Sequence[StepRow],
+    evals: Sequence[EvalRow],
+    epoch_results: Sequence[EvalRow] = (),
     *,
     x: str = "step",
     upto_step: int | None = None,
     x_max: float | None = None,
-    eval_size: int = 2000,
-    test_size: int = 10000,
+    eval_size: int = config.EVAL_SIZE,
+    test_size: int = config.TEST_DIGITS,
     height: int = 500,
 ) -> go.Figure:
     """Training loss (top) and accuracy (bottom) against steps or training seconds.
 
-    steps: per-step {"step", "seconds", "loss", "accuracy"}; evals: test-subset
-    {"step", "seconds", "test_accuracy"}; epoch_results: full test set per epoch.
+    steps: per-step rows; evals: test-subset evaluations; epoch_results: the full
+    test set per epoch. ``x`` names the rows' field on the x axis: "step" or "seconds".
     ``upto_step`` draws only what was known at that step, with a line marking
     it, on an x axis that still spans the whole run (``x_max``), for replaying.
     """
     if x not in X_TITLES:
         raise ValueError(f"x must be one of {list(X_TITLES)}, got {x!r}")
     if upto_step is not None:
-        steps = [s for s in steps if s["step"] <= upto_step]
-        evals = [e for e in evals if e["step"] <= upto_step]
-        epoch_results = [e for e in epoch_results if e["step"] <= upto_step]
+        steps = [s for s in steps if s.step <= upto_step]
+        evals = [e for e in evals if e.step <= upto_step]
+        epoch_results = [e for e in epoch_results if e.step <= upto_step]
     window = min(max(5, len(steps) // 30), max(len(steps), 1))  # a mean over ~3 % of the run
-    xs = [s[x] for s in steps]
-    losses = [s["loss"] for s in steps]
-    accs = [s["accuracy"] for s in steps]
+    xs = [getattr(s, x) for s in steps]
+    losses = [s.loss for s in steps]
+    accs = [s.accuracy for s in steps]
 
     fig = make_subplots(
         rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14,
@@ -90,19 +92,19 @@ def curves_figure(
         hovertemplate=f"{x} %{{x:.4g}}<br>training accuracy %{{y:.1%}}<extra></extra>",
     ), row=2, col=1)
     fig.add_trace(go.Scatter(
-        x=[e[x] for e in evals], y=[e["test_accuracy"] for e in evals], mode="lines+markers",
+        x=[getattr(e, x) for e in evals], y=[e.test_accuracy for e in evals], mode="lines+markers",
         name=f"test accuracy ({eval_size:,} test digits)", line=dict(color=SECOND_COLOR, width=2.5),
         marker=dict(size=6), hovertemplate=f"{x} %{{x:.4g}}<br>test accuracy %{{y:.2%}}<extra></extra>",
     ), row=2, col=1)
     fig.add_trace(go.Scatter(
-        x=[e[x] for e in epoch_results], y=[e["test_accuracy"] for e in epoch_results], mode="markers",
+        x=[getattr(e, x) for e in epoch_results], y=[e.test_accuracy for e in epoch_results], mode="markers",
         name=f"test accuracy after each epoch (all {test_size:,})",
         marker=dict(color=TEST_COLOR, size=12, symbol="diamond", line=dict(color="white", width=1)),
-        customdata=[e["epoch"] for e in epoch_results],
+        customdata=[e.epoch for e in epoch_results],
         hovertemplate="epoch %{customdata}<br>" + f"{x} %{{x:.4g}}<br>test accuracy %{{y:.2%}}<extra></extra>",
     ), row=2, col=1)
     if upto_step is not None and steps:
-        here = steps[-1][x] if x == "seconds" else upto_step
+        here = steps[-1].seconds if x == "seconds" else upto_step
         for row in (1, 2):
             fig.add_vline(x=here, line=dict(color="#555", dash="dot", width=1), row=row, col=1)
     if x_max:
@@ -169,24 +171,24 @@ def first_layer_figure(
 
 
 def race_figure(
-    series: Sequence[tuple[str, Sequence[dict]]],
+    series: Sequence[tuple[str, Sequence[EvalRow]]],
     *,
-    targets: Sequence[float] = (0.95, 0.97, 0.98),
+    targets: Sequence[float] = config.RACE_TARGETS,
     zoom: bool = False,
-    eval_size: int = 2000,
+    eval_size: int = config.EVAL_SIZE,
     height: int = 440,
 ) -> go.Figure:
     """Test accuracy against training seconds, one line per network, with the targets marked.
 
-    series: (network name, its test-subset evaluations {"seconds", "test_accuracy", "step"}).
+    series: (network name, its test-subset evaluations).
     ``zoom`` shows only 80-100 %, where the networks differ.
     """
     fig = go.Figure()
     for i, (name, evals) in enumerate(series):
         fig.add_trace(go.Scatter(
-            x=[e["seconds"] for e in evals], y=[e["test_accuracy"] for e in evals], mode="lines+markers",
+            x=[e.seconds for e in evals], y=[e.test_accuracy for e in evals], mode="lines+markers",
             name=name, line=dict(color=RACE_COLORS[i % len(RACE_COLORS)], width=2.5), marker=dict(size=5),
-            customdata=[e["step"] for e in evals],
+            customdata=[e.step for e in evals],
             hovertemplate=name + "<br>%{x:.1f} s (step %{customdata})<br>test accuracy %{y:.2%}<extra></extra>",
         ))
     for t in targets:

@@ -15,26 +15,24 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from digitrec import checkpoints, models, race, runs
+from digitrec import checkpoints, config, models, race, runs
 from digitrec.errors import DigitrecError, InvalidConfig
+from digitrec.race import Race, RaceMode
 from digitrec.runs import RunProgress, RunStatus, TrainingRun
+from digitrec.spec import make_spec
 from digitrec.viz.digits import digit_figure, probabilities_figure
 from digitrec.viz.training import curves_figure, first_layer_figure, race_figure
 from streamlit_app import state
 
-# The app trains TinyVGGs of at most this many channels (the library allows 256, for the
-# command line): every map of a wider one makes each explorer page slow for the whole class.
-MAX_APP_CHANNELS = 64
-
 REFRESH_S = 1.0  # how often an active run's views are redrawn
 TRAIN_SLOT = "train"  # the Train page's run
 RACE_SLOT = "race"  # the race page's race
-FC_PRESETS = {"784-16-16-10 (3Blue1Brown's)": "16, 16", "784-128-64-10 (wide)": "128, 64", "custom widths": None}
-TRAIN_SIZES = (300, 1000, 3000, 10000, 30000, 60000)
+# The FC layer picker: each FC preset's label -> its widths as typed, then "custom widths" (a text box).
+FC_PRESETS = {p.label: p.widths_text for p in config.PRESETS.values() if p.architecture == "fcnet"}
+FC_PRESETS["custom widths"] = None
 SPEEDS = (1, 5, 20, 100, 0)  # slow motion, steps per second (0: full speed)
 LESSON_SECONDS = 15.0  # the lesson's live run is slowed to last about this long, so a learner can watch it
 ARCH_LABELS = {"fcnet": "FCNet (fully connected)", "tinyvgg": "TinyVGG (convolutional)"}
-MODEL_PRESETS = {"fc": ("fcnet", "16, 16"), "fc-wide": ("fcnet", "128, 64"), "cnn": ("tinyvgg", "")}
 
 
 def _duration(seconds: float) -> str:
@@ -51,7 +49,7 @@ def _duration(seconds: float) -> str:
 
 
 def training_settings(*, key: str, disabled: bool = False) -> dict:
-    """The settings form of a run; returns raw values for ``digitrec.runs.make_spec``.
+    """The settings form of a run; returns raw values for ``digitrec.spec.make_spec``.
 
     Values typed as text (widths, learning rate) are checked by make_spec, which
     refuses anything invalid with one sentence before training starts.
@@ -60,38 +58,45 @@ def training_settings(*, key: str, disabled: bool = False) -> dict:
     net_col, opt_col, data_col = st.columns(3)
     with net_col:
         arch = st.radio("Network", list(ARCH_LABELS), format_func=ARCH_LABELS.get, key=f"{key}_arch", **session)
-        widths, channels = "16, 16", 10
+        widths, channels = config.FC_HIDDEN, config.CNN_CHANNELS
         if arch == "fcnet":
             preset = st.selectbox("Layers", list(FC_PRESETS), key=f"{key}_preset", **session,
                                   help="784 inputs (one per pixel), the hidden layers, 10 outputs (one per digit).")
             widths = FC_PRESETS[preset]
             if widths is None:
-                widths = st.text_input("Hidden layer widths, comma-separated", "32, 16", key=f"{key}_widths",
+                widths = st.text_input("Hidden layer widths, comma-separated", config.CUSTOM_WIDTHS, key=f"{key}_widths",
                                        **session, help="One whole number per hidden layer, e.g. 64, 32.")
         else:
-            channels = st.number_input("Channels (feature maps per conv layer)", 1, MAX_APP_CHANNELS, 10, key=f"{key}_channels",
-                                       **session, help="CNN Explainer's TinyVGG uses 10.")
+            channels = st.number_input("Channels (feature maps per conv layer)", *config.APP_CHANNELS_RANGE,
+                                       config.CNN_CHANNELS, key=f"{key}_channels", **session,
+                                       help=f"CNN Explainer's TinyVGG uses {config.CNN_CHANNELS}.")
     with opt_col:
-        optimizer = st.selectbox("Optimizer", ["adam", "sgd"], key=f"{key}_optimizer", **session,
-                                 help="Adam adapts each weight's step size; SGD (with momentum 0.9) uses one rate.")
-        lr = st.text_input("Learning rate", "0.001", key=f"{key}_lr", **session,
-                           help="How big each update is. Adam: about 0.001; SGD: about 0.05. Too high and the loss explodes.")
-        schedule = st.selectbox("Schedule", ["constant", "cosine"], key=f"{key}_schedule", **session,
+        optimizer = st.selectbox("Optimizer", config.OPTIMIZERS, key=f"{key}_optimizer", **session,
+                                 help=f"Adam adapts each weight's step size; SGD (with momentum {config.MOMENTUM:g}) "
+                                      "uses one rate.")
+        lr = st.text_input("Learning rate", f"{config.LR:g}", key=f"{key}_lr", **session,
+                           help=f"How big each update is. Adam: about {config.LR:g}; SGD: about 0.05. Too high and the "
+                                "loss explodes.")
+        schedule = st.selectbox("Schedule", config.SCHEDULES, key=f"{key}_schedule", **session,
                                 help="cosine lowers the rate smoothly to 0 by the last step.")
     with data_col:
-        batch_size = st.number_input("Batch size (digits per step)", 1, runs.TRAIN_DIGITS, 128, key=f"{key}_batch", **session)
-        epochs = st.number_input("Epochs (passes over the digits)", 1, runs.MAX_APP_EPOCHS, 3, key=f"{key}_epochs", **session)
+        batch_size = st.number_input("Batch size (digits per step)", *config.BATCH_RANGE, config.BATCH_SIZE,
+                                     key=f"{key}_batch", **session)
+        epochs = st.number_input("Epochs (passes over the digits)", 1, config.MAX_APP_EPOCHS, config.EPOCHS,
+                                 key=f"{key}_epochs", **session)
         train_size = st.select_slider(
-            "Training digits", TRAIN_SIZES, value=runs.TRAIN_DIGITS, key=f"{key}_train_size", format_func="{:,}".format,
+            "Training digits", config.TRAIN_SIZE_CHOICES, value=config.TRAIN_DIGITS, key=f"{key}_train_size",
+            format_func="{:,}".format,
             help="Quick mode: train on the first N of MNIST's 60,000 training digits for curves sooner. "
                  "Test accuracy is always measured on real test digits.", **session,
         )
     with st.expander("More settings"):
         c1, c2, c3 = st.columns(3)
-        seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=f"{key}_seed", **session,
+        seed = c1.number_input("Seed", *config.SEED_RANGE, config.SEED, key=f"{key}_seed", **session,
                                help="Fixes the starting weights and the order of the batches: the same seed, the same run.")
         snapshot_every = c2.number_input(
-            "Snapshot every N steps (0: about 30 per run)", 0, 10**6, 0, key=f"{key}_snapshot", **session,
+            f"Snapshot every N steps (0: about {config.SNAPSHOTS} per run)", *config.SNAPSHOT_EVERY_RANGE, 0,
+            key=f"{key}_snapshot", **session,
             help="A snapshot keeps the first layer's weights and the probe digit's prediction for the replay slider.",
         )
         steps_per_s = c3.select_slider(
@@ -109,7 +114,7 @@ def make_run(values: dict, data, probe) -> TrainingRun:
     values = dict(values)
     steps_per_s = values.pop("steps_per_s", 0)
     pace = [runs.Pace(1.0 / steps_per_s)] if steps_per_s else []
-    return TrainingRun(runs.make_spec(**values), data, probe=probe, callbacks=pace)
+    return TrainingRun(make_spec(**values), data, probe=probe, callbacks=pace)
 
 
 # --- controls ------------------------------------------------------------------------------------
@@ -213,7 +218,7 @@ def _status_note(p: RunProgress) -> None:
         st.warning(
             f"After {p.step:,} steps the network does no better than guessing (10 %). A learning rate far too high "
             "kills the neurons (their ReLU gives 0 for every digit, so nothing can change them); one far too low "
-            "barely moves the weights. Try 0.001 with Adam or 0.05 with SGD."
+            f"barely moves the weights. Try {config.LR:g} with Adam or 0.05 with SGD."
         )
 
 
@@ -251,7 +256,7 @@ def _weights_view(p: RunProgress, weights, *, key: str) -> None:
 def _curves(p: RunProgress, *, key: str, x: str, upto_step: int | None = None) -> None:
     x_max = None
     if upto_step is not None and p.steps:
-        x_max = p.steps[-1][x]
+        x_max = getattr(p.steps[-1], x)
     fig = curves_figure(p.steps, p.evals, p.epoch_results, x=x, upto_step=upto_step, x_max=x_max,
                         eval_size=p.eval_size, test_size=p.test_size, height=440)
     st.plotly_chart(fig, key=f"{key}_curves")
@@ -413,16 +418,17 @@ def live_training(*, key: str, model: str = "fc", steps: int = 300, batch_size: 
 
     model: "fc" (784-16-16-10), "fc-wide" or "cnn"; steps: batches to train.
     """
-    if model not in MODEL_PRESETS:
-        st.warning(f"live_training: model must be one of {', '.join(MODEL_PRESETS)} (got {model!r}).")
+    if model not in config.PRESETS:
+        st.warning(f"live_training: model must be one of {', '.join(config.PRESETS)} (got {model!r}).")
         return
     dataset = state.require_mnist()
     slot = f"widget:{key}"
-    arch, widths = MODEL_PRESETS[model]
+    preset = config.PRESETS[model]
+    network = dict(architecture=preset.architecture, widths=preset.hidden or config.FC_HIDDEN,
+                   channels=preset.channels or config.CNN_CHANNELS)
 
     def make_run() -> TrainingRun:
-        spec = runs.make_spec(architecture=arch, widths=widths or "16, 16", lr=lr, batch_size=batch_size, epochs=1,
-                              seed=seed, max_steps=int(steps))
+        spec = make_spec(**network, lr=lr, batch_size=batch_size, epochs=1, seed=seed, max_steps=int(steps))
         pace = runs.Pace(LESSON_SECONDS / max(int(steps), 1))
         return TrainingRun(spec, dataset, probe=state.current_digit().pixels, callbacks=[pace])
 
@@ -441,39 +447,42 @@ def race_settings(*, key: str, disabled: bool = False) -> dict:
     c1, c2, c3 = st.columns(3)
     with c1:
         preset = st.selectbox("FCNet", [k for k, v in FC_PRESETS.items() if v], key=f"{key}_fc", **session)
-        channels = st.number_input("TinyVGG channels", 1, MAX_APP_CHANNELS, 10, key=f"{key}_channels", **session)
-        mode = st.radio("Run them", [m.value for m in runs.RaceMode], key=f"{key}_mode", horizontal=True, **session,
+        channels = st.number_input("TinyVGG channels", *config.APP_CHANNELS_RANGE, config.CNN_CHANNELS,
+                                   key=f"{key}_channels", **session)
+        mode = st.radio("Run them", [m.value for m in RaceMode], key=f"{key}_mode", horizontal=True, **session,
                         help="One after the other is fair: each network has the whole processor. Together, they "
                              "share it and both are slower.")
     with c2:
-        train_size = st.select_slider("Training digits", TRAIN_SIZES, value=runs.TRAIN_DIGITS, key=f"{key}_train_size",
+        train_size = st.select_slider("Training digits", config.TRAIN_SIZE_CHOICES, value=config.TRAIN_DIGITS,
+                                      key=f"{key}_train_size",
                                       format_func="{:,}".format, **session)
-        epochs = st.number_input("Epochs", 1, runs.MAX_APP_EPOCHS, 1, key=f"{key}_epochs", **session)
-        batch_size = st.number_input("Batch size", 1, runs.TRAIN_DIGITS, 128, key=f"{key}_batch", **session)
+        epochs = st.number_input("Epochs", 1, config.MAX_APP_EPOCHS, config.RACE_EPOCHS, key=f"{key}_epochs", **session)
+        batch_size = st.number_input("Batch size", *config.BATCH_RANGE, config.BATCH_SIZE, key=f"{key}_batch",
+                                     **session)
     with c3:
-        optimizer = st.selectbox("Optimizer", ["adam", "sgd"], key=f"{key}_optimizer", **session)
-        lr = st.text_input("Learning rate", "0.001", key=f"{key}_lr", **session)
-        seed = st.number_input("Seed", 0, 2**31 - 1, 0, key=f"{key}_seed", **session)
+        optimizer = st.selectbox("Optimizer", config.OPTIMIZERS, key=f"{key}_optimizer", **session)
+        lr = st.text_input("Learning rate", f"{config.LR:g}", key=f"{key}_lr", **session)
+        seed = st.number_input("Seed", *config.SEED_RANGE, config.SEED, key=f"{key}_seed", **session)
     return dict(widths=FC_PRESETS[preset], channels=channels, mode=mode, train_size=train_size, epochs=epochs,
                 batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed)
 
 
-def make_race(values: dict) -> runs.Race:
+def make_race(values: dict) -> Race:
     """A Race (not started) from ``race_settings`` values; InvalidConfig if they are invalid."""
     shared = {k: values[k] for k in ("train_size", "epochs", "batch_size", "optimizer", "lr", "seed")}
     problems = []
     specs = []
     for arch in ("fcnet", "tinyvgg"):
         try:
-            specs.append(runs.make_spec(architecture=arch, widths=values["widths"], channels=values["channels"], **shared))
+            specs.append(make_spec(architecture=arch, widths=values["widths"], channels=values["channels"], **shared))
         except InvalidConfig as e:
             problems.append(str(e))
     if problems:
         raise InvalidConfig(problems[0])
-    return runs.make_race(state.require_mnist(), specs, values["mode"])
+    return race.make_race(state.require_mnist(), specs, values["mode"])
 
 
-def race_controls(*, key: str, slot: str, make: Callable[[], runs.Race]) -> None:
+def race_controls(*, key: str, slot: str, make: Callable[[], Race]) -> None:
     race_now = state.training_run(slot)
     active = race_now is not None and race_now.status.active
     c1, c2, _ = st.columns([1, 1, 3])
@@ -498,10 +507,10 @@ def race_controls(*, key: str, slot: str, make: Callable[[], runs.Race]) -> None
 def _static_rows() -> list[race.RaceRow]:
     """Parameters and multiply-adds of the default networks, before any race has run."""
     rows = []
-    for config in (models.FCConfig(), models.TinyVGGConfig()):
-        model = models.build(config)
-        rows.append(race.race_row(name=models.display_name(config), params=models.count_params(model),
-                                  macs_forward=models.count_macs(model), train_size=runs.TRAIN_DIGITS,
+    for model_config in (models.FCConfig(), models.TinyVGGConfig()):
+        model = models.build(model_config)
+        rows.append(race.race_row(name=models.display_name(model_config), params=models.count_params(model),
+                                  macs_forward=models.count_macs(model), train_size=config.TRAIN_DIGITS,
                                   samples_seen=0, elapsed_s=0.0, evals=[]))
     return rows
 
@@ -523,7 +532,7 @@ MACS_NOTE = (
 def race_view(*, key: str, slot: str, explanation: bool = True) -> None:
     """Both networks' test accuracy against seconds, the table beside it, and the explanation under it."""
 
-    def body(race_now: runs.Race | None) -> None:
+    def body(race_now: Race | None) -> None:
         if race_now is None:
             rows = _static_rows()
             st.info("Press **Start the race** to train both networks on the same digits and time them.")
@@ -558,11 +567,12 @@ def race_view(*, key: str, slot: str, explanation: bool = True) -> None:
     _watch(key=key, slot=slot, body=body)
 
 
-def race_chart(*, key: str, epochs: int = 2, train_size: int = 60000, batch_size: int = 128, lr: float = 0.001,
-               seed: int = 0, mode: str = "one after the other") -> None:
+def race_chart(*, key: str, epochs: int = 2, train_size: int = config.TRAIN_DIGITS,
+               batch_size: int = config.BATCH_SIZE, lr: float = config.LR, seed: int = config.SEED,
+               mode: str = RaceMode.SEQUENTIAL.value) -> None:
     """FC vs CNN: train both on the same digits and chart test accuracy against seconds, with the table."""
-    values = dict(widths="16, 16", channels=10, mode=mode, train_size=train_size, epochs=epochs,
-                  batch_size=batch_size, optimizer="adam", lr=lr, seed=seed)
+    values = dict(widths=config.FC_HIDDEN, channels=config.CNN_CHANNELS, mode=mode, train_size=train_size,
+                  epochs=epochs, batch_size=batch_size, optimizer=config.OPTIMIZER, lr=lr, seed=seed)
     slot = f"widget:{key}"
     st.caption(f"Both networks: the first {int(train_size):,} training digits, {int(epochs)} epoch(s), batches of "
                f"{int(batch_size)}, seed {int(seed)}, {mode}.")

@@ -1,0 +1,34 @@
+"""A training run's history, one small frozen row per moment (no torch).
+
+``digitrec.train.History`` and a run's recorder (``digitrec.runs``) write them;
+the curves (``digitrec.viz.training``), the race table (``digitrec.race``) and
+the pages read them. Plain numbers only, so a history can cross a process
+boundary as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One training step: the batch's loss and accuracy."""
+
+    step: int  # global step, 1-based
+    epoch: int  # 1-based
+    seconds: float  # training clock: pauses, evaluation and recording excluded
+    loss: float  # this batch's mean cross-entropy
+    accuracy: float  # this batch's accuracy, 0..1
+    samples_per_s: float  # training throughput since the start, on the training clock
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One evaluation on test digits (the run's test subset, or the full test set after an epoch)."""
+
+    step: int  # steps trained when it was measured (0: the untrained network)
+    epoch: int
+    seconds: float  # training clock
+    test_accuracy: float | None  # 0..1; None if it was not measured
+    test_loss: float | None  # mean cross-entropy
