@@ -41,6 +41,9 @@ TRAINERS = {1: 128, 2: 64}  # learner -> batch size of their short run (one epoc
 UPLOADER = 3
 DRAWER = 0
 PAGE_TIMEOUT_MS = 240_000  # one page under the heaviest load here; a page that takes longer fails
+# The success boxes an upload and a run end with ("Loaded" alone also matches "downloaded").
+LOADED = '[data-testid="stAlertContentSuccess"]:has-text("Loaded")'
+FINISHED = '[data-testid="stAlertContentSuccess"]:has-text("Finished:")'
 
 
 def free_port() -> int:
@@ -188,9 +191,9 @@ async def _train(page, learner: Learner, batch: int) -> None:
     await size.press("Enter")
     await _wait_for_app(page)
     await page.locator(".st-key-train_start button").first.click()
-    await page.get_by_text("Finished:").wait_for(timeout=PAGE_TIMEOUT_MS * 2)
+    await page.locator(FINISHED).first.wait_for(timeout=PAGE_TIMEOUT_MS * 2)
     await _wait_for_app(page)
-    text = await page.get_by_text("Finished:").first.inner_text()
+    text = await page.locator(FINISHED).first.inner_text()
     learner.run_note = text
     expected = -(-60_000 // batch)
     if f"Finished: {expected:,} steps" not in text:
@@ -200,7 +203,7 @@ async def _train(page, learner: Learner, batch: int) -> None:
 async def _upload(page, learner: Learner, checkpoint: bytes) -> None:
     await page.locator(".st-key-train_upload_file input[type=file]").set_input_files(
         files=[{"name": "mine.safetensors", "mimeType": "application/octet-stream", "buffer": checkpoint}])
-    await page.get_by_text("Loaded").wait_for(timeout=PAGE_TIMEOUT_MS)
+    await page.locator(LOADED).first.wait_for(timeout=PAGE_TIMEOUT_MS)
     await _wait_for_app(page)
 
 
@@ -244,7 +247,7 @@ async def learner_session(browser, base: str, index: int, checkpoint: bytes, upl
         await _check_page(page, learner, "the end")
         if index in TRAINERS:  # their run is still theirs after everyone else's work
             await _visit(page, learner, "Train a network")
-            text = await page.get_by_text("Finished:").first.inner_text()
+            text = await page.locator(FINISHED).first.inner_text()
             if text != learner.run_note:
                 learner.problems.append(f"learner {index}: their run changed from {learner.run_note!r} to {text!r}")
     except Exception as e:  # noqa: BLE001 - a learner that cannot go on is a finding, not a crash
