@@ -144,6 +144,7 @@ def test_upload_of_pure_noise_is_used_but_said_not_to_look_like_a_digit(models):
     at.file_uploader(key="draw_input_upload_file").set_value(("noise.png", png_bytes(noise), "image/png")).run()
     assert not at.exception
     assert any("does not look like a digit" in w.value for w in at.warning)
+    assert any("does not look like a digit" in t.value for t in at.toast)  # seen whichever tab shows
     digit = at.session_state["digit"]
     assert digit.ref != "sample:2"  # the networks read it anyway, and the page shows what they say
     fig = bar_chart(at)

@@ -179,6 +179,8 @@ def image_upload(*, key: str = "upload") -> None:
     if st.session_state.get(seen_key) != digest:
         st.session_state[seen_key] = digest
         st.session_state[message_key] = handle_upload(data, state.plain(file.name))
+        if st.session_state[message_key]:  # also where it is seen: the page's rerun can show another tab
+            st.toast(st.session_state[message_key], icon=":material/warning:", duration="long")
     message = st.session_state.get(message_key)
     if message:
         st.warning(message)

@@ -30,7 +30,8 @@ def test_an_upload_of_noise_is_read_with_a_warning(app_url, page):
     _go(page, app_url, "Draw & predict")
     page.locator('[data-testid="stFileUploader"] input[type=file]').first.set_input_files(
         files=[{"name": "noise.png", "mimeType": "image/png", "buffer": buf.getvalue()}])
-    page.get_by_text("does not look like a digit").first.wait_for(timeout=60_000)
+    page.get_by_text("does not look like a digit").first.wait_for(state="attached", timeout=60_000)
+    page.locator("[data-testid=stToast]", has_text="does not look like a digit").wait_for(timeout=30_000)
     wait_for_app(page)
     assert_no_exception(page)
     assert "digit=px" in page.url  # it became the current digit: the networks read it anyway
@@ -47,7 +48,7 @@ def test_a_wide_network_shows_a_page_of_maps_and_a_picker(app_url, page):
     _go(page, app_url, "Train a network")
     page.locator(".st-key-train_upload_file input[type=file]").set_input_files(
         files=[{"name": "wide.safetensors", "mimeType": "application/octet-stream", "buffer": data}])
-    page.locator('[data-testid="stAlertContentSuccess"]:has-text("Loaded")').first.wait_for(timeout=60_000)
+    page.locator('[data-testid="stAlertContentSuccess"]:has-text("Loaded")').first.wait_for(state="attached", timeout=60_000)
     wait_for_app(page)
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Convolutional network", exact=True).click()
     page.wait_for_timeout(500)

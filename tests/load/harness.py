@@ -42,6 +42,7 @@ UPLOADER = 3
 DRAWER = 0
 PAGE_TIMEOUT_MS = 240_000  # one page under the heaviest load here; a page that takes longer fails
 # The success boxes an upload and a run end with ("Loaded" alone also matches "downloaded").
+# The upload's box sits in a collapsed expander: wait for it to be there, not to be visible.
 LOADED = '[data-testid="stAlertContentSuccess"]:has-text("Loaded")'
 FINISHED = '[data-testid="stAlertContentSuccess"]:has-text("Finished:")'
 
@@ -203,7 +204,7 @@ async def _train(page, learner: Learner, batch: int) -> None:
 async def _upload(page, learner: Learner, checkpoint: bytes) -> None:
     await page.locator(".st-key-train_upload_file input[type=file]").set_input_files(
         files=[{"name": "mine.safetensors", "mimeType": "application/octet-stream", "buffer": checkpoint}])
-    await page.locator(LOADED).first.wait_for(timeout=PAGE_TIMEOUT_MS)
+    await page.locator(LOADED).first.wait_for(state="attached", timeout=PAGE_TIMEOUT_MS)
     await _wait_for_app(page)
 
 

@@ -64,7 +64,7 @@ async def _through_nginx(url: str) -> dict:
         await page.locator(".st-key-train_upload_file input[type=file]").set_input_files(
             files=[{"name": "mine.safetensors", "mimeType": "application/octet-stream",
                     "buffer": harness.small_checkpoint()}])
-        await page.locator(harness.LOADED).first.wait_for()
+        await page.locator(harness.LOADED).first.wait_for(state="attached")
         await harness._wait_for_app(page)
         await harness._check_page(page, learner, "train")
         await browser.close()

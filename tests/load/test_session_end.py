@@ -55,7 +55,7 @@ async def _learner(url: str, checkpoint: bytes, hold: bool) -> None:
         if hold:
             await page.locator(".st-key-train_upload_file input[type=file]").set_input_files(
                 files=[{"name": "big.safetensors", "mimeType": "application/octet-stream", "buffer": checkpoint}])
-            await page.locator(harness.LOADED).first.wait_for()
+            await page.locator(harness.LOADED).first.wait_for(state="attached")
             epochs = page.locator(".st-key-train_epochs input").first
             await epochs.fill("50")
             await epochs.press("Enter")
