@@ -55,6 +55,7 @@ load: $(STAMP) data browser nginx
 weights: $(STAMP) data
 	$(PY) -m digitrec train --model fc --epochs 15 --lr 0.003 --schedule cosine --seed 0 --out weights/fc.safetensors
 	$(PY) -m digitrec train --model cnn --epochs 8 --lr 0.005 --schedule cosine --seed 0 --out weights/cnn.safetensors
+	$(PY) -m digitrec train --model fc --hidden none --epochs 10 --lr 0.003 --schedule cosine --seed 0 --out weights/linear.safetensors
 
 bench: $(STAMP) data
 	$(PY) -m digitrec bench

@@ -52,6 +52,8 @@ SUFFIX = ".safetensors"
 PRETRAINED: dict[str, Path] = {
     "fc": REPO_ROOT / "weights" / "fc.safetensors",
     "cnn": REPO_ROOT / "weights" / "cnn.safetensors",
+    # One Linear layer (softmax regression): the baseline of the course's accuracy ladder.
+    "linear": REPO_ROOT / "weights" / "linear.safetensors",
 }
 
 # Metadata keys this module writes; ``extra`` may not overwrite them.

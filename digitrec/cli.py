@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, choices=list(config.PRESETS),
                    help="; ".join(f"{name}: {preset.label}" for name, preset in config.PRESETS.items()))
     p.add_argument("--hidden", type=_widths, default=None, metavar="W1,W2,...",
-                   help="hidden layer widths of an fc model, overriding the preset (e.g. 32,16)")
+                   help="hidden layer widths of an fc model, overriding the preset (e.g. 32,16; none for no hidden layer)")
     p.add_argument("--channels", type=int, default=None, metavar="C",
                    help=f"feature maps per conv layer of the cnn model, overriding the preset's {config.CNN_CHANNELS}")
     p.add_argument("--epochs", type=int, default=config.EPOCHS, help="passes over the training digits (default: %(default)s)")
@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _widths(text: str) -> tuple[int, ...]:
+    if text.strip().lower() == "none":  # no hidden layer: softmax regression
+        return ()
     try:
         widths = tuple(int(w) for w in text.split(","))
     except ValueError:

@@ -10,7 +10,12 @@ A lesson is ``lessons/NN-slug.md``: a front-matter block, then one step per
   number that depends on a model or a setting is typed in;
 - a ``::: question`` … ``:::`` block is a check-yourself question: the first
   line is the question, then one ``- [x] answer :: feedback`` line per answer
-  (``[x]`` right, ``[ ]`` wrong).
+  (``[x]`` right, ``[ ]`` wrong), at least three answers (no coin flips);
+- a ``::: predict`` … ``:::`` block asks the learner to commit to a prediction
+  before the rest of the step (the widget that shows the answer) is revealed:
+  either a number (an ``answer: {{ placeholder }}`` line, optionally
+  ``within: 5`` for how close counts as right) or a choice (answer lines as in
+  a question; feedback after ``::`` is optional there).
 
 Front matter (between ``---`` lines): ``title``, ``goal``, ``networks``
 (comma separated: fc, cnn), ``minutes``. Anything malformed raises
@@ -37,6 +42,8 @@ KNOWN_NETWORKS = ("fc", "cnn")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
 _WIDGET = re.compile(r"^:::\s*widget\s+([A-Za-z_][A-Za-z0-9_]*)\s*(.*)$")
 _ANSWER = re.compile(r"^-\s*\[( |x|X)\]\s*(.+?)\s*(?:::\s*(.+))?$")
+_PREDICT_FIELD = re.compile(r"^(answer|within):\s*(.*)$")
+MIN_ANSWERS = 3  # two options are a coin flip, not a question
 
 
 class LessonError(DigitrecError):
@@ -65,13 +72,35 @@ class Question:
 
 
 @dataclass(frozen=True)
-class Block:
-    """One piece of a step, in order: Markdown text, a widget or a question."""
+class Prediction:
+    """A "predict, then reveal" block: the rest of its step stays hidden until the learner commits.
 
-    kind: str  # "text", "widget" or "question"
+    A number prediction has ``answer`` (text, usually a placeholder, filled at render
+    time, e.g. "31.2 %") and ``within`` (how far off still counts as close, in the
+    answer's unit; None: only the distance is shown). A choice prediction has
+    ``answers`` instead.
+    """
+
+    prompt: str
+    line: int
+    answers: tuple[Answer, ...] = ()
+    answer: str = ""
+    within: float | None = None
+
+    @property
+    def is_number(self) -> bool:
+        return not self.answers
+
+
+@dataclass(frozen=True)
+class Block:
+    """One piece of a step, in order: Markdown text, a widget, a question or a prediction."""
+
+    kind: str  # "text", "widget", "question" or "predict"
     text: str = ""
     widget: Widget | None = None
     question: Question | None = None
+    predict: Prediction | None = None
 
 
 @dataclass(frozen=True)
@@ -87,17 +116,30 @@ class Step:
     def questions(self) -> list[Question]:
         return [b.question for b in self.blocks if b.question is not None]
 
+    @property
+    def predictions(self) -> list[Prediction]:
+        return [b.predict for b in self.blocks if b.predict is not None]
+
 
 @dataclass(frozen=True)
 class Lesson:
     number: int
-    slug: str  # "07-convolution"
+    slug: str  # "09-convolution"
     title: str
     goal: str
     networks: tuple[str, ...]
     minutes: int
     steps: tuple[Step, ...]
     path: Path | None = field(default=None, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The slug without its number ("convolution"): what links use, so they survive renumbering."""
+        return self.slug.split("-", 1)[1]
+
+    @property
+    def questions(self) -> list[Question]:
+        return [q for step in self.steps for q in step.questions]
 
     @property
     def placeholders(self) -> set[str]:
@@ -109,6 +151,10 @@ class Lesson:
                 if b.question:
                     names.update(_PLACEHOLDER.findall(b.question.prompt))
                     for a in b.question.answers:
+                        names.update(_PLACEHOLDER.findall(a.text + " " + a.feedback))
+                if b.predict:
+                    names.update(_PLACEHOLDER.findall(b.predict.prompt + " " + b.predict.answer))
+                    for a in b.predict.answers:
                         names.update(_PLACEHOLDER.findall(a.text + " " + a.feedback))
         names.update(_PLACEHOLDER.findall(self.goal))
         return names
@@ -214,8 +260,13 @@ def parse_lesson(text: str, name: str = "lesson.md") -> Lesson:
             elif stripped == "::: question":
                 i, question = _parse_question(lines, i, name)
                 blocks.append(Block("question", question=question))
+            elif stripped == "::: predict":
+                i, prediction = _parse_prediction(lines, i, name)
+                blocks.append(Block("predict", predict=prediction))
             else:
-                raise LessonError(f"{where}: unknown directive {stripped!r}; use '::: widget NAME' or '::: question'.")
+                raise LessonError(
+                    f"{where}: unknown directive {stripped!r}; use '::: widget NAME', '::: question' or '::: predict'."
+                )
         elif title is None:
             if stripped:
                 raise LessonError(f"{where}: text before the first step; start each step with a '## ' heading.")
@@ -244,13 +295,78 @@ def _parse_question(lines: list[str], start: int, name: str) -> tuple[int, Quest
         i += 1
     if i >= len(lines):
         raise LessonError(f"{name}, line {start + 1}: the question is never closed with ':::'.")
-    if not prompt or len(answers) < 2:
-        raise LessonError(f"{name}, line {start + 1}: a question needs its text and at least two '- [ ] answer' lines.")
+    if not prompt or len(answers) < MIN_ANSWERS:
+        raise LessonError(
+            f"{name}, line {start + 1}: a question needs its text and at least {MIN_ANSWERS} '- [ ] answer' lines "
+            "(two options are a coin flip)."
+        )
     if not any(a.correct for a in answers):
         raise LessonError(f"{name}, line {start + 1}: mark the right answer with '- [x]'.")
     if any(not a.feedback for a in answers):
         raise LessonError(f"{name}, line {start + 1}: give every answer feedback after '::'.")
     return i, Question(" ".join(prompt), tuple(answers), start + 1)
+
+
+def _parse_prediction(lines: list[str], start: int, name: str) -> tuple[int, Prediction]:
+    """Parse from the '::: predict' line; return the index of the closing ':::' and the prediction."""
+    prompt, answers, fields = [], [], {}
+    where = f"{name}, line {start + 1}"
+    i = start + 1
+    while i < len(lines) and lines[i].strip() != ":::":
+        line = lines[i].strip()
+        a, f = _ANSWER.match(line), _PREDICT_FIELD.match(line)
+        if a:
+            answers.append(Answer(a.group(2).strip(), a.group(1).lower() == "x", (a.group(3) or "").strip()))
+        elif f:
+            fields[f.group(1)] = f.group(2).strip()
+        elif line:
+            if answers or fields:
+                raise LessonError(f"{name}, line {i + 1}: the prediction's text must come before its answers.")
+            prompt.append(line)
+        i += 1
+    if i >= len(lines):
+        raise LessonError(f"{where}: the prediction is never closed with ':::'.")
+    if not prompt:
+        raise LessonError(f"{where}: a prediction needs its text (what should the learner predict?).")
+    if answers and fields:
+        raise LessonError(f"{where}: a prediction is a number ('answer:' line) or a choice ('- [ ]' lines), not both.")
+    if not answers:
+        if not fields.get("answer"):
+            raise LessonError(
+                f"{where}: a prediction needs an 'answer: {{{{ placeholder }}}}' line, or choices as '- [ ] …' lines."
+            )
+        within = None
+        if "within" in fields:
+            try:
+                within = float(fields["within"])
+            except ValueError:
+                raise LessonError(f"{where}: 'within:' must be a number, got {fields['within']!r}.") from None
+        return i, Prediction(" ".join(prompt), start + 1, answer=fields["answer"], within=within)
+    if len(answers) < MIN_ANSWERS:
+        raise LessonError(f"{where}: a choice prediction needs at least {MIN_ANSWERS} '- [ ] …' lines.")
+    if sum(a.correct for a in answers) != 1:
+        raise LessonError(f"{where}: mark exactly one choice with '- [x]': the one the widget will show.")
+    return i, Prediction(" ".join(prompt), start + 1, answers=tuple(answers))
+
+
+def parse_number(text: str) -> float | None:
+    """The number in a filled answer ("31.2 %", "1,234", "−0.5"); None if there is none."""
+    m = re.search(r"[-−]?\d[\d,]*(?:\.\d+)?", text)
+    return float(m.group(0).replace(",", "").replace("−", "-")) if m else None
+
+
+def shuffled(n: int, seed: str) -> list[int]:
+    """A fixed permutation of range(n) for ``seed`` (a session's seed and a question's key).
+
+    The same seed always gives the same order, so a rerun never reshuffles the
+    options under the learner's cursor, while another session sees another order.
+    """
+    import hashlib
+    import random
+
+    order = list(range(n))
+    random.Random(hashlib.sha256(seed.encode()).hexdigest()).shuffle(order)
+    return order
 
 
 def load_lessons(folder: Path | str | None = None) -> list[Lesson]:
@@ -268,6 +384,9 @@ def load_lessons(folder: Path | str | None = None) -> list[Lesson]:
     numbers = [lesson.number for lesson in lessons]
     if len(set(numbers)) != len(numbers):
         raise LessonError(f"Two lessons in {folder} share a number: {sorted(numbers)}.")
+    names = [lesson.name for lesson in lessons]
+    if len(set(names)) != len(names):  # links name lessons by slug, so two alike would be ambiguous
+        raise LessonError(f"Two lessons in {folder} share a name: {sorted(names)}.")
     if not lessons:
         raise LessonError(f"There are no lessons (NN-slug.md files) in {folder}.")
     return sorted(lessons, key=lambda lesson: lesson.number)
@@ -295,6 +414,23 @@ def _read_lesson_file(path: Path) -> str:
         raise LessonError(
             f"{path.name}, line {line}: the file is not UTF-8 text (byte {e.start}); save it as UTF-8."
         ) from None
+
+
+def find_lesson(lessons: list[Lesson], ref: str) -> Lesson | None:
+    """The lesson a link names: its slug ("convolution"), its file stem ("09-convolution") or its number ("9").
+
+    Links the app writes use the slug, so they survive renumbering. A number means
+    the lesson's current number (links written before the slugs may point at a
+    renumbered lesson: there is no telling an old 10 from a new one); a number or
+    name that matches nothing gives None.
+    """
+    ref = ref.strip().lower()
+    for lesson in lessons:
+        if ref in (lesson.name, lesson.slug):
+            return lesson
+    if ref.isascii() and ref.isdigit():
+        return next((lesson for lesson in lessons if lesson.number == int(ref)), None)
+    return None
 
 
 def model_facts(nets: dict[str, nn.Module]) -> dict[str, str]:
@@ -332,6 +468,21 @@ def model_facts(nets: dict[str, nn.Module]) -> dict[str, str]:
         if channels:
             facts[f"{key}.channels"] = str(channels)
             facts[f"{key}.padding"] = str(model.config.padding)
+            facts[f"{key}.conv_1_1.positive_biases"] = str(int((model.conv_1_1.bias > 0).sum()))
+            facts[f"{key}.conv_1_1.bias_0"] = f"{float(model.conv_1_1.bias[0].detach()):.3f}"
+            # Map 0's kernel: bottom row minus top row. Positive: it wants ink below and none above,
+            # which is where a stroke's top edge is (ink is bright).
+            kernel = model.conv_1_1.weight[0, 0].detach()  # (3, 3)
+            top_edge = float(kernel[2].sum() - kernel[0].sum()) > 0
+            facts[f"{key}.conv_1_1.map0_edge"] = "top" if top_edge else "bottom"
+            facts[f"{key}.conv_1_1.map0_other_edge"] = "bottom" if top_edge else "top"
+            facts[f"{key}.conv_1_1.map0_above"] = "dark" if top_edge else "bright"
+            facts[f"{key}.conv_1_1.map0_below"] = "bright" if top_edge else "dark"
+    from digitrec.race import TRAINING_STEP_FACTOR
+
+    # A training step's cost in forward passes, as the race counts it: the forward, then a backward about twice it.
+    facts["train.step_factor"] = str(TRAINING_STEP_FACTOR)
+    facts["train.backward_factor"] = str(TRAINING_STEP_FACTOR - 1)
     if "fc" in totals and "cnn" in totals:
         facts["cnn_fc.macs_ratio"] = f"{totals['cnn'][1] / totals['fc'][1]:.0f}"
         facts["fc_cnn.params_ratio"] = f"{totals['fc'][0] / totals['cnn'][0]:.1f}"
@@ -385,6 +536,7 @@ def digit_facts(nets: dict[str, nn.Module], x, label: int | None = None) -> dict
 
     facts = {
         "digit.ink": str(int((x > 0).sum())),
+        "digit.blank": str(int((x == 0).sum())),
         "digit.max": f"{float(x.max()):.2f}",
         "digit.label": "unknown" if label is None else str(label),
     }
@@ -398,9 +550,194 @@ def digit_facts(nets: dict[str, nn.Module], x, label: int | None = None) -> dict
         facts[f"digit.{key}.confidence"] = f"{float(probs[pred]):.1%}"
         facts[f"digit.{key}.loss"] = f"{-float(torch.log_softmax(logits.double(), dim=0)[target]):.3f}"  # exact, no clamp
         facts[f"digit.{key}.target_probability"] = f"{float(probs[target]):.1%}"
+        from digitrec.shift import shift_curve
+
+        curve = shift_curve({key: model}, x[0, 0], target, max_shift=6, axis="x")
+        facts[f"digit.{key}.shift_reach"] = str(max(curve.robust_range(key), 0))
+        if "conv_1_1" in acts:  # the top-left corner of map 0: blank paper in any MNIST-style digit
+            facts[f"digit.{key}.corner"] = f"{float(acts['conv_1_1'][0, 0, 0, 0]):.3f}"
+            facts[f"digit.{key}.relu_corner"] = f"{float(acts['relu_1_1'][0, 0, 0, 0]):.3f}"
         if "fc_1" in acts:
             values = acts["fc_1"][0]
             facts[f"digit.{key}.top_neuron"] = str(int(values.argmax()))
             facts[f"digit.{key}.top_value"] = f"{float(values.max()):.3f}"
+            facts[f"digit.{key}.top_bias"] = f"{float(model.fc_1.bias[int(values.argmax())].detach()):.3f}"
             facts[f"digit.{key}.active_neurons"] = str(int((acts['relu_1'][0] > 0).sum()))
+    return facts
+
+
+# ---------------------------------------------------------------- facts measured on MNIST
+# Claims about how the models behave on many digits (zero fractions, dead maps,
+# train against test accuracy, ...) are measured here, once per model, and
+# cached by the app; each has a test that measures it again.
+
+TRAIN_SAMPLE = 10_000  # training digits for "accuracy on its own training digits" (the first ones)
+CROP_SHIFT = 5  # pixels: the shift whose cropping lesson 12 talks about
+CROP_SHARE = 0.05  # a digit "loses ink" when more than this share of its ink leaves the frame
+SHIFT_SAMPLE = 1_000  # test digits for the share still read right after a shift
+SHIFTS = (1, 2, 3, 4, 5, 6)
+
+
+def _percent(share: float) -> str:
+    return f"{share:.1%}"
+
+
+def onoff_lookup_accuracy(model: nn.Module, train, test) -> float:
+    """How well FCNet's first-layer on/off pattern alone tells digits apart.
+
+    Each digit is reduced to which first-layer neurons pass ReLU (16 yes/no for
+    784-16-16-10); a lookup table gives each pattern seen on the training digits
+    its most common class, and a test digit gets its pattern's class (wrong if
+    the pattern was never seen). Returns the share of test digits it gets right.
+    """
+    from collections import Counter, defaultdict
+
+    import torch
+
+    from digitrec.data import to_input
+
+    def codes(images) -> list[int]:
+        with torch.inference_mode():
+            on = model.fc_1(model.flatten(to_input(images))) > 0  # (N, hidden_1)
+        weights = 2 ** torch.arange(on.shape[1], dtype=torch.int64)
+        return (on.long() * weights).sum(dim=1).tolist()
+
+    table: dict[int, Counter] = defaultdict(Counter)
+    for code, label in zip(codes(train.images), train.labels.tolist()):
+        table[code][label] += 1
+    best = {code: counts.most_common(1)[0][0] for code, counts in table.items()}
+    right = sum(best.get(code) == label for code, label in zip(codes(test.images), test.labels.tolist()))
+    return right / len(test)
+
+
+def crop_shares(images, shift: int = CROP_SHIFT, share: float = CROP_SHARE) -> dict[str, float]:
+    """Share of digits that lose more than ``share`` of their ink when moved ``shift`` pixels each way.
+
+    images: (N, 28, 28) uint8. Uses ``digitrec.shift.shift_digit``, the shift the
+    shift test applies. Returns {"up", "down", "left", "right"} -> share of digits.
+    """
+    from digitrec.shift import shift_digit
+
+    x = images.float() / 255.0
+    ink = x.sum(dim=(1, 2))  # (N,)
+    moves = {"up": (0, -shift), "down": (0, shift), "left": (-shift, 0), "right": (shift, 0)}
+    out = {}
+    for name, (dx, dy) in moves.items():
+        kept = shift_digit(x, dx, dy).sum(dim=(1, 2))
+        out[name] = float(((ink - kept) > share * ink).float().mean())
+    return out
+
+
+def blank_share_of_positive(model: nn.Module, images, layer: str = "relu_1_1") -> float:
+    """Of the positive values of a first-block ReLU map (lined up with the pixels), the share over blank paper.
+
+    images: (N, 28, 28) uint8. Needs a map the size of the digit (padding 1).
+    """
+    import torch
+
+    from digitrec.data import to_input
+    from digitrec.inspection import forward_hooks
+
+    x = to_input(images)
+    with torch.inference_mode(), forward_hooks(model, [layer]) as records:
+        model(x)
+    out = records[layer][1]  # (N, C, 28, 28)
+    positive = out > 0
+    blank = (x == 0).expand_as(out)
+    return float((positive & blank).sum()) / max(int(positive.sum()), 1)
+
+
+def shift_survival(nets: dict[str, nn.Module], test, shifts=SHIFTS, n: int = SHIFT_SAMPLE) -> dict[str, dict[int, float]]:
+    """Per network, the share of the first ``n`` test digits still read right when moved k pixels to the right.
+
+    Returns key -> {k: share}, k in ``shifts`` (0 is included for reference).
+    """
+    from digitrec.data import to_input
+    from digitrec.inspection import predict_proba
+    from digitrec.shift import shift_digit
+
+    x = to_input(test.images[:n])  # (n, 1, 28, 28)
+    labels = test.labels[:n]
+    out = {}
+    for key, model in nets.items():
+        out[key] = {}
+        for k in (0, *shifts):
+            guess = predict_proba(model, shift_digit(x, k, 0)).argmax(dim=1)
+            out[key][k] = float((guess == labels).float().mean())
+    return out
+
+
+def _train_accuracy_facts(nets, mnist) -> dict[str, str]:
+    from digitrec.train import evaluate
+
+    facts = {"train.sample": f"{TRAIN_SAMPLE:,}"}
+    for key, model in nets.items():
+        facts[f"{key}.train_accuracy"] = f"{evaluate(model, mnist.train.subset(TRAIN_SAMPLE))[1]:.2%}"
+    return facts
+
+
+def relu_facts(nets, mnist, stats: dict | None = None) -> dict[str, str]:
+    """Zero fractions and dead units per ReLU layer (``stats``: key -> relu_statistics, if already measured)."""
+    from digitrec.inspection import relu_statistics
+
+    facts = {}
+    for key, model in nets.items():
+        layers = stats[key] if stats and key in stats else relu_statistics(model, mnist.test.images)
+        for name, s in layers.items():
+            facts[f"{key}.{name}.zero_percent"] = _percent(s.zero_fraction)
+            facts[f"{key}.{name}.dead"] = str(len(s.dead))
+            facts[f"{key}.{name}.units"] = str(s.units)
+        facts[f"{key}.dead_units"] = str(sum(len(s.dead) for s in layers.values()))
+        facts[f"{key}.relu_units"] = str(sum(s.units for s in layers.values()))
+    if "cnn" in nets:
+        facts["cnn.relu_1_1.blank_share"] = _percent(blank_share_of_positive(nets["cnn"], mnist.test.images[:2000]))
+    return facts
+
+
+def _onoff_facts(nets, mnist) -> dict[str, str]:
+    return {"fc.onoff_accuracy": _percent(onoff_lookup_accuracy(nets["fc"], mnist.train, mnist.test))} if "fc" in nets else {}
+
+
+def _crop_facts(nets, mnist) -> dict[str, str]:
+    facts = {"shift.crop_pixels": str(CROP_SHIFT), "shift.crop_share": f"{CROP_SHARE:.0%}"}
+    facts.update({f"shift.crop_{d}": _percent(v) for d, v in crop_shares(mnist.test.images).items()})
+    return facts
+
+
+def _shift_facts(nets, mnist) -> dict[str, str]:
+    facts = {"shift.sample": f"{SHIFT_SAMPLE:,}"}
+    for key, by_shift in shift_survival(nets, mnist.test).items():
+        facts.update({f"shift.{key}.right_at_{k}": _percent(v) for k, v in by_shift.items()})
+    return facts
+
+
+# Groups of measured facts, each computed (and cached by the app) only when a lesson names one of them.
+DATASET_FACT_GROUPS = {
+    "train_accuracy": (_train_accuracy_facts, re.compile(r"^(train\.sample|\w+\.train_accuracy)$")),
+    "relu": (relu_facts, re.compile(r"^\w+\.(relu_[\d_]+\.(zero_percent|dead|units|blank_share)|dead_units|relu_units)$")),
+    "onoff": (_onoff_facts, re.compile(r"^fc\.onoff_accuracy$")),
+    "crop": (_crop_facts, re.compile(r"^shift\.crop_\w+$")),
+    "shift": (_shift_facts, re.compile(r"^shift\.(sample|\w+\.right_at_\d+)$")),
+}
+
+
+def fact_groups(names) -> set[str]:
+    """The DATASET_FACT_GROUPS a set of placeholder names needs."""
+    return {g for g, (_, pattern) in DATASET_FACT_GROUPS.items() for n in names if pattern.match(n)}
+
+
+def dataset_facts(nets: dict[str, nn.Module], mnist, groups=None) -> dict[str, str]:
+    """Facts measured on MNIST for the lessons' ``{{ … }}`` placeholders (seconds: cache the result).
+
+    nets: "fc" / "cnn" -> model; groups: names from DATASET_FACT_GROUPS (default all).
+    Gives per network ``NET.train_accuracy`` (on the first TRAIN_SAMPLE training
+    digits), per ReLU layer ``NET.LAYER.zero_percent``, ``NET.LAYER.dead`` (units that
+    never fire on any test digit) and ``.units``, ``NET.dead_units`` / ``NET.relu_units``
+    (totals), ``cnn.relu_1_1.blank_share`` (positive values over blank paper),
+    ``fc.onoff_accuracy``, ``shift.crop_up`` (down, left, right) and
+    ``shift.NET.right_at_K``.
+    """
+    facts: dict[str, str] = {}
+    for name in groups if groups is not None else DATASET_FACT_GROUPS:
+        facts.update(DATASET_FACT_GROUPS[name][0](nets, mnist))
     return facts

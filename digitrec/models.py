@@ -26,18 +26,20 @@ class FCConfig:
     """Fully connected network: flatten -> (Linear -> ReLU) per hidden layer -> Linear."""
 
     architecture = "fcnet"  # class attribute, not a field: names the model in checkpoints
-    hidden: tuple[int, ...] = settings.FC_HIDDEN  # hidden layer widths (why 16-16: digitrec.config)
+    # hidden layer widths (why 16-16: digitrec.config); () is no hidden layer at all:
+    # one Linear layer, softmax regression, the course's baseline (LINEAR below)
+    hidden: tuple[int, ...] = settings.FC_HIDDEN
 
     def __post_init__(self) -> None:
         try:  # whole numbers only: 16.5, "16" or a bare 16 would otherwise slip through or crash later
             hidden = tuple(operator.index(h) for h in self.hidden)
         except TypeError:
-            hidden = ()
+            hidden = None
         low, high = settings.WIDTH_RANGE
-        if not hidden or len(hidden) > settings.MAX_HIDDEN_LAYERS or any(h < low or h > high for h in hidden):
+        if hidden is None or len(hidden) > settings.MAX_HIDDEN_LAYERS or any(h < low or h > high for h in hidden):
             raise InvalidConfig(
-                f"Hidden widths must be one to {settings.MAX_HIDDEN_LAYERS} whole numbers from {low} to {high}, "
-                f"got {self.hidden!r}."
+                f"Hidden widths must be one to {settings.MAX_HIDDEN_LAYERS} whole numbers from {low} to {high} "
+                f"(or none at all), got {self.hidden!r}."
             )
         object.__setattr__(self, "hidden", hidden)
 
@@ -69,6 +71,11 @@ class TinyVGGConfig:
 
 
 ModelConfig = Union[FCConfig, TinyVGGConfig]
+
+# No hidden layer: one weighted sum per class (softmax regression), the bottom of the
+# course's accuracy ladder (weights/linear.safetensors). Not a lesson network, so not in PRESETS.
+LINEAR = FCConfig(hidden=())
+
 
 def preset_config(preset: settings.Preset) -> ModelConfig:
     """The model configuration of one of ``digitrec.config.PRESETS``."""

@@ -16,6 +16,9 @@ PAGES = {
         st.Page("views/cnn_explorer.py", title="Convolutional network", icon=":material/grid_view:", url_path="cnn"),
         st.Page("views/attributions.py", title="What made it say that?", icon=":material/search_insights:", url_path="attributions"),
         st.Page("views/mistakes.py", title="Mistakes", icon=":material/error:", url_path="mistakes"),
+        st.Page("views/unit.py", title="Inside a unit", icon=":material/person_search:", url_path="unit"),
+        st.Page("views/map.py", title="Where a digit lands", icon=":material/scatter_plot:", url_path="map"),
+        st.Page("views/break_it.py", title="Break it", icon=":material/heart_broken:", url_path="break"),
     ],
     "Train": [
         st.Page("views/train.py", title="Train a network", icon=":material/model_training:", url_path="train"),

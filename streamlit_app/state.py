@@ -263,9 +263,14 @@ def set_current_digit(digit: Digit) -> None:
 # ---------------------------------------------------------------- lessons
 
 
-def lesson_facts() -> dict[str, str]:
-    """The numbers lesson text may name: the pretrained models' facts, the training defaults and the current digit's."""
-    from digitrec.lessons import digit_facts, settings_facts
+def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
+    """The numbers lesson text may name: the pretrained models' facts, the training defaults and the current digit's.
+
+    names: the placeholders the lesson uses; facts measured on MNIST (zero
+    fractions, train accuracy, ...) are added only for the groups these need,
+    each measured once per server (None: all of them).
+    """
+    from digitrec.lessons import DATASET_FACT_GROUPS, digit_facts, fact_groups, settings_facts
 
     nets = {k: n.model for k, n in networks().items() if k in PRETRAINED_LABELS}
     digit = current_digit()
@@ -275,7 +280,58 @@ def lesson_facts() -> dict[str, str]:
     for key, net in networks().items():
         if key in PRETRAINED_LABELS and net.test_accuracy is not None:
             facts[f"{key}.accuracy"] = f"{net.test_accuracy:.2%}"
+    try:
+        linear = pretrained("linear")
+        facts["linear.accuracy"] = f"{linear.info.test_accuracy:.2%}"
+        facts["linear.params"] = f"{sum(p.numel() for p in linear.model.parameters()):,}"
+    except DigitrecError:
+        pass  # the baseline's checkpoint is missing: a lesson naming it shows the unknown placeholder
+    groups = set(DATASET_FACT_GROUPS) if names is None else fact_groups(names)
+    if groups and mnist() is not None:
+        for group in sorted(groups):
+            facts.update(_dataset_facts_cached(group))
     return facts
+
+
+@st.cache_resource(show_spinner="Measuring the networks on the MNIST digits (once)…")
+def _dataset_facts_cached(group: str) -> dict[str, str]:
+    from digitrec.lessons import dataset_facts, relu_facts
+
+    nets = {k: pretrained(k).model for k in PRETRAINED_LABELS}
+    if group == "relu":  # the CNN overview's dead maps come from the same measurement
+        return relu_facts(nets, mnist(), {k: pretrained_relu_statistics(k) for k in PRETRAINED_LABELS})
+    return dataset_facts(nets, mnist(), [group])
+
+
+@st.cache_resource(show_spinner="Measuring which ReLU units fire on the 10,000 test digits (once)…")
+def _pretrained_relu_statistics(key: str) -> dict:
+    from digitrec.inspection import relu_statistics
+
+    return relu_statistics(pretrained(key).model, require_mnist().test.images)
+
+
+def pretrained_relu_statistics(key: str) -> dict:
+    """``digitrec.inspection.relu_statistics`` of a pretrained network over the test digits, measured once."""
+    return _pretrained_relu_statistics(key)
+
+
+def relu_statistics(net: Network) -> dict | None:
+    """Zero fractions and dead units of ``net``'s ReLU layers over the test digits; None without MNIST.
+
+    Measured once per pretrained network (per server) and once per own model (per session).
+    """
+    if mnist() is None:
+        return None
+    if net.key in PRETRAINED_LABELS:
+        return _pretrained_relu_statistics(net.key)
+    cache = st.session_state.setdefault("_relu_statistics", {})
+    model, stats = cache.get(net.key, (None, None))
+    if model is not net.model:
+        from digitrec.inspection import relu_statistics as measure
+
+        stats = measure(net.model, mnist().test.images)
+        cache[net.key] = (net.model, stats)
+    return stats
 
 
 @st.cache_resource
@@ -431,6 +487,44 @@ def _course(folder: str, stamp: tuple) -> list:  # stamp: only part of the cache
     return load_lessons(folder)
 
 
+# A learner's progress through the course, kept in their session: the seed that
+# orders each question's options, their first answer to each question (the
+# score counts first answers only, so trying every option does not score), and
+# the predictions they committed to.
+COURSE_SEED_KEY = "_course_seed"  # session_state key: str, drawn once per session
+FIRST_ANSWERS_KEY = "_first_answers"  # session_state key: {lesson number: {question key: right?}}
+PREDICTIONS_KEY = "_predictions"  # session_state key: {block key: the committed value}
+
+
+def course_seed() -> str:
+    """This session's seed for shuffling answer options (the same on every rerun)."""
+    if COURSE_SEED_KEY not in st.session_state:
+        import secrets
+
+        st.session_state[COURSE_SEED_KEY] = secrets.token_hex(8)
+    return st.session_state[COURSE_SEED_KEY]
+
+
+def record_answer(lesson: int, question_key: str, correct: bool) -> None:
+    """Remember the learner's first answer to a question; later answers do not change the score."""
+    st.session_state.setdefault(FIRST_ANSWERS_KEY, {}).setdefault(lesson, {}).setdefault(question_key, correct)
+
+
+def lesson_score(lesson: int) -> tuple[int, int]:
+    """(questions right at the first try, questions answered) in one lesson, this session."""
+    answers = st.session_state.get(FIRST_ANSWERS_KEY, {}).get(lesson, {})
+    return sum(answers.values()), len(answers)
+
+
+def committed_prediction(block_key: str):
+    """The value the learner committed to for a "predict" block, or None before they commit."""
+    return st.session_state.get(PREDICTIONS_KEY, {}).get(block_key)
+
+
+def commit_prediction(block_key: str, value) -> None:
+    st.session_state.setdefault(PREDICTIONS_KEY, {})[block_key] = value
+
+
 # ---------------------------------------------------------------- Train and race pages (train.py, race.py)
 # A training run (digitrec.runs.TrainingRun or Race) belongs to the browser
 # session that started it: it lives in that session's st.session_state, so two
@@ -471,7 +565,8 @@ def new_my_model_key() -> str:
 
 SWEEP_S = 2.0  # how often the sweeper looks for ended sessions
 # session_state keys of what a session holds that an ended session must let go of.
-_HELD_KEYS = (MY_MODELS_KEY, _MY_MODEL_DIGESTS_KEY, "_test_probabilities", _ATTRIBUTION_CACHE_KEY, SOURCE_IMAGE_KEY)
+_HELD_KEYS = (MY_MODELS_KEY, _MY_MODEL_DIGESTS_KEY, "_test_probabilities", _ATTRIBUTION_CACHE_KEY, SOURCE_IMAGE_KEY,
+              "_relu_statistics", "_model_results")  # (the last: _MODEL_RESULTS_KEY, defined further down)
 
 _sessions: dict[str, tuple] = {}  # session id -> (its SafeSessionState, time it was first seen without a browser)
 _sessions_lock = threading.Lock()
@@ -657,3 +752,139 @@ def pretrained_hashes() -> dict[str, str]:
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         out[key] = h.hexdigest()[:16]
     return out
+
+
+# ---------------------------------------------------------------- units, the Map, Break it (unit.py, map.py, break_it.py)
+# Per-model results (top-k statistics over the test set, maps, fooling transfer
+# rates) are computed once: server-wide for the pretrained networks, per
+# session for a learner's own model, keyed by the model object so a retrained
+# or changed model never shows an old model's numbers. A lock per result
+# stops two sessions building the same slow UMAP at once.
+
+_MODEL_RESULTS_KEY = "_model_results"  # session_state key: {net key: (model, {what: result})}
+CHANGES_KEY = "_unit_changes"  # session_state key: {base net key: [intervention.Change, ...]}
+CHANGED_PREFIX = "changed-"  # a changed copy's network key: "changed-fc"
+
+
+@st.cache_resource
+def _server_results() -> tuple[dict, dict]:
+    import collections
+    import threading
+
+    return {}, collections.defaultdict(threading.Lock)
+
+
+def model_result(net: Network, what: tuple, compute):
+    """``compute()`` for ``net``, once: per server for a pretrained network, per session (and model) otherwise."""
+    if net.key in PRETRAINED_LABELS:
+        store, locks = _server_results()
+        key = (net.key, *what)
+        if key not in store:
+            with locks[key]:
+                if key not in store:
+                    store[key] = compute()
+        return store[key]
+    caches = st.session_state.setdefault(_MODEL_RESULTS_KEY, {})
+    model, store = caches.get(net.key, (None, None))
+    if model is not net.model:  # retrained, replaced or changed: every old result is wrong
+        store = {}
+        caches[net.key] = (net.model, store)
+    if what not in store:
+        store[what] = compute()
+    return store[what]
+
+
+def unit_statistics(net: Network) -> dict:
+    """``digitrec.units.statistics`` of ``net`` over the 10,000 test digits."""
+    from digitrec import units
+
+    with st.spinner("Running the 10,000 test digits through the network once…"):
+        return model_result(net, ("unit statistics",), lambda: units.statistics(net.model, require_mnist().test))
+
+
+def dead_units(net: Network) -> dict:
+    """``digitrec.units.dead_units`` of ``net`` over the test digits: layer -> dead unit indices."""
+    from digitrec import units
+
+    stats = unit_statistics(net)
+    return model_result(net, ("dead units",), lambda: units.dead_units(stats))
+
+
+def changes(base: Network) -> list:
+    """The interventions made on ``base`` in this session (empty when none)."""
+    return list(st.session_state.get(CHANGES_KEY, {}).get(base.key, []))
+
+
+def base_network(net: Network) -> Network:
+    """The original network behind a changed copy (itself when it is not one)."""
+    if net.key.startswith(CHANGED_PREFIX):
+        return networks().get(net.key[len(CHANGED_PREFIX):], net)
+    return net
+
+
+def set_changes(base: Network, new_changes: list, check: torch.Tensor) -> Network | None:
+    """Make the session's changed copy of ``base`` (raises intervention.BadChange, keeping the old one);
+    an empty list removes the copy (Reset). The shared ``base.model`` is never modified."""
+    from digitrec import intervention, models as model_lib
+
+    key = CHANGED_PREFIX + base.key
+    if not new_changes:
+        st.session_state.get(CHANGES_KEY, {}).pop(base.key, None)
+        st.session_state.get(MY_MODELS_KEY, {}).pop(key, None)
+        if st.session_state.get(NET_KEY) == key:
+            set_network(base.key)
+        return None
+    changed = intervention.apply(base.model, new_changes, check=check)
+    st.session_state.setdefault(CHANGES_KEY, {})[base.key] = list(new_changes)
+    label = f"{model_lib.display_name(base.config)} (changed: {len(new_changes)})"
+    return add_my_model(key, label, changed, None)
+
+
+def map_features(net: Network) -> dict:
+    """layer -> (10000, D) features of the test digits at every map layer of ``net`` (one batched pass)."""
+    from digitrec import embedding
+
+    with st.spinner("Running the 10,000 test digits through the network…"):
+        return model_result(net, ("map features",), lambda: embedding.representations(
+            net.model, require_mnist().test.images, embedding.map_layers(net.model)))
+
+
+def digit_map(net: Network, layer: str, method: str):
+    """``embedding.fit_pca`` / ``fit_umap`` of one layer of ``net``, built once (UMAP: on the first UMAP_POINTS digits)."""
+    from digitrec import embedding
+
+    features = map_features(net)[layer]
+    if method == "PCA":
+        return model_result(net, ("map", layer, method), lambda: embedding.fit_pca(layer, features))
+    with st.spinner(f"Building the UMAP map of {embedding.UMAP_POINTS:,} digits (once per network and layer; "
+                    "the very first one also compiles UMAP's code, up to a minute)…"):
+        return model_result(net, ("map", layer, method),
+                            lambda: embedding.fit_umap(layer, features[: embedding.UMAP_POINTS]))
+
+
+def neighbour_features(net: Network) -> dict:
+    """layer -> (NEIGHBOUR_POOL, D) features of the training digits a placed digit's neighbours come from."""
+    from digitrec import embedding
+
+    return model_result(net, ("neighbour features",), lambda: embedding.representations(
+        net.model, embedding.pool_images(require_mnist().train), embedding.map_layers(net.model)))
+
+
+# ---------------------------------------------------------------- lesson 6: the loss along one weight
+LOSS_SLICE_DIGITS = 1000  # training digits the slice's loss is averaged over: smooth, and ~1 s per curve
+
+
+@st.cache_resource(show_spinner=False)
+def loss_slice_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The first LOSS_SLICE_DIGITS training digits as model input (N, 1, 28, 28) and labels (N,)."""
+    train = require_mnist().train
+    return data.to_input(train.images[:LOSS_SLICE_DIGITS]), train.labels[:LOSS_SLICE_DIGITS].long()
+
+
+@st.cache_resource(show_spinner="Measuring the loss along this weight…", max_entries=64)
+def pretrained_loss_slice(layer: str, row: int, col: int):
+    """``digitrec.landscape.loss_slice`` of the pretrained FCNet along one weight, computed once per server."""
+    from digitrec import landscape
+
+    x, y = loss_slice_digits()
+    return landscape.loss_slice(pretrained("fc").model, landscape.WeightRef(layer, row, col), x, y)

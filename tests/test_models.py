@@ -32,6 +32,16 @@ def test_fcnet_default_is_784_16_16_10_with_hand_counted_parameters(fcnet):
     assert _params(fcnet) == 12560 + 272 + 170 == 13002
 
 
+def test_no_hidden_layer_is_softmax_regression():
+    model = models.build(models.LINEAR, seed=0)
+    assert models.LINEAR == models.FCConfig(hidden=())
+    assert [n for n, _ in model.named_children()] == ["flatten", "output"]
+    x = torch.rand(3, 1, 28, 28)
+    expected = x.reshape(3, 784) @ model.output.weight.T + model.output.bias  # one weighted sum per class
+    assert torch.allclose(model(x), expected, atol=1e-6)
+    assert models.count_params(model) == 784 * 10 + 10
+
+
 def test_fcnet_hidden_widths_are_configurable():
     model = models.build(models.FCConfig(hidden=(128, 64)))
     # 784*128 + 128  +  128*64 + 64  +  64*10 + 10
@@ -177,7 +187,6 @@ def test_configs_are_frozen_and_hashable():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"hidden": ()},
         {"hidden": (0,)},
         {"hidden": (16, -1)},
         {"hidden": (4097,)},

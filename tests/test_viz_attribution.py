@@ -103,7 +103,9 @@ def test_completeness_sentence_explains_deeplift_through_max_pooling():
     assert "max-pooling" in text and "+1.0000" in text
     assert "max-pooling" not in completeness_sentence(attr, check, "fcnet")
     small = _attr(values, method="integrated_gradients", delta=0.001)
-    assert "trust it" in completeness_sentence(small, completeness(small), "tinyvgg")
+    sentence = completeness_sentence(small, completeness(small), "tinyvgg")
+    assert "trust it" not in sentence  # completeness is arithmetic, not faithfulness (issue 9, item 4)
+    assert "not proof" in sentence and "sanity check" in sentence
 
 
 # ---------------------------------------------------------------- figures

@@ -320,7 +320,11 @@ def completeness_sentence(attr: Attribution, check: Completeness, architecture: 
             "a few percent is normal, and more samples shrink it."
         )
     if check.small:
-        return head + " That is small next to the change, so the map accounts for the whole decision: trust it."
+        return head + (
+            " That is small next to the change: the scores add up to the decision (completeness), so no part of "
+            "the score change is missing from the map. That is arithmetic, not proof that the map shows what "
+            "the network relies on: the sanity check (random weights) tests that."
+        )
     if attr.method == "deeplift" and architecture == "tinyvgg":
         return head + (
             " DeepLIFT's scores do not add up exactly through TinyVGG's max-pooling: where the value that wins "

@@ -202,10 +202,14 @@ def _padding_ring(h: int, w: int, p: int, axes: tuple[str, str]) -> go.Heatmap:
 
 
 def overview_figure(forward: CnnForward, scope: str = "layer", height: int | None = None,
-                    maps: range | None = None) -> go.Figure:
+                    dead: dict[str, tuple[int, ...]] | None = None, maps: range | None = None) -> go.Figure:
     """Every feature map of one digit: columns are layers (input -> ... -> flatten -> output),
     rows are the maps (channels). Activations share the diverging scale centred at zero,
     with symmetric ranges set by ``scope`` (see ``scales.scoped_ranges``).
+
+    dead: ReLU layer -> maps that are zero on every digit measured (``inspection.relu_statistics``);
+    each is labelled "dead" in its ReLU column and in a pooling column right after it
+    (the annotations carry ``name="dead"``).
 
     Heatmap traces carry ``meta = [layer, channel]`` so a test (or a reader of the JSON) can tell them apart.
     The output column shows the ten class probabilities, the predicted class in red.
@@ -235,6 +239,13 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
                            name="input", zmin=0, zmax=1, meta=["input", 0]))
     annotations.append(_text(grid.centre_x(1), 1.0, "<b>input</b><br>1×28×28<br>ink 0–1", yanchor="bottom"))
 
+    dead_cells = set()  # (layer, channel): a dead ReLU map, and its pooled copy right after it
+    for j, name in enumerate(layers):
+        for ch in (dead or {}).get(name, ()):
+            dead_cells.add((name, ch))
+            if j + 1 < len(layers) and "pool" in layers[j + 1]:
+                dead_cells.add((layers[j + 1], ch))
+
     for j, name in enumerate(layers):
         col = 2 + j
         maps = forward.maps[name]
@@ -257,6 +268,12 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
                 hm.update(showscale=True, colorbar=_colorbar(
                     "activation: blue < 0 (white) < red", 0.5, -0.035, 0.45, half, relative))
             traces.append(hm)
+            if (name, ch) in dead_cells:
+                annotations.append(_text(
+                    grid.centre_x(col), grid.centre_y(r), "<b>dead</b>", size=_FONT, name="dead",
+                    bgcolor="rgba(255,255,255,0.85)", bordercolor="#555", borderwidth=1,
+                    hovertext=f"{name} map {ch} is 0 for every test digit: a dead ReLU",
+                ))
 
     # flatten: the last maps read row by row, map after map, as one long column.
     col = 2 + len(layers)

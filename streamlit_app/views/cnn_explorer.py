@@ -10,6 +10,7 @@ import streamlit as st
 
 from streamlit_app.widgets import cnn
 from streamlit_app.widgets.context import current_digit_sidebar, network_picker
+from streamlit_app.widgets.units import unit_link
 
 SECTIONS = ["Convolution", "ReLU", "Max pooling", "The end: softmax", "Filters", "Sandbox"]
 SECTION_KEY = "cnn_section"
@@ -38,6 +39,7 @@ def draw() -> None:
 
     st.subheader("Every feature map at once")
     cnn.cnn_overview(key="cnn_overview", net=net, digit=digit, url=True)
+    unit_link(key="cnn_unit_link", net=net)  # any map's biography, and the dead maps named
 
     st.divider()
     section = _choose_section()

@@ -9,6 +9,7 @@ import streamlit as st
 
 from digitrec import models
 from streamlit_app.widgets.context import current_digit_sidebar, network_picker
+from streamlit_app.widgets.units import unit_link
 from streamlit_app.widgets.fc import fc_forward_steps, fc_network_diagram, fc_neuron, fc_weight_grid
 
 
@@ -23,6 +24,7 @@ def draw() -> None:
         "really computed."
     )
     fc_network_diagram(key="fc_diagram", net=net, digit=digit)
+    unit_link(key="fc_unit_link", net=net)  # any neuron's biography, and the dead neurons named
 
     steps_tab, neuron_tab, grid_tab = st.tabs(["Step by step", "Pick a neuron", "All first-layer neurons"])
     with steps_tab:

@@ -6,13 +6,11 @@ import streamlit as st
 import torch
 
 from digitrec import mistakes
-from digitrec.viz.confusion import confusion_figure, digit_grid_figure
 from digitrec.viz.digits import digit_figure
 from streamlit_app import state
 from streamlit_app.widgets.context import current_digit_sidebar, network_picker
+from streamlit_app.widgets.mistakes import GRID_SIZE, caption_networks, confusion_matrix, thumbnails
 from streamlit_app.widgets.predictions import predictions, short_name
-
-GRID_SIZE = 36  # thumbnails shown per cell (six rows of six)
 CLASSES = [None, *range(10)]  # None: any class
 TRUE_KEY, PRED_KEY, POS_KEY, CELL_KEY = "mistakes_true", "mistakes_pred", "mistakes_pos", "mistakes_cell"
 CHART_KEY = "mistakes_matrix"
@@ -49,34 +47,6 @@ def _open(index: int) -> None:
     state.set_current_digit(state.test_digit(index))
 
 
-def caption_networks(chosen: state.Network) -> dict[str, state.Network]:
-    """The networks whose confidence each thumbnail shows: both pretrained ones and the chosen one."""
-    nets = {k: n for k, n in state.networks().items() if k in state.PRETRAINED_LABELS}
-    nets[chosen.key] = chosen
-    return nets
-
-
-def tiny_name(net: state.Network) -> str:
-    """'FC' or 'CNN' (prefixed 'my' for this session's own): fits under a thumbnail."""
-    kind = "CNN" if net.is_cnn else "FC"
-    return kind if net.key in state.PRETRAINED_LABELS else f"my {kind}"
-
-
-def thumbnails(indices: list[int], nets: dict[str, state.Network], labels: torch.Tensor,
-               key: str, highlight: int | None = None, tile_px: int = 90) -> None:
-    """A grid of test digits, each with every network's guess and confidence."""
-    images = state.require_mnist().test.images[indices].float() / 255.0  # (K, 28, 28)
-    probs = {k: state.test_probabilities(n) for k, n in nets.items()}
-    captions, hovers = [], []
-    for i in indices:
-        guesses = {k: mistakes.top_guess(probs[k][i]) for k in nets}
-        captions.append(f"#{i}<br>" + "<br>".join(f"{tiny_name(nets[k])} {d} · {p:.0%}" for k, (d, p) in guesses.items()))
-        hovers.append(f"test digit #{i}, labelled {int(labels[i])}<br>"
-                      + "<br>".join(f"{nets[k].label} says {d} ({p:.1%})" for k, (d, p) in guesses.items()))
-    st.plotly_chart(digit_grid_figure(images, captions, hovers, columns=6, highlight=highlight, tile_px=tile_px),
-                    key=key)
-
-
 def draw() -> None:
     st.title("Where the networks go wrong")
     dataset = state.require_mnist()
@@ -85,7 +55,6 @@ def draw() -> None:
     labels = dataset.test.labels  # (10000,)
     probs = state.test_probabilities(net)  # (10000, 10), softmax over classes
     cm = mistakes.confusion_matrix(probs, labels)
-    acc = mistakes.accuracy(cm)
 
     st.markdown(
         f"**{net.label}** read all {len(labels):,} test digits, which it never saw while training. "
@@ -114,11 +83,7 @@ def draw() -> None:
 
     with matrix_col:
         highlight = (true, pred) if true is not None and pred is not None else None
-        fig = confusion_figure(cm, title=f"{short_name(net)}: {acc:.2%} right", highlight=highlight)
-        st.plotly_chart(fig, key=CHART_KEY, on_select=_pick_cell_from_chart, selection_mode="points")
-        st.caption(f"{int(cm.trace()):,} of {int(cm.sum()):,} right. Darker = more digits. The colour scale stops at "
-                   "the largest mistake, so the diagonal (the right answers, far more) is all the darkest blue; "
-                   "hover a cell for its share of that true digit.")
+        confusion_matrix(key=CHART_KEY, net=net, highlight=highlight, on_select=_pick_cell_from_chart)
 
     with cell_col:
         right = true is not None and true == pred

@@ -190,6 +190,10 @@ def attribution_classes(
     st.caption(_classes_legend(method) + " The grey line outlines the digit.")
 
 
+# Methods whose map is (gradient-like) x (input - baseline): the ink pattern is in them by construction.
+TIMES_INPUT_METHODS = ("integrated_gradients", "deeplift", "gradient_shap")
+
+
 def attribution_sanity(
     *, key: str, digit: state.Digit | None = None, method: str = "saliency", network: str = "cnn"
 ) -> None:
@@ -209,6 +213,13 @@ def attribution_sanity(
         "for a copy of the network whose weights were all re-drawn at random, as before training. "
         "A method that explains the *model* must give a different map for a model that knows nothing."
     )
+    if method in TIMES_INPUT_METHODS:
+        st.caption(
+            f"What to expect: {METHODS[method].label} multiplies a gradient by the input (pixel minus blank "
+            "canvas), so both maps are zero off the ink and carry the ink's pattern by construction. Expect them "
+            "to be partly alike even for a network that knows nothing; what counts is how much they differ "
+            "within the strokes."
+        )
     st.plotly_chart(sanity_figure(digit.pixels, trained, randomized), key=f"{key}_fig", theme=None)
     rho = rank_correlation(trained.values, randomized.values)
     ink = digit.x > 0

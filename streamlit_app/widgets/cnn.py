@@ -135,8 +135,18 @@ def cnn_overview(*, key: str, net: state.Network | None = None, digit: state.Dig
             f"Maps shown (this network has {channels} per layer)", pages, key=f"{key}_maps_{channels}",
             format_func=lambda r: f"maps {r.start}–{r.stop - 1}",
         )
-    fig = viz.overview_figure(forward, chosen, maps=shown)
+    stats = state.relu_statistics(net)  # measured once over the test digits; None without MNIST
+    dead = {name: s.dead for name, s in stats.items()} if stats else None
+    fig = viz.overview_figure(forward, chosen, dead=dead, maps=shown)
     st.plotly_chart(fig, key=f"{key}_fig", config={"displayModeBar": False})
+    if dead and any(dead.values()):
+        n_dead = sum(len(d) for d in dead.values())
+        st.caption(
+            f":material/block: **{n_dead} of the {sum(s.units for s in stats.values())} ReLU maps are dead**, marked "
+            "*dead*: on every one of the 10,000 test digits their convolution is zero or negative everywhere, so "
+            "ReLU outputs 0 and nothing after them ever hears from them (their pooled copy too, and the flattened "
+            "numbers they feed are always 0). A dead ReLU gets no gradient either, so training cannot revive it."
+        )
     st.caption(
         "Each column is one layer, each small square one feature map (rows: map 0 to 9). Red cells are positive, "
         "blue negative, white zero; the input is the digit itself in grey. "
@@ -324,7 +334,8 @@ def relu_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
     st.caption(
         f"ReLU keeps every positive number and replaces every negative one by 0: max(0, x), cell by cell. "
         f"Here {zeroed} of {h * w} cells ({zeroed / (h * w):.0%}) were negative and became 0 (crossed out). "
-        "The map keeps only where the pattern was found, not where its opposite was."
+        "What is left is where the pattern was found *and* wherever the map's bias is positive: on blank paper "
+        "a map shows its bias, so a positive bias survives ReLU all over the empty paper."
     )
     region = pd.DataFrame(
         [[f"max(0, {float(b[i, j]):.3f}) = {float(a[i, j]):.3f}" for j in range(c, c + size)] for i in range(r, r + size)],
@@ -392,10 +403,10 @@ def cnn_filters(*, key: str, net: state.Network | None = None, layer: str = "con
     st.plotly_chart(viz.filters_figure(weight, bias, layer), key=f"{key}_fig", config={"displayModeBar": False})
     o, i = weight.shape[:2]
     st.caption(
-        f"{layer} has {o} filters; each has one {weight.shape[2]}×{weight.shape[3]} kernel per input channel "
-        f"({i} here), {weight.numel():,} weights and {o} biases in all. Orange weights reward ink (or activity) "
-        "under them, purple ones punish it: "
-        + ("a filter with orange on one side and purple on the other finds edges." if i == 1 else
+        f"{layer} has {o} kernels, one per output map; each holds one {weight.shape[2]}×{weight.shape[3]} slice "
+        f"per input map ({i} here): {weight.numel():,} weights and {o} biases in all. Orange weights reward ink "
+        "(or activity) under them, purple ones punish it: "
+        + ("a kernel with orange on one side and purple on the other finds edges." if i == 1 else
            "row *m* shows which patterns of each earlier map feed map *m*.")
     )
 

@@ -200,3 +200,19 @@ def handle_upload(data: bytes, name: str) -> str | None:
     state.set_current_digit(digit)
     state.remember_source_image(digit, image)
     return f"{name}: {steps.warning}" if steps.warning else None
+
+
+# ---------------------------------------------------------------- a compact picker (the Lessons sidebar)
+
+
+def compact_picker(*, key: str = "compact_picker") -> None:
+    """Samples as two rows of buttons, a random test digit, and the canvas in an expander: fits a sidebar."""
+    for row in (range(0, 5), range(5, 10)):
+        for d, col in zip(row, st.columns(5)):
+            col.button(str(d), key=f"{key}_{d}", on_click=_set_sample, args=(d,), width="stretch",
+                       help=f"The hand-drawn sample {d}")
+    if state.mnist() is not None:
+        st.button(":material/casino: A random test digit", key=f"{key}_random", on_click=_set_random_test,
+                  args=(key,), width="stretch")
+    with st.expander(":material/draw: Draw one"):
+        drawing_canvas(key=f"{key}_draw")

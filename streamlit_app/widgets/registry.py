@@ -27,6 +27,7 @@ WIDGETS: dict[str, tuple[str, str, str]] = {
     "linear_collapse": ("fc", "linear_collapse", "two Linear layers without ReLU are one"),
     "softmax": ("softmax", "softmax_widget", "scores to probabilities, exp(z)/sum exp(z)"),
     "loss": ("softmax", "loss_widget", "cross-entropy of the current digit"),
+    "loss_slice": ("landscape", "loss_slice", "the real loss along one weight, and gradient descent steps on it"),
     "live_training": ("training", "live_training", "train the FC network live for a few hundred steps"),
     "race_chart": ("training", "race_chart", "FC vs CNN: accuracy against seconds"),
     "conv_sandbox": ("cnn", "conv_sandbox", "padding, stride and kernel size on the current digit"),
@@ -36,11 +37,20 @@ WIDGETS: dict[str, tuple[str, str, str]] = {
     "cnn_overview": ("cnn", "cnn_overview", "every TinyVGG layer's feature maps"),
     "cnn_filters": ("cnn", "cnn_filters", "the 3 x 3 kernels of a conv layer"),
     "cnn_output": ("cnn", "cnn_output", "flatten, the last layer and softmax, in numbers"),
+    "confusion_matrix": ("mistakes", "confusion_matrix", "a network's confusion matrix on the 10,000 test digits"),
+    "confident_mistakes": ("mistakes", "confident_mistakes", "a network's most confident mistakes on the test digits"),
     "network_table": ("compare", "network_table", "parameters and multiply-adds of both networks"),
     "shift_test": ("compare", "shift_test", "shift the digit and watch both networks' confidence"),
     "attribution_compare": ("attribution", "attribution_compare", "an attribution map for both networks"),
     "attribution_classes": ("attribution", "attribution_classes", "attributions for all ten classes"),
     "attribution_sanity": ("attribution", "attribution_sanity", "the randomised-weights sanity check"),
+    "unit_biography": ("units", "unit_biography", "one neuron or feature map: top digits, dead or not, best picture"),
+    "unit_link": ("units", "unit_link", "the dead units named; any unit's biography one click away"),
+    "unit_intervention": ("units", "unit_intervention", "switch a unit off or type a weight; watch the scores"),
+    "digit_map": ("embedding", "digit_map", "10,000 test digits on a 2-D map of one layer, yours placed"),
+    "make_it_a": ("fooling", "make_it_a", "the smallest edit that makes a network read another digit"),
+    "noise_test": ("fooling", "noise_test", "what the networks call random noise"),
+    "draw_to_fool": ("fooling", "draw_to_fool", "draw a digit one network misreads"),
 }
 
 
@@ -55,12 +65,17 @@ PAGES = {
     "attribution": ("views/attributions.py", "the attributions page"),
     "training": ("views/train.py", "the training page"),
     "compare": ("views/race.py", "the FC vs CNN race"),
+    "units": ("views/unit.py", "Inside a unit"),
+    "embedding": ("views/map.py", "Where a digit lands"),
+    "fooling": ("views/break_it.py", "Break it"),
+    "mistakes": ("views/mistakes.py", "the Mistakes page"),
 }
 
 
 # Widgets whose full page is not their module's.
 WIDGET_PAGES = {
     "race_chart": ("views/race.py", "the FC vs CNN race"),
+    "loss_slice": ("views/train.py", "the training page"),
 }
 
 

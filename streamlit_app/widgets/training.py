@@ -9,6 +9,8 @@ fragment reruns the whole page once so buttons and downloads match.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Callable
 
 import pandas as pd
@@ -412,11 +414,12 @@ def checkpoint_upload(*, key: str) -> None:
 # --- the lesson widget ---------------------------------------------------------------------------
 
 
-def live_training(*, key: str, model: str = "fc", steps: int = 300, batch_size: int = 64, lr: float = 0.003,
-                  seed: int = 0) -> None:
+def live_training(*, key: str, model: str = "fc", steps: int = 300, batch_size: int = 64, lr: float = 0.1,
+                  seed: int = 0, optimizer: str = "sgd") -> None:
     """Train a network live for a few hundred steps: its curves, probe digit and first-layer weights change.
 
-    model: "fc" (784-16-16-10), "fc-wide" or "cnn"; steps: batches to train.
+    model: "fc" (784-16-16-10), "fc-wide" or "cnn"; steps: batches to train. optimizer: "sgd" is plain
+    gradient descent (momentum 0: new weight = old weight - lr x slope, what lesson 6 teaches) or "adam".
     """
     if model not in config.PRESETS:
         st.warning(f"live_training: model must be one of {', '.join(config.PRESETS)} (got {model!r}).")
@@ -428,11 +431,15 @@ def live_training(*, key: str, model: str = "fc", steps: int = 300, batch_size: 
                    channels=preset.channels or config.CNN_CHANNELS)
 
     def make_run() -> TrainingRun:
-        spec = make_spec(**network, lr=lr, batch_size=batch_size, epochs=1, seed=seed, max_steps=int(steps))
+        spec = make_spec(**network, lr=lr, batch_size=batch_size, epochs=1, seed=seed, max_steps=int(steps),
+                         optimizer=optimizer)
+        if optimizer == "sgd":  # plain SGD: no momentum, so each step is exactly lr x slope
+            spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, momentum=0.0))
         pace = runs.Pace(LESSON_SECONDS / max(int(steps), 1))
         return TrainingRun(spec, dataset, probe=state.current_digit().pixels, callbacks=[pace])
 
-    st.caption(f"{int(steps):,} steps of {int(batch_size)} digits, Adam at learning rate {lr:g}, slowed down to "
+    method = "plain gradient descent (SGD, no momentum)" if optimizer == "sgd" else "Adam"
+    st.caption(f"{int(steps):,} steps of {int(batch_size)} digits, {method} at learning rate {lr:g}, slowed down to "
                f"take about {LESSON_SECONDS:.0f} seconds so you can watch (the speed shown is the real one).")
     run_controls(key=key, slot=slot, make_run=make_run, stepping=False)
     run_view(key=key, slot=slot, replay=False, export=False)

@@ -1,4 +1,5 @@
-"""/lessons in real Chromium: open a step from a link, step on with Next, the URL follows."""
+"""/lessons in real Chromium: open a step from a link, step on with Next, the URL follows; make a
+prediction and see it revealed; answer a question; change the digit from the Lessons sidebar."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from digitrec import lessons
 from tests.browser.conftest import assert_no_exception, screenshot, wait_for_app
 
 TALL = {"width": 1400, "height": 2400}  # the main area scrolls: a tall window shows a whole step
-CONVOLUTION = lessons.load_lessons(lessons.LESSONS_DIR)[6]
+COURSE = {lesson.name: lesson for lesson in lessons.load_lessons(lessons.LESSONS_DIR)}
+CONVOLUTION = COURSE["convolution"]
 
 
 def _heading(page, text: str):
@@ -21,13 +23,13 @@ def _heading(page, text: str):
 @pytest.mark.browser
 def test_step_through_the_convolution_lesson(app_url, page):
     page.set_viewport_size(TALL)
-    page.goto(f"{app_url}/lessons?lesson=7&step=1&digit=sample:3")
+    page.goto(f"{app_url}/lessons?lesson=convolution&step=1&digit=sample:3")
     wait_for_app(page)
     assert_no_exception(page)
-    expect(_heading(page, f"7. {CONVOLUTION.title}")).to_be_visible(timeout=30_000)
+    expect(_heading(page, f"{CONVOLUTION.number}. {CONVOLUTION.title}")).to_be_visible(timeout=30_000)
     expect(_heading(page, CONVOLUTION.steps[0].title)).to_be_visible(timeout=30_000)
     expect(page.get_by_text(f"Step 1 of {len(CONVOLUTION.steps)}")).to_be_visible(timeout=30_000)
-    assert re.search(r"[?&]lesson=7(&|$)", page.url) and re.search(r"[?&]step=1(&|$)", page.url)
+    assert re.search(r"[?&]lesson=convolution(&|$)", page.url) and re.search(r"[?&]step=1(&|$)", page.url)
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)  # the widget drew its figures
     wait_for_app(page)
     screenshot(page, "lessons", "1-convolution-step-1")
@@ -63,13 +65,94 @@ def test_step_through_the_convolution_lesson(app_url, page):
 def test_check_yourself_gives_feedback(app_url, page):
     page.set_viewport_size(TALL)
     last = len(CONVOLUTION.steps)
-    question = CONVOLUTION.steps[-1].questions[0]
-    right = next(a for a in question.answers if a.correct)
-    page.goto(f"{app_url}/lessons?lesson=7&step={last}")
+    page.goto(f"{app_url}/lessons?lesson=convolution&step={last}")
     wait_for_app(page)
     assert_no_exception(page)
+    # The first question of the step names the learner's numbers; the second is plain text: answer that one.
+    question = CONVOLUTION.steps[-1].questions[1]
+    right = next(a for a in question.answers if a.correct)
     page.get_by_text(right.text, exact=True).first.click()
     wait_for_app(page)
     expect(page.get_by_text("Right. " + right.feedback.split(".")[0]).first).to_be_visible(timeout=30_000)
     expect(page.get_by_role("button", name="Next lesson →")).to_be_visible()
+    # The score is kept and listed in the sidebar.
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    expect(sidebar.get_by_text("your score: 1 of", exact=False)).to_be_visible(timeout=30_000)
     screenshot(page, "lessons", "3-convolution-check-yourself")
+
+
+@pytest.mark.browser
+def test_predict_then_reveal_and_change_the_digit_from_the_sidebar(app_url, page):
+    page.set_viewport_size(TALL)
+    lesson = COURSE["relu-and-pooling"]
+    page.goto(f"{app_url}/lessons?lesson=relu-and-pooling&step=1&digit=sample:7")
+    wait_for_app(page)
+    assert_no_exception(page)
+    expect(_heading(page, lesson.steps[0].title)).to_be_visible(timeout=30_000)
+    commit = page.get_by_role("button", name="Commit my prediction")
+    expect(commit).to_be_disabled()
+    expect(page.get_by_role("link", name=re.compile("^Open "))).to_have_count(0)  # the widget waits
+    screenshot(page, "lessons", "4-prediction-asked")
+
+    box = page.get_by_label("Your prediction")
+    box.fill("50")
+    box.press("Enter")
+    wait_for_app(page)
+    expect(commit).to_be_enabled(timeout=30_000)
+    commit.click()
+    wait_for_app(page)
+    assert_no_exception(page)
+    expect(page.get_by_text("You predicted 50.", exact=False)).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("link", name=re.compile("^Open "))).to_have_count(1, timeout=60_000)
+    expect(page.locator(".js-plotly-plot").nth(1)).to_be_visible(timeout=30_000)  # sidebar digit + the widget
+    wait_for_app(page)
+    screenshot(page, "lessons", "5-prediction-revealed")
+
+    # Another digit, picked in the Lessons sidebar: the lesson stays, the digit changes everywhere.
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    expect(sidebar.get_by_text("sample 7 (labelled 7)", exact=True)).to_be_visible(timeout=30_000)
+    sidebar.get_by_role("button", name="4", exact=True).click()
+    wait_for_app(page)
+    assert_no_exception(page)
+    expect(sidebar.get_by_text("sample 4 (labelled 4)", exact=True)).to_be_visible(timeout=30_000)
+    expect(page).to_have_url(re.compile(r"digit=sample(%3A|:)4"))
+    expect(page).to_have_url(re.compile(r"[?&]lesson=relu-and-pooling(&|$)"))
+    expect(_heading(page, lesson.steps[0].title)).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("You predicted 50.", exact=False)).to_be_visible()  # the commitment is kept
+    wait_for_app(page)
+    screenshot(page, "lessons", "6-digit-changed-from-the-sidebar")
+
+
+@pytest.mark.browser
+def test_gradient_descent_on_a_slice_of_the_loss_and_the_dead_maps(app_url, page):
+    page.set_viewport_size(TALL)
+    learning = COURSE["learning"]
+    index = next(i for i, s in enumerate(learning.steps) if "loss_slice" in [w.name for w in s.widgets])
+    page.goto(f"{app_url}/lessons?lesson=learning&step={index + 1}&digit=sample:3")
+    wait_for_app(page)
+    assert_no_exception(page)
+    prediction = learning.steps[index].predictions[0]
+    right = next(a for a in prediction.answers if a.correct)
+    page.get_by_text(right.text, exact=True).first.click()
+    wait_for_app(page)
+    page.get_by_role("button", name="Commit my prediction").click()
+    wait_for_app(page)
+    expect(page.get_by_text("That is what happens.", exact=False)).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Take a step").first.click()
+    wait_for_app(page)
+    assert_no_exception(page)
+    expect(page.get_by_text("Step 1: new weight = old weight − learning rate × slope", exact=False)).to_be_visible(
+        timeout=30_000)
+    page.get_by_role("button", name="Take a step").first.click()
+    wait_for_app(page)
+    expect(page.get_by_text("Step 2: new weight", exact=False)).to_be_visible(timeout=30_000)
+    screenshot(page, "lessons", "7-loss-slice-two-steps")
+
+    # The overview of lesson 11 marks the maps that never fire.
+    page.goto(f"{app_url}/lessons?lesson=tinyvgg-end-to-end&step=1&digit=sample:3")
+    wait_for_app(page, timeout_ms=120_000)
+    assert_no_exception(page)
+    expect(page.get_by_text("ReLU maps are dead", exact=False)).to_be_visible(timeout=60_000)
+    expect(page.locator(".js-plotly-plot").nth(1)).to_be_visible(timeout=30_000)
+    wait_for_app(page)
+    screenshot(page, "lessons", "8-overview-dead-maps")

@@ -1,0 +1,225 @@
+"""Every claim the course computes about the models, measured again here in a different way from
+digitrec.lessons (plain torch on the real MNIST test set), so a wrong measurement cannot vouch for itself."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from digitrec import attribution, checkpoints, data, inspection, lessons, models, race, samples
+from digitrec.viz.cnn import cnn_forward, overview_figure
+
+
+@pytest.fixture(scope="module")
+def nets() -> dict:
+    return {k: checkpoints.load_pretrained(k).model for k in ("fc", "cnn")}
+
+
+@pytest.fixture(scope="module")
+def x_test(mnist) -> torch.Tensor:
+    return mnist.test.images.float().div(255).unsqueeze(1)  # (10000, 1, 28, 28)
+
+
+def _percent(share: float) -> str:
+    return f"{share:.1%}"
+
+
+# ---------------------------------------------------------------- zero fractions and dead maps (items 2, 13)
+
+
+def test_relu_1_1_zero_fraction_and_the_blank_paper_it_keeps(nets, x_test, mnist):
+    cnn = nets["cnn"]
+    with torch.no_grad():
+        relu = torch.relu(F.conv2d(x_test, cnn.conv_1_1.weight, cnn.conv_1_1.bias, padding=1))  # (N, 10, 28, 28)
+    zero = float((relu == 0).float().mean())
+    facts = lessons.relu_facts(nets, mnist)
+    assert facts["cnn.relu_1_1.zero_percent"] == _percent(zero)
+    assert zero < 0.5  # "only about 30 % zeros": far from "everything else is 0"
+    # Most conv_1_1 biases are positive, and a blank window gives exactly the bias.
+    positive = int((cnn.conv_1_1.bias > 0).sum())
+    assert lessons.model_facts(nets)["cnn.conv_1_1.positive_biases"] == str(positive) and positive > 5
+    blank = (x_test[:2000] == 0).expand(-1, 10, -1, -1)
+    on = relu[:2000] > 0
+    share = float((on & blank).sum()) / float(on.sum())
+    assert facts["cnn.relu_1_1.blank_share"] == _percent(share)
+    assert share > 0.5  # most positive cells sit on blank paper
+
+
+def test_dead_maps_are_zero_on_every_test_digit(nets, x_test):
+    cnn = nets["cnn"]
+    stats = inspection.relu_statistics(cnn, data.to_input(data.load_mnist(download=False).test.images))
+    with torch.no_grad():
+        acts = inspection.capture_activations(cnn, x_test)
+    dead_here = {}
+    for name in ("relu_1_1", "relu_1_2", "relu_2_1", "relu_2_2"):
+        peak = acts[name].amax(dim=(0, 2, 3))  # (10,) the largest value of each map over every digit
+        dead_here[name] = tuple(int(c) for c in torch.nonzero(peak == 0).flatten())
+        assert stats[name].dead == dead_here[name]
+        assert stats[name].zero_fraction == pytest.approx(float((acts[name] == 0).float().mean()), abs=1e-6)
+    assert sum(len(d) for d in dead_here.values()) >= 1  # the pretrained TinyVGG has dead maps to mark
+    # The overview marks each dead ReLU map, and its pooled copy when pooling follows.
+    fig = overview_figure(cnn_forward(cnn, x_test[:1]), "layer", dead={k: v for k, v in dead_here.items()})
+    marks = [a for a in fig.layout.annotations if a.name == "dead"]
+    expected = sum(len(v) for v in dead_here.values()) + len(dead_here["relu_1_2"]) + len(dead_here["relu_2_2"])
+    assert len(marks) == expected
+
+
+def test_relu_statistics_on_a_hand_made_model():
+    """Two channels: one always positive, one never: zero fraction 1/2, the second one dead."""
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 1)
+            with torch.no_grad():
+                self.conv.weight.zero_()
+                self.conv.bias.copy_(torch.tensor([1.0, -1.0]))
+            self.relu = torch.nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.conv(x))
+
+    stats = inspection.relu_statistics(Two(), torch.zeros(5, 28, 28, dtype=torch.uint8))["relu"]
+    assert stats.units == 2 and stats.dead == (1,) and stats.zero_fraction == 0.5
+    assert stats.unit_zero_fraction == (0.0, 1.0)
+
+
+# ---------------------------------------------------------------- occlusion is zero off the ink (item 3)
+
+
+def test_occlusion_scores_blank_paper_away_from_the_ink_exactly_zero(nets, mnist):
+    window = attribution._OPTIONS["occlusion"]["window"]  # 4 pixels
+    for index in (0, 1, 2):
+        x = mnist.test.images[index].float().div(255).reshape(1, 1, 28, 28)
+        target = int(mnist.test.labels[index])
+        attr = attribution.attribute(nets["cnn"], x, target, "occlusion")
+        ink = (x[0, 0] > 0).float()
+        # Pixels whose every occluding window (window x window, any stride offset) misses the ink.
+        near = F.max_pool2d(ink[None, None], 2 * window - 1, stride=1, padding=window - 1)[0, 0] > 0
+        values = attr.values.reshape(28, 28)
+        assert float(values[~near].abs().max()) <= 1e-5  # zero up to float32 rounding of the logit (~2e-6)
+        assert float(values[near].abs().max()) > 1e-3  # it does score the ink
+
+
+# ---------------------------------------------------------------- the accuracy ladder (item 5)
+
+
+def test_the_linear_baseline_is_softmax_regression_and_the_ladder_climbs(mnist, x_test):
+    ck = checkpoints.load_pretrained("linear")
+    assert ck.config == models.FCConfig(hidden=())
+    assert [n for n, _ in ck.model.named_children()] == ["flatten", "output"]
+    assert models.count_params(ck.model) == 784 * 10 + 10
+    with torch.no_grad():
+        acc = float((ck.model(x_test).argmax(1) == mnist.test.labels).float().mean())
+    assert acc == pytest.approx(ck.info.test_accuracy, abs=1e-4)
+    fc, cnn = (checkpoints.load_pretrained(k).info.test_accuracy for k in ("fc", "cnn"))
+    assert 0.90 < acc < fc < cnn
+
+
+# ---------------------------------------------------------------- train against test accuracy (item 6)
+
+
+def test_train_accuracy_is_measured_on_the_training_digits(nets, mnist):
+    facts = lessons.dataset_facts(nets, mnist, ["train_accuracy"])
+    x = mnist.train.images[: lessons.TRAIN_SAMPLE].float().div(255).unsqueeze(1)
+    y = mnist.train.labels[: lessons.TRAIN_SAMPLE]
+    for key, model in nets.items():
+        with torch.no_grad():
+            acc = float((model(x).argmax(1) == y).float().mean())
+        assert facts[f"{key}.train_accuracy"] == f"{acc:.2%}"
+    # FCNet cannot fit its own training digits much better than new ones; TinyVGG fits both better.
+    fc_train = float(facts["fc.train_accuracy"].rstrip("%"))
+    assert fc_train < 98.0 < float(facts["cnn.train_accuracy"].rstrip("%"))
+
+
+# ---------------------------------------------------------------- the on/off pattern alone (item 10)
+
+
+def test_onoff_lookup_accuracy_recomputed(nets, mnist):
+    fc = nets["fc"]
+
+    def patterns(images):
+        with torch.no_grad():
+            on = fc.fc_1(images.float().div(255).reshape(len(images), -1)) > 0
+        return [tuple(row) for row in on.tolist()]
+
+    votes: dict = {}
+    for p, label in zip(patterns(mnist.train.images), mnist.train.labels.tolist()):
+        votes.setdefault(p, torch.zeros(10, dtype=torch.long))[label] += 1
+    right = 0
+    for p, label in zip(patterns(mnist.test.images), mnist.test.labels.tolist()):
+        if p in votes and int(votes[p].argmax()) == label:  # ties: argmax picks the lowest class, as most_common does
+            right += 1
+    share = right / len(mnist.test)
+    assert lessons.onoff_lookup_accuracy(fc, mnist.train, mnist.test) == pytest.approx(share, abs=0.002)
+    assert 0.5 < share < checkpoints.load_pretrained("fc").info.test_accuracy - 0.1  # a lot, far from all
+
+
+# ---------------------------------------------------------------- cropping under a vertical shift (item 11)
+
+
+def test_crop_shares_from_row_and_column_sums(mnist):
+    x = mnist.test.images.float()
+    ink = x.sum(dim=(1, 2))
+    s = lessons.CROP_SHIFT
+    lost = {  # moved down s pixels, the bottom s rows leave the frame; and so on
+        "down": x[:, -s:, :].sum(dim=(1, 2)), "up": x[:, :s, :].sum(dim=(1, 2)),
+        "right": x[:, :, -s:].sum(dim=(1, 2)), "left": x[:, :, :s].sum(dim=(1, 2)),
+    }
+    shares = lessons.crop_shares(mnist.test.images)
+    for direction, gone in lost.items():
+        assert shares[direction] == pytest.approx(float((gone > lessons.CROP_SHARE * ink).float().mean()), abs=1e-3)
+    assert shares["down"] > 0.3 and shares["down"] > 3 * shares["right"]  # taller than wide
+
+
+# ---------------------------------------------------------------- shift survival (item 12)
+
+
+def test_shift_survival_recomputed_and_tinyvgg_breaks_after_a_few_pixels(nets, mnist):
+    survival = lessons.shift_survival(nets, mnist.test, shifts=(3,), n=300)
+    x = mnist.test.images[:300].float().div(255).unsqueeze(1)
+    moved = torch.zeros_like(x)
+    moved[..., 3:] = x[..., :-3]
+    for key, model in nets.items():
+        with torch.no_grad():
+            acc = float((model(moved).argmax(1) == mnist.test.labels[:300]).float().mean())
+        assert survival[key][3] == pytest.approx(acc)
+    assert survival["cnn"][3] > survival["fc"][3]
+    assert survival["cnn"][3] < survival["cnn"][0]
+
+
+def test_digit_shift_reach_is_the_shift_tests_own(nets):
+    from digitrec.shift import shift_curve
+
+    x = samples.sample_digit(7).reshape(1, 1, 28, 28)
+    facts = lessons.digit_facts(nets, x, 7)
+    for key, model in nets.items():
+        reach = shift_curve({key: model}, x[0, 0], 7, max_shift=6).robust_range(key)
+        assert facts[f"digit.{key}.shift_reach"] == str(max(reach, 0))
+
+
+# ---------------------------------------------------------------- edges, biases, cost of a step (items 1, 8)
+
+
+def test_map_0_lights_the_edge_the_lesson_names(nets):
+    facts = lessons.model_facts(nets)
+    image = torch.zeros(1, 1, 28, 28)
+    image[..., 12:16, 4:24] = 1.0  # a horizontal bar, rows 12-15: its top edge is row 11/12, its bottom row 15/16
+    with torch.no_grad():
+        map0 = nets["cnn"].conv_1_1(image)[0, 0]  # (28, 28)
+    top = float(map0[11:13, 8:20].mean())
+    bottom = float(map0[15:17, 8:20].mean())
+    assert facts["cnn.conv_1_1.map0_edge"] == ("top" if top > bottom else "bottom")
+    # Blank paper shows the bias: the blank corner of any digit.
+    digit = lessons.digit_facts(nets, samples.sample_digit(3).reshape(1, 1, 28, 28), 3)
+    assert digit["digit.cnn.corner"] == facts["cnn.conv_1_1.bias_0"]
+
+
+def test_a_training_step_costs_what_the_race_counts(nets):
+    facts = lessons.model_facts(nets)
+    assert facts["train.step_factor"] == str(race.TRAINING_STEP_FACTOR) == "3"
+    assert facts["train.backward_factor"] == "2"
+    text = (lessons.LESSONS_DIR / "06-learning.md").read_text()
+    assert "{{ train.backward_factor }} forward passes" in text and "{{ train.step_factor }} forward" in " ".join(text.split())
+    assert "about the cost of the forward pass" not in text

@@ -1,0 +1,153 @@
+"""The pages of issue 13 run by AppTest: Inside a unit (biography, interventions), Where a digit lands, Break it.
+
+Numbers on the pages are checked against computations made here, apart from the page's code path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from digitrec import checkpoints, embedding, intervention
+from streamlit_app import state
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+
+
+def open_page(page: str, query: dict[str, str] | None = None, digit=None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page(page)
+    at.session_state["digit"] = digit or state.sample_digit(7)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def values(v) -> list:
+    """A figure array as a list: plotly sends numpy arrays as {"dtype", "bdata": base64}."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+    return list(v)
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_biography_of_an_fc_neuron_lists_the_brute_force_top_digits(mnist):
+    at = open_page("views/unit.py", {"layer": "fc_1", "unit": "5", "net": "fc"})
+    model = checkpoints.load_pretrained("fc").model
+    x = mnist.test.images.flatten(1).float() / 255.0  # (10000, 784)
+    values = x @ model.fc_1.weight.detach()[5] + model.fc_1.bias.detach()[5]  # neuron 5 before ReLU, all digits
+    top = values.topk(9)
+    grid = next(f for f in figures(at) if any(a.get("text", "").startswith("#") for a in f["layout"].get("annotations", [])))
+    titles = [a["text"] for a in grid["layout"]["annotations"]]
+    assert [int(t.split(":")[0][1:]) for t in titles] == top.indices.tolist()
+    np.testing.assert_allclose([float(t.split(": ")[1]) for t in titles], top.values.numpy(), atol=0.006)
+    fires = float((values > 0).float().mean())
+    assert at.metric[0].value == f"{fires:.1%} of test digits"
+
+
+def test_a_dead_map_is_named_dead_and_a_bad_url_is_clamped_with_a_toast():
+    at = open_page("views/unit.py", {"layer": "conv_2_1", "unit": "3", "net": "cnn"})
+    assert any("is **dead**" in w.value for w in at.warning)
+    assert at.metric[0].value == "0.0% of test digits"
+    at = open_page("views/unit.py", {"layer": "**conv_9_9**", "unit": "99", "net": "cnn"})
+    toasts = [t.value for t in at.toast]
+    assert any("does not have" in t for t in toasts) and not any("conv_9_9" in t for t in toasts)
+    assert at.selectbox(key="unit_bio_layer").value == "conv_1_1"
+    assert at.query_params["layer"] == ["conv_1_1"] or at.query_params["layer"] == "conv_1_1"
+
+
+def test_interventions_change_a_private_copy_only(mnist):
+    shared = checkpoints.load_pretrained("fc").model
+    before = intervention.fingerprint(shared)
+    at = open_page("views/unit.py", {"layer": "fc_2", "unit": "0", "net": "fc"})
+    at.radio(key="unit_change_kind").set_value("knock out")
+    at.selectbox(key="unit_change_layer").set_value("fc_2")
+    at.number_input(key="unit_change_unit").set_value(3)
+    at.button(key="FormSubmitter:unit_change_form-Apply the change").click().run()
+    assert not at.exception and not at.error
+    changed = state_models(at)["changed-fc"].model
+    digit = state.sample_digit(7).x  # (1, 1, 28, 28)
+    expected = intervention.apply(shared, [intervention.Change("knock out", "fc_2", 3)])
+    with torch.inference_mode():
+        torch.testing.assert_close(changed(digit), expected(digit))
+    probs = next(f for f in figures(at) if any(t.get("name") == "with your changes" for t in f["data"]))
+    shown = next(t for t in probs["data"] if t["name"] == "with your changes")["y"]
+    np.testing.assert_allclose(shown, torch.softmax(expected(digit), 1)[0].detach().numpy(),
+                               atol=1e-5)
+    assert intervention.fingerprint(shared) == before  # the cached, shared model is untouched
+
+    # A weight that overflows: one sentence, and the change list stays as it was.
+    at.radio(key="unit_change_kind").set_value("set weight")
+    at.selectbox(key="unit_change_layer").set_value("fc_1")
+    at.number_input(key="unit_change_value").set_value(1e39)
+    at.text_input(key="unit_change_rest").set_value("400")
+    at.button(key="FormSubmitter:unit_change_form-Apply the change").click().run()
+    assert any("too large" in e.value for e in at.error)
+    assert len(at.session_state["_unit_changes"]["fc"]) == 1
+    at.button(key="unit_change_reset").click().run()
+    assert "changed-fc" not in state_models(at)
+    assert intervention.fingerprint(shared) == before
+
+
+def state_models(at: AppTest) -> dict:
+    return at.session_state["my_models"] if "my_models" in at.session_state else {}
+
+
+def test_map_places_a_test_digit_on_its_own_dot(mnist):
+    at = open_page("views/map.py", {"net": "fc"}, digit=state.test_digit(42))
+    fig = next(f for f in figures(at) if any(t.get("name") == "your digit" for t in f["data"]))
+    classes = [t for t in fig["data"] if t["name"] in [str(d) for d in range(10)]]
+    assert len(classes) == 10 and sum(len(values(t["x"])) for t in classes) == 10_000
+    star = next(t for t in fig["data"] if t["name"] == "your digit")
+    own = next(t for t in classes if 42 in values(t["customdata"]))
+    i = values(own["customdata"]).index(42)
+    assert own["name"] == str(int(mnist.test.labels[42]))
+    np.testing.assert_allclose([values(star["x"])[0], values(star["y"])[0]],
+                               [values(own["x"])[i], values(own["y"])[i]], atol=1e-3)
+    # The neighbours are the closest training digits in the layer's own numbers, computed here apart.
+    model = checkpoints.load_pretrained("fc").model
+    feats = embedding.representations(model, mnist.train.images[: embedding.NEIGHBOUR_POOL], ["relu_2"])["relu_2"]
+    mine = embedding.representations(model, mnist.test.images[42:43], ["relu_2"])["relu_2"]
+    nearest = torch.cdist(mine, feats)[0].topk(8, largest=False).indices
+    grid = next(f for f in figures(at) if any("distance" in a.get("text", "") for a in f["layout"].get("annotations", [])))
+    labels = [int(a["text"].split()[1]) for a in grid["layout"]["annotations"]]
+    assert labels == mnist.train.labels[nearest].tolist()
+
+
+def test_break_it_edit_flips_the_network_and_noise_counts_add_up():
+    at = open_page("views/break_it.py", {"net": "fc"})
+    at.radio(key="fool_edit_net").set_value("fc")
+    at.selectbox(key="fool_edit_target").set_value(3).run()
+    assert not at.exception
+    metric = next(m for m in at.metric if m.label.startswith("FCNet (pretrained) on the edited"))
+    assert metric.value.startswith("3 ")
+    bars = next(f for f in figures(at) if f["data"] and f["data"][0].get("type") == "bar"
+                and "noise images" in json.dumps(f["layout"]))
+    assert all(sum(t["y"]) == 1000 for t in bars["data"]) and len(bars["data"]) == 2
+
+
+def test_explorers_link_every_unit_to_its_biography():
+    at = open_page("views/cnn_explorer.py", {"net": "cnn"})
+    assert any("Dead units" in c.value and "conv_2_1 maps 1, 3" in c.value for c in at.caption)
+    # A learner who last chose FCNet opens a TinyVGG map's biography from the CNN overview.
+    at.session_state["net"] = "fc"
+    at.selectbox(key="cnn_unit_link_layer").set_value("conv_2_2").run()
+    at.selectbox(key="cnn_unit_link_unit").set_value(4).run()
+    at.button(key="cnn_unit_link_open").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="unit_bio_layer").value == "conv_2_2" and at.selectbox(key="unit_bio_unit").value == 4
+    assert at.selectbox(key="net_picker").value == "cnn"
+    at = open_page("views/fc_explorer.py", {"net": "fc"})
+    assert any("Dead units" in c.value or "No unit of this network is dead" in c.value for c in at.caption)
