@@ -135,7 +135,9 @@ def cnn_overview(*, key: str, net: state.Network | None = None, digit: state.Dig
             f"Maps shown (this network has {channels} per layer)", pages, key=f"{key}_maps_{channels}",
             format_func=lambda r: f"maps {r.start}–{r.stop - 1}",
         )
-    stats = state.relu_statistics(net)  # measured once over the test digits; None without MNIST
+    # Dead maps are measured once over the 10,000 test digits: seconds for TinyVGG, minutes
+    # for a 256-channel network, which would hold the page (and the server) meanwhile.
+    stats = state.relu_statistics(net) if channels <= MAX_OVERVIEW_MAPS else None  # None without MNIST too
     dead = {name: s.dead for name, s in stats.items()} if stats else None
     fig = viz.overview_figure(forward, chosen, dead=dead, maps=shown)
     st.plotly_chart(fig, key=f"{key}_fig", config={"displayModeBar": False})
