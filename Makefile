@@ -9,8 +9,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
+# `make run` is for one learner on this machine: only it can reach the app.
+ADDRESS ?= 127.0.0.1
 
-.PHONY: run test data browser weights bench clean
+.PHONY: run test data browser nginx serve load weights bench clean
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +28,28 @@ data: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || scripts/install-chromium
 
-run: $(STAMP) data
-	$(PY) -m streamlit run streamlit_app/app.py --server.port=$(PORT) --browser.gatherUsageStats=false
+# Debian's nginx for `make serve` and its test (run as our own child process, never the service).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || scripts/install-nginx
 
-test: $(STAMP) data browser
+run: $(STAMP) data
+	$(PY) -m streamlit run streamlit_app/app.py --server.address=$(ADDRESS) --server.port=$(PORT) --browser.gatherUsageStats=false
+
+test: $(STAMP) data browser nginx
 	$(PY) -m pytest
+
+# For a class: REPLICAS app processes (default: one per core) behind nginx on
+# SERVE_ADDRESS:SERVE_PORT (default every interface, port 8080). Ctrl-C stops it all.
+SERVE_ADDRESS ?= 0.0.0.0
+SERVE_PORT    ?= 8080
+REPLICAS      ?=
+serve: $(STAMP) data nginx
+	$(PY) scripts/serve --address $(SERVE_ADDRESS) --port $(SERVE_PORT) $(if $(REPLICAS),--replicas $(REPLICAS))
+
+# The load test: classes of 2, 4 and 8 learners on one server, then 8 through `make serve`.
+# Prints median and p95 page times (browser and server side); results in tests/load/results/.
+load: $(STAMP) data browser nginx
+	DIGITREC_LOAD_N="2 4 8" DIGITREC_LOAD_SERVE=1 $(PY) -m pytest tests/load -s -q -p no:cacheprovider
 
 # Reproduce the committed pretrained weights (fixed seeds; see weights/README.md).
 # One thread: the committed files were made so, and the thread count changes float rounding.

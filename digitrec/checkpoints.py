@@ -23,6 +23,7 @@ allocates nothing), then that every weight is finite. Each failure raises
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -37,7 +38,8 @@ import torch
 from torch import nn
 
 import digitrec
-from digitrec import models
+from digitrec import files, models
+from digitrec.config import MAX_HIDDEN_LAYERS, WIDTH_RANGE
 from digitrec.data import REPO_ROOT
 from digitrec.errors import CheckpointError, DigitrecError
 
@@ -68,8 +70,28 @@ _DTYPE_NAMES = {
 }
 
 # A header larger than this is not one we wrote (ours are about 2 KB); safetensors
-# itself refuses headers over 100 MB.
-_MAX_HEADER_BYTES = 100_000_000
+# itself allows 100 MB, which a crafted file uses to cost seconds and hundreds of MB
+# of parsed JSON before it is refused.
+MAX_HEADER_BYTES = 1_000_000
+# Our models have at most 2 tensors per layer and at most 9 layers (18 entries);
+# a header naming more tensors than this is refused before any is looked at.
+MAX_HEADER_ENTRIES = 64
+
+
+
+# The largest model a configuration allows (TinyVGG's most channels make a smaller one;
+# tests/test_serving.py checks both).
+LARGEST_CONFIG = models.FCConfig(hidden=(WIDTH_RANGE[1],) * MAX_HIDDEN_LAYERS)
+
+
+@functools.cache
+def max_checkpoint_bytes() -> int:
+    """The size of the largest checkpoint a digitrec model can have (LARGEST_CONFIG's
+    weights, about 460 MiB of float32) plus the longest header we read."""
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        largest = models.build(LARGEST_CONFIG)
+    return 4 * models.count_params(largest) + 8 + MAX_HEADER_BYTES
+
 
 _HOW_TO_SAVE = "Save checkpoints with `python -m digitrec train` or the app's Download button."
 
@@ -211,12 +233,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
             f"{path} does not exist. Check the path, or train a model with "
             f"`python -m digitrec train --model fc --out {path}`."
         )
-    if not path.is_file():
+    if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file. Give the path of a .safetensors file.")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{path} could not be read: {e.strerror or e}. Check its permissions.") from e
+    # Regular files only (not /dev/zero, not a named pipe), no larger than the largest model's.
+    data = files.read_regular_file(path, max_checkpoint_bytes(), "a .safetensors checkpoint", CheckpointError)
     return load_bytes(data, name=str(path))
 
 
@@ -251,6 +271,7 @@ def load_bytes(data: bytes, name: str = "upload") -> Checkpoint:
     model = skeleton.to_empty(device="cpu")
     model.load_state_dict(tensors, strict=True)
     model.eval()
+    _check_forward_is_finite(model, name)
     info = CheckpointInfo(
         architecture=config.architecture,
         name=models.display_name(config),
@@ -259,6 +280,23 @@ def load_bytes(data: bytes, name: str = "upload") -> Checkpoint:
         **info_fields,
     )
     return Checkpoint(model=model, config=config, info=info)
+
+
+def _check_forward_is_finite(model: nn.Module, name: str) -> None:
+    """Refuse weights that are finite one by one but overflow together (e.g. all 3e38):
+    such a model answers NaN for every digit, which every page would show as "nan %"."""
+    from digitrec.samples import sample_digits
+
+    x = torch.stack(list(sample_digits().values())).unsqueeze(1)  # (10, 1, 28, 28)
+    with torch.inference_mode():
+        logits = model(x)  # (10, 10)
+        finite = bool(torch.isfinite(logits).all()) and bool(torch.isfinite(torch.log_softmax(logits, 1)).all())
+    if not finite:
+        raise CheckpointError(
+            f"{name} holds weights so large that the model's outputs overflow (not finite) on the "
+            "ten sample digits, so it cannot predict anything. It was probably saved from a run that "
+            "diverged or was edited by hand: train again with a lower learning rate."
+        )
 
 
 def load_pretrained(key: str) -> Checkpoint:
@@ -298,7 +336,14 @@ def _read_header(data: bytes, name: str) -> tuple[dict[str, str], dict[str, dict
     if len(data) < 8:
         raise CheckpointError(not_safetensors)
     (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len == 0 or header_len > _MAX_HEADER_BYTES:
+    if header_len == 0:
+        raise CheckpointError(not_safetensors)
+    if header_len > MAX_HEADER_BYTES:
+        if data[8:9] == b"{":  # a safetensors header, just far larger than any we write
+            raise CheckpointError(
+                f"{name} has a header of {header_len:,} bytes; digitrec's checkpoints have headers of "
+                f"about 2 KB and it reads at most {MAX_HEADER_BYTES:,}. {_HOW_TO_SAVE}"
+            )
         raise CheckpointError(not_safetensors)
     if 8 + header_len > len(data):
         # A plausible header length but not that many bytes: the file was cut short
@@ -311,7 +356,9 @@ def _read_header(data: bytes, name: str) -> tuple[dict[str, str], dict[str, dict
         raise CheckpointError(not_safetensors)
     try:
         header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and a number of thousands of digits (Python
+        # refuses to convert those); RecursionError: absurdly nested JSON.
         raise CheckpointError(not_safetensors) from None
     if not isinstance(header, dict):
         raise CheckpointError(not_safetensors)
@@ -324,6 +371,11 @@ def _read_header(data: bytes, name: str) -> tuple[dict[str, str], dict[str, dict
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CheckpointError(f"{name} is damaged: its metadata is not a table of strings. {_HOW_TO_SAVE}")
 
+    if len(header) > MAX_HEADER_ENTRIES:
+        raise CheckpointError(
+            f"{name} names {len(header):,} tensors; a digitrec model has at most {MAX_HEADER_ENTRIES}. "
+            f"{_HOW_TO_SAVE}"
+        )
     body = len(data) - 8 - header_len
     entries: dict[str, dict] = {}
     for key, entry in header.items():
@@ -379,9 +431,11 @@ def _read_config(metadata: dict[str, str], name: str) -> models.ModelConfig:
         raise CheckpointError(f"{name} has no model configuration in its metadata, so its model cannot be rebuilt. {_HOW_TO_SAVE}")
     try:
         raw = json.loads(metadata["config"])
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, or a number too long to convert
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else (
+            "nested too deeply" if isinstance(e, RecursionError) else "a number in it is too long")
         raise CheckpointError(
-            f"{name} is damaged: its model configuration is not valid JSON ({getattr(e, 'msg', 'nested too deeply')}). {_HOW_TO_SAVE}"
+            f"{name} is damaged: its model configuration is not valid JSON ({reason}). {_HOW_TO_SAVE}"
         ) from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{name} is damaged: its model configuration is not a JSON object. {_HOW_TO_SAVE}")

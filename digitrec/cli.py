@@ -12,8 +12,10 @@ import argparse
 import datetime as _dt
 import json
 import math
+import os
 import signal
 import sys
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -248,7 +250,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.limit is not None and args.limit < 1:
         raise InvalidConfig(f"--limit must be at least 1 (got {args.limit}).")
+    _check_training_memory(model_config, train_config.batch_size, train_config.optimizer)
     out = args.out or Path("runs") / f"{args.model}-{_dt.datetime.now():%Y%m%d-%H%M%S}.safetensors"
+    _check_writable(out)  # before training: a bad path must not cost the trained model
 
     mnist = data.load_mnist()
     train_set = mnist.train.subset(args.limit) if args.limit else mnist.train
@@ -278,10 +282,45 @@ def cmd_train(args: argparse.Namespace) -> int:
         "stopped_early": "yes" if state.stopped else "no",
         "test_loss": repr(state.test_loss),
     }
-    path = checkpoints.save(model, out, test_accuracy=state.test_accuracy, epochs=epochs_done,
-                            seed=args.seed, extra=extra)
+    save = dict(test_accuracy=state.test_accuracy, epochs=epochs_done, seed=args.seed, extra=extra)
+    try:
+        path = checkpoints.save(model, out, **save)
+    except DigitrecError as e:  # the disk filled up, the folder vanished: keep the model somewhere
+        fallback = Path(tempfile.gettempdir()) / f"digitrec-{args.model}-{_dt.datetime.now():%Y%m%d-%H%M%S}.safetensors"
+        checkpoints.save(model, fallback, **save)
+        _error(f"{e} The trained model was saved to {fallback} instead; move it where you want it.")
+        return EXIT_USAGE
     print(f"test accuracy {state.test_accuracy * 100:.2f} % — saved {path}")
     return 0
+
+
+def _check_training_memory(model_config, batch_size: int, optimizer: str) -> None:
+    """The app's memory check: refuse a network and batch that need more memory than a run may use."""
+    from digitrec.config import MEMORY_BUDGET_BYTES
+    from digitrec.spec import training_memory_bytes
+
+    need = training_memory_bytes(model_config, batch_size, optimizer)
+    if need > MEMORY_BUDGET_BYTES:
+        raise InvalidConfig(
+            f"Cannot train: this network with a batch of {batch_size:,} digits needs about {need / 2**30:.1f} GiB "
+            f"of memory to train (the limit is {MEMORY_BUDGET_BYTES / 2**30:.0f} GiB); use a smaller --batch-size "
+            "or a smaller network."
+        )
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an --out the checkpoint could not be written to, before any training."""
+    if out.is_dir():
+        raise DigitrecError(f"--out {out} is a folder; give a file path such as {out / 'model.safetensors'}.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise DigitrecError(
+            f"Cannot save to --out {out}: {e.strerror or e}. Choose a folder you can write to; nothing was trained."
+        ) from None
 
 
 class _stop_on_ctrl_c:
@@ -325,7 +364,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_report(ckpt.model, mnist.test)
     info = ckpt.info
 
-    print(f"{args.path}: {info.name}, {info.params:,} parameters")
+    print(f"{_printable(str(args.path))}: {info.name}, {info.params:,} parameters")
     print(f"test accuracy {result['accuracy'] * 100:.2f} % ({result['correct']:,} of {result['total']:,} digits)")
     print(f"test loss     {result['loss']:.4f} (mean cross-entropy)")
     print("per digit:")
@@ -341,8 +380,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ("digitrec version", info.digitrec_version),
         *sorted(info.extra.items()),
     ]
-    for key, value in rows:
-        print(f"  {key}: {'unknown' if value is None else value}")
+    for key, value in rows:  # metadata is whatever the file says: escaped, one line each
+        print(f"  {_printable(str(key))}: {'unknown' if value is None else _printable(str(value))}")
     return 0
 
 
@@ -368,6 +407,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         print("warning: " + " ".join(warning.split()), file=sys.stderr)
     print(f"saved {out} (open it in the app: Train a network → Load a network you trained and downloaded before)")
     return 0
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``): a checkpoint's metadata can
+    neither drive the terminal nor forge a line of output such as a "test accuracy"."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _config_dict(config) -> dict:
@@ -416,10 +461,14 @@ def evaluate_report(model, digits, batch_size: int = 1000) -> dict:
 def cmd_predict(args: argparse.Namespace) -> int:
     from digitrec import checkpoints
     from digitrec.inspection import predict_proba
-    from digitrec.preprocess import load_image, to_mnist  # lazily: pulls in PIL
+    from digitrec.errors import BadImage
+    from digitrec.files import read_regular_file
+    from digitrec.preprocess import MAX_FILE_BYTES, load_image, to_mnist  # lazily: pulls in PIL
 
     # The image first: a wrong image path is the likelier mistake, and the cheaper check.
-    digit = to_mnist(load_image(args.image.read_bytes()))  # (28, 28) float in [0, 1]
+    # A regular file only, of bounded size: never /dev/zero, never a pipe that blocks.
+    image = load_image(read_regular_file(args.image, MAX_FILE_BYTES, "an image", BadImage))
+    digit = to_mnist(image)  # (28, 28) float in [0, 1]
     chosen = dict(args.weights)  # a later --weights for the same key wins
     ckpts = {
         key: checkpoints.load(chosen[key]) if key in chosen else checkpoints.load_pretrained(key)
@@ -427,7 +476,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     }
     x = digit.reshape(1, 1, *digit.shape)  # (1, 1, 28, 28)
 
-    print(f"{args.image}: read as a 28x28 digit")
+    print(f"{_printable(str(args.image))}: read as a 28x28 digit")
     best = {}
     width = max(len(c.info.name) for c in ckpts.values())
     for key, ckpt in ckpts.items():

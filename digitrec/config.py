@@ -35,6 +35,9 @@ CNN_PADDING = 1
 MAX_HIDDEN_LAYERS = 8
 WIDTH_RANGE = (1, 4096)  # neurons in one hidden layer
 CHANNELS_RANGE = (1, 256)  # TinyVGG feature maps per conv layer
+# The app's Train page offers fewer (the command line, all of CHANNELS_RANGE): every map
+# of a wider network makes each explorer page slower for a whole class on one server.
+APP_CHANNELS_RANGE = (1, 64)
 PADDINGS = (0, 1)
 
 

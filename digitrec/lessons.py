@@ -379,7 +379,7 @@ def load_lessons(folder: Path | str | None = None) -> list[Lesson]:
     for path in sorted(folder.glob("*.md")):
         if path.name.lower() == "readme.md":
             continue
-        lesson = parse_lesson(path.read_text(encoding="utf-8"), path.name)
+        lesson = parse_lesson(_read_lesson_file(path), path.name)
         lessons.append(Lesson(**{**lesson.__dict__, "path": path}))
     numbers = [lesson.number for lesson in lessons]
     if len(set(numbers)) != len(numbers):
@@ -390,6 +390,30 @@ def load_lessons(folder: Path | str | None = None) -> list[Lesson]:
     if not lessons:
         raise LessonError(f"There are no lessons (NN-slug.md files) in {folder}.")
     return sorted(lessons, key=lambda lesson: lesson.number)
+
+
+# A lesson is a few KB of Markdown; a larger file is not one.
+MAX_LESSON_BYTES = 1_000_000
+
+
+def _read_lesson_file(path: Path) -> str:
+    """The text of a lesson file; LessonError (a sentence) for a folder, a broken link, a
+    device or pipe, a huge file, or bytes that are not UTF-8."""
+    from digitrec.files import read_regular_file
+
+    if path.is_symlink() and not path.exists():
+        raise LessonError(f"{path.name} is a link to a file that does not exist; remove the link or restore its file.")
+    try:
+        data = read_regular_file(path, MAX_LESSON_BYTES, "a Markdown lesson", LessonError)
+    except FileNotFoundError:
+        raise LessonError(f"{path.name} disappeared while the lessons were being read; reload the page.") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise LessonError(
+            f"{path.name}, line {line}: the file is not UTF-8 text (byte {e.start}); save it as UTF-8."
+        ) from None
 
 
 def find_lesson(lessons: list[Lesson], ref: str) -> Lesson | None:

@@ -46,9 +46,24 @@ INK_THRESHOLD = 0.1
 MIN_CONTRAST = 0.1
 # How the crop is scaled into the 20-box (see fit_box).
 RESAMPLE = Image.Resampling.BILINEAR
-# Uploads larger than this a side are refused before their pixels are decoded:
-# a digit needs no more, and a small file can expand to gigabytes (a decompression bomb).
+# Uploads larger than this a side, or of more pixels in all, are refused before their
+# pixels are decoded: a digit needs no more, and a small file can expand to gigabytes (a
+# decompression bomb; an 85 KB PNG of 4096 x 4096 took 700 MB and 3 s to read).
 MAX_SIDE = 4096
+MAX_PIXELS = 4_000_000  # 2000 x 2000
+# An image file of one digit larger than this is not one (a phone photo is 2-5 MB).
+MAX_FILE_BYTES = 10 * 2**20
+# A decoded upload is shrunk (keeping its aspect) so its longer side is at most this
+# before any float maths: the 20 x 20 box needs far less, and the app keeps the image
+# to show how it was preprocessed.
+WORK_SIDE = 1024
+# The image formats an upload may be in. Pillow knows many more (EPS would run
+# Ghostscript); a digit comes as one of these.
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+# Handwritten digits leave most of their 20 x 20 box empty: in MNIST at most 43 % of the
+# 28 x 28 pixels are over 0.3 (99 % of digits stay under 27 %). Noise or a texture fills
+# the whole box (about 51 %).
+MAX_INK_COVERAGE = 0.45
 
 # A mark whose longer side is under this fraction of the image's longer side is a dot or
 # a slip of the mouse, not a digit: blown up to 20 px it would become a confident blob.
@@ -86,6 +101,31 @@ class PreprocessSteps:
     centre_of_mass: tuple[float, float]
     shift: tuple[int, int]
     final: torch.Tensor
+
+    @property
+    def ink_coverage(self) -> float:
+        """The fraction of the 28 x 28 pixels with ink over 0.3 (MNIST's digits: at most 0.43)."""
+        return float((self.final > 0.3).float().mean())
+
+    @property
+    def warning(self) -> str | None:
+        """A sentence when the result does not look like a handwritten digit (else None)."""
+        return not_a_digit_warning(self.final)
+
+
+def not_a_digit_warning(digit: torch.Tensor) -> str | None:
+    """A sentence if a (28, 28) digit in [0, 1] is ink all over (noise, a texture), else None.
+
+    The networks still answer for it; the sentence says why that answer means little.
+    """
+    coverage = float((digit > 0.3).float().mean())
+    if coverage <= MAX_INK_COVERAGE:
+        return None
+    return (
+        f"This does not look like a digit: ink covers {coverage:.0%} of the picture, spread over the whole "
+        "frame like noise or a texture (handwritten digits leave most of it empty, under 43 % in MNIST). "
+        "The networks' answers below are for it anyway; try a photo of one digit on plain paper."
+    )
 
 
 def to_mnist(image: np.ndarray | Image.Image) -> torch.Tensor:
@@ -291,12 +331,13 @@ def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
 
 
 def load_image(data: bytes) -> np.ndarray:
-    """Decode an uploaded file (PNG, JPEG, BMP, GIF, WebP, ...) to a uint8 array.
+    """Decode an uploaded file (PNG, JPEG, GIF, BMP or WebP only) to a uint8 array.
 
     Returns (H, W) greyscale, (H, W, 3) RGB or (H, W, 4) RGBA, as the file holds
     it (an animated file gives its first frame; a photo is turned upright by its
-    EXIF orientation). Raises BadImage for a file that is not an image, is
-    truncated or corrupt, or is larger than MAX_SIDE pixels a side.
+    EXIF orientation), shrunk so its longer side is at most WORK_SIDE. Raises
+    BadImage for a file that is not one of those formats, is truncated or
+    corrupt, or is larger than MAX_SIDE pixels a side or MAX_PIXELS in all.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BadImage(
@@ -312,11 +353,13 @@ def load_image(data: bytes) -> np.ndarray:
         with warnings.catch_warnings():
             # Pillow only warns about a large image; we refuse it (see _check_size).
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(bytes(data))) as im:
+            with Image.open(io.BytesIO(bytes(data)), formats=list(UPLOAD_FORMATS)) as im:
                 _check_size(*im.size)  # the header alone gives the size: decode nothing yet
+                if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale straight away
+                    im.draft(im.mode, (WORK_SIDE, WORK_SIDE))
                 im.load()
                 im = ImageOps.exif_transpose(im)
-                return _pil_to_array(im)
+                return _shrink(_pil_to_array(im))
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -326,8 +369,8 @@ def load_image(data: bytes) -> np.ndarray:
         ) from e
     except Image.UnidentifiedImageError as e:
         raise BadImage(
-            "That file is not an image we can read (its contents are in no image format we "
-            "know). Upload a PNG or JPEG of a single digit."
+            "That file is not an image we can read (it is not a PNG, JPEG, GIF, BMP or WebP "
+            "image). Upload a PNG or JPEG of a single digit."
         ) from e
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, EOFError, ...
         reason = str(e) or type(e).__name__
@@ -338,11 +381,23 @@ def load_image(data: bytes) -> np.ndarray:
 
 
 def _check_size(width: int, height: int) -> None:
-    if width > MAX_SIDE or height > MAX_SIDE:
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
         raise BadImage(
-            f"That image is {width}x{height} pixels, larger than we read ({MAX_SIDE} a side). "
+            f"That image is {width}x{height} pixels, larger than we read (at most {MAX_SIDE} a side "
+            f"and {MAX_PIXELS / 1e6:.0f} megapixels; a digit needs far fewer). "
             "Upload a smaller PNG or JPEG of a single digit."
         )
+
+
+def _shrink(arr: np.ndarray) -> np.ndarray:
+    """(H, W[, C]) uint8 -> the same shrunk by a whole factor so its longer side is <= WORK_SIDE.
+
+    Box-averaging keeps thin strokes (each output pixel is the mean of the ones it covers).
+    """
+    factor = -(-max(arr.shape[:2]) // WORK_SIDE)  # ceil
+    if factor <= 1:
+        return arr
+    return np.asarray(Image.fromarray(np.ascontiguousarray(arr)).reduce(factor))  # L, RGB or RGBA from the shape
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:

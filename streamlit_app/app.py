@@ -30,5 +30,7 @@ PAGES = {
 }
 
 page = st.navigation(PAGES)
+state.track_session()  # so what it holds is let go when it ends
 state.sync_url()
-page.run()
+with state.page_timing(page.url_path or "home"):  # server time per page, for the load test
+    page.run()

@@ -13,6 +13,8 @@ so a link reproduces the view.
 from __future__ import annotations
 
 import base64
+import hashlib
+import threading
 from dataclasses import dataclass
 
 import streamlit as st
@@ -114,11 +116,38 @@ def _shown_checkpoint(path: str, mtime_ns: int) -> checkpoints.Checkpoint:  # mt
     return checkpoints.load(path)
 
 
+# Each of a learner's own networks can take hundreds of MB (an 8 x 4096 FCNet is 460 MiB)
+# on a server a whole class shares, so a session keeps at most this many.
+MAX_MY_MODELS = 4
+_MY_MODEL_DIGESTS_KEY = "_my_model_digests"  # session_state key: {sha256 of an uploaded file: network key}
+
+
 def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | None) -> Network:
-    """Make a model trained or uploaded in this session available on every page."""
+    """Make a model trained or uploaded in this session available on every page.
+
+    Raises DigitrecError (with the sentence to show) when the session already holds
+    MAX_MY_MODELS of its own networks.
+    """
+    mine = st.session_state.setdefault(MY_MODELS_KEY, {})
+    if key not in mine and len(mine) >= MAX_MY_MODELS:
+        raise DigitrecError(
+            f"This session already holds {len(mine)} networks of your own, the most one session keeps on a "
+            "shared server. Download the ones you want to keep, then reload the page to start a fresh session."
+        )
     net = Network(key, label, model, model.config, test_accuracy)
-    st.session_state.setdefault(MY_MODELS_KEY, {})[key] = net
+    mine[key] = net
     return net
+
+
+def uploaded_model(data: bytes) -> Network | None:
+    """The network this session already made from a file with exactly these bytes, if it still has it."""
+    key = st.session_state.get(_MY_MODEL_DIGESTS_KEY, {}).get(hashlib.sha256(data).hexdigest())
+    return st.session_state.get(MY_MODELS_KEY, {}).get(key) if key else None
+
+
+def remember_upload(data: bytes, net: Network) -> None:
+    """Note that ``net`` was made from the uploaded ``data``, so the same file is never loaded twice."""
+    st.session_state.setdefault(_MY_MODEL_DIGESTS_KEY, {})[hashlib.sha256(data).hexdigest()] = net.key
 
 
 def network(key: str | None = None) -> Network:
@@ -238,9 +267,20 @@ def current_digit() -> Digit:
         if digit is None:
             digit = sample_digit(7)
             if ref:  # say so rather than silently show another digit than the link meant
-                st.toast(f"The link's digit ({ref[:24]}) could not be read, so this shows sample 7.")
+                st.toast(f"The link's digit ({plain(ref[:24])}) could not be read, so this shows sample 7.")
         st.session_state[DIGIT_KEY] = digit
     return digit
+
+
+def plain(text: str) -> str:
+    """``text`` (from a URL, a file name) escaped so Streamlit's Markdown shows it as typed.
+
+    Every ASCII punctuation character gets a backslash (CommonMark lets any of them be
+    escaped), so a crafted link cannot make a real link, an image the browser fetches,
+    a :red[colour] or :material/icon: directive, or $maths$ out of it.
+    """
+    return "".join("\\" + ch if ch.isascii() and not ch.isalnum() and not ch.isspace() else ch
+                   for ch in " ".join(str(text).split()))
 
 
 def set_current_digit(digit: Digit) -> None:
@@ -483,8 +523,16 @@ def course() -> list:
     from digitrec.lessons import lessons_dir
 
     folder = lessons_dir()
-    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.md")))
+    stamp = tuple((p.name, _mtime_ns(p)) for p in sorted(folder.glob("*.md")))
     return _course(str(folder), stamp)
+
+
+def _mtime_ns(path) -> int:
+    """When ``path`` (or, for a link, its target) last changed; a broken link counts by itself."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # a link to nothing: load_lessons says so on the page
+        return path.lstat().st_mtime_ns
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -605,6 +653,206 @@ def measure_scale(channels: int) -> list:
 
     _SCALE[channels] = scale.measure(channels)
     return _SCALE[channels]
+
+
+# ---------------------------------------------------------------- sessions that end
+# A class closes thirty tabs at the end of a lesson. Streamlit keeps a closed tab's
+# session for server.disconnectedSessionTTL seconds (so a reconnect after a network
+# blip finds it), and after that only drops it lazily, never stopping what it started.
+# So every session is tracked here, and a sweeper thread (one per server process)
+# releases a session once it has been without a browser for that long: its runs are
+# stopped, its own networks, uploads and per-session caches dropped.
+
+SWEEP_S = 2.0  # how often the sweeper looks for ended sessions
+# session_state keys of what a session holds that an ended session must let go of.
+_HELD_KEYS = (MY_MODELS_KEY, _MY_MODEL_DIGESTS_KEY, "_test_probabilities", _ATTRIBUTION_CACHE_KEY, SOURCE_IMAGE_KEY,
+              "_relu_statistics", "_model_results")  # (the last: _MODEL_RESULTS_KEY, defined further down)
+
+_sessions: dict[str, tuple] = {}  # session id -> (its SafeSessionState, time it was first seen without a browser)
+_sessions_lock = threading.Lock()
+_sweeper: threading.Thread | None = None
+
+
+def track_session() -> None:
+    """Note that this session is alive (called by app.py on every run); starts the sweeper once."""
+    global _sweeper
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not runtime.exists():  # AppTest, or a bare import: nothing can end
+        return
+    with _sessions_lock:
+        _sessions[ctx.session_id] = (ctx.session_state, None)
+        if _sweeper is None or not _sweeper.is_alive():
+            _sweeper = threading.Thread(target=_sweep_forever, name="digitrec-session-sweeper", daemon=True)
+            _sweeper.start()
+
+
+def tracked_sessions() -> int:
+    """How many sessions this server process holds resources for (for tests and the load test)."""
+    with _sessions_lock:
+        return len(_sessions)
+
+
+def release_session(session_state) -> None:
+    """Let go of everything a session that has ended held. ``session_state`` is its
+    st.session_state (any mapping); safe to call twice.
+
+    Training runs: each run in RUNS_KEY gets ``run.stop()`` and is dropped. A run that
+    lives in another process must end that process when stopped (the worker helper's
+    ``stop``); nothing else here needs to know where a run executes.
+    """
+    runs = session_state[RUNS_KEY] if RUNS_KEY in session_state else {}  # (SafeSessionState has no .get)
+    for run in list(runs.values()):
+        try:
+            run.stop()
+        except Exception:  # noqa: BLE001 - one broken run must not keep the others going
+            pass
+    for key in (RUNS_KEY, *_HELD_KEYS):
+        if key in session_state:
+            del session_state[key]
+    # A file uploader's value is the uploaded file itself (an in-memory copy of its bytes).
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+    state = session_state.filtered_state if hasattr(session_state, "filtered_state") else dict(session_state)
+    for key, value in list(state.items()):
+        files = value if isinstance(value, list) else [value]
+        if any(isinstance(f, UploadedFile) for f in files):
+            try:
+                del session_state[key]
+            except (KeyError, AttributeError):  # a widget Streamlit will not let go of: it goes with the session
+                pass
+
+
+def _sweep_forever() -> None:
+    import time
+
+    while True:
+        time.sleep(SWEEP_S)
+        try:
+            _sweep_once(time.monotonic())
+        except Exception:  # noqa: BLE001 - the sweeper must outlive any one bad session
+            pass
+
+
+def _sweep_once(now: float) -> None:
+    from streamlit import config, runtime
+
+    if not runtime.exists():
+        return
+    rt = runtime.get_instance()
+    grace = float(config.get_option("server.disconnectedSessionTTL"))
+    ended = []
+    with _sessions_lock:
+        for sid, (session_state, gone_since) in list(_sessions.items()):
+            if rt.is_active_session(sid):
+                _sessions[sid] = (session_state, None)
+            elif gone_since is None:
+                _sessions[sid] = (session_state, now)
+            elif now - gone_since >= grace:  # no browser for the reconnect window: it has ended
+                ended.append((sid, session_state))
+                del _sessions[sid]
+    for sid, session_state in ended:
+        release_session(session_state)
+        rt.uploaded_file_mgr.remove_session_files(sid)  # Streamlit only does so on an explicit close
+    if ended:
+        import gc
+
+        gc.collect()
+        _return_freed_memory()
+        _log_release([sid for sid, _ in ended])
+
+
+def _log_release(session_ids: list[str]) -> None:
+    """A line in $DIGITREC_TIMING_LOG saying what the server still runs after a release."""
+    import json
+    import os
+    import time
+
+    path = os.environ.get(TIMING_LOG_ENV)
+    if not path:
+        return
+    def run_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("digitrec-run")]
+
+    deadline = time.monotonic() + 5
+    while run_threads() and time.monotonic() < deadline:  # a stopped run ends after its current batch
+        time.sleep(0.2)
+    run_threads = run_threads()
+    with open(path, "a") as f:
+        f.write(json.dumps({"released": session_ids, "pid": os.getpid(), "tracked_sessions": tracked_sessions(),
+                            "run_threads": run_threads, "threads": threading.active_count()}) + "\n")
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so a server's
+    memory falls again after a class leaves."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused, just not returned
+        pass
+
+
+# ---------------------------------------------------------------- timing (the load test reads it)
+
+TIMING_LOG_ENV = "DIGITREC_TIMING_LOG"  # a file: one JSON line per script run, when set
+
+
+class page_timing:
+    """``with page_timing(page): page.run()`` appends {page, seconds, session, pretrained hash}
+    to $DIGITREC_TIMING_LOG: the server's own time per page, apart from the browsers' time,
+    and proof that no session changed the shared pretrained models. Off when unset."""
+
+    def __init__(self, page_name: str) -> None:
+        import os
+        import time
+
+        self.path = os.environ.get(TIMING_LOG_ENV)
+        self.page = page_name
+        self.start = time.perf_counter()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:  # also on st.rerun()/st.stop(), which leave by an exception
+        if not self.path:
+            return
+        import json
+        import os
+        import time
+
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        seconds = time.perf_counter() - self.start
+        ctx = get_script_run_ctx()
+        line = json.dumps({
+            "page": self.page, "seconds": round(seconds, 4), "pid": os.getpid(),
+            "session": ctx.session_id if ctx else None, "pretrained": pretrained_hashes(),
+            "stopped": exc[0].__name__ if exc[0] else None,
+        })
+        with open(self.path, "a") as f:  # one short write per line: lines of replicas do not interleave
+            f.write(line + "\n")
+
+
+def pretrained_hashes() -> dict[str, str]:
+    """sha256 of each cached pretrained model's parameters, as the server holds them now."""
+    out = {}
+    for key in PRETRAINED_LABELS:
+        try:
+            model = pretrained(key).model
+        except DigitrecError:
+            continue
+        h = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        out[key] = h.hexdigest()[:16]
+    return out
+
 
 # ---------------------------------------------------------------- units, the Map, Break it (unit.py, map.py, break_it.py)
 # Per-model results (top-k statistics over the test set, maps, fooling transfer

@@ -405,3 +405,52 @@ def test_a_config_with_thousands_of_layers_is_refused_before_building_them(tmp_p
     _rewrite(path, edit_metadata=lambda m: m.update(config=many))
     with pytest.raises(CheckpointError, match="one to 8 whole numbers"):
         checkpoints.load(path)
+
+
+# --- hostile files (issue 12): each refused with a sentence, quickly -----------------------
+
+
+def _raw_file(header_text: str, body: bytes = b"") -> bytes:
+    """A safetensors-shaped file with this exact header text (crafted, not written by safetensors)."""
+    header = header_text.encode()
+    return len(header).to_bytes(8, "little") + header + body
+
+
+def test_huge_but_finite_weights_are_refused_because_the_outputs_overflow(tmp_path):
+    # Every weight 3e38 is finite, but the sums overflow: the model would answer NaN everywhere.
+    _, path = _saved(tmp_path)
+    _rewrite(path, edit_tensors=lambda t: t.update({k: torch.full_like(v, 3e38) for k, v in t.items()}))
+    with pytest.raises(CheckpointError, match="overflow"):
+        checkpoints.load(path)
+
+
+def test_a_number_of_thousands_of_digits_in_a_shape_is_refused(tmp_path):
+    # Python refuses to turn a 5000-digit number into an int: json.loads raises a plain ValueError.
+    data = _raw_file('{"__metadata__": {"format": "digitrec"}, "w": {"dtype": "F32", "shape": [' + "9" * 5000
+                     + '], "data_offsets": [0, 4]}}', b"\0" * 4)
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        checkpoints.load_bytes(data, name="long.safetensors")
+
+
+def test_a_number_of_thousands_of_digits_in_the_config_is_refused(tmp_path):
+    _, path = _saved(tmp_path)
+    _rewrite(path, edit_metadata=lambda m: m.update(config='{"architecture": "fcnet", "hidden": [' + "9" * 5000 + "]}"))
+    with pytest.raises(CheckpointError, match="number in it is too long"):
+        checkpoints.load(path)
+
+
+def test_a_header_far_larger_than_ours_is_refused_from_its_length():
+    # 2 MB of header (ours are ~2 KB): refused from the 8-byte length, before any JSON is parsed.
+    filler = " " * 2_000_000
+    data = _raw_file('{"__metadata__": {"format": "digitrec"}' + filler + "}")
+    with pytest.raises(CheckpointError, match="header of 2,000,0.. bytes"):
+        checkpoints.load_bytes(data, name="big.safetensors")
+    assert checkpoints.MAX_HEADER_BYTES <= 1_000_000
+
+
+def test_a_header_of_many_entries_is_refused_by_their_count():
+    entries = ", ".join(f'"t{i}": {{"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}' for i in range(5000))
+    data = _raw_file('{"__metadata__": {"format": "digitrec"}, ' + entries + "}", b"\0" * 4)
+    assert len(data) < checkpoints.MAX_HEADER_BYTES  # small enough to pass the length check
+    with pytest.raises(CheckpointError, match="names 5,000 tensors"):
+        checkpoints.load_bytes(data, name="many.safetensors")

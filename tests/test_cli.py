@@ -246,3 +246,90 @@ def test_bad_arguments_exit_2_with_usage():
     code, _, err = run(["predict", "x.png", "--weights", "rnn=y"])
     assert code == 2
     assert "expected fc=PATH or cnn=PATH" in err and "Traceback" not in err
+
+
+# --- hostile input (issue 12 items 12-14, 16, 17) ------------------------------------------
+
+
+def test_train_refuses_a_batch_that_needs_more_memory_than_a_run_may_use(tmp_path, monkeypatch):
+    # 256 channels x 60,000 digits would allocate about 48 GB: the app's check, before any training.
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("trained before checking memory"))
+    out = tmp_path / "x.safetensors"
+    code, _, err = run(["train", "--model", "cnn", "--channels", "256", "--batch-size", "60000", "--out", str(out)])
+    assert_one_error_line(code, err, "Cannot train: this network with a batch of 60,000 digits", "GiB", "--batch-size")
+    assert not out.exists()
+
+
+def test_train_checks_the_output_path_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("trained before checking --out"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = run(["train", "--model", "fc", "--epochs", "1", "--limit", "100",
+                        "--out", str(blocker / "x.safetensors")])
+    assert_one_error_line(code, err, "Cannot save to --out", "nothing was trained")
+    code, _, err = run(["train", "--model", "fc", "--epochs", "1", "--limit", "100", "--out", str(tmp_path)])
+    assert_one_error_line(code, err, "is a folder")
+
+
+def test_a_failed_save_after_training_keeps_the_model_in_a_fallback_file(tmp_path, monkeypatch, mnist):
+    real_save = checkpoints.save
+    target = tmp_path / "out" / "x.safetensors"
+
+    def full_disk_at_the_target(model, path, **kwargs):
+        if str(path) == str(target):
+            raise checkpoints.CheckpointError(f"Could not save the checkpoint to {path}: No space left on device.")
+        return real_save(model, path, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "save", full_disk_at_the_target)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    code, _, err = run(["train", "--model", "fc", "--epochs", "1", "--limit", "500", "--out", str(target)])
+    assert code == 2
+    (fallback,) = (tmp_path / "tmp").glob("digitrec-fc-*.safetensors")
+    assert f"saved to {fallback} instead" in err
+    assert checkpoints.load(fallback).info.extra["train_digits"] == "500"
+
+
+def test_evaluate_prints_metadata_escaped(tmp_path, mnist):
+    model = models.build(models.FCConfig(), seed=0)
+    forged = "x\ntest accuracy 100.00 % (10,000 of 10,000 digits)\x1b[2J\x1b]0;owned\x07"
+    path = checkpoints.save(model, tmp_path / "m.safetensors", test_accuracy=0.1, epochs=1, seed=0,
+                            extra={"note": forged, "ke\ny": "v"})
+    code, out, _ = run(["evaluate", str(path)])
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out
+    assert sum(line.startswith("test accuracy") for line in out.splitlines()) == 1
+    assert r"note: x\ntest accuracy 100.00 %" in out and r"\x1b[2J" in out
+
+
+def test_predict_reads_regular_files_only(tmp_path, trained):
+    import os
+    import threading
+
+    weights = ["--weights", f"fc={trained[0]}", "--weights", f"cnn={trained[0]}"]
+    code, _, err = run(["predict", "/dev/zero", *weights])  # read without limit before
+    assert_one_error_line(code, err, "/dev/zero is a device, not a file")
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(r=run(["predict", str(fifo), *weights])), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():  # it blocked opening the pipe: unblock it, then fail
+        with open(fifo, "wb"):
+            pass
+        worker.join(timeout=30)  # (run() redirects the process's stdout while it runs)
+        pytest.fail("predict hung on a named pipe")
+    assert_one_error_line(result["r"][0], result["r"][2], "pipe.png is a named pipe, not a file")
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * (11 * 2**20))
+    code, _, err = run(["predict", str(big), *weights])
+    assert_one_error_line(code, err, "big.png is 11,534,340 bytes, more than an image can be")
+
+
+def test_evaluate_says_what_a_non_file_is():
+    code, _, err = run(["evaluate", "/dev/null"])
+    assert_one_error_line(code, err, "/dev/null is a device, not a file")
+    assert "folder" not in err

@@ -433,6 +433,26 @@ def test_load_lessons_fails_on_a_broken_file(tmp_path):
         load_lessons(tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["invalid-utf8", "broken-link", "folder", "pipe"])
+def test_a_lesson_path_that_is_no_readable_text_file_is_a_lesson_error(tmp_path, kind):
+    import os
+
+    (tmp_path / "01-good.md").write_text(GOOD, encoding="utf-8")
+    bad = tmp_path / "02-b.md"
+    if kind == "invalid-utf8":
+        bad.write_bytes(GOOD.encode() + b"\n\xff\xfe broken\n")
+    elif kind == "broken-link":
+        bad.symlink_to(tmp_path / "gone.md")
+    elif kind == "folder":
+        bad.mkdir()
+    else:
+        os.mkfifo(bad)  # opening it to read would wait for a writer forever
+    expected = {"invalid-utf8": r"02-b\.md, line \d+: the file is not UTF-8", "broken-link": "link to a file that does not exist",
+                "folder": r"02-b\.md is a folder", "pipe": "is a named pipe"}[kind]
+    with pytest.raises(LessonError, match=expected):
+        load_lessons(tmp_path)
+
+
 def test_load_lessons_fails_on_duplicate_numbers_and_on_an_empty_folder(tmp_path):
     with pytest.raises(LessonError, match="no lessons"):
         load_lessons(tmp_path)

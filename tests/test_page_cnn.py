@@ -238,3 +238,31 @@ def test_a_linked_network_choice_survives_a_page_switch():
     at.switch_page("views/cnn_explorer.py").run()
     assert not at.exception
     assert at.session_state["net"] == "fc"
+
+
+def test_a_wide_network_draws_a_page_of_maps_at_a_time_and_offers_the_rest():
+    # A 256-channel TinyVGG (an allowed checkpoint) used to draw 2,560 maps, ~40 s of server CPU a rerun.
+    from digitrec import models
+    from digitrec import config
+    from streamlit_app.widgets import cnn
+
+    wide = models.build(models.TinyVGGConfig(channels=256), seed=0).eval()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("views/cnn_explorer.py")
+    at.session_state["digit"] = state.sample_digit(7)
+    at.session_state["my_models"] = {"my-1": state.Network("my-1", "My wide TinyVGG", wide, wide.config, None)}
+    at.session_state["net"] = "my-1"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    maps = feature_maps(overview(at))
+    per_layer = {layer: sorted(t["meta"][1] for t in maps if t["meta"][0] == layer) for layer in FEATURE_LAYERS}
+    assert all(chs == list(range(cnn.MAX_OVERVIEW_MAPS)) for chs in per_layer.values())
+    picker = next(s for s in at.selectbox if s.label.startswith("Maps shown"))
+    assert "256 per layer" in picker.label and len(picker.options) == 256 // cnn.MAX_OVERVIEW_MAPS
+    picker.select_index(len(picker.options) - 1).run()
+    assert not at.exception
+    maps = feature_maps(overview(at))
+    assert sorted({t["meta"][1] for t in maps if t["meta"][0] == "conv_2_2"}) == list(range(240, 256))
+    # and the Train page offers far fewer channels than the library allows
+    assert config.APP_CHANNELS_RANGE[1] <= 64

@@ -129,13 +129,27 @@ def test_upload_of_a_corrupt_file_warns_and_keeps_the_digit():
     at = open_draw(state.sample_digit(2))
     at.file_uploader(key="draw_input_upload_file").set_value(("broken.png", b"\x89PNG not really", "image/png")).run()
     assert not at.exception
-    assert any(w.value.startswith("broken.png: That file is not an image we can read") for w in at.warning)
+    assert any(w.value.startswith(r"broken\.png: That file is not an image we can read") for w in at.warning)
     assert at.session_state["digit"].ref == "sample:2"
 
     blank = np.full((60, 60), 255, np.uint8)  # white paper, no ink
     at.file_uploader(key="draw_input_upload_file").set_value(("blank.png", png_bytes(blank), "image/png")).run()
-    assert any(w.value.startswith("blank.png: The drawing is empty") for w in at.warning)
+    assert any(w.value.startswith(r"blank\.png: The drawing is empty") for w in at.warning)
     assert at.session_state["digit"].ref == "sample:2"
+
+
+def test_upload_of_pure_noise_is_used_but_said_not_to_look_like_a_digit(models):
+    noise = np.random.default_rng(0).integers(0, 256, (280, 280), dtype=np.uint8)
+    at = open_draw(state.sample_digit(2))
+    at.file_uploader(key="draw_input_upload_file").set_value(("noise.png", png_bytes(noise), "image/png")).run()
+    assert not at.exception
+    assert any("does not look like a digit" in w.value for w in at.warning)
+    assert any("does not look like a digit" in t.value for t in at.toast)  # seen whichever tab shows
+    digit = at.session_state["digit"]
+    assert digit.ref != "sample:2"  # the networks read it anyway, and the page shows what they say
+    fig = bar_chart(at)
+    expected = predict_proba(models["FCNet (pretrained)"], digit.x)[0].tolist()
+    assert fig["data"][0]["y"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_upload_of_a_digit_makes_it_current_like_a_drawing():
@@ -145,7 +159,7 @@ def test_upload_of_a_digit_makes_it_current_like_a_drawing():
     at.file_uploader(key="draw_input_upload_file").set_value(("seven.png", png_bytes(paper), "image/png")).run()
     assert not at.exception and not at.warning
     digit = at.session_state["digit"]
-    assert digit.source == "your upload seven.png"
+    assert digit.source == r"your upload seven\.png"  # the file name escaped: every page shows it as Markdown
     assert torch.allclose(digit.pixels, preprocess.to_mnist(paper), atol=1 / 255)
     # The steps expander shows the upload's own steps: the first picture is the whole image.
     assert any(f["data"][0]["type"] == "heatmap" and len(f["data"][0]["z"]) == 280 for f in charts(at))

@@ -65,3 +65,17 @@ def test_a_link_to_a_digit_that_does_not_exist_says_so(ref, mnist):
     assert not at.exception
     assert at.session_state["digit"].ref == "sample:7"
     assert any("could not be read" in t.value for t in at.toast)
+
+
+@pytest.mark.parametrize("ref", ["[Log in](//evil.example)", "![](//evil.example/x.png)", ":red[gotcha] $x$"])
+def test_a_crafted_digit_link_is_shown_as_text_never_as_markdown(ref):
+    # The toast renders Markdown: the link's text must reach it with every markup character escaped.
+    import re
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["digit"] = ref
+    at.run()
+    assert not at.exception
+    (toast,) = [t.value for t in at.toast if "could not be read" in t.value]
+    assert not re.search(r"(?<!\\)[\[\]!:$]", toast.split("could not be read")[0].removeprefix("The link's digit"))
+    assert state.plain("[a](b)") == r"\[a\]\(b\)"

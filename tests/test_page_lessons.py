@@ -320,6 +320,14 @@ def test_a_broken_lesson_file_is_reported_on_the_page(tmp_path, monkeypatch):
     assert "01-test.md, line 16: mark the right answer" in at.error[0].value
 
 
+def test_a_broken_link_or_a_folder_in_the_lessons_is_reported_on_the_page(tmp_path, monkeypatch):
+    _lessons_folder(tmp_path, monkeypatch, GOOD)
+    (tmp_path / "02-b.md").symlink_to(tmp_path / "gone.md")
+    at = _open(1, 1)
+    assert not at.exception
+    assert "02-b.md is a link to a file that does not exist" in at.error[0].value
+
+
 @pytest.mark.parametrize("number, widget", [(6, "live_training"), (12, "race_chart")])
 def test_training_widgets_wait_for_their_button(number, widget):
     lesson = BY_NUMBER[number]

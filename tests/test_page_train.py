@@ -227,8 +227,33 @@ def test_a_wrong_upload_shows_the_checkpoint_error_sentence():
     at.file_uploader(key="train_upload_file").set_value(("digit.png", png, "image/png")).run()
     assert not at.exception
     assert len(at.warning) == 1
-    assert "digit.png is not a safetensors file (it is a PNG image)" in at.warning[0].value
+    assert r"digit\.png is not a safetensors file (it is a PNG image)" in at.warning[0].value  # name escaped
     assert "my_models" not in at.session_state or not at.session_state["my_models"]
+
+
+def test_the_same_checkpoint_uploaded_again_is_reused_and_a_session_keeps_at_most_four():
+    from digitrec import models
+    from streamlit_app import state
+
+    def ckpt(seed: int) -> bytes:
+        return checkpoints.to_bytes(models.build(models.FCConfig(), seed=seed), test_accuracy=None, epochs=1, seed=seed)
+
+    at = _open()
+    uploader = lambda name, data: at.file_uploader(key="train_upload_file").set_value(  # noqa: E731
+        (name, data, "application/octet-stream")).run()
+    same = ckpt(0)
+    for name in ("a.safetensors", "a (1).safetensors", "a.safetensors"):  # each a new upload of one file
+        uploader(name, same)
+        assert not at.exception
+    assert list(at.session_state["my_models"]) == ["my-1"]
+
+    for seed in range(1, state.MAX_MY_MODELS):
+        uploader(f"m{seed}.safetensors", ckpt(seed))
+    assert len(at.session_state["my_models"]) == state.MAX_MY_MODELS
+    uploader("one-too-many.safetensors", ckpt(99))
+    assert not at.exception
+    assert any("the most one session keeps" in w.value for w in at.warning)
+    assert len(at.session_state["my_models"]) == state.MAX_MY_MODELS  # nothing was dropped either
 
 
 def _wait(predicate) -> None:

@@ -312,3 +312,63 @@ def test_a_stray_dot_is_refused_as_too_small_not_blown_up_into_a_digit():
         P.to_mnist(canvas(grey))
     grey[40:240, 120:150] = 255  # now with a real stroke beside it: read as usual
     assert P.to_mnist(canvas(grey)).max() == 1.0
+
+
+# --- hostile uploads (issue 12) ---------------------------------------------------------
+
+
+def test_only_png_jpeg_gif_bmp_and_webp_are_opened():
+    # An EPS file (Pillow would hand it to Ghostscript) and a TIFF are refused without being decoded.
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nshowpage\n"
+    tiff = png_bytes(np.full((28, 28), 200, np.uint8), "TIFF")
+    for data in (eps, tiff):
+        with pytest.raises(BadImage, match="not a PNG, JPEG, GIF, BMP or WebP"):
+            P.load_image(data)
+    webp = png_bytes(np.repeat((255 - seven())[..., None], 3, axis=2), "WEBP")
+    assert P.to_mnist(P.load_image(webp)).max() == 1.0
+
+
+def test_big_uploads_are_refused_by_pixel_count_and_the_rest_shrunk_early():
+    # 4096 x 4096 (an 85 KB PNG that took 700 MB to read): more than MAX_PIXELS, refused from its header.
+    with pytest.raises(BadImage, match="megapixels"):
+        P.load_image(png_bytes(np.zeros((4096, 4096), np.uint8)))
+    assert P.MAX_PIXELS <= 4_000_000
+    # 1900 x 1900 is allowed, and comes back shrunk so later float maths stays small.
+    big = np.asarray(Image.fromarray(seven()).resize((1900, 1900)))
+    image = P.load_image(png_bytes(big))
+    assert max(image.shape) <= P.WORK_SIDE
+    digit = P.to_mnist(image)
+    assert float((digit - P.to_mnist(canvas(seven()))).abs().mean()) < 0.02  # still the same 7
+
+
+def test_reading_an_allowed_big_upload_uses_bounded_memory():
+    import tracemalloc
+
+    data = png_bytes(np.asarray(Image.fromarray(seven()).resize((1990, 1990))))
+    tracemalloc.start()
+    try:
+        P.to_mnist(P.load_image(data))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 2**20, f"{peak / 2**20:.0f} MiB"  # float64 copies of the full image took 120+ MiB
+
+
+@pytest.mark.parametrize("kind", ["uniform", "salt-and-pepper", "gaussian"])
+def test_pure_noise_is_read_but_said_not_to_look_like_a_digit(kind):
+    rng = np.random.default_rng(0)
+    noise = {
+        "uniform": rng.integers(0, 256, (280, 280), dtype=np.uint8),
+        "salt-and-pepper": (rng.random((280, 280)) > 0.5).astype(np.uint8) * 255,
+        "gaussian": np.clip(rng.normal(128, 40, (280, 280)), 0, 255).astype(np.uint8),
+    }[kind]
+    steps = P.preprocess_steps(P.load_image(png_bytes(noise)))
+    assert steps.final.shape == (28, 28)  # still a digit the networks can read
+    assert steps.warning is not None and "does not look like a digit" in steps.warning
+
+
+def test_real_digits_are_never_said_not_to_look_like_one(mnist):
+    digits = P.from_uint8(mnist.train.images)  # (60000, 28, 28)
+    coverage = (digits > 0.3).float().mean(dim=(1, 2))
+    assert float(coverage.max()) < P.MAX_INK_COVERAGE
+    assert P.preprocess_steps(canvas(seven())).warning is None

@@ -71,11 +71,55 @@ def test_a_batch_too_big_for_memory_is_refused_before_a_run_exists():
     small = training_memory_bytes(models.TinyVGGConfig(), 128)
     # 128 digits x every layer's output (101 maps of 28x28 / 14x14 / 7x7 + 490 + 10 floats) x 4 bytes x 3
     per_digit = 10 * (28 * 28 * 4 + 14 * 14 * 5 + 7 * 7) + 490 + 10
-    assert small == 128 * per_digit * 4 * 3
+    params = models.count_params(models.build(models.TinyVGGConfig()))
+    # ... plus the weights, gradients, Adam's moments and temporaries, and a fixed part
+    assert small == 128 * per_digit * 4 * 3 + params * 28 + 256 * 2**20
     assert training_memory_bytes(models.TinyVGGConfig(), 60000) > config.MEMORY_BUDGET_BYTES
     with pytest.raises(InvalidConfig, match="use a smaller batch size"):
         make_spec(architecture="tinyvgg", channels=10, batch_size=60000)
     make_spec(architecture="fcnet", widths="16, 16", batch_size=60000)  # a small network may use a huge batch
+
+
+def test_the_estimate_counts_weights_gradients_and_optimizer_state():
+    # 8 hidden layers of 4096 (120 M parameters): the activations of a batch are ~100 MB, but the
+    # weights, their gradients and Adam's two moments alone are 1.9 GB; training used 2.5 GB.
+    wide = models.FCConfig(hidden=(4096,) * 8)
+    params = models.count_params(models.build(wide))
+    assert training_memory_bytes(wide, 128) >= params * 4 * 4
+    assert training_memory_bytes(wide, 128) > config.MEMORY_BUDGET_BYTES
+    assert training_memory_bytes(wide, 128, "sgd") < training_memory_bytes(wide, 128, "adam")
+    with pytest.raises(InvalidConfig, match="GiB of memory"):
+        make_spec(architecture="fcnet", widths=",".join(["4096"] * 8), batch_size=128)
+
+
+def test_the_estimate_is_above_what_training_really_takes():
+    # Two Adam steps of a 784-1024-1024-1024-10 FCNet in a fresh process: its peak memory
+    # (resident, above the process after its imports; Linux's VmHWM) must not exceed the estimate.
+    import subprocess
+    import sys
+
+    probe = (
+        "import torch\n"
+        "torch.set_num_threads(1)\n"
+        "from digitrec import models\n"
+        "def status(key):\n"
+        "    line = next(l for l in open('/proc/self/status') if l.startswith(key))\n"
+        "    return int(line.split()[1]) * 1024\n"
+        "open('/proc/self/clear_refs', 'w').write('5')  # restart the peak (VmHWM) from here\n"
+        "base = status('VmRSS')\n"
+        "m = models.build(models.FCConfig(hidden=(1024, 1024, 1024)), seed=0)\n"
+        "opt = torch.optim.Adam(m.parameters(), 1e-3)\n"
+        "x, y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))\n"
+        "for _ in range(2):\n"
+        "    opt.zero_grad(); torch.nn.functional.cross_entropy(m(x), y).backward(); opt.step()\n"
+        "print(status('VmHWM') - base)\n"
+    )
+    used = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                              timeout=120).stdout.split()[-1])
+    estimate = training_memory_bytes(models.FCConfig(hidden=(1024, 1024, 1024)), 128)
+    print(f"\nmeasured {used / 2**20:.0f} MiB, estimated {estimate / 2**20:.0f} MiB")
+    assert used <= estimate, (used, estimate)
+    assert estimate < 3 * used  # an estimate, not a wild overstatement
 
 
 def test_make_spec_defaults_are_the_config_defaults_and_max_steps_goes_into_the_train_config():

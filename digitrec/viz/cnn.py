@@ -202,7 +202,7 @@ def _padding_ring(h: int, w: int, p: int, axes: tuple[str, str]) -> go.Heatmap:
 
 
 def overview_figure(forward: CnnForward, scope: str = "layer", height: int | None = None,
-                    dead: dict[str, tuple[int, ...]] | None = None) -> go.Figure:
+                    dead: dict[str, tuple[int, ...]] | None = None, maps: range | None = None) -> go.Figure:
     """Every feature map of one digit: columns are layers (input -> ... -> flatten -> output),
     rows are the maps (channels). Activations share the diverging scale centred at zero,
     with symmetric ranges set by ``scope`` (see ``scales.scoped_ranges``).
@@ -213,12 +213,16 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
 
     Heatmap traces carry ``meta = [layer, channel]`` so a test (or a reader of the JSON) can tell them apart.
     The output column shows the ten class probabilities, the predicted class in red.
+    ``maps``: the channels to draw (default all); a wide network draws a few at a time, since
+    each map is a trace (256 channels x 10 layers cost ~40 s of server time and 10 MB a rerun).
+    Colour ranges are always those of every map, drawn or not.
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     ranges = overview_ranges(forward, scope)
     layers = forward.layers
-    n_rows = max(m.shape[0] for m in forward.maps.values())
+    shown = list(maps if maps is not None else range(max(m.shape[0] for m in forward.maps.values())))
+    n_rows = max(len(shown), 1)
     # columns: map labels | input | layers... | flatten | output
     widths = [0.4, 1.0] + [1.0] * len(layers) + [0.28, 0.3, 1.4]  # the 0.3 leaves room for the class labels
     fig = go.Figure()
@@ -226,8 +230,8 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
     traces, annotations = [], []
     relative = {"map": "max |value| of each map", "layer": "max |value| of each layer", "network": None}[scope]
 
-    for r in range(n_rows):
-        annotations.append(_text(grid.cols[0][1], grid.centre_y(r), f"map {r}", xanchor="right", size=_FONT))
+    for r, ch in enumerate(shown):
+        annotations.append(_text(grid.cols[0][1], grid.centre_y(r), f"map {ch}", xanchor="right", size=_FONT))
 
     # The digit: grey ink, 0 black .. 1 white.
     axes = grid.cell(0, 1)
@@ -250,21 +254,23 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
         if scope != "map":
             head += f"<br>±{ranges[name][0]:.3g}"
         annotations.append(_text(grid.centre_x(col), 1.0, head, yanchor="bottom"))
-        for ch in range(c):
-            axes = grid.cell(ch, col)
+        for r, ch in enumerate(shown):
+            if ch >= c:
+                continue
+            axes = grid.cell(r, col)
             half = ranges[name][ch]
             hm = _heatmap(
                 maps[ch], axes, ACTIVATION_SCALE, half,
                 f"{name} · map {ch}<br>row %{{y}}, col %{{x}}<br>value %{{z:.3f}}<br>colour range ±{half:.3g}",
                 name=f"{name} map {ch}", meta=[name, ch],
             )
-            if j == 0 and ch == 0:  # one colour bar stands for the whole scale
+            if j == 0 and r == 0:  # one colour bar stands for the whole scale
                 hm.update(showscale=True, colorbar=_colorbar(
                     "activation: blue < 0 (white) < red", 0.5, -0.035, 0.45, half, relative))
             traces.append(hm)
             if (name, ch) in dead_cells:
                 annotations.append(_text(
-                    grid.centre_x(col), grid.centre_y(ch), "<b>dead</b>", size=_FONT, name="dead",
+                    grid.centre_x(col), grid.centre_y(r), "<b>dead</b>", size=_FONT, name="dead",
                     bgcolor="rgba(255,255,255,0.85)", bordercolor="#555", borderwidth=1,
                     hovertext=f"{name} map {ch} is 0 for every test digit: a dead ReLU",
                 ))

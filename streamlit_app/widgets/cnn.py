@@ -27,6 +27,9 @@ from streamlit_app import state
 from streamlit_app.widgets.softmax import softmax_explainer
 
 PLAY_SECONDS = 0.6  # one window position per tick: slow enough to read the numbers change
+# The overview draws at most this many maps per layer (a picker shows the others): every map
+# is a chart trace, and a 256-channel network drawn whole cost ~40 s of server CPU a rerun.
+MAX_OVERVIEW_MAPS = 16
 MATCH_TOLERANCE = 1e-4  # |hand sum - layer output|: float32 sums in a different order differ by ~1e-6
 
 
@@ -125,9 +128,19 @@ def cnn_overview(*, key: str, net: state.Network | None = None, digit: state.Dig
     )
     _set_url(url, scope=chosen)
     forward = viz.cnn_forward(net.model, digit.x)
-    stats = state.relu_statistics(net)  # measured once over the test digits; None without MNIST
+    channels = max(m.shape[0] for m in forward.maps.values())
+    shown = None
+    if channels > MAX_OVERVIEW_MAPS:  # a wide network: a page of maps at a time
+        pages = [range(lo, min(lo + MAX_OVERVIEW_MAPS, channels)) for lo in range(0, channels, MAX_OVERVIEW_MAPS)]
+        shown = st.selectbox(
+            f"Maps shown (this network has {channels} per layer)", pages, key=f"{key}_maps_{channels}",
+            format_func=lambda r: f"maps {r.start}–{r.stop - 1}",
+        )
+    # Dead maps are measured once over the 10,000 test digits: seconds for TinyVGG, minutes
+    # for a 256-channel network, which would hold the page (and the server) meanwhile.
+    stats = state.relu_statistics(net) if channels <= MAX_OVERVIEW_MAPS else None  # None without MNIST too
     dead = {name: s.dead for name, s in stats.items()} if stats else None
-    fig = viz.overview_figure(forward, chosen, dead=dead)
+    fig = viz.overview_figure(forward, chosen, dead=dead, maps=shown)
     st.plotly_chart(fig, key=f"{key}_fig", config={"displayModeBar": False})
     if dead and any(dead.values()):
         n_dead = sum(len(d) for d in dead.values())

@@ -18,7 +18,10 @@ from streamlit_app import state
 
 CANVAS_SIZE = 280  # px, ten canvas pixels per MNIST pixel
 DEFAULT_PEN = 24  # px: about 2.4 MNIST pixels, close to MNIST's stroke width
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif"]
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp"]  # preprocess.UPLOAD_FORMATS
+# A photo of a digit is a few MB at most; the server-wide limit (.streamlit/config.toml)
+# is sized for checkpoints, hundreds of MB.
+IMAGE_UPLOAD_MB = preprocess.MAX_FILE_BYTES // 2**20
 
 
 def digit_input(*, key: str = "digit_input", stroke_width: int = DEFAULT_PEN) -> state.Digit:
@@ -163,11 +166,11 @@ def _set_random_test(key: str) -> None:
 def image_upload(*, key: str = "upload") -> None:
     """An image file of one digit (dark on light or light on dark) becomes the current digit."""
     file = st.file_uploader(
-        "An image of one handwritten digit", type=UPLOAD_TYPES, key=f"{key}_file",
+        "An image of one handwritten digit", type=UPLOAD_TYPES, key=f"{key}_file", max_upload_size=IMAGE_UPLOAD_MB,
         help="A photo or scan of a digit on plain paper works; it is cropped and centred like MNIST.",
     )
     if file is None:
-        st.caption("PNG, JPEG, BMP or GIF; dark ink on light paper or light on dark both work.")
+        st.caption("PNG, JPEG, GIF, BMP or WebP; dark ink on light paper or light on dark both work.")
         return
     data = file.getvalue()
     digest = hashlib.sha1(data).hexdigest()
@@ -175,7 +178,9 @@ def image_upload(*, key: str = "upload") -> None:
     seen_key, message_key = f"{key}_last_upload", f"{key}_upload_message"
     if st.session_state.get(seen_key) != digest:
         st.session_state[seen_key] = digest
-        st.session_state[message_key] = handle_upload(data, file.name)
+        st.session_state[message_key] = handle_upload(data, state.plain(file.name))
+        if st.session_state[message_key]:  # also where it is seen: the page's rerun can show another tab
+            st.toast(st.session_state[message_key], icon=":material/warning:", duration="long")
     message = st.session_state.get(message_key)
     if message:
         st.warning(message)
@@ -184,16 +189,17 @@ def image_upload(*, key: str = "upload") -> None:
 
 
 def handle_upload(data: bytes, name: str) -> str | None:
-    """Make an uploaded file the current digit; return the sentence to warn with if it cannot be read."""
+    """Make an uploaded file the current digit; return the sentence to warn with if it cannot be read
+    (the digit stays as it was) or does not look like a digit (it is used anyway)."""
     try:
-        image = preprocess.load_image(data)  # (H, W[, C]) uint8
-        pixels = preprocess.to_mnist(image)  # (28, 28) float in [0, 1]
+        image = preprocess.load_image(data)  # (H, W[, C]) uint8, longer side <= preprocess.WORK_SIDE
+        steps = preprocess.preprocess_steps(image)
     except DigitrecError as e:  # BadImage, EmptyDrawing
         return f"{name}: {e}"
-    digit = state.pixels_digit(pixels, f"your upload {name}")
+    digit = state.pixels_digit(steps.final, f"your upload {name}")
     state.set_current_digit(digit)
     state.remember_source_image(digit, image)
-    return None
+    return f"{name}: {steps.warning}" if steps.warning else None
 
 
 # ---------------------------------------------------------------- a compact picker (the Lessons sidebar)

@@ -20,7 +20,7 @@ import torch
 
 from digitrec import checkpoints, config, engines, models, race, runs
 from digitrec.data import permute_pixels, pixel_permutation
-from digitrec.errors import CheckpointError, DigitrecError, InvalidConfig
+from digitrec.errors import DigitrecError, InvalidConfig
 from digitrec.race import Race, RaceMode
 from digitrec.engines.local import WorkerRun
 from digitrec.runs import RunProgress, RunStatus
@@ -87,7 +87,7 @@ def training_settings(*, key: str, disabled: bool = False) -> dict:
                      "can only draw straight boundaries between digits (the linear ceiling, about 92 %).",
             )
         else:
-            channels = st.number_input("Channels (feature maps per conv layer)", *config.CHANNELS_RANGE,
+            channels = st.number_input("Channels (feature maps per conv layer)", *config.APP_CHANNELS_RANGE,
                                        config.CNN_CHANNELS, key=f"{key}_channels", **session,
                                        help=f"CNN Explainer's TinyVGG uses {config.CNN_CHANNELS}.")
     with opt_col:
@@ -434,10 +434,14 @@ def model_export(*, key: str, slot: str) -> None:
             st.success(f"**{net.label}** is in the network picker of every explorer page.")
         elif st.button("Use it in the explorers", key=f"{key}_use", type="primary",
                        help="Adds it beside the pretrained networks in every page's network picker."):
-            net = state.add_my_model(state.new_my_model_key(), _model_label(p), run.trained_model(),
-                                     p.final_test_accuracy)
-            added[run.id] = net.key
-            st.rerun()
+            try:
+                net = state.add_my_model(state.new_my_model_key(), _model_label(p), run.trained_model(),
+                                         p.final_test_accuracy)
+            except DigitrecError as e:  # this session holds its most networks
+                st.warning(str(e))
+            else:
+                added[run.id] = net.key
+                st.rerun()
     with download_col:
         name = models.display_name(run.spec.model).lower().replace(" ", "-").replace("(", "").replace(")", "")
         try:
@@ -462,20 +466,19 @@ def checkpoint_upload(*, key: str) -> None:
     )
     if upload is None:
         return
-    done = st.session_state.setdefault(f"{key}_done", {})  # file id -> Network key, so a rerun adds nothing twice
-    if upload.file_id not in done:
+    data = upload.getvalue()
+    net = state.uploaded_model(data)  # the same file again (even re-uploaded): the same network
+    if net is None:
         try:
-            ck = checkpoints.load_bytes(upload.getvalue(), name=upload.name)
-        except CheckpointError as e:
+            ck = checkpoints.load_bytes(data, name=state.plain(upload.name))
+            accuracy = f", {ck.info.test_accuracy:.1%}" if ck.info.test_accuracy is not None else ""
+            net = state.add_my_model(state.new_my_model_key(), f"My {ck.info.name} (uploaded{accuracy})", ck.model,
+                                     ck.info.test_accuracy)
+        except DigitrecError as e:  # CheckpointError, or this session holds its most networks
             st.warning(str(e))
             return
-        accuracy = f", {ck.info.test_accuracy:.1%}" if ck.info.test_accuracy is not None else ""
-        net = state.add_my_model(state.new_my_model_key(), f"My {ck.info.name} (uploaded{accuracy})", ck.model,
-                                 ck.info.test_accuracy)
-        done[upload.file_id] = net.key
-    net = state.networks().get(done[upload.file_id])
-    if net is not None:
-        st.success(f"Loaded **{net.label}**: pick it in the network picker of any explorer page.")
+        state.remember_upload(data, net)
+    st.success(f"Loaded **{net.label}**: pick it in the network picker of any explorer page.")
 
 
 # --- the lesson widget ---------------------------------------------------------------------------
@@ -522,7 +525,7 @@ def race_settings(*, key: str, disabled: bool = False) -> dict:
     c1, c2, c3 = st.columns(3)
     with c1:
         preset = st.selectbox("FCNet", [k for k, v in FC_PRESETS.items() if v], key=f"{key}_fc", **session)
-        channels = st.number_input("TinyVGG channels", *config.CHANNELS_RANGE, config.CNN_CHANNELS,
+        channels = st.number_input("TinyVGG channels", *config.APP_CHANNELS_RANGE, config.CNN_CHANNELS,
                                    key=f"{key}_channels", **session)
         mode = st.radio("Run them", [m.value for m in RaceMode], key=f"{key}_mode", horizontal=True, **session,
                         help="One after the other is fair: each network has the whole processor. Together, they "
