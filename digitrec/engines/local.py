@@ -44,7 +44,7 @@ from digitrec.data import IMAGE_SIZE, MNIST, DigitSet, validation_split
 from digitrec.engines.queue import RunQueue, default_queue
 from digitrec.runs import _RUN_IDS, RunProgress, RunStatus, TrainingRun, _units
 from digitrec.spec import RunSpec
-from digitrec.train import Callback
+from digitrec.train import Callback, pixel_order
 
 # The status a command leads to, shown until the worker confirms it (a click shows at once).
 _EXPECTED = {"pause": RunStatus.PAUSED, "resume": RunStatus.RUNNING, "step": RunStatus.RUNNING,
@@ -98,6 +98,7 @@ class WorkerRun:
         # the whole set (shared memory, not copied) and the plan is counted the way it will count it.
         self.plan = spec.plan(len(validation_split(data.train)[0]))
         self._train = data.train
+        self.pixel_order = pixel_order(spec.train)  # as the worker's TrainingRun reads its digits
         self._test = data.test
         self._eval_size = min(spec.eval_size, len(data.test))  # as eval_subset chooses
         if probe is None:

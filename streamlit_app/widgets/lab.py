@@ -1,6 +1,6 @@
 """The training lab's lesson widget: predict, then run one experiment's variants and compare them.
 
-Each variant is a real run (``digitrec.runs.TrainingRun``) of the Train page's
+Each variant is a real run (``digitrec.engines.make_run``: a worker process) of the Train page's
 kind, trained one after the other in the background (``digitrec.race.Race``);
 the page only watches. When they have ended, a table shows each one's accuracy
 on the digits it trained on, on the held-out validation digits and, measured
@@ -15,10 +15,10 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from digitrec import lab
+from digitrec import engines, lab
 from digitrec.errors import DigitrecError
 from digitrec.race import Race
-from digitrec.runs import RunStatus, TrainingRun
+from digitrec.runs import RunStatus
 from digitrec.spec import make_spec
 from digitrec.viz.lab import lab_curves_figure, shift_accuracy_figure
 from streamlit_app import state
@@ -83,8 +83,9 @@ def training_lab(*, key: str, experiment: str = "learning-rate") -> None:
         st.caption("Predict first: choose an answer, then run the experiment.")
     if run_clicked:
         try:
-            race = Race([TrainingRun(make_spec(**lab.form_values(e.values(label))), dataset)
-                         for label in e.variants])
+            # Each variant trains in a worker process, one after the other: the page never trains.
+            race = Race([engines.make_run(make_spec(**lab.form_values(e.values(label))), dataset,
+                                          owner=state.session_id()) for label in e.variants])
         except DigitrecError as err:
             st.warning(str(err))
             return
