@@ -123,6 +123,10 @@ MAX_STEPS_RANGE = (1, 100_000)
 # A training run shares the server's memory with every other session: refuse
 # settings that would need more than this before training starts.
 MEMORY_BUDGET_BYTES = 2 * 2**30
+# A network costing more multiply-adds per digit than this (about 4x the pretrained TinyVGG) has its
+# 10,000-test-digit passes (dead units, top digits) wait for a button: a 256-channel TinyVGG would
+# hold the page for many minutes.
+STATISTICS_MAX_MACS = 5_000_000
 
 
 # --- what a run records ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from digitrec import intervention, units
+from digitrec import config, intervention, models, units
 from digitrec.data import IMAGE_SIZE
 from digitrec.inspection import layer_io, predict_proba
 from digitrec.viz import units as viz
@@ -175,7 +175,15 @@ def unit_link(*, key: str, net: state.Network | None = None, network: str = "") 
     """A row for the explorers: the dead units of this network, and any neuron or map's biography one click away."""
     net = _pick(net, network)
     model = net.model
-    st.caption(_dead_sentence(model, state.dead_units(net)))
+    macs = state.model_result(net, ("multiply-adds",), lambda: models.count_macs(model))
+    if macs <= config.STATISTICS_MAX_MACS or st.session_state.get(f"{key}_measure"):
+        st.caption(_dead_sentence(model, state.dead_units(net)))
+    else:  # a wide network: the 10,000-digit pass is the learner's choice, not a side effect of opening a page
+        st.caption(f"This network needs {macs:,} multiply-adds per digit, so finding its dead units means a long "
+                   "pass over the 10,000 test digits.")
+        if st.button("Find its dead units", key=f"{key}_measure_button", icon=":material/hourglass:"):
+            st.session_state[f"{key}_measure"] = True
+            st.rerun()
     layers = units.unit_layers(model)
     a, b, c = st.columns([2, 2, 3], vertical_alignment="bottom")
     layer = a.selectbox("Layer", layers, key=f"{key}_layer")
