@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from digitrec import attribution, config, data, inspection, models, train
+from digitrec import attribution, backprop, config, data, inspection, models, train
 from digitrec.spec import RunSpec
 
 EVAL_EVERY_DIGITS = 6_400  # evaluate the test set this often while racing to an accuracy
@@ -190,7 +190,8 @@ def _time(fn, repeats: int) -> dict:
 
 
 def latencies(mnist: data.MNIST, networks=("fc", "cnn"), repeats: int = LATENCY_REPEATS) -> dict:
-    """{network: {what: {"median": ms, "p95": ms}}} for prediction with activations and each attribution."""
+    """{network: {what: {"median": ms, "p95": ms}}} for prediction with activations, each attribution
+    and the backward step-through."""
     x = data.to_input(mnist.test.images[:1])  # (1, 1, 28, 28)
     out = {}
     for key in networks:
@@ -200,8 +201,9 @@ def latencies(mnist: data.MNIST, networks=("fc", "cnn"), repeats: int = LATENCY_
         for method in attribution.methods_for(model):
             entry[f"attribution_{method}"] = _time(lambda m=method: attribution.attribute(model, x, 0, m),
                                                    max(3, repeats // 3))
-        # The backward step-through (digitrec.backprop) and the units/fooling timings are measured
-        # here once those modules exist on main; they are not part of this version.
+        # One backward step-through (digitrec.backprop: forward, autograd backward, the hand chain rule).
+        entry["backward_step_through"] = _time(lambda: backprop.backward(model, x, int(mnist.test.labels[0])),
+                                               repeats)
         out[key] = entry
     return out
 

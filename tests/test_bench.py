@@ -24,7 +24,7 @@ def test_bench_quick_json_has_every_ratio_and_latency(tmp_path, mnist, capsys):
     assert report["ratios"]["in_app_vs_fit_fc"] == app["samples_per_s"] / fit["samples_per_s"]
     assert report["matmul_gflops"] > 0
     latency = report["latency_ms"]["fc"]
-    assert {"predict_with_activations", "attribution_saliency", "attribution_occlusion"} <= set(latency)
+    assert {"predict_with_activations", "attribution_saliency", "attribution_occlusion", "backward_step_through"} <= set(latency)
     assert all(0 < t["median"] <= t["p95"] for t in latency.values())
     out = capsys.readouterr().out
     assert "in_app_vs_fit_fc" in out and "latency" in out
