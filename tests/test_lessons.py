@@ -32,7 +32,7 @@ REQUIRED_WIDGETS = {
     5: {"softmax", "loss", "confident_mistakes"},
     6: {"live_training", "loss_slice"},
     7: {"backprop_loss", "backprop_diagram", "backprop_weight", "backprop_gradient_pictures", "backprop_sgd_step"},
-    8: {"training_lab"},
+    8: {"training_lab", "confusion_matrix", "confident_mistakes"},
     9: {"conv_arithmetic", "conv_sandbox"},
     10: {"relu_detail", "pool_detail"},
     11: {"cnn_overview", "cnn_filters", "softmax"},
