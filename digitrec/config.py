@@ -151,6 +151,9 @@ LIVE_EVERY_S = 0.2  # refresh the live probe and weights at most this often
 # run's wall clock: an automatic cadence (eval_every / snapshot_every 0) stretches
 # when they cost more, so a short TinyVGG run is not mostly evaluation.
 RECORDING_BUDGET = 0.10
+# ... except the first second of measuring, which is always spent: a run of one or two seconds (the
+# lab's 300 digits) would otherwise draw its curves as a straight line from start to end.
+RECORDING_FREE_S = 1.0
 
 
 # --- where runs train (digitrec.engines) ---------------------------------------------------------

@@ -293,12 +293,21 @@ def test_checkpoint_bytes_round_trip_through_load_bytes():
 # --- recording at a budget ------------------------------------------------------------------------
 
 
-def test_an_automatic_cadence_keeps_recording_within_its_budget_and_a_chosen_one_is_kept():
+def test_an_automatic_cadence_keeps_recording_within_its_budget_and_a_chosen_one_is_kept(monkeypatch):
     # Each evaluation reads 2,000 digits, while 20 steps of one digit cost far less: evaluating
     # every 20 steps as planned would take most of the run's time.
-    d = _data(n_train=64, n_test=2000)
-    budgeted = TrainingRun(RunSpec(models.FCConfig(), TrainConfig(epochs=10, batch_size=1)), d)  # 640 steps
-    assert budgeted.plan.eval_every == round(640 / config.EVAL_POINTS) and budgeted.plan.adapt_eval
+    # 24,000 digits hold 2,000 out for validation (the subset the curves watch); 64 of the rest are trained on.
+    d = _data(n_train=24_000, n_test=100)
+    free = TrainingRun(RunSpec(models.FCConfig(), TrainConfig(epochs=10, batch_size=1), train_size=64), d)
+    free.start()
+    assert free.join(timeout=120)
+    # This short run's measuring fits in the free first second: every planned point is drawn.
+    total, every = free.plan.total_steps, free.plan.eval_every
+    planned = len(range(0, total + 1, every)) + (total % every != 0)  # and the last step
+    assert len(free.progress().evals) == planned or free._recorder._spent_s > config.RECORDING_FREE_S
+    monkeypatch.setattr(config, "RECORDING_FREE_S", 0.0)  # now the 10 % budget alone decides
+    budgeted = TrainingRun(RunSpec(models.FCConfig(), TrainConfig(epochs=10, batch_size=1), train_size=64), d)  # 640 steps
+    assert budgeted.plan.eval_every == round(budgeted.plan.total_steps / config.EVAL_POINTS) and budgeted.plan.adapt_eval
     budgeted.start()
     assert budgeted.join(timeout=120)
     p = budgeted.progress()
@@ -309,9 +318,10 @@ def test_an_automatic_cadence_keeps_recording_within_its_budget_and_a_chosen_one
     assert budgeted._recorder.recording_share() <= 2 * config.RECORDING_BUDGET
 
     chosen = TrainingRun(RunSpec(models.FCConfig(), TrainConfig(epochs=10, batch_size=1),
-                                 eval_every=budgeted.plan.eval_every), d)
+                                 train_size=64, eval_every=budgeted.plan.eval_every), d)
     assert not chosen.plan.adapt_eval
     chosen.start()
     assert chosen.join(timeout=120)
     every = chosen.plan.eval_every  # every one of them, and the last step (finish)
-    assert [e.step for e in chosen.progress().evals] == [*range(0, 641, every), 640]
+    total = chosen.plan.total_steps
+    assert [e.step for e in chosen.progress().evals] == [*range(0, total + 1, every), total]
