@@ -99,6 +99,14 @@ def test_step_through_the_backpropagation_lesson(page, app_url):
         expect(page.get_by_role("heading", name=step.title, exact=True)).to_be_visible(timeout=60_000)
         expect(page.get_by_text(f"Step {index + 1} of {len(LESSON.steps)}")).to_be_visible()
         expect(page).to_have_url(re.compile(rf"[?&]step={index + 1}(&|$)"))
+        if step.predictions:  # commit a prediction, as the learner must, to see what follows it
+            wait_for_app(page)
+            box = page.get_by_label("Your prediction")
+            box.fill("1")
+            box.press("Enter")
+            wait_for_app(page)
+            page.get_by_role("button", name="Commit my prediction").click()
+            wait_for_app(page)
         if step.widgets:  # the widget ran to its end: the link to its explorer page is drawn after it
             expect(page.get_by_role("link", name=re.compile(r"^Open .* for more$")).first).to_be_visible(timeout=60_000)
         wait_for_app(page)
