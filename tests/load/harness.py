@@ -322,3 +322,26 @@ def format_summary(s: dict) -> str:
     for page, t in s["server_run_s_per_page"].items():
         lines.append(f"    server {page:<14} median {t['median']:.3f} s  p95 {t['p95']:.3f} s  ({t['runs']} runs)")
     return "\n".join(lines)
+
+
+def run_async(coro):
+    """``asyncio.run(coro)`` in a thread of its own: the browser tests' Playwright (sync API) keeps an
+    event loop running in the main thread for the whole session, and asyncio.run refuses to start
+    inside a running loop."""
+    import asyncio
+    import threading
+
+    result: dict = {}
+
+    def main() -> None:
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=main, name="load-test-loop")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")

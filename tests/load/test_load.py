@@ -10,7 +10,6 @@ never saw each other's digit, model or run, nor changed the shared pretrained mo
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -25,7 +24,7 @@ RESULTS = harness.REPO / "tests" / "load" / "results"
 
 def run_and_check(url: str, n: int, timing_log, target: str) -> dict:
     start = time.monotonic()
-    learners = asyncio.run(harness.run_class(url, n))
+    learners = harness.run_async(harness.run_class(url, n))
     wall = time.monotonic() - start
     entries = harness.timing_entries(timing_log)
     summary = harness.summary(learners, entries, n, target, wall)

@@ -7,7 +7,6 @@ reruns the script and draws), and an upload reaches the replica that holds the s
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -74,7 +73,7 @@ async def _through_nginx(url: str) -> dict:
 @pytest.mark.load
 def test_a_page_its_websocket_and_an_upload_work_through_nginx(served):
     url, timing_log, _ = served
-    result = asyncio.run(_through_nginx(url))
+    result = harness.run_async(_through_nginx(url))
     assert "digitrec_replica" in result["cookies"]  # the sticky cookie nginx set
     assert result["said"] >= 1, "the Draw page did not draw through the websocket"
     assert not result["problems"], result["problems"]

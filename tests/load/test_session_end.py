@@ -8,7 +8,6 @@ resident memory, before, during and after.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -94,12 +93,12 @@ def test_a_closed_tab_frees_its_run_models_and_uploads(tmp_path):
     proc, url = harness.start_server(log, tmp_path / "server.log", f"--server.disconnectedSessionTTL={GRACE_S}")
     try:
         checkpoint = _big_checkpoint()
-        asyncio.run(_learner(url, checkpoint, hold=False))  # warm up: data, weights, torch's threads, the sweeper
+        harness.run_async(_learner(url, checkpoint, hold=False))  # warm up: data, weights, torch's threads, the sweeper
         first = _released(log, 1, timeout=60)
         assert first["tracked_sessions"] == 0 and not first["run_threads"]
         before = _status(proc.pid)
 
-        asyncio.run(_learner(url, checkpoint, hold=True))
+        harness.run_async(_learner(url, checkpoint, hold=True))
         during = _status(proc.pid)  # the tab is closed; for GRACE_S its session could still reconnect
         released = _released(log, 2, timeout=60)
         after = _settle(proc.pid, lambda s: s["rss_mb"] < during["rss_mb"] - 30, timeout=30)
