@@ -116,6 +116,6 @@ def test_race_on_all_training_digits_fills_the_chart_table_and_explanation(app_u
     _settled(page)
     assert_no_exception(page)
     # Evaluations on an automatic cadence keep within 10 % of the run's time (config.RECORDING_BUDGET):
-    # one TinyVGG evaluation of 2,000 digits costs several training steps, so it gets fewer points.
-    assert _points(page, "FCNet 784-16-16-10") >= 10 and _points(page, "TinyVGG (10 channels)") >= 3
+    # one TinyVGG evaluation of 2,000 digits costs several training steps, so on a loaded machine it may get only its first and last.
+    assert _points(page, "FCNet 784-16-16-10") >= 10 and _points(page, "TinyVGG (10 channels)") >= 2
     _shot(page, "race-finished", folder="race")
