@@ -159,7 +159,7 @@ async def _visit(page, learner: Learner, name: str) -> None:
 
 async def _network_options(page) -> list[str]:
     """The sidebar network picker's options on an explorer page."""
-    box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
+    box = page.locator('.st-key-net_picker [data-testid="stSelectbox"]')
     await box.click()
     options = await page.get_by_role("option").all_inner_texts()
     await page.keyboard.press("Escape")
@@ -196,7 +196,9 @@ async def _train(page, learner: Learner, batch: int) -> None:
     await _wait_for_app(page)
     text = await page.locator(FINISHED).first.inner_text()
     learner.run_note = text
-    expected = -(-60_000 // batch)
+    from digitrec import config
+
+    expected = -(-(config.TRAIN_DIGITS - config.VALIDATION_SIZE) // batch)  # validation digits are held out
     if f"Finished: {expected:,} steps" not in text:
         learner.problems.append(f"learner {learner.index}: their run says {text!r}, expected {expected:,} steps")
 
