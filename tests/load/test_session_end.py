@@ -22,8 +22,19 @@ GRACE_S = 2  # server.disconnectedSessionTTL for this test (Streamlit's default,
 
 def _status(pid: int) -> dict[str, int]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    children = sum(1 for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid)
+    # Child processes, not counting multiprocessing's resource tracker: the first worker run starts it
+    # once per server and it stays by design; a training worker left behind would count.
+    children = sum(1 for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid
+                   and b"resource_tracker" not in _cmdline(int(d)))
     return {"threads": int(fields["Threads"]), "rss_mb": int(fields["VmRSS"].split()[0]) // 1024, "children": children}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def _ppid(pid: int) -> int | None:
