@@ -352,18 +352,7 @@ class TrainingRun:
 
     def checkpoint_bytes(self) -> bytes:
         """The ended run's model as a digitrec safetensors checkpoint (for a download)."""
-        model = self.trained_model()
-        p = self.progress()
-        t = self.spec.train
-        extra = {
-            "steps": str(p.step), "train_size": str(self.plan.train_size), "batch_size": str(t.batch_size),
-            "optimizer": t.optimizer, "lr": repr(t.lr), "schedule": t.schedule, "run_status": p.status.value,
-            "augment_shift": str(t.augment_shift), "augment_rotation": repr(t.augment_rotation),
-            "shuffle_pixels": "yes" if t.shuffle_pixels else "no",
-        }
-        return checkpoints.to_bytes(
-            model, test_accuracy=p.final_test_accuracy, epochs=len(p.epoch_results), seed=t.seed, extra=extra
-        )
+        return checkpoint_bytes_of(self)
 
     # -- the training thread --
 
@@ -565,3 +554,22 @@ class Pace:
                 time.sleep(wait)
                 self.slept_s += wait
         self._last = time.perf_counter()
+
+
+def checkpoint_bytes_of(run) -> bytes:
+    """An ended run's model as a digitrec safetensors checkpoint, with how it was trained as metadata.
+
+    ``run``: any run handle (a TrainingRun here, or an engine's handle) with ``trained_model()``,
+    ``progress()``, ``spec`` and ``plan``: one recipe, so every engine's downloads say the same things."""
+    model = run.trained_model()
+    p = run.progress()
+    t = run.spec.train
+    extra = {
+        "steps": str(p.step), "train_size": str(run.plan.train_size), "batch_size": str(t.batch_size),
+        "optimizer": t.optimizer, "lr": repr(t.lr), "schedule": t.schedule, "run_status": p.status.value,
+        "augment_shift": str(t.augment_shift), "augment_rotation": repr(t.augment_rotation),
+        "shuffle_pixels": "yes" if t.shuffle_pixels else "no",
+    }
+    return checkpoints.to_bytes(
+        model, test_accuracy=p.final_test_accuracy, epochs=len(p.epoch_results), seed=t.seed, extra=extra
+    )

@@ -39,10 +39,10 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from digitrec import checkpoints, config, models
+from digitrec import config, models
 from digitrec.data import IMAGE_SIZE, MNIST, DigitSet, validation_split
 from digitrec.engines.queue import RunQueue, default_queue
-from digitrec.runs import _RUN_IDS, RunProgress, RunStatus, TrainingRun, _units
+from digitrec.runs import _RUN_IDS, RunProgress, RunStatus, TrainingRun, _units, checkpoint_bytes_of
 from digitrec.spec import RunSpec
 from digitrec.train import Callback, pixel_order
 
@@ -301,16 +301,7 @@ class WorkerRun:
 
     def checkpoint_bytes(self) -> bytes:
         """The ended run's model as a digitrec safetensors checkpoint (for a download)."""
-        model = self.trained_model()
-        p = self.progress()
-        t = self.spec.train
-        extra = {
-            "steps": str(p.step), "train_size": str(self.plan.train_size), "batch_size": str(t.batch_size),
-            "optimizer": t.optimizer, "lr": repr(t.lr), "schedule": t.schedule, "run_status": p.status.value,
-        }
-        return checkpoints.to_bytes(
-            model, test_accuracy=p.final_test_accuracy, epochs=len(p.epoch_results), seed=t.seed, extra=extra
-        )
+        return checkpoint_bytes_of(self)
 
     # -- the reader thread --
 
