@@ -49,7 +49,7 @@ serve: $(STAMP) data nginx
 # The load test: classes of 2, 4 and 8 learners on one server, then 8 through `make serve`.
 # Prints median and p95 page times (browser and server side); results in tests/load/results/.
 load: $(STAMP) data browser nginx
-	DIGITREC_LOAD_N="2 4 8" DIGITREC_LOAD_SERVE=1 $(PY) -m pytest tests/load -s -q -p no:cacheprovider
+	DIGITREC_LOAD_N="2 4 8" $(PY) -m pytest tests/load -m "load or big_class" -s -q -p no:cacheprovider
 
 # Reproduce the committed pretrained weights (fixed seeds; see weights/README.md).
 # One thread: the committed files were made so, and the thread count changes float rounding.

@@ -161,6 +161,8 @@ async def _network_options(page) -> list[str]:
     """The sidebar network picker's options on an explorer page."""
     box = page.locator('.st-key-net_picker [data-testid="stSelectbox"]')
     await box.click()
+    # The list opens after the click: on a busy server reading it at once can find none (CI once read []).
+    await page.get_by_role("option").first.wait_for(timeout=PAGE_TIMEOUT_MS)
     options = await page.get_by_role("option").all_inner_texts()
     await page.keyboard.press("Escape")
     return options

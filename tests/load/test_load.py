@@ -2,7 +2,7 @@
 
 `make test` runs N=4 against one `streamlit run` (about two minutes here). `make load`
 runs N=2, 4 and 8 (DIGITREC_LOAD_N="2 4 8") and the class again through `make serve`'s
-nginx front (DIGITREC_LOAD_SERVE=1), printing the page times and saving them under
+nginx front (marker big_class), printing the page times and saving them under
 tests/load/results/. Times are not asserted (a shared 2-core machine makes them noise);
 what is asserted is that every page finished without an error box and that learners
 never saw each other's digit, model or run, nor changed the shared pretrained models.

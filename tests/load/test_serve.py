@@ -2,7 +2,8 @@
 
 In `make test`: through nginx a page loads, its websocket drives the app (a page switch
 reruns the script and draws), and an upload reaches the replica that holds the session
-(the sticky cookie). In `make load` (DIGITREC_LOAD_SERVE=1): the whole class runs through it.
+(the sticky cookie). In `make load` (marker big_class, left out of `make test` for its
+minutes): the whole class runs through it.
 """
 
 from __future__ import annotations
@@ -82,8 +83,7 @@ def test_a_page_its_websocket_and_an_upload_work_through_nginx(served):
     assert len({e["pid"] for e in entries}) == 1  # one learner, one replica: the session stayed put
 
 
-@pytest.mark.load
-@pytest.mark.skipif(not os.environ.get("DIGITREC_LOAD_SERVE"), reason="the class through nginx runs in `make load`")
+@pytest.mark.big_class
 def test_a_class_through_nginx(served):
     url, timing_log, proc = served
     summary = run_and_check(url, max(SIZES), timing_log, "nginx")
