@@ -93,6 +93,12 @@ MOMENTUM = 0.9  # the "momentum" optimizer's
 # weights settle instead of jittering around the minimum; "constant" is
 # easier to reason about in the lessons.
 SCHEDULE = "constant"
+# Mixed precision (TrainConfig.mixed_precision): a network with convolutions runs its forward pass in
+# bfloat16 where the processor has bfloat16 instructions (weights, gradients, Adam and the loss stay
+# float32). TinyVGG, 1 thread, same process, alternating: 1,000-1,300 -> 2,000-2,200 digits/s on this
+# 2-core AMD EPYC (avx512_bf16) under load, and 96.7 % vs 96.6 % test accuracy after one epoch. Fully
+# connected networks gained nothing (784-128-64-10: 10,200-12,700 vs 10,300-12,100), so they stay float32.
+MIXED_PRECISION = True
 SEED = 0  # fixes the initial weights and the batch order
 RACE_EPOCHS = 1  # a race's default: one pass is enough to see who is faster
 RACE_TARGETS = (0.95, 0.97, 0.98)  # test accuracies the race table times and its chart marks
