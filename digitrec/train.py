@@ -202,6 +202,20 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.SGD(model.parameters(), lr=config.lr)  # plain: w <- w - lr * grad
 
 
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule, stepped once per batch over ``total_steps``; None for a constant rate."""
+    if config.schedule == "cosine":  # config.lr at the start, down to 0 at the last step
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if config.schedule == "onecycle":
+        # Up from lr/25 to config.lr over the first 30 % of the steps, then down to about 0 by the last
+        # (Smith's one-cycle): the high middle learns fast, the low end settles the weights. Adam's
+        # beta1 cycles the other way (0.95 -> 0.85 -> 0.95), as OneCycleLR does by default.
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total_steps, 2))
+    return None
+
+
 def bfloat16_supported(device: torch.device) -> bool:
     """Does ``device`` do bfloat16 arithmetic natively (not emulated, which would be slower than float32)?"""
     if device.type == "cuda":
@@ -297,17 +311,15 @@ def fit(
     channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    state_mixed = uses_mixed_precision(model, config)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if state_mixed else contextlib.nullcontext()
+    mixed = uses_mixed_precision(model, config)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if mixed else contextlib.nullcontext()
     params = [p for p in model.parameters() if p.requires_grad]
     last_good = [p.detach().clone() for p in params]
 
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     state = TrainState(epochs=config.epochs, steps_per_epoch=steps_per_epoch, max_steps=config.max_steps,
-                       mixed_precision=state_mixed)
-    scheduler = None
-    if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=state.total_steps)
+                       mixed_precision=mixed)
+    scheduler = make_scheduler(optimizer, config, state.total_steps)
     _emit(callbacks, "on_fit_start", state)
     # off_clock_s: seconds spent paused, evaluating or in callbacks (not training).
     clock, off_clock_s = time.perf_counter(), 0.0

@@ -98,7 +98,7 @@ def training_settings(*, key: str, disabled: bool = False) -> dict:
                            help=f"How big each update is. Adam: about {config.LR:g}; plain SGD: about 0.1-0.3; "
                                 "with momentum about 0.05. Too high and the loss explodes.")
         schedule = st.selectbox("Schedule", config.SCHEDULES, key=f"{key}_schedule", **session,
-                                help="cosine lowers the rate smoothly to 0 by the last step.")
+                                help="cosine lowers the rate smoothly to 0 by the last step; onecycle first warms up to it (30 % of the steps), then lowers it to about 0.")
     with data_col:
         batch_size = st.number_input("Batch size (digits per step)", *config.BATCH_RANGE, config.BATCH_SIZE,
                                      key=f"{key}_batch", **session)
