@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-reference", action="store_true", help="time digitrec only")
     parser.add_argument("--threads", type=_positive, default=None,
-                        help=f"torch threads (default: {config.RUN_THREADS}, as each training worker uses)")
+                        help="torch threads (default: as many as each training worker uses)")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also measure the app's runs, the machine's peak and the latencies, and write every "
                         "number with the ratios.* keys to this JSON file")

@@ -181,11 +181,12 @@ RECORDING_FREE_S = 1.0
 
 MAX_RUNS_ENV = "DIGITREC_MAX_RUNS"  # runs training at once on a server (default: cores - 1, at least 1)
 RUN_THREADS_ENV = "DIGITREC_RUN_THREADS"  # PyTorch threads of each worker process
-# One thread per worker: on a small shared machine two OpenMP threads that wait
-# for each other while other work holds the cores train several times slower
-# than one (2-core machine under load: FCNet 7,800 vs 26,000 digits/s, TinyVGG
-# 870 vs 5,600), and with K = cores - 1 runs one core stays with the pages.
-RUN_THREADS = 1
+# Without DIGITREC_RUN_THREADS a worker takes its share of the cores the pages leave:
+# (cores - 1) // K, at least 1 (digitrec.engines.local._run_threads): a class server with K = 2
+# on 16 cores gives each run 7. On this 2-core machine that is 1, and it should be: one run
+# alone with 2 threads trained TinyVGG at 8,400-8,700 digits/s when the other core was free but
+# 600-840 when another session's work held it (OpenMP threads wait for each other), against
+# 5,000-5,400 with 1 thread (load average 6; FCNet: 7,800 vs 26,000 digits/s under load).
 DEVICE_ENV = "DIGITREC_DEVICE"  # "cpu" keeps training off a GPU that is present
 REPORT_EVERY_S = 0.25  # a worker sends its progress this often (the page polls once a second)
 STOP_GRACE_S = 3.0  # a worker asked to stop gets this long before it is terminated

@@ -191,7 +191,7 @@ def seconds_to_reach(evals: Sequence[EvalRow], target: float) -> float | None:
     ``evals``: in the order measured.
     """
     for e in evals:
-        if e.test_accuracy is not None and e.test_accuracy >= target:
+        if e.val_accuracy is not None and e.val_accuracy >= target:
             return float(e.seconds)
     return None
 
@@ -216,7 +216,7 @@ def race_row(
     seconds; one epoch is ``train_size`` digits at that speed.
     """
     speed = samples_seen / elapsed_s if samples_seen > 0 and elapsed_s > 0 else None
-    accuracies = [e.test_accuracy for e in evals if e.test_accuracy is not None]
+    accuracies = [e.val_accuracy for e in evals if e.val_accuracy is not None]
     return RaceRow(
         name=name,
         params=params,

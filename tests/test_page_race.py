@@ -62,7 +62,7 @@ def test_a_tiny_race_charts_both_networks_and_explains_with_its_numbers(mnist):
     names = [t["name"] for t in fig["data"]]
     assert names == ["FCNet 784-16-16-10", "TinyVGG (4 channels)"]
     assert fig["data"][0]["x"] == pytest.approx([e.seconds for e in fc.evals])
-    assert fig["data"][1]["y"] == pytest.approx([e.test_accuracy for e in cnn.evals])
+    assert fig["data"][1]["y"] == pytest.approx([e.val_accuracy for e in cnn.evals])
 
     table = _table(at)
     rows = [race.row_of(fc), race.row_of(cnn)]

@@ -15,7 +15,7 @@ from tests.helpers import small_mnist as _data, wait_until as _wait_until
 
 
 def _evals(points: list[tuple[float, float]]) -> list[EvalRow]:
-    return [EvalRow(step=10 * i, epoch=1, seconds=s, test_accuracy=a, test_loss=0.0) for i, (s, a) in enumerate(points)]
+    return [EvalRow(step=10 * i, epoch=1, seconds=s, val_accuracy=a, val_loss=0.0) for i, (s, a) in enumerate(points)]
 
 
 # FCNet 784-16-16-10: a Linear layer does in x out multiply-adds and has (in + 1) x out weights.

@@ -268,7 +268,7 @@ def _status_note(p: RunProgress) -> None:
         st.warning(p.message + (f" Its test accuracy now: {final}." if final else ""))
     elif p.status is RunStatus.FAILED:
         st.error(p.message)
-    if p.status.ended and p.step >= 50 and p.test_accuracy is not None and p.test_accuracy < 0.2:
+    if p.status.ended and p.step >= 50 and p.val_accuracy is not None and p.val_accuracy < 0.2:
         st.warning(
             f"After {p.step:,} steps the network does no better than guessing (10 %). A learning rate far too high "
             "kills the neurons (their ReLU gives 0 for every digit, so nothing can change them); one far too low "
@@ -397,7 +397,7 @@ def snapshot_replay(*, key: str, slot: str) -> None:
         format_func=lambda i: f"step {snaps[i].step:,} ({snaps[i].seconds:.1f} s)",
     )
     snap = snaps[index]
-    accuracy = f"{snap.test_accuracy:.1%}" if snap.test_accuracy is not None else "–"
+    accuracy = f"{snap.val_accuracy:.1%}" if snap.val_accuracy is not None else "–"
     st.markdown(f"**Step {snap.step:,}**, epoch {max(snap.epoch, 1)}, after {snap.seconds:.1f} s of training: "
                 f"validation accuracy {accuracy} on {p.eval_size:,} held-out digits.")
     curves_col, net_col = st.columns([3, 2])
