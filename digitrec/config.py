@@ -183,7 +183,7 @@ RAY_ADDRESS_ENV = "DIGITREC_RAY_ADDRESS"  # set: the engine is "ray" (unless DIG
 # (to try the engine on one machine; the test suite uses it).
 RAY_ADDRESS = "auto"
 RAY_LOCAL = "local"
-RAY_CONNECT_TIMEOUT_S = 30.0  # a cluster that has not answered by then is taken as unreachable
+RAY_CONNECT_TIMEOUT_S = 60.0  # a cluster (or a private instance starting) that has not answered by then is unreachable
 RAY_RETRY_S = 60.0  # after a failure, new runs train locally for this long before the cluster is tried again
 # A run's actor that has not answered for this long (the cluster is busy starting it, or gone) is
 # taken as lost: its run starts again on this server's own workers.
