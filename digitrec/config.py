@@ -191,3 +191,6 @@ RAY_SILENCE_S = 120.0
 # A GPU node serves many classrooms: each run asks for this share of a GPU when the cluster has
 # GPUs (the networks are small: ten runs fit on one GPU), else for one CPU.
 RAY_GPU_SHARE = 0.1
+# App processes of one server sharing the cluster (scripts/serve sets it): each lets 1/N of the
+# cluster's places train at once, so the replicas together do not ask for more than it has.
+REPLICAS_ENV = "DIGITREC_REPLICAS"

@@ -84,7 +84,7 @@ class Cluster:
         slots = int(cpus // _run_threads())
         if self.gpus > 0:
             slots = min(slots, int(self.gpus / config.RAY_GPU_SHARE)) if slots else int(self.gpus / config.RAY_GPU_SHARE)
-        self.queue = RunQueue(max(slots, 1))
+        self.queue = RunQueue(max(slots // _replicas(), 1))
         self._lock = threading.Lock()
         self._digits: dict[tuple[int, int], tuple[DigitSet, DigitSet, ray.ObjectRef]] = {}
 
@@ -107,6 +107,14 @@ class Cluster:
         return _RunActor.options(**options).remote(
             self.digits(run._train, run._test), run.spec, run.probe, run._callbacks, run.threads, run._start_paused,
             pending)
+
+
+def _replicas() -> int:
+    """App processes sharing the cluster (``DIGITREC_REPLICAS``, set by scripts/serve; default 1)."""
+    try:
+        return max(1, int(os.environ.get(config.REPLICAS_ENV, "1")))
+    except ValueError:
+        return 1
 
 
 _lock = threading.Lock()
@@ -185,6 +193,7 @@ def _init(where: str) -> None:
         ray.shutdown()
     _left.set()  # the thread of that connection may end
     outcome: dict[str, BaseException | None] = {}
+    answered = threading.Event()
     _left.clear()
 
     def attempt() -> None:
@@ -194,13 +203,14 @@ def _init(where: str) -> None:
         except BaseException as e:  # handed to the waiting thread
             outcome["error"] = e
             return
+        finally:
+            answered.set()
         # Ray starts a private instance's processes bound to this thread's life (the kernel's
         # parent-death signal is per thread): it must outlive the connection, not just ray.init.
         _left.wait()
 
-    thread = threading.Thread(target=attempt, name="digitrec-ray-connection", daemon=True)
-    thread.start()
-    thread.join(config.RAY_CONNECT_TIMEOUT_S)
+    threading.Thread(target=attempt, name="digitrec-ray-connection", daemon=True).start()
+    answered.wait(config.RAY_CONNECT_TIMEOUT_S)
     if "error" not in outcome:
         raise Unreachable(_unreachable_sentence(where, f"no answer within {config.RAY_CONNECT_TIMEOUT_S:.0f} s"))
     if outcome["error"] is not None:
