@@ -81,9 +81,9 @@ class Cluster:
         resources = ray.cluster_resources()
         self.gpus = float(resources.get("GPU", 0.0))
         cpus = float(resources.get("CPU", 0.0))
-        slots = int(cpus // _run_threads())
-        if self.gpus > 0:
-            slots = min(slots, int(self.gpus / config.RAY_GPU_SHARE)) if slots else int(self.gpus / config.RAY_GPU_SHARE)
+        slots = int(cpus // _run_threads())  # each run takes its worker's threads in CPUs ...
+        if self.gpus > 0:  # ... and a share of a GPU when there are GPUs
+            slots = min(slots, int(self.gpus / config.RAY_GPU_SHARE))
         self.queue = RunQueue(max(slots // _replicas(), 1))
         self._lock = threading.Lock()
         self._digits: dict[tuple[int, int], tuple[DigitSet, DigitSet, ray.ObjectRef]] = {}
@@ -172,9 +172,11 @@ def _unreachable_sentence(where: str, why: str) -> str:
 
 
 def _why(e: BaseException) -> str:
-    """A short reason from an exception: its kind and the first line of its text."""
+    """A short reason from an exception, to stand in brackets in one sentence: the first sentence of
+    its text (Ray's go on with advice for programmers), else its kind."""
     first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
-    return f"{type(e).__name__}: {first[:160]}" if first else type(e).__name__
+    first = first.split(". ", 1)[0].rstrip(".")[:160]
+    return first or type(e).__name__
 
 
 def _init(where: str) -> None:
