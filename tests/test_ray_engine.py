@@ -181,10 +181,7 @@ def test_an_actor_that_dies_makes_the_run_start_again_here(mnist, ray_engine):
 
 
 def test_an_unreachable_cluster_means_one_sentence_and_a_local_run(mnist, monkeypatch):
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    address = f"127.0.0.1:{port}"
+    address = f"127.0.0.1:{_free_port()}"
     monkeypatch.setenv(config.RAY_ADDRESS_ENV, address)
     started = time.monotonic()
     run = engines.make_run(_spec(max_steps=30), mnist, owner="learner")
@@ -233,3 +230,31 @@ def test_the_engine_comes_from_the_environment_or_the_command_line(monkeypatch):
     assert engines.engine() == "local"
     engines.choose_engine(["--engine", "typo"])  # not an engine: left as it was
     assert engines.engine() == "local"
+
+
+def test_the_train_page_shows_the_sentence_with_the_runs_status(mnist, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv(config.RAY_ADDRESS_ENV, f"127.0.0.1:{_free_port()}")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("views/train.py")
+    at.run()
+    at.select_slider(key="train_train_size").set_value(300)
+    at.run()
+    at.button(key="train_start").click().run()
+    run = at.session_state["training_runs"]["train"]
+    try:
+        wait_until(lambda: run.notice, timeout=30)
+        at.run()
+        assert not at.exception
+        assert run.notice in [w.value for w in at.warning]  # beside the progress bar, the learner reads why
+        assert at.get("progress")  # and the page goes on showing the run
+    finally:
+        run.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

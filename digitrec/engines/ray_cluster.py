@@ -47,6 +47,7 @@ from digitrec.spec import RunSpec
 from digitrec.train import Callback
 
 TAKE_WAIT_S = 1.0  # how long one fetch waits in the actor for something to report
+PROBE_S = 5.0  # an address's port that does not accept a connection by then is not a cluster's
 
 
 class Unreachable(Exception):
@@ -228,7 +229,7 @@ def _probe(where: str) -> None:
     if not host or not port.isdigit():
         raise Unreachable(_unreachable_sentence(where, "the address is not host:port or ray://host:port"))
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S).close()
     except OSError as e:
         raise Unreachable(_unreachable_sentence(where, e.strerror or type(e).__name__)) from e
 
