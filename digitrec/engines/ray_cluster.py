@@ -188,7 +188,8 @@ def _init(where: str) -> None:
     runtime_env = {"py_modules": [os.path.dirname(digitrec.__file__)]}
     kwargs = dict(namespace="digitrec", runtime_env=runtime_env, logging_level="WARNING")
     if where == config.RAY_LOCAL:  # a private instance in this process's children, as the tests use
-        kwargs.update(num_cpus=max_runs(), include_dashboard=False)
+        # (Ray's "local": a new instance even where `ray start` made one, or RAY_ADDRESS names one)
+        kwargs.update(address="local", num_cpus=max_runs(), include_dashboard=False)
     else:
         _probe(where)
         kwargs.update(address=where)
