@@ -69,11 +69,13 @@ def ray_engine():
     os.environ[config.RAY_ADDRESS_ENV] = config.RAY_LOCAL
     os.environ[config.MAX_RUNS_ENV] = "1"  # the private instance gets num_cpus=1
     os.environ.pop(config.ENGINE_ENV, None)
-    from digitrec.engines import ray_cluster
+    from digitrec.engines import queue, ray_cluster
 
+    server_queue = queue._DEFAULT  # a fallback run may make the server's queue under DIGITREC_MAX_RUNS=1
     seen: set[int] = set()
     yield seen
     ray_cluster.disconnect()
+    queue._DEFAULT = server_queue  # later tests get the queue of their own environment
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
