@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
