@@ -8,8 +8,6 @@ run on a rendered drawing through a small script.
 from __future__ import annotations
 
 import io
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +19,7 @@ from digitrec import checkpoints, data, preprocess, samples
 from digitrec.inspection import predict_proba
 from digitrec.train import predictions
 from streamlit_app import state
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+from tests.pages import APP, figures as charts
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +36,6 @@ def open_draw(digit: state.Digit | None = None) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
-
-
-def charts(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def bar_chart(at: AppTest) -> dict:
