@@ -153,6 +153,9 @@ def test_upload_of_a_digit_makes_it_current_like_a_drawing():
     assert not at.exception and not at.warning
     digit = at.session_state["digit"]
     assert digit.source == r"your upload seven\.png"  # the file name escaped: every page shows it as Markdown
+    # The Draw tab, drawn before the upload tab, already names the upload as what the networks read.
+    hints = [i.value for i in at.info if i.value.startswith("Draw a digit")]
+    assert hints and all("your upload seven" in h for h in hints), hints
     assert torch.allclose(digit.pixels, preprocess.to_mnist(paper), atol=1 / 255)
     # The steps expander shows the upload's own steps: the first picture is the whole image.
     assert any(f["data"][0]["type"] == "heatmap" and len(f["data"][0]["z"]) == 280 for f in charts(at))
