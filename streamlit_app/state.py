@@ -13,8 +13,11 @@ so a link reproduces the view.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
+import multiprocessing
 import threading
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import streamlit as st
@@ -624,21 +627,61 @@ def new_my_model_key() -> str:
 
 
 # ---------------------------------------------------------------- the race's "scale the task" panel
-# Measured once per server and channel count (a few seconds of timing), then shared by every session.
+# Measured once per server and channel count (tens of seconds of timing on a busy machine), in a
+# process of its own so no page waits on it, then shared by every session.
 _SCALE: dict[int, list] = {}
+_SCALE_JOBS: dict[int, concurrent.futures.Future] = {}
+_SCALE_FAILED: dict[int, str] = {}
+_scale_pool: concurrent.futures.ProcessPoolExecutor | None = None
+_scale_lock = threading.Lock()
 
 
 def scale_measured(channels: int):
-    """The rows measured before for ``channels``, or None."""
-    return _SCALE.get(channels)
+    """The rows measured for ``channels``, or None while not measured (or still measuring)."""
+    global _scale_pool
+    with _scale_lock:
+        job = _SCALE_JOBS.get(channels)
+        if channels not in _SCALE and job is not None and job.done():
+            del _SCALE_JOBS[channels]
+            try:
+                _SCALE[channels] = job.result()
+            except Exception as e:  # noqa: BLE001 - a dead measuring process: say so, let them retry
+                _SCALE_FAILED[channels] = f"{type(e).__name__}: {e}"
+            if not _SCALE_JOBS and _scale_pool is not None:  # nothing left to time: no idle process kept
+                _scale_pool.shutdown(wait=False)
+                _scale_pool = None
+        return _SCALE.get(channels)
 
 
-def measure_scale(channels: int) -> list:
-    """Measure now (the page's own threads; torch's global thread count is left alone) and keep the rows."""
+def scale_measuring(channels: int) -> bool:
+    with _scale_lock:
+        return channels in _SCALE_JOBS
+
+
+def scale_failure(channels: int) -> str | None:
+    """Why the last measurement for ``channels`` stopped, if it did."""
+    return _SCALE_FAILED.get(channels)
+
+
+def start_scale_measure(channels: int) -> None:
+    """Start measuring ``channels`` in the background (once: a second press while it runs does nothing)."""
+    global _scale_pool
     from digitrec import scale
+    from digitrec.engines.local import _run_threads
 
-    _SCALE[channels] = scale.measure(channels)
-    return _SCALE[channels]
+    with _scale_lock:
+        if channels in _SCALE or channels in _SCALE_JOBS:
+            return
+        _SCALE_FAILED.pop(channels, None)
+        if _scale_pool is None:
+            _scale_pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            _SCALE_JOBS[channels] = _scale_pool.submit(scale.measure_alone, channels, _run_threads())
+        except BrokenProcessPool:  # its process died earlier: a fresh pool
+            _scale_pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _SCALE_JOBS[channels] = _scale_pool.submit(scale.measure_alone, channels, _run_threads())
 
 
 # ---------------------------------------------------------------- sessions that end
