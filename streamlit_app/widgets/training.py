@@ -252,6 +252,8 @@ def _queue_note(run, p: RunProgress) -> None:
 
 
 def _status_note(p: RunProgress) -> None:
+    if p.notice:  # it trains elsewhere than the server meant (the Ray cluster could not be reached)
+        st.warning(p.notice)
     seconds = f"{p.elapsed_s:,.1f} s of training"
     final = (f"{p.final_test_accuracy:.2%} on all {p.test_size:,} test digits, measured once, now that training "
              "has ended" if p.final_test_accuracy is not None else "")
@@ -631,6 +633,8 @@ def race_view(*, key: str, slot: str, explanation: bool = True) -> None:
         for p in progress:
             if p.status in (RunStatus.DIVERGED, RunStatus.FAILED):
                 st.warning(f"{p.name}: {p.message}")
+            if p.notice:  # the Ray cluster could not be reached: it trains on this server
+                st.warning(f"{p.name}: {p.notice}")
         if status.ended:
             st.success("The race is over." if status is RunStatus.FINISHED else "The race was stopped.")
         chart_col, table_col = st.columns([3, 2])
