@@ -25,7 +25,7 @@ from digitrec.engines.local import WorkerRun
 from digitrec.runs import RunStatus
 from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
-from tests.helpers import small_mnist, wait_until
+from tests.helpers import wait_until
 
 START_S = 240.0  # a Ray instance, an actor importing torch, or a worker process, on a machine shared by many
 RAY_PROCESS_MARKS = (b"raylet", b"gcs_server", b"ray::", b"default_worker.py", b"runtime_env/agent",
