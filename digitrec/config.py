@@ -103,11 +103,12 @@ SCHEDULE = "constant"
 MIXED_PRECISION = True
 # The fastest recipe to a test accuracy we found (python -m digitrec bench races the app's own fit
 # with it against the tutorial loop): Adam with the one-cycle schedule at 3x the default rate.
-# TinyVGG: 98.0 % after 1.5 epochs and 98.15 % after 1.75 (the rate still falling), at batch 128.
+# Over 2 epochs TinyVGG had 98.0 % after 1.5 and 98.15 % after 1.75; over 3 its best was 98.48 %,
+# short of the benchmark's 98.5 %, so 4 (FCNet 784-128-64-10 reached 97 % in 2 of 3 epochs).
 FAST_LR = 3e-3
 FAST_SCHEDULE = "onecycle"
 FAST_BATCH_SIZE = 128
-FAST_EPOCHS = 3
+FAST_EPOCHS = 4
 SEED = 0  # fixes the initial weights and the batch order
 RACE_EPOCHS = 1  # a race's default: one pass is enough to see who is faster
 RACE_TARGETS = (0.95, 0.97, 0.98)  # test accuracies the race table times and its chart marks

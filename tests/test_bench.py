@@ -46,6 +46,8 @@ def test_time_to_accuracy_reports_what_it_reached_when_the_target_is_out_of_reac
     reached = replace(mine, seconds=2.0)
     assert bench_app.time_to_accuracy_ratio(reached, ref) == (ref.trained_s / 2.0, True)
     assert bench_app.time_to_accuracy_ratio(mine, ref) == (None, False)
+    out_of_epochs = replace(ref, capped=False)  # the reference trained every epoch without reaching it
+    assert bench_app.time_to_accuracy_ratio(reached, out_of_epochs) == (ref.trained_s / 2.0, True)
     assert bench_app.time_to_accuracy_ratio(reached, replace(ref, seconds=6.0, capped=False)) == (3.0, False)
 
 
