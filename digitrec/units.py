@@ -253,6 +253,15 @@ def biography(model: nn.Module, stats: dict[str, LayerStats], digits: DigitSet, 
     )
 
 
+# ---------------------------------------------------------------- what it reads: its incoming weights
+
+
+def incoming_weights(model: nn.Module, unit: Unit) -> torch.Tensor:
+    """A copy of the weights that make the unit: (in,) for a neuron (784 for fc_1: one per pixel), (I, k, k) for a map."""
+    module = dict(model.named_children())[unit.layer]
+    return module.weight.detach()[unit.index].cpu().clone()
+
+
 # ---------------------------------------------------------------- what it is for: pull on the scores
 
 

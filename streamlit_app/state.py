@@ -68,6 +68,9 @@ class Network:
     model: nn.Module
     config: models.ModelConfig
     test_accuracy: float | None
+    # A network trained on the Train page: its run's snapshots (digitrec.runs.Snapshot), so "Inside a unit"
+    # can show a unit at each moment of training. Empty for every other network.
+    snapshots: tuple = ()
 
     @property
     def is_cnn(self) -> bool:
@@ -122,8 +125,8 @@ MAX_MY_MODELS = 4
 _MY_MODEL_DIGESTS_KEY = "_my_model_digests"  # session_state key: {sha256 of an uploaded file: network key}
 
 
-def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | None) -> Network:
-    """Make a model trained or uploaded in this session available on every page.
+def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | None, snapshots: tuple = ()) -> Network:
+    """Make a model trained or uploaded in this session available on every page (``snapshots``: its run's).
 
     Raises DigitrecError (with the sentence to show) when the session already holds
     MAX_MY_MODELS of its own networks.
@@ -134,7 +137,7 @@ def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | 
             f"This session already holds {len(mine)} networks of your own, the most one session keeps on a "
             "shared server. Download the ones you want to keep, then reload the page to start a fresh session."
         )
-    net = Network(key, label, model, model.config, test_accuracy)
+    net = Network(key, label, model, model.config, test_accuracy, tuple(snapshots))
     mine[key] = net
     return net
 
@@ -666,7 +669,8 @@ def measure_scale(channels: int) -> list:
 SWEEP_S = 2.0  # how often the sweeper looks for ended sessions
 # session_state keys of what a session holds that an ended session must let go of.
 _HELD_KEYS = (MY_MODELS_KEY, _MY_MODEL_DIGESTS_KEY, "_test_probabilities", _ATTRIBUTION_CACHE_KEY, SOURCE_IMAGE_KEY,
-              "_relu_statistics", "_model_results")  # (the last: _MODEL_RESULTS_KEY, defined further down)
+              "_relu_statistics", "_model_results", "_snapshot_networks")  # (the last two: _MODEL_RESULTS_KEY and
+# SNAPSHOT_NETS_KEY, defined further down)
 
 _sessions: dict[str, tuple] = {}  # session id -> (its SafeSessionState, time it was first seen without a browser)
 _sessions_lock = threading.Lock()
@@ -900,6 +904,29 @@ def unit_statistics(net: Network) -> dict:
 
     with st.spinner("Running the 10,000 test digits through the network once…"):
         return model_result(net, ("unit statistics",), lambda: units.statistics(net.model, require_mnist().test))
+
+
+SNAPSHOT_NETS_KEY = "_snapshot_networks"  # session_state key: {"my-1@120": (the run's model, Network at step 120)}
+
+
+def training_snapshots(net: Network) -> list:
+    """The snapshots of ``net``'s training run that kept the whole network's weights (empty for other networks)."""
+    return [s for s in net.snapshots if s.weights is not None]
+
+
+def snapshot_network(net: Network, snapshot) -> Network:
+    """``net`` as it was at one snapshot of its run, built once per session; its statistics, pull and best
+    picture are then cached per (run, snapshot) by ``model_result`` like any network's."""
+    from digitrec import runs
+
+    key = f"{net.key}@{snapshot.step}"
+    nets = st.session_state.setdefault(SNAPSHOT_NETS_KEY, {})
+    made_from, at = nets.get(key, (None, None))
+    if made_from is not net.model:  # first visit, or the network was replaced since
+        at = Network(key, f"{net.label} at step {snapshot.step:,}", runs.model_at(net.model, snapshot), net.config,
+                     snapshot.test_accuracy)
+        nets[key] = (net.model, at)
+    return at
 
 
 def dead_units(net: Network) -> dict:

@@ -161,3 +161,64 @@ def test_explorers_link_every_unit_to_its_biography(cnn_dead):
     assert at.selectbox(key="net_picker").value == "cnn"
     at = open_page("views/fc_explorer.py", {"net": "fc"})
     assert any("Dead units" in c.value or "No unit of this network is dead" in c.value for c in at.caption)
+
+
+@pytest.fixture(scope="module")
+def my_run_net(mnist) -> state.Network:
+    """A network trained here for real (FCNet, 60 steps of 64 MNIST digits, a snapshot every 20), as the Train page's
+    "Use it in the explorers" adds it: with its run's snapshots."""
+    from digitrec.runs import TrainingRun
+    from digitrec.spec import RunSpec
+    from digitrec.train import TrainConfig
+
+    spec = RunSpec(checkpoints.load_pretrained("fc").config, TrainConfig(epochs=1, batch_size=64, max_steps=60),
+                   snapshot_every=20, eval_every=30, train_size=3840)
+    run = TrainingRun(spec, mnist)
+    run.start()
+    assert run.join(timeout=120)
+    p = run.progress()
+    model = run.trained_model()
+    return state.Network("my-1", "My FCNet (60 steps)", model, model.config, p.final_test_accuracy, p.snapshots)
+
+
+def _top_titles(at: AppTest) -> list[str]:
+    grid = next(f for f in figures(at) if any(a.get("text", "").startswith("#") for a in f["layout"].get("annotations", [])))
+    return [a["text"] for a in grid["layout"]["annotations"]]
+
+
+def _weights_shown(at: AppTest) -> np.ndarray:
+    fig = next(f for f in figures(at) if any(a.get("text") == "one weight per pixel" for a in f["layout"].get("annotations", [])))
+    z = fig["data"][0]["z"]
+    canvas = np.array(values(z) if isinstance(z, dict) else z, dtype=float).reshape(-1)
+    return canvas[~np.isnan(canvas)]  # the picture without the blank margin above it
+
+
+def test_biography_across_your_runs_snapshots(mnist, my_run_net):
+    """The slider walks a fc_1 neuron through the run: at step 0 and at the end it shows each network's own top digits
+    (brute force on that network's weights) and incoming weights, and they differ."""
+    from digitrec.runs import model_at
+
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params["layer"], at.query_params["unit"] = "fc_1", "2"
+    at.run()
+    at.switch_page("views/unit.py")
+    at.session_state["digit"] = state.sample_digit(7)
+    at.session_state["my_models"] = {"my-1": my_run_net}
+    at.session_state["net"] = "my-1"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    slider = at.select_slider(key="unit_bio_snapshot_my-1")
+    assert slider.value == 3 and "kept 4 snapshots" in " ".join(c.value for c in at.caption)
+    x = mnist.test.images.flatten(1).float() / 255.0  # (10000, 784)
+    seen = {}
+    for i in (3, 0):
+        at.select_slider(key="unit_bio_snapshot_my-1").set_value(i).run()
+        assert not at.exception, [e.value for e in at.exception]
+        model = model_at(my_run_net.model, my_run_net.snapshots[i])
+        w, b = model.fc_1.weight.detach()[2], model.fc_1.bias.detach()[2]
+        top = (x @ w + b).topk(9).indices.tolist()
+        titles = _top_titles(at)
+        assert [int(t.split(":")[0][1:]) for t in titles] == top
+        np.testing.assert_allclose(_weights_shown(at), w.numpy(), atol=1e-6)
+        seen[i] = (titles, _weights_shown(at))
+    assert seen[0][0] != seen[3][0] and not np.allclose(seen[0][1], seen[3][1])
