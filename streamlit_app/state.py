@@ -84,14 +84,18 @@ def networks() -> dict[str, Network]:
     nets = {}
     for key, label in PRETRAINED_LABELS.items():
         try:
-            ck = pretrained(key)
+            nets[key] = pretrained_network(key)
         except DigitrecError as e:
             st.warning(f"{label} is unavailable: {e}")
-            continue
-        nets[key] = Network(key, label, ck.model, ck.config, ck.info.test_accuracy)
     nets.update(shown_models())
     nets.update(st.session_state.get(MY_MODELS_KEY, {}))
     return nets
+
+
+def pretrained_network(key: str) -> Network:
+    """The pretrained network ``key`` ('fc' or 'cnn'); raises DigitrecError when its weights cannot be loaded."""
+    ck = pretrained(key)
+    return Network(key, PRETRAINED_LABELS[key], ck.model, ck.config, ck.info.test_accuracy)
 
 
 def shown_models() -> dict[str, Network]:
@@ -341,43 +345,14 @@ def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
 
 @st.cache_resource(show_spinner="Measuring the networks on the MNIST digits (once)…")
 def _dataset_facts_cached(group: str) -> dict[str, str]:
-    from digitrec.lessons import dataset_facts, relu_facts
+    from digitrec.lessons import dataset_facts, relu_facts, unit_facts
 
     nets = {k: pretrained(k).model for k in PRETRAINED_LABELS}
-    if group == "relu":  # the CNN overview's dead maps come from the same measurement
-        return relu_facts(nets, mnist(), {k: pretrained_relu_statistics(k) for k in PRETRAINED_LABELS})
+    if group == "relu":  # the CNN overview's dead maps and the unit pages read the same measurement
+        return relu_facts(nets, mnist(), {k: relu_statistics(pretrained_network(k)) for k in PRETRAINED_LABELS})
+    if group == "units":  # the units the unit widgets' pick= shows, from the same statistics
+        return unit_facts(nets, mnist(), {k: _unit_statistics(pretrained_network(k)) for k in PRETRAINED_LABELS})
     return dataset_facts(nets, mnist(), [group])
-
-
-@st.cache_resource(show_spinner="Measuring which ReLU units fire on the 10,000 test digits (once)…")
-def _pretrained_relu_statistics(key: str) -> dict:
-    from digitrec.inspection import relu_statistics
-
-    return relu_statistics(pretrained(key).model, require_mnist().test.images)
-
-
-def pretrained_relu_statistics(key: str) -> dict:
-    """``digitrec.inspection.relu_statistics`` of a pretrained network over the test digits, measured once."""
-    return _pretrained_relu_statistics(key)
-
-
-def relu_statistics(net: Network) -> dict | None:
-    """Zero fractions and dead units of ``net``'s ReLU layers over the test digits; None without MNIST.
-
-    Measured once per pretrained network (per server) and once per own model (per session).
-    """
-    if mnist() is None:
-        return None
-    if net.key in PRETRAINED_LABELS:
-        return _pretrained_relu_statistics(net.key)
-    cache = st.session_state.setdefault("_relu_statistics", {})
-    model, stats = cache.get(net.key, (None, None))
-    if model is not net.model:
-        from digitrec.inspection import relu_statistics as measure
-
-        stats = measure(net.model, mnist().test.images)
-        cache[net.key] = (net.model, stats)
-    return stats
 
 
 def _backprop_lesson_facts(digit: "Digit") -> dict[str, str]:
@@ -669,8 +644,8 @@ def measure_scale(channels: int) -> list:
 SWEEP_S = 2.0  # how often the sweeper looks for ended sessions
 # session_state keys of what a session holds that an ended session must let go of.
 _HELD_KEYS = (MY_MODELS_KEY, _MY_MODEL_DIGESTS_KEY, "_test_probabilities", _ATTRIBUTION_CACHE_KEY, SOURCE_IMAGE_KEY,
-              "_relu_statistics", "_model_results", "_snapshot_networks")  # (the last two: _MODEL_RESULTS_KEY and
-# SNAPSHOT_NETS_KEY, defined further down)
+              "_model_results", "_snapshot_networks")  # (the last two: _MODEL_RESULTS_KEY and SNAPSHOT_NETS_KEY,
+# defined further down)
 
 _sessions: dict[str, tuple] = {}  # session id -> (its SafeSessionState, time it was first seen without a browser)
 _sessions_lock = threading.Lock()
@@ -898,12 +873,30 @@ def model_result(net: Network, what: tuple, compute):
     return store[what]
 
 
-def unit_statistics(net: Network) -> dict:
-    """``digitrec.units.statistics`` of ``net`` over the 10,000 test digits."""
+def _unit_statistics(net: Network) -> dict:
     from digitrec import units
 
+    return model_result(net, ("unit statistics",), lambda: units.statistics(net.model, require_mnist().test))
+
+
+def unit_statistics(net: Network) -> dict:
+    """``digitrec.units.statistics`` of ``net`` over the 10,000 test digits: the one pass per model that the unit
+    pages, the dead-unit marks and the lessons' ReLU numbers all read."""
     with st.spinner("Running the 10,000 test digits through the network once…"):
-        return model_result(net, ("unit statistics",), lambda: units.statistics(net.model, require_mnist().test))
+        return _unit_statistics(net)
+
+
+def relu_statistics(net: Network) -> dict | None:
+    """``digitrec.units.relu_statistics`` of ``net``: zero fractions and dead units per ReLU layer; None without MNIST.
+
+    Derived from ``unit_statistics`` (measured once per pretrained network per server, once per own model per
+    session). No spinner: lesson facts call it from inside a cached function.
+    """
+    from digitrec import units
+
+    if mnist() is None:
+        return None
+    return model_result(net, ("relu statistics",), lambda: units.relu_statistics(_unit_statistics(net)))
 
 
 SNAPSHOT_NETS_KEY = "_snapshot_networks"  # session_state key: {"my-1@120": (the run's model, Network at step 120)}

@@ -82,15 +82,25 @@ def _pick(net: state.Network | None, network: str) -> state.Network:
 
 
 def unit_biography(*, key: str, net: state.Network | None = None, network: str = "", layer: str = "",
-                   unit: int = 0, url: bool = False) -> None:
+                   unit: int = 0, pick: str = "", url: bool = False) -> None:
     """Everything about one neuron or feature map: top digits (and patches), how often it fires, dead or not,
-    receptive field on the current digit, the picture it likes best, its pull on the ten scores."""
+    receptive field on the current digit, the picture it likes best, its pull on the ten scores.
+
+    pick: start at the unit ``units.pick_unit`` chooses instead of ``unit``: "quietest" (fires least, so a dead
+    one first) or "clearest" (top inputs agree most), in ``layer`` or, when it is empty, the whole network; the
+    lessons' ``{{ NET.units.… }}`` facts name the same unit."""
     net = _at_snapshot(key=key, net=_pick(net, network))
     dataset = state.require_mnist()
     digit = state.current_digit()
     model = net.model
-    u = choose_unit(key=key, net=net, layer=layer, unit=unit, url=url)
     stats = state.unit_statistics(net)
+    if pick and pick not in units.PICKS:
+        st.warning(f"This widget can pick the {' or the '.join(units.PICKS)} unit; it shows the first one instead.")
+    elif pick:
+        chosen = state.model_result(net, ("picked unit", pick, layer),
+                                    lambda: units.pick_unit(model, stats, dataset.test, pick, layer))
+        layer, unit = chosen.layer, chosen.index
+    u = choose_unit(key=key, net=net, layer=layer, unit=unit, url=url)
     bio = units.biography(model, stats, dataset.test, u)
     is_map = bio.kind == "feature map"
     if bio.dead:
