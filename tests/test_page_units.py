@@ -20,13 +20,17 @@ from streamlit_app import state
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
 
 
-def open_page(page: str, query: dict[str, str] | None = None, digit=None) -> AppTest:
+def open_page(page: str, query: dict[str, str] | None = None, digit=None, mine: state.Network | None = None) -> AppTest:
+    """``page`` opened with the URL's ``query``; ``mine``: a network of the session's own, chosen."""
     at = AppTest.from_file(APP, default_timeout=300)
     for k, v in (query or {}).items():
         at.query_params[k] = v
     at.run()
     at.switch_page(page)
     at.session_state["digit"] = digit or state.sample_digit(7)
+    if mine is not None:
+        at.session_state["my_models"] = {mine.key: mine}
+        at.session_state["net"] = mine.key
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -198,15 +202,7 @@ def test_biography_across_your_runs_snapshots(mnist, my_run_net):
     (brute force on that network's weights) and incoming weights, and they differ."""
     from digitrec.runs import model_at
 
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.query_params["layer"], at.query_params["unit"] = "fc_1", "2"
-    at.run()
-    at.switch_page("views/unit.py")
-    at.session_state["digit"] = state.sample_digit(7)
-    at.session_state["my_models"] = {"my-1": my_run_net}
-    at.session_state["net"] = "my-1"
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_page("views/unit.py", {"layer": "fc_1", "unit": "2"}, mine=my_run_net)
     slider = at.select_slider(key="unit_bio_snapshot_my-1")
     assert slider.value == 3 and "kept 4 snapshots" in " ".join(c.value for c in at.caption)
     x = mnist.test.images.flatten(1).float() / 255.0  # (10000, 784)
