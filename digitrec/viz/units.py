@@ -82,7 +82,8 @@ def weights_figure(weights: torch.Tensor, height: int = 230) -> go.Figure:
         titles = ["one weight per pixel" if shaped.shape[1] == IMAGE_SIZE else "one weight per neuron before it"]
         cols = 1
     else:
-        shaped, titles, cols = weights, [f"from ch {i}" for i in range(weights.shape[0])], min(5, weights.shape[0])
+        # Titled by the input map each kernel reads; short, so ten of them fit a narrow column.
+        shaped, titles, cols = weights, [str(i) for i in range(weights.shape[0])], min(5, weights.shape[0])
     half = symmetric_range(shaped)
     return image_grid(shaped, titles, cols=cols, colorscale=WEIGHT_SCALE, zrange=(-half, half), height=height)
 

@@ -107,7 +107,7 @@ def unit_biography(*, key: str, net: state.Network | None = None, network: str =
         st.warning(f"{u.layer} {bio.kind} {u.index} is **dead**: it is never positive on any of the 10,000 test "
                  "digits, so after ReLU it is always 0 and the layers after it never hear from it.")
     m1, m2, m3 = st.columns(3)
-    m1.metric("Fires on", f"{bio.fires:.1%} of test digits",
+    m1.metric("Fires on, of the test digits", f"{bio.fires:.1%}",
               help="Positive (somewhere, for a map) on this share of the 10,000 test digits.")
     if is_map:
         m2.metric("Cells positive", f"{bio.cells_positive:.1%}", help="Mean share of the map's cells above 0.")
@@ -149,7 +149,7 @@ def unit_biography(*, key: str, net: state.Network | None = None, network: str =
         st.plotly_chart(viz.weights_figure(units.incoming_weights(model, u)), key=f"{key}_weights",
                         config={"displayModeBar": False})
         st.caption("What it multiplies its inputs by: orange adds, purple subtracts"
-                   + (" (one 3 × 3 kernel per map it reads)." if is_map else "."))
+                   + (" (one kernel per map it reads, titled with that map's number)." if is_map else "."))
     with left:
         st.markdown("**Its pull on the ten scores**")
         pull = state.model_result(net, ("pull", u.layer, u.index), lambda: units.pull(model, dataset.test, u))

@@ -170,8 +170,15 @@ def _biography_step(page, app_url: str, name: str, says: str) -> re.Match:
     expect(sentence).to_be_visible(timeout=120_000)
     named = re.search(says, " ".join(sentence.inner_text().split()))
     assert named, sentence.inner_text()
-    picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Feature map").first
-    expect(picker).to_contain_text(f"map {named.group(named.lastindex)}", timeout=120_000)
+    # The biography's picker reads "map 2" or "map 6 (dead)" (other widgets of the step have pickers of their own).
+    shown = re.compile(rf"map {named.group(named.lastindex)}( \(dead\))?")
+    pickers = page.get_by_role("combobox", name="Feature map")
+    for _ in range(240):
+        if any(shown.fullmatch(pickers.nth(i).input_value()) for i in range(pickers.count())):
+            break
+        page.wait_for_timeout(500)
+    else:
+        pytest.fail(f"no picker shows {shown.pattern}: {[pickers.nth(i).input_value() for i in range(pickers.count())]}")
     return named
 
 
