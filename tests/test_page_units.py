@@ -5,9 +5,7 @@ Numbers on the pages are checked against computations made here, apart from the 
 
 from __future__ import annotations
 
-import base64
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,35 +14,14 @@ from streamlit.testing.v1 import AppTest
 
 from digitrec import checkpoints, embedding, intervention
 from streamlit_app import state
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+from tests import pages
+from tests.pages import figures, values
 
 
 def open_page(page: str, query: dict[str, str] | None = None, digit=None, mine: state.Network | None = None) -> AppTest:
     """``page`` opened with the URL's ``query``; ``mine``: a network of the session's own, chosen."""
-    at = AppTest.from_file(APP, default_timeout=300)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.run()
-    at.switch_page(page)
-    at.session_state["digit"] = digit or state.sample_digit(7)
-    if mine is not None:
-        at.session_state["my_models"] = {mine.key: mine}
-        at.session_state["net"] = mine.key
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def values(v) -> list:
-    """A figure array as a list: plotly sends numpy arrays as {"dtype", "bdata": base64}."""
-    if isinstance(v, dict) and "bdata" in v:
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
-    return list(v)
-
-
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    session = {"my_models": {mine.key: mine}, "net": mine.key} if mine is not None else None
+    return pages.open_page(page, digit=digit, query=query, session=session, timeout=300)
 
 
 def test_biography_of_an_fc_neuron_lists_the_brute_force_top_digits(mnist):
