@@ -71,9 +71,7 @@ class Network:
 
     @property
     def is_cnn(self) -> bool:
-        if isinstance(self.config, models.ModelSpec):  # a learner's own model: convolutional if it convolves
-            return self.config.has_conv
-        return isinstance(self.config, models.TinyVGGConfig)
+        return models.spec_of(self.config).has_conv  # a preset or a learner's own: convolutional if it convolves
 
 
 def networks() -> dict[str, Network]:

@@ -61,7 +61,7 @@ def test_an_uploaded_cnn_renders_on_every_page(key):
     _no_errors(at, "cnn overview")
     assert at.sidebar.selectbox(key="net_picker").value == net_key
     figures = json.dumps(_figures(at))
-    for layer in (("conv_1", "conv_2", "avg_pool_1") if "avg" in key else ("conv_1", "bn_1", "max_pool_1")):
+    for layer in (("conv_1_1", "conv_2_1", "avg_pool_1") if "avg" in key else ("conv_1_1", "bn_1_1", "max_pool_1")):
         assert layer in figures
     for section in CNN_SECTIONS:
         at.session_state["cnn_section"] = section

@@ -34,5 +34,5 @@ def test_upload_a_pth_and_open_the_cnn_explorer_on_it(app_url, page, tmp_path):
     assert_no_exception(page)
     main = page.locator('[data-testid="stMain"]').inner_text()
     assert f"mine: {KEY}" in main  # the page names the network it reads the digit with
-    assert "conv_1" in main and "exactly what the layer computed" in main
+    assert "conv_1_1" in main and "exactly what the layer computed" in main
     screenshot(page, "own_model", "cnn_explorer")
