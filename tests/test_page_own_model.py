@@ -72,6 +72,26 @@ def test_an_uploaded_cnn_renders_on_every_page(key):
         at.session_state["cnn_section"] = "Max pooling"
         at.run()
         assert any(r"\tfrac{1}{4}" in l.value for l in at.latex)
+    # Batch norm (its own section when the model has a BatchNorm2d): one cell of one map in numbers,
+    # equal to the layer's real output there.
+    if key == "batchnorm_dropout":
+        from digitrec.inspection import batchnorm_step, layer_io
+
+        at.session_state["cnn_section"] = "Batch norm"
+        at.run()
+        _no_errors(at, "batch norm")
+        at.selectbox(key="cnn_bn_map").set_value(3).run()
+        at.slider(key="cnn_bn_row").set_value(9).run()
+        at.slider(key="cnn_bn_col").set_value(12).run()
+        _no_errors(at, "batch norm cell")
+        before, after = layer_io(net.model, at.session_state["digit"].x, "bn_1_1")  # (1, 8, 28, 28) each
+        x, y = float(before[0, 3, 9, 12]), float(after[0, 3, 9, 12])
+        bn = batchnorm_step(net.model.bn_1_1, 3)
+        formula = next(l.value for l in at.latex if r"\gamma" in l.value)
+        assert f"{bn.gamma:.3f}" in formula and f"{x:.3f} - ({bn.mean:.3f})" in formula and f"{bn.var:.3f}" in formula
+        shown = float(formula.rsplit(r"\mathbf{", 1)[1].rstrip("}"))
+        assert shown == pytest.approx(y, abs=1e-4)  # the formula's result is the layer's output
+        assert any(f"**{y:.4f}**" in m.value for m in at.markdown)
     at.session_state["cnn_section"] = "Convolution"
     at.run()
     assert any("exactly what the layer computed" in s.value for s in at.success)
