@@ -13,9 +13,10 @@ follows from the layer before, so ``shapes()`` walks a 1 x 28 x 28 digit through
 the list and names the layer and both shapes where they do not line up.
 
 ``SpecNet`` builds the spec as an ``nn.Module`` whose children are the layers,
-named in forward order (``conv_1``, ``relu_1``, ``max_pool_1``, ``flatten``,
-``fc_1``, ``output``), so activation capture, ``describe()``, the explorers
-and Captum see every step. The normalisation is applied inside ``forward``:
+named in forward order (``conv_1_1``, ``relu_1_1``, ``max_pool_1``, ``flatten``,
+``fc_1``, ``output``: see ``layer_names``), so activation capture, ``describe()``,
+the explorers and Captum see every step. FCNet and TinyVGG (digitrec.models)
+are two such specs. The normalisation is applied inside ``forward``:
 every page feeds ink in [0, 1] and the model receives what it was trained on.
 """
 
