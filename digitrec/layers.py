@@ -469,7 +469,7 @@ _PREFIX = {
 }
 
 
-def layer_names(spec: ModelSpec) -> list[str]:
+def layer_names(spec: ModelSpec, blocks: bool = True) -> list[str]:
     """The children's names in forward order, the names the explorers, lessons and checkpoints use.
 
     The last Linear is "output" and a single flatten is "flatten". Layers that read maps
@@ -477,7 +477,8 @@ def layer_names(spec: ModelSpec) -> list[str]:
     ends at a pooling layer, so block b's second convolution is ``conv_b_2``, its ReLUs
     ``relu_b_1``, ``relu_b_2`` and its pooling ``max_pool_b``. The other layers are
     numbered per kind from 1: ``fc_1``, ``relu_1``, ``fc_2``. FCNet's and TinyVGG's
-    specs get exactly the names their classes had (tests/test_models.py).
+    specs get exactly the names their classes had (tests/test_models.py). ``blocks=False``:
+    every kind numbered through the whole model (``legacy_layer_names``).
     """
     counts: dict[str, int] = {}
     names = []
@@ -491,10 +492,10 @@ def layer_names(spec: ModelSpec) -> list[str]:
             names.append("output")
         elif layer.kind == "Flatten" and flattens == 1:
             names.append("flatten")
-        elif len(shape_ins[i]) == 3 and layer.kind in ("MaxPool2d", "AvgPool2d"):
+        elif blocks and len(shape_ins[i]) == 3 and layer.kind in ("MaxPool2d", "AvgPool2d"):
             names.append(f"{prefix}_{block}")
             block += 1
-        elif len(shape_ins[i]) == 3 and layer.kind != "Flatten":
+        elif blocks and len(shape_ins[i]) == 3 and layer.kind != "Flatten":
             counts[(prefix, block)] = counts.get((prefix, block), 0) + 1
             names.append(f"{prefix}_{block}_{counts[(prefix, block)]}")
         else:
@@ -507,20 +508,7 @@ def legacy_layer_names(spec: ModelSpec) -> list[str]:
     """The names digitrec gave a spec's layers before block naming (every kind numbered
     from 1 through the whole model: ``conv_1``, ``conv_2``, ``max_pool_1``): checkpoints of
     imported models saved then use them (digitrec.checkpoints renames their tensors)."""
-    counts: dict[str, int] = {}
-    names = []
-    last_linear = max((i for i, l in enumerate(spec.layers) if l.kind == "Linear"), default=-1)
-    flattens = sum(l.kind == "Flatten" for l in spec.layers)
-    for i, layer in enumerate(spec.layers):
-        prefix = _PREFIX[layer.kind]
-        if i == last_linear:
-            names.append("output")
-        elif layer.kind == "Flatten" and flattens == 1:
-            names.append("flatten")
-        else:
-            counts[prefix] = counts.get(prefix, 0) + 1
-            names.append(f"{prefix}_{counts[prefix]}")
-    return names
+    return layer_names(spec, blocks=False)
 
 
 def build_layer(layer: Layer, shape_in: tuple[int, ...]) -> nn.Module:

@@ -5,6 +5,7 @@ its sentence and loses nothing. Models from tests/learner_models.py (built as a 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def test_an_uploaded_cnn_renders_on_every_page(key):
         bn = batchnorm_step(net.model.bn_1_1, 3)
         formula = next(l.value for l in at.latex if r"\gamma" in l.value)
         assert f"{bn.gamma:.3f}" in formula and f"{x:.3f} - ({bn.mean:.3f})" in formula and f"{bn.var:.3f}" in formula
-        shown = float(formula.rsplit(r"\mathbf{", 1)[1].rstrip("}"))
+        shown = float(re.findall(r"\\mathbf\{(-?[0-9.]+)\}", formula)[-1])
         assert shown == pytest.approx(y, abs=1e-4)  # the formula's result is the layer's output
         assert any(f"**{y:.4f}**" in m.value for m in at.markdown)
     at.session_state["cnn_section"] = "Convolution"

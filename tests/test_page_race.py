@@ -31,6 +31,21 @@ def _table(at) -> dict:
     return df.to_dict()
 
 
+def _tiny_race(at):
+    """Race on 300 digits in batches of 100 (TinyVGG with 4 channels), to the end; the finished race."""
+    at.select_slider(key="race_train_size").set_value(300)
+    at.number_input(key="race_batch").set_value(100)
+    at.number_input(key="race_channels").set_value(4)
+    at.run()
+    at.button(key="race_start").click().run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    race_now = at.session_state["training_runs"]["race"]
+    assert race_now.join(timeout=240)
+    at.run()
+    assert not at.exception
+    return race_now
+
+
 def test_before_a_race_the_table_shows_parameters_and_multiply_adds():
     at = _open()
     assert any("Start the race" in i.value for i in at.info)
@@ -43,16 +58,7 @@ def test_before_a_race_the_table_shows_parameters_and_multiply_adds():
 
 def test_a_tiny_race_charts_both_networks_and_explains_with_its_numbers(mnist):
     at = _open()
-    at.select_slider(key="race_train_size").set_value(300)
-    at.number_input(key="race_batch").set_value(100)
-    at.number_input(key="race_channels").set_value(4)
-    at.run()
-    at.button(key="race_start").click().run()
-    assert not at.exception and not at.warning
-    race_now = at.session_state["training_runs"]["race"]
-    assert race_now.join(timeout=240)
-    at.run()
-    assert not at.exception
+    race_now = _tiny_race(at)
     fc, cnn = race_now.progress()
     assert (fc.status, cnn.status) == (RunStatus.FINISHED, RunStatus.FINISHED)
     assert fc.plan == cnn.plan and fc.total_steps == 3  # same digits, batches and evaluation steps
@@ -106,16 +112,7 @@ def test_a_learners_own_model_races_a_preset_from_scratch(mnist):
     at.selectbox(key="race_contenders").select(f"tinyvgg:{net_key}").run()
     # Before the race the table already shows the contenders about to race.
     assert "mine: sequential_fc" in _table(at) and "TinyVGG (10 channels)" in _table(at)
-    at.select_slider(key="race_train_size").set_value(300)
-    at.number_input(key="race_batch").set_value(100)
-    at.number_input(key="race_channels").set_value(4)
-    at.run()
-    at.button(key="race_start").click().run()
-    assert not at.exception and not at.warning, [w.value for w in at.warning]
-    race_now = at.session_state["training_runs"]["race"]
-    assert race_now.join(timeout=240)
-    at.run()
-    assert not at.exception
+    race_now = _tiny_race(at)
     mine, cnn = race_now.progress()
     assert (mine.status, cnn.status) == (RunStatus.FINISHED, RunStatus.FINISHED)
     assert mine.plan == cnn.plan and mine.name == "mine: sequential_fc" and cnn.name == "TinyVGG (4 channels)"

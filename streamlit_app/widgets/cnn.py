@@ -282,6 +282,17 @@ def _conv_position(*, key: str, net: state.Network, digit: state.Digit, layer: s
 # ---------------------------------------------------------------- ReLU
 
 
+def _map_io(key: str, net: state.Network, digit: state.Digit, layer: str, right) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+    """The map picker beside the layer picker (a new map forgets the chosen cell), and that map's
+    input and output at ``layer``: (channel, channels, (H, W) before, (H', W') after)."""
+    before, after = layer_io(net.model, digit.x, layer)  # (1, C, H, W), (1, C, H', W')
+    channels = before.shape[1]
+    _clamp_state(f"{key}_map", 0, channels - 1)
+    channel = right.selectbox("Feature map", list(range(channels)), key=f"{key}_map",
+                              on_change=_forget, args=(f"{key}_row", f"{key}_col"))
+    return channel, channels, before[0, channel], after[0, channel]
+
+
 def _layer_picker(key: str, net: state.Network, kind: type, layer: str, channel, label: str):
     """A select box over the model's layers of ``kind`` (seeded with ``layer`` and ``channel``);
     returns the chosen layer and the column beside it, where the caller puts its map picker."""
@@ -311,12 +322,7 @@ def relu_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
     if not isinstance(module, nn.ReLU):  # a learner's model: Sigmoid, Tanh, GELU, LeakyReLU
         _activation_detail(key, net, digit, layer, module, right)
         return
-    before, after = layer_io(net.model, digit.x, layer)  # (1, C, H, W) each
-    channels = before.shape[1]
-    _clamp_state(f"{key}_map", 0, channels - 1)
-    channel = right.selectbox("Feature map", list(range(channels)), key=f"{key}_map",
-                              on_change=_forget, args=(f"{key}_row", f"{key}_col"))
-    b, a = before[0, channel], after[0, channel]  # (H, W)
+    channel, _, b, a = _map_io(key, net, digit, layer, right)  # (H, W) before and after
     h, w = b.shape
     size = min(3, h)
     if f"{key}_row" not in st.session_state:
@@ -367,12 +373,7 @@ def pool_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
         _avg_pool_detail(key, net, digit, layer, pool, right)
         return
     size = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
-    inp, out = layer_io(net.model, digit.x, layer)  # (1, C, H, W), (1, C, H/2, W/2)
-    channels = inp.shape[1]
-    _clamp_state(f"{key}_map", 0, channels - 1)
-    channel = right.selectbox("Feature map", list(range(channels)), key=f"{key}_map",
-                              on_change=_forget, args=(f"{key}_row", f"{key}_col"))
-    i_map, o_map = inp[0, channel], out[0, channel]
+    channel, channels, i_map, o_map = _map_io(key, net, digit, layer, right)  # (H, W), (H/2, W/2)
     oh, ow = o_map.shape
     if f"{key}_row" not in st.session_state:
         r, c = _as_int(row, -1), _as_int(col, -1)
@@ -464,12 +465,7 @@ def batchnorm_detail(*, key: str, net: state.Network | None = None, digit: state
     if layer is None:
         return
     module = dict(net.model.named_children())[layer]
-    before, after = layer_io(net.model, digit.x, layer)  # (1, C, H, W) each
-    channels = before.shape[1]
-    _clamp_state(f"{key}_map", 0, channels - 1)
-    channel = right.selectbox("Feature map", list(range(channels)), key=f"{key}_map",
-                              on_change=_forget, args=(f"{key}_row", f"{key}_col"))
-    b, a = before[0, channel], after[0, channel]  # (H, W)
+    channel, _, b, a = _map_io(key, net, digit, layer, right)  # (H, W) before and after
     h, w = b.shape
     if f"{key}_row" not in st.session_state:
         r, c = _as_int(row, -1), _as_int(col, -1)
