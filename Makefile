@@ -3,11 +3,17 @@
 #   make test  - set everything up, run the whole test suite
 # Both are idempotent: .venv is (re)built only when missing or when
 # requirements.txt / pyproject.toml changed.
+# ENGINE=ray (make run / make serve): runs train on the Ray cluster at
+# $DIGITREC_RAY_ADDRESS (see the README); the optional requirements-ray.txt is installed first.
 
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
+ENGINE ?=
+# The optional Ray requirements, when the engine is Ray.
+ENGINE_DEPS := $(if $(filter ray,$(ENGINE)),$(RAY_STAMP))
 PORT   ?= 8501
 # `make run` is for one learner on this machine: only it can reach the app.
 ADDRESS ?= 127.0.0.1
@@ -21,6 +27,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	  || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# The optional Ray requirements (make test runs the Ray integration test; ENGINE=ray needs them).
+$(RAY_STAMP): requirements-ray.txt constraints.txt | $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-ray.txt -c constraints.txt
+	touch $(RAY_STAMP)
+
 data: $(STAMP)
 	$(PY) -m digitrec data
 
@@ -32,10 +43,10 @@ browser:
 nginx:
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || scripts/install-nginx
 
-run: $(STAMP) data
-	$(PY) -m streamlit run streamlit_app/app.py --server.address=$(ADDRESS) --server.port=$(PORT) --browser.gatherUsageStats=false
+run: $(STAMP) $(ENGINE_DEPS) data
+	$(PY) -m streamlit run streamlit_app/app.py --server.address=$(ADDRESS) --server.port=$(PORT) --browser.gatherUsageStats=false $(if $(ENGINE),-- --engine $(ENGINE))
 
-test: $(STAMP) data browser nginx
+test: $(STAMP) $(RAY_STAMP) data browser nginx
 	$(PY) -m pytest
 
 # For a class: REPLICAS app processes (default: one per core) behind nginx on
@@ -43,8 +54,8 @@ test: $(STAMP) data browser nginx
 SERVE_ADDRESS ?= 0.0.0.0
 SERVE_PORT    ?= 8080
 REPLICAS      ?=
-serve: $(STAMP) data nginx
-	$(PY) scripts/serve --address $(SERVE_ADDRESS) --port $(SERVE_PORT) $(if $(REPLICAS),--replicas $(REPLICAS))
+serve: $(STAMP) $(ENGINE_DEPS) data nginx
+	$(PY) scripts/serve --address $(SERVE_ADDRESS) --port $(SERVE_PORT) $(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(ENGINE),--engine $(ENGINE))
 
 # The load test: classes of 2, 4 and 8 learners on one server, then 8 through `make serve`.
 # Prints median and p95 page times (browser and server side); results in tests/load/results/.

@@ -168,4 +168,29 @@ RUN_THREADS = 1
 DEVICE_ENV = "DIGITREC_DEVICE"  # "cpu" keeps training off a GPU that is present
 REPORT_EVERY_S = 0.25  # a worker sends its progress this often (the page polls once a second)
 STOP_GRACE_S = 3.0  # a worker asked to stop gets this long before it is terminated
-SESSION_GRACE_S = 3.0  # a browser session gone this long has its runs stopped (a reload reconnects sooner)
+# A browser session without a browser for the app's reconnect window (Streamlit's
+# server.disconnectedSessionTTL, 120 s unless set: the one grace period, so a reload or a
+# network blip finds its run still training) has ended: its runs stop, its networks and
+# uploads are let go (digitrec.engines.sessions). The janitor looks this often.
+SESSION_SWEEP_S = 1.0
+
+# Ray (digitrec.engines.ray_cluster): runs train as actors on a cluster instead of local workers.
+ENGINE_ENV = "DIGITREC_ENGINE"  # "local" (default) or "ray"; `--engine ray` on the app or `make serve` sets it
+ENGINES = ("local", "ray")
+RAY_ADDRESS_ENV = "DIGITREC_RAY_ADDRESS"  # set: the engine is "ray" (unless DIGITREC_ENGINE says "local")
+# What `--engine ray` connects to without an address: Ray's "auto", the cluster this machine
+# has joined with `ray start`. "local" starts a private Ray instance inside the server instead
+# (to try the engine on one machine; the test suite uses it).
+RAY_ADDRESS = "auto"
+RAY_LOCAL = "local"
+RAY_CONNECT_TIMEOUT_S = 60.0  # a cluster (or a private instance starting) that has not answered by then is unreachable
+RAY_RETRY_S = 60.0  # after a failure, new runs train locally for this long before the cluster is tried again
+# A run's actor that has not answered for this long (the cluster is busy starting it, or gone) is
+# taken as lost: its run starts again on this server's own workers.
+RAY_SILENCE_S = 120.0
+# A GPU node serves many classrooms: each run asks for this share of a GPU when the cluster has
+# GPUs (the networks are small: ten runs fit on one GPU), else for one CPU.
+RAY_GPU_SHARE = 0.1
+# App processes of one server sharing the cluster (scripts/serve sets it): each lets 1/N of the
+# cluster's places train at once, so the replicas together do not ask for more than it has.
+REPLICAS_ENV = "DIGITREC_REPLICAS"

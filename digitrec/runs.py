@@ -126,6 +126,7 @@ class RunProgress:
     validation_size: int = config.VALIDATION_SIZE  # digits held out of the training set
     train_eval_size: int = config.EVAL_SIZE  # digits of the training set measured like the validation subset
     shuffled_pixels: bool = False  # the run reads every digit in the fixed shuffled pixel order
+    notice: str = ""  # one sentence when the run trains elsewhere than the server meant (Ray unreachable)
 
     @property
     def total_steps(self) -> int:

@@ -136,6 +136,13 @@ def measure(channels: int = 1, sizes: Sequence[int] = SIZES, steps: int = TIMING
     return rows
 
 
+def measure_alone(channels: int, threads: int) -> list[ScaleRow]:
+    """``measure`` in a process of its own, with the torch threads a training worker gets: the app
+    runs it there so a learner's page (and everyone else's) never waits on the timing loops."""
+    torch.set_num_threads(threads)
+    return measure(channels)
+
+
 def _meta_count(model: nn.Module, size: int, channels: int) -> tuple[int, int, int]:
     with torch.device("meta"):
         return count(model, size, channels)

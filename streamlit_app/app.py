@@ -1,8 +1,13 @@
 """digitrec: the app's entry point. It only routes; each page is one file."""
 
+import sys
+
 import streamlit as st
 
+from digitrec.engines import choose_engine
 from streamlit_app import state
+
+choose_engine(sys.argv[1:])  # `streamlit run streamlit_app/app.py -- --engine ray`: runs train on the Ray cluster
 
 st.set_page_config(page_title="digitrec: how networks read digits", page_icon=":material/draw:", layout="wide")
 

@@ -13,8 +13,11 @@ so a link reproduces the view.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
+import multiprocessing
 import threading
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import streamlit as st
@@ -616,20 +619,6 @@ def session_id() -> str | None:
     return ctx.session_id if ctx is not None else None
 
 
-@st.cache_resource
-def session_runs():
-    """The server's runs by session; a janitor ends the runs of sessions that have gone (closed tab)."""
-    from streamlit.runtime import Runtime
-
-    from digitrec.engines.sessions import SessionRuns
-
-    registry = SessionRuns()
-    # Only under a real server that knows this session (AppTest has no runtime serving it).
-    if Runtime.exists() and session_id() and Runtime.instance().is_active_session(session_id()):
-        registry.start_janitor(Runtime.instance().is_active_session)
-    return registry
-
-
 def training_run(slot: str):
     """This session's run in ``slot`` (a run handle or a Race), or None."""
     return st.session_state.get(RUNS_KEY, {}).get(slot)
@@ -646,7 +635,7 @@ def set_training_run(slot: str, run) -> None:
         old.stop()
     runs[slot] = run
     if session_id() is not None:
-        session_runs().add(session_id(), run)
+        session_tracker().add(session_id(), run)
 
 
 def new_my_model_key() -> str:
@@ -657,70 +646,120 @@ def new_my_model_key() -> str:
 
 
 # ---------------------------------------------------------------- the race's "scale the task" panel
-# Measured once per server and channel count (a few seconds of timing), then shared by every session.
+# Measured once per server and channel count (tens of seconds of timing on a busy machine), in a
+# process of its own so no page waits on it, then shared by every session.
 _SCALE: dict[int, list] = {}
+_SCALE_JOBS: dict[int, concurrent.futures.Future] = {}
+_SCALE_FAILED: dict[int, str] = {}
+_scale_pool: concurrent.futures.ProcessPoolExecutor | None = None
+_scale_lock = threading.Lock()
 
 
 def scale_measured(channels: int):
-    """The rows measured before for ``channels``, or None."""
-    return _SCALE.get(channels)
+    """The rows measured for ``channels``, or None while not measured (or still measuring)."""
+    global _scale_pool
+    with _scale_lock:
+        job = _SCALE_JOBS.get(channels)
+        if channels not in _SCALE and job is not None and job.done():
+            del _SCALE_JOBS[channels]
+            try:
+                _SCALE[channels] = job.result()
+            except Exception as e:  # noqa: BLE001 - a dead measuring process: say so, let them retry
+                _SCALE_FAILED[channels] = f"{type(e).__name__}: {e}"
+            if not _SCALE_JOBS and _scale_pool is not None:  # nothing left to time: no idle process kept
+                _scale_pool.shutdown(wait=False)
+                _scale_pool = None
+        return _SCALE.get(channels)
 
 
-def measure_scale(channels: int) -> list:
-    """Measure now (the page's own threads; torch's global thread count is left alone) and keep the rows."""
+def scale_measuring(channels: int) -> bool:
+    with _scale_lock:
+        return channels in _SCALE_JOBS
+
+
+def scale_failure(channels: int) -> str | None:
+    """Why the last measurement for ``channels`` stopped, if it did."""
+    return _SCALE_FAILED.get(channels)
+
+
+def start_scale_measure(channels: int) -> None:
+    """Start measuring ``channels`` in the background (once: a second press while it runs does nothing)."""
+    global _scale_pool
     from digitrec import scale
+    from digitrec.engines.local import _run_threads
 
-    _SCALE[channels] = scale.measure(channels)
-    return _SCALE[channels]
+    with _scale_lock:
+        if channels in _SCALE or channels in _SCALE_JOBS:
+            return
+        _SCALE_FAILED.pop(channels, None)
+        if _scale_pool is None:
+            _scale_pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            _SCALE_JOBS[channels] = _scale_pool.submit(scale.measure_alone, channels, _run_threads())
+        except BrokenProcessPool:  # its process died earlier: a fresh pool
+            _scale_pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _SCALE_JOBS[channels] = _scale_pool.submit(scale.measure_alone, channels, _run_threads())
 
 
 # ---------------------------------------------------------------- sessions that end
 # A class closes thirty tabs at the end of a lesson. Streamlit keeps a closed tab's
 # session for server.disconnectedSessionTTL seconds (so a reconnect after a network
 # blip finds it), and after that only drops it lazily, never stopping what it started.
-# So every session is tracked here, and a sweeper thread (one per server process)
-# releases a session once it has been without a browser for that long: its runs are
-# stopped, its own networks, uploads and per-session caches dropped.
+# So every session and every run it starts is registered with the server's one
+# SessionTracker (digitrec.engines.sessions, streamlit-free); its janitor ends a
+# session once it has been without a browser for that long: its runs are closed
+# (worker processes or Ray actors gone), its own networks, uploads and caches dropped.
 
-SWEEP_S = 2.0  # how often the sweeper looks for ended sessions
 # session_state keys of what a session holds that an ended session must let go of.
 _HELD_KEYS = (MY_MODELS_KEY, _MY_MODEL_DIGESTS_KEY, "_test_probabilities", _ATTRIBUTION_CACHE_KEY, SOURCE_IMAGE_KEY,
               "_relu_statistics", "_model_results")  # (the last: _MODEL_RESULTS_KEY, defined further down)
 
-_sessions: dict[str, tuple] = {}  # session id -> (its SafeSessionState, time it was first seen without a browser)
-_sessions_lock = threading.Lock()
-_sweeper: threading.Thread | None = None
+
+_tracker = None
+_tracker_lock = threading.Lock()
+
+
+def session_tracker():
+    """The server's one session tracker (made on first use); its grace is the reconnect window
+    (server.disconnectedSessionTTL). A module global, not st.cache_resource: the janitor thread reads it too."""
+    global _tracker
+    with _tracker_lock:
+        if _tracker is None:
+            from streamlit import config as st_config
+
+            from digitrec.engines.sessions import SessionTracker
+
+            _tracker = SessionTracker(grace_s=float(st_config.get_option("server.disconnectedSessionTTL")))
+        return _tracker
 
 
 def track_session() -> None:
-    """Note that this session is alive (called by app.py on every run); starts the sweeper once."""
-    global _sweeper
+    """Note that this session is alive (called by app.py on every run); starts the janitor once."""
     from streamlit import runtime
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
     if ctx is None or not runtime.exists():  # AppTest, or a bare import: nothing can end
         return
-    with _sessions_lock:
-        _sessions[ctx.session_id] = (ctx.session_state, None)
-        if _sweeper is None or not _sweeper.is_alive():
-            _sweeper = threading.Thread(target=_sweep_forever, name="digitrec-session-sweeper", daemon=True)
-            _sweeper.start()
+    tracker = session_tracker()
+    sid, session_state = ctx.session_id, ctx.session_state
+    tracker.track(sid, release=lambda: _release_ended(sid, session_state))
+    tracker.start_janitor(runtime.get_instance().is_active_session, after=_after_release)
 
 
 def tracked_sessions() -> int:
     """How many sessions this server process holds resources for (for tests and the load test)."""
-    with _sessions_lock:
-        return len(_sessions)
+    return len(session_tracker().sessions())
 
 
 def release_session(session_state) -> None:
     """Let go of everything a session that has ended held. ``session_state`` is its
     st.session_state (any mapping); safe to call twice.
 
-    Training runs: each run in RUNS_KEY gets ``run.stop()`` and is dropped. A run that
-    lives in another process must end that process when stopped (the worker helper's
-    ``stop``); nothing else here needs to know where a run executes.
+    Training runs: each run in RUNS_KEY gets ``run.stop()`` and is dropped (the tracker
+    has already closed the runs it was told about; this catches any other).
     """
     runs = session_state[RUNS_KEY] if RUNS_KEY in session_state else {}  # (SafeSessionState has no .get)
     for run in list(runs.values()):
@@ -744,43 +783,22 @@ def release_session(session_state) -> None:
                 pass
 
 
-def _sweep_forever() -> None:
-    import time
+def _release_ended(sid: str, session_state) -> None:
+    """The tracker's release callback for one ended session (its runs are closed by then)."""
+    from streamlit import runtime
 
-    while True:
-        time.sleep(SWEEP_S)
-        try:
-            _sweep_once(time.monotonic())
-        except Exception:  # noqa: BLE001 - the sweeper must outlive any one bad session
-            pass
+    release_session(session_state)
+    if runtime.exists():
+        runtime.get_instance().uploaded_file_mgr.remove_session_files(sid)  # Streamlit only does so on a close
 
 
-def _sweep_once(now: float) -> None:
-    from streamlit import config, runtime
+def _after_release(session_ids: list[str]) -> None:
+    """After the janitor ended sessions: hand their memory back and log what the server still runs."""
+    import gc
 
-    if not runtime.exists():
-        return
-    rt = runtime.get_instance()
-    grace = float(config.get_option("server.disconnectedSessionTTL"))
-    ended = []
-    with _sessions_lock:
-        for sid, (session_state, gone_since) in list(_sessions.items()):
-            if rt.is_active_session(sid):
-                _sessions[sid] = (session_state, None)
-            elif gone_since is None:
-                _sessions[sid] = (session_state, now)
-            elif now - gone_since >= grace:  # no browser for the reconnect window: it has ended
-                ended.append((sid, session_state))
-                del _sessions[sid]
-    for sid, session_state in ended:
-        release_session(session_state)
-        rt.uploaded_file_mgr.remove_session_files(sid)  # Streamlit only does so on an explicit close
-    if ended:
-        import gc
-
-        gc.collect()
-        _return_freed_memory()
-        _log_release([sid for sid, _ in ended])
+    gc.collect()
+    _return_freed_memory()
+    _log_release(session_ids)
 
 
 def _log_release(session_ids: list[str]) -> None:

@@ -7,9 +7,7 @@ be those of the library too.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,28 +17,16 @@ from digitrec import attribution, checkpoints, models
 from digitrec.inspection import predict_proba
 from digitrec.viz.attribution import format_delta, rank_correlation
 from streamlit_app import state
+from tests.pages import figures as _figures, open_page
 
 # Tolerance 1e-5: the page and the test may run torch with different thread counts (a training
 # thread sets 1), which changes float32 summation order by a few ulps of the ~20-unit logits.
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
 PAGE = "views/attributions.py"
 
 
 def _open(digit: state.Digit, method: str | None = None, my_models: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page(PAGE)
-    at.session_state["digit"] = digit
-    if my_models:
-        at.session_state["my_models"] = my_models
-    if method:
-        at.query_params["method"] = method
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _figures(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return open_page(PAGE, digit, {"method": method} if method else None,
+                     {"my_models": my_models} if my_models else None, timeout=60, arrive_home=False)
 
 
 def _traces(fig: dict, name: str) -> list[dict]:

@@ -7,7 +7,6 @@ checked to come out of an SGD step untouched.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -16,36 +15,12 @@ from streamlit.testing.v1 import AppTest
 
 from digitrec import backprop, checkpoints
 from streamlit_app import state
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+from tests import pages
+from tests.pages import chart as _chart, metric as _metric, number as _number, open_page
 
 
 def _open(page: str, query: dict | None = None, digit: state.Digit | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.run()
-    at.switch_page(page)
-    at.session_state["digit"] = digit or state.sample_digit(7)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _metric(at: AppTest, label: str) -> str:
-    found = [m.value for m in at.metric if m.label == label]
-    assert len(found) == 1, (label, [m.label for m in at.metric])
-    return found[0]
-
-
-def _number(text: str) -> float:
-    return float(text.replace("\u2212", "-").rstrip("%"))
-
-
-def _chart(at: AppTest, key: str) -> dict:
-    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(key)]
-    assert found, (key, [c.proto.id for c in at.get("plotly_chart")])
-    return json.loads(found[0].proto.spec)
+    return open_page(page, digit, query)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +182,7 @@ def test_lesson_7_steps_render_with_the_models_numbers_and_share_the_target(tmp_
     (tmp_path / LESSON.name).write_text(LESSON.read_text(encoding="utf-8"), encoding="utf-8")
     monkeypatch.setenv(lessons.LESSONS_ENV, str(tmp_path))
     lesson = lessons.load_lessons(tmp_path)[0]
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(pages.APP, default_timeout=120)
     at.query_params["lesson"], at.query_params["step"] = "7", "1"
     at.session_state["digit"] = state.sample_digit(7)
     at.switch_page("views/lessons.py")
@@ -250,7 +225,7 @@ def test_a_wide_three_layer_user_network_in_backward_mode(x):
 
     model = models.build(models.FCConfig(hidden=(128, 64, 32)), seed=0)
     net = state.Network("my-deep", "My 128-64-32 network", model, model.config, None)
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(pages.APP, default_timeout=120)
     at.query_params["mode"] = "backward"
     at.run()
     at.switch_page("views/fc_explorer.py")
@@ -287,7 +262,7 @@ def test_a_network_the_chain_rule_cannot_walk_gets_a_sentence_not_a_traceback():
             return self.output(self.drop(self.flatten(x)))
 
     net = state.Network("my-odd", "My dropout network", WithDropout(), models.FCConfig(hidden=(4,)), None)
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(pages.APP, default_timeout=120)
     at.query_params["mode"] = "backward"
     at.run()
     at.switch_page("views/fc_explorer.py")
@@ -306,7 +281,7 @@ def test_lesson_7_with_a_drawing_that_has_no_label(tmp_path, monkeypatch, fc):
     (tmp_path / LESSON.name).write_text(LESSON.read_text(encoding="utf-8"), encoding="utf-8")
     monkeypatch.setenv(lessons.LESSONS_ENV, str(tmp_path))
     digit = state.pixels_digit(state.sample_digit(4).pixels, "your drawing")
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(pages.APP, default_timeout=120)
     at.query_params["lesson"], at.query_params["step"] = "7", "1"
     at.session_state["digit"] = digit
     at.switch_page("views/lessons.py")

@@ -6,8 +6,6 @@ The numbers the page shows are checked against an independent forward pass
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +14,8 @@ from streamlit.testing.v1 import AppTest
 from digitrec import checkpoints, samples
 from digitrec.inspection import capture_activations
 from streamlit_app import state
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+from tests import pages
+from tests.pages import figures
 FEATURE_LAYERS = ["conv_1_1", "relu_1_1", "conv_1_2", "relu_1_2", "max_pool_1",
                   "conv_2_1", "relu_2_1", "conv_2_2", "relu_2_2", "max_pool_2"]
 
@@ -29,22 +27,8 @@ def activations() -> dict[str, torch.Tensor]:
     return capture_activations(model, samples.sample_digit(7).reshape(1, 1, 28, 28))
 
 
-def open_page(query: dict[str, str] | None = None, net: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.run()
-    at.switch_page("views/cnn_explorer.py")
-    at.session_state["digit"] = state.sample_digit(7)
-    if net:
-        at.session_state["net"] = net
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+def open_cnn(query: dict[str, str] | None = None, net: str | None = None) -> AppTest:
+    return pages.open_page("views/cnn_explorer.py", query=query, session={"net": net} if net else None, timeout=90)
 
 
 def overview(at: AppTest) -> dict:
@@ -62,7 +46,7 @@ def metric_numbers(at: AppTest) -> tuple[float, float, str]:
 
 @pytest.fixture(scope="module")
 def page() -> AppTest:
-    return open_page()
+    return open_cnn()
 
 
 def test_overview_has_one_heatmap_per_feature_map(page, activations):
@@ -86,7 +70,7 @@ def test_overview_has_one_heatmap_per_feature_map(page, activations):
 
 
 def test_scope_switch_sets_the_colour_ranges(activations):
-    at = open_page()
+    at = open_cnn()
     layer_max = {n: float(activations[n][0].abs().max()) for n in FEATURE_LAYERS}
     whole = max(layer_max.values())
     for scope in ("layer", "network", "map"):
@@ -116,7 +100,7 @@ def test_scope_switch_sets_the_colour_ranges(activations):
     [("conv_1_1", 4, 0, 0), ("conv_1_1", 2, 12, 15), ("conv_2_1", 3, 0, 13), ("conv_2_1", 6, 7, 5)],
 )
 def test_arithmetic_result_equals_the_layers_activation(activations, layer, channel, row, col):
-    at = open_page()
+    at = open_cnn()
     at.selectbox(key="cnn_conv_layer").set_value(layer).run()
     at.selectbox(key="cnn_conv_map").set_value(channel).run()
     at.slider(key="cnn_conv_row").set_value(row)
@@ -142,7 +126,7 @@ def test_arithmetic_result_equals_the_layers_activation(activations, layer, chan
 
 
 def test_a_shared_link_opens_the_same_view(activations):
-    at = open_page({"layer": "conv_2_1", "map": "3", "row": "13", "col": "0", "scope": "network"})
+    at = open_cnn({"layer": "conv_2_1", "map": "3", "row": "13", "col": "0", "scope": "network"})
     assert at.selectbox(key="cnn_conv_layer").value == "conv_2_1"
     assert at.radio(key="cnn_overview_scope").value == "network"
     hand, shown, _ = metric_numbers(at)
@@ -158,7 +142,7 @@ def test_default_position_is_the_most_active(page, activations):
 
 
 def test_play_steps_to_the_next_position():
-    at = open_page({"row": "5", "col": "26"})
+    at = open_cnn({"row": "5", "col": "26"})
     at.button(key="cnn_conv_play_button").click().run()
     assert not at.exception
     # The run that starts playing moves the window one step; the timer's runs (the browser test's part) go on.
@@ -176,7 +160,7 @@ def test_play_steps_to_the_next_position():
 
 
 def test_relu_pool_end_filters_and_sandbox_sections(activations):
-    at = open_page()
+    at = open_cnn()
     at.button_group(key="cnn_section").set_value("ReLU").run()
     assert not at.exception
     table = at.dataframe[0].value
@@ -217,14 +201,14 @@ def test_relu_pool_end_filters_and_sandbox_sections(activations):
 
 
 def test_an_fc_choice_still_shows_the_cnn():
-    at = open_page(net="fc")
+    at = open_cnn(net="fc")
     assert at.sidebar.selectbox[0].value == "cnn"
     assert len(feature_maps(overview(at))) == 101
 
 
 def test_visiting_the_fc_page_does_not_forget_the_chosen_cnn():
     """A learner's own CNN ("my-2", say) chosen here must still be chosen after a look at the FC explorer."""
-    at = open_page(net="cnn")
+    at = open_cnn(net="cnn")
     at.switch_page("views/fc_explorer.py").run()
     assert not at.exception
     assert at.sidebar.selectbox[0].value == "fc"  # the FC page shows an FC network…
@@ -232,7 +216,7 @@ def test_visiting_the_fc_page_does_not_forget_the_chosen_cnn():
 
 
 def test_a_linked_network_choice_survives_a_page_switch():
-    at = AppTest.from_file(APP, default_timeout=90)
+    at = AppTest.from_file(pages.APP, default_timeout=90)
     at.query_params["net"] = "fc"
     at.run()
     at.switch_page("views/cnn_explorer.py").run()
@@ -247,7 +231,7 @@ def test_a_wide_network_draws_a_page_of_maps_at_a_time_and_offers_the_rest():
     from streamlit_app.widgets import cnn
 
     wide = models.build(models.TinyVGGConfig(channels=256), seed=0).eval()
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(pages.APP, default_timeout=120)
     at.run()
     at.switch_page("views/cnn_explorer.py")
     at.session_state["digit"] = state.sample_digit(7)

@@ -8,8 +8,6 @@ run on a rendered drawing through a small script.
 from __future__ import annotations
 
 import io
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +19,7 @@ from digitrec import checkpoints, data, preprocess, samples
 from digitrec.inspection import predict_proba
 from digitrec.train import predictions
 from streamlit_app import state
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+from tests.pages import APP, figures as charts
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +36,6 @@ def open_draw(digit: state.Digit | None = None) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
-
-
-def charts(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def bar_chart(at: AppTest) -> dict:
@@ -160,6 +153,9 @@ def test_upload_of_a_digit_makes_it_current_like_a_drawing():
     assert not at.exception and not at.warning
     digit = at.session_state["digit"]
     assert digit.source == r"your upload seven\.png"  # the file name escaped: every page shows it as Markdown
+    # The Draw tab, drawn before the upload tab, already names the upload as what the networks read.
+    hints = [i.value for i in at.info if i.value.startswith("Draw a digit")]
+    assert hints and all("your upload seven" in h for h in hints), hints
     assert torch.allclose(digit.pixels, preprocess.to_mnist(paper), atol=1 / 255)
     # The steps expander shows the upload's own steps: the first picture is the whole image.
     assert any(f["data"][0]["type"] == "heatmap" and len(f["data"][0]["z"]) == 280 for f in charts(at))

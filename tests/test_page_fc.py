@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from digitrec import models
 from digitrec.inspection import capture_activations
 from streamlit_app import state
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+from tests.pages import chart as _chart, metric, number, open_page
 
 
 def _open(digit: state.Digit, net: str | None = None, my_models: dict | None = None,
           query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.run()
-    at.switch_page("views/fc_explorer.py")
-    at.session_state["digit"] = digit
-    if my_models:
-        at.session_state["my_models"] = my_models
+    session = {"my_models": my_models} if my_models else {}
     if net:
-        at.session_state["net"] = net
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _chart(at: AppTest, key: str) -> dict:
-    """The plotly figure JSON of the chart whose Streamlit key ends with ``key``."""
-    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(key)]
-    assert found, f"no chart {key}: {[c.proto.id for c in at.get('plotly_chart')]}"
-    return json.loads(found[0].proto.spec)
+        session["net"] = net
+    return open_page("views/fc_explorer.py", digit, query, session, timeout=60)
 
 
 def _heatmaps(fig: dict) -> list[dict]:
@@ -45,8 +24,7 @@ def _heatmaps(fig: dict) -> list[dict]:
 
 
 def _metric(at: AppTest, label: str) -> float:
-    (m,) = [m for m in at.metric if m.label == label]
-    return float(m.value.replace("\u2212", "-"))
+    return number(metric(at, label))
 
 
 def _wide_network() -> state.Network:

@@ -1,20 +1,12 @@
 """Home page: both pretrained networks' predictions for the current digit, and their cost."""
 
-import json
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from digitrec import checkpoints
 from digitrec.inspection import predict_proba
 from streamlit_app import state
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
-
-
-def _figures(at):
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+from tests.pages import APP, figures as _figures
 
 
 @pytest.mark.parametrize("d", [0, 4, 7])

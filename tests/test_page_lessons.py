@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from digitrec import lessons
 from streamlit_app import state
+from tests.pages import APP
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
 COURSE = lessons.load_lessons(lessons.LESSONS_DIR)
 GOOD = (Path(__file__).resolve().parent / "test_lessons.py").read_text().split('GOOD = """')[1].split('"""')[0]
 

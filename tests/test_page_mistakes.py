@@ -3,9 +3,7 @@ digits and the walk through them, the two networks compared, and the page withou
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +12,7 @@ from streamlit.testing.v1 import AppTest
 from digitrec import checkpoints, data, mistakes
 from digitrec.train import evaluate, predictions
 from streamlit_app import state
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+from tests.pages import APP, figures
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +30,6 @@ def open_mistakes(net: str | None = None) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
-
-
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def grids(at: AppTest) -> list[dict]:

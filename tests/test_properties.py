@@ -17,7 +17,6 @@ import struct
 import tracemalloc
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

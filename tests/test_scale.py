@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+import time
 
 from digitrec import config, models, scale
 from digitrec.scale import ScaleRow
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+from streamlit_app import state
+from tests.pages import APP
 
 
 def test_at_28_px_grey_the_counts_are_those_of_the_apps_networks():
@@ -66,6 +66,15 @@ def test_the_race_page_measures_and_explains_on_request():
     at.switch_page("views/race.py")
     at.run()
     at.button(key="race_scale_measure").click().run()
+    assert not at.exception
+    # The timing runs in a process of its own; the page says so and is usable meanwhile.
+    assert any("in a process of its own" in i.value for i in at.info)
+    deadline = time.monotonic() + 240
+    while state.scale_measured(1) is None:
+        assert state.scale_measuring(1) or not state.scale_failure(1), state.scale_failure(1)
+        assert time.monotonic() < deadline, "the measurement did not finish"
+        time.sleep(0.5)
+    at.run()
     assert not at.exception
     figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     fig = next(f for f in figures if any(t.get("name") == "FCNet (fully connected)" for t in f["data"]))

@@ -17,7 +17,7 @@ import pytest
 from digitrec import models, train
 from digitrec.engines.local import WorkerRun
 from digitrec.engines.queue import RunQueue, max_runs
-from digitrec.engines.sessions import SessionRuns
+from digitrec.engines.sessions import SessionTracker
 from digitrec.runs import RunStatus
 from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
@@ -165,7 +165,10 @@ def test_a_session_that_ends_has_its_runs_stopped_and_its_processes_gone():
     queue = RunQueue(3)
     data = small_mnist()
     before = _worker_pids()
-    sessions = SessionRuns()
+    sessions = SessionTracker(grace_s=60)
+    released = []  # the app's release callbacks: each ended session's own networks and uploads
+    sessions.track("gone", release=lambda: released.append(("gone", [r.status for r in mine])))
+    sessions.track("stays", release=lambda: released.append(("stays", [])))
     mine = [WorkerRun(_long_spec(), data, owner="gone", queue=queue) for _ in range(2)]
     theirs = WorkerRun(_long_spec(), data, owner="stays", queue=queue)
     mine[0].start()
@@ -178,7 +181,8 @@ def test_a_session_that_ends_has_its_runs_stopped_and_its_processes_gone():
     assert len(_worker_pids() - before) == 3
 
     alive = {"gone": False, "stays": True}
-    assert sessions.sweep(alive.get, grace_s=60) == []  # within the grace a reload could still reconnect
+    assert sessions.sweep(alive.get) == []  # within the grace (60 s here) a reload could still reconnect
+    assert released == [] and sessions.sessions() == ["gone", "stays"]
     started = time.monotonic()
     assert sessions.sweep(alive.get, grace_s=0) == ["gone"]
     # "Within a few seconds": each run gets config.STOP_GRACE_S to stop, then it is terminated
@@ -188,6 +192,9 @@ def test_a_session_that_ends_has_its_runs_stopped_and_its_processes_gone():
     assert all(r.status is RunStatus.STOPPED for r in mine)
     assert theirs.status is RunStatus.RUNNING and theirs.pid in _worker_pids()
     assert sessions.runs("gone") == [] and sessions.runs("stays") == [theirs]
+    # Released once, after its runs were closed; the session is forgotten.
+    assert released == [("gone", [RunStatus.STOPPED, RunStatus.STOPPED])] and sessions.sessions() == ["stays"]
+    assert sessions.sweep(alive.get, grace_s=0) == [] and len(released) == 1
 
     sessions.end("stays")
     wait_until(lambda: _worker_pids() == before, timeout=10)

@@ -126,6 +126,9 @@ class WorkerRun:
         self._conn = None
         self._process = None
         self._ended = threading.Event()
+        # One sentence for the learner when the run trains elsewhere than the server meant it to
+        # (the Ray cluster could not be reached: digitrec.engines.ray_cluster); shown with its status.
+        self.notice = ""
 
     # -- control (any thread) --
 
@@ -137,7 +140,7 @@ class WorkerRun:
             self._phase = "queued"
             self._start_paused = paused
             self._expected = self._reported = RunStatus.PAUSED if paused else RunStatus.RUNNING
-        self._queue.submit(self)
+        self._submit()
 
     def pause(self) -> None:
         self._command("pause")
@@ -204,6 +207,10 @@ class WorkerRun:
 
     # -- the queue's side --
 
+    def _submit(self) -> None:
+        """Put the started run in line (an engine that must first reach its cluster does so here)."""
+        self._queue.submit(self)
+
     def remaining_s(self) -> float:
         """Training seconds left at the current pace (nan before the first report)."""
         p = self._last
@@ -212,9 +219,7 @@ class WorkerRun:
         return p.elapsed_s / p.step * max(self.plan.total_steps - p.step, 0)
 
     def launch(self) -> None:
-        """Start the worker process (the queue calls this when the run's turn comes)."""
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe(duplex=True)
+        """Start the worker (the queue calls this when the run's turn comes)."""
         with self._lock:
             if self._phase != "queued":  # not expected: give the slot back
                 launched = False
@@ -226,15 +231,31 @@ class WorkerRun:
         with self._lock:
             pending = list(self._pending)
             self._pending.clear()
-            process = ctx.Process(
-                target=_worker_main, name=f"digitrec-run-{self.id}", daemon=True,
-                args=(child, self.spec, self._train, self._test, self.probe, self._callbacks, self.threads,
-                      self._start_paused, pending),
-            )
-            self._conn, self._process, self._phase = parent, process, "launched"
+        conn, process = self._open_worker(pending)  # outside the lock: the page keeps reading meanwhile
+        with self._lock:
+            for message in self._pending:  # commands given while the worker was starting, in order
+                conn.send_bytes(_dumps(message))
+            self._pending.clear()
+            self._conn, self._process, self._phase = conn, process, "launched"
+        threading.Thread(target=self._read, name=f"digitrec-run-{self.id}-reader", daemon=True).start()
+
+    def _open_worker(self, pending: list) -> tuple:
+        """Start the worker running ``_worker_main``; (our end of its pipe, its process).
+
+        Another engine returns objects that behave the same: a connection with
+        ``send_bytes``/``recv_bytes`` (EOFError once the worker is gone) and ``close``, and a
+        process with ``join``, ``is_alive``, ``terminate``, ``kill``, ``exitcode`` and ``pid``.
+        """
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=True)
+        process = ctx.Process(
+            target=_worker_main, name=f"digitrec-run-{self.id}", daemon=True,
+            args=(child, self.spec, self._train, self._test, self.probe, self._callbacks, self.threads,
+                  self._start_paused, pending),
+        )
         process.start()
         child.close()  # the worker holds its end; ours closing lets us see EOF when it dies
-        threading.Thread(target=self._read, name=f"digitrec-run-{self.id}-reader", daemon=True).start()
+        return parent, process
 
     # -- reading (any thread) --
 
@@ -281,10 +302,10 @@ class WorkerRun:
                 eval_size=self._eval_size, step=0, epoch=0, samples_seen=0, elapsed_s=0.0, samples_per_s=0.0,
                 loss=math.nan, accuracy=math.nan, steps=(), evals=(), epoch_results=(), snapshots=(),
                 probe_probs=None, first_layer=None, total_units=self._total_units, message=message,
-                final_test_accuracy=None,
+                final_test_accuracy=None, notice=self.notice,
             )
         return replace(last, status=status, steps=rows[0], evals=rows[1], epoch_results=rows[2], snapshots=rows[3],
-                       message=message or last.message)
+                       message=message or last.message, notice=self.notice)
 
     def trained_model(self) -> nn.Module:
         """The model as the worker left it, once the run has ended (a new copy each call)."""
@@ -337,12 +358,23 @@ class WorkerRun:
             process.kill()
             process.join(2.0)
         with self._lock:
+            lost = self._final is None
+        if lost and self._recover(process):
+            return  # the run trains again elsewhere (its slot in this queue is given back)
+        with self._lock:
             if self._final is None:
                 self._final = RunStatus.FAILED
-                self._message = _died_message(process.exitcode)
+                self._message = self._died_message(process)
             self._phase = "ended"
         self._ended.set()
         self._queue.finished(self)
+
+    def _recover(self, process) -> bool:
+        """The worker has gone without its last report: can the run train again elsewhere? (Not here.)"""
+        return False
+
+    def _died_message(self, process) -> str:
+        return _died_message(process.exitcode)
 
 
 def training_device() -> str:

@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 
 from digitrec.backprop import KernelGradient, NeuronBlame, SGDStep
 from digitrec.data import IMAGE_SIZE
-from digitrec.viz.fc import HIGHLIGHT_COLOR, MAX_LABELLED, _image_axes, _square
+from digitrec.viz.fc import HIGHLIGHT_COLOR, MAX_LABELLED, _image_axes, _square, diagram_frame, dot_heights, finish_diagram
 from digitrec.viz.scales import ACTIVATION_SCALE, INK_SCALE, PROBABILITY_COLOR, symmetric_range
 
 GRADIENT_SCALE = "PiYG_r"  # green < 0 < pink: ColorBrewer's colour-blind-safe PiYG
@@ -89,17 +89,8 @@ def blame_diagram_figure(
     came back along (from every neuron of the layer above) are drawn as lines,
     orange for a positive weight and purple for a negative one.
     """
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.13, 0.87], horizontal_spacing=0.02,
-                        subplot_titles=("the digit", ""))
-    fig.add_trace(go.Heatmap(z=pixels.detach().reshape(IMAGE_SIZE, IMAGE_SIZE).tolist(), colorscale=INK_SCALE,
-                             zmin=0, zmax=1, showscale=False,
-                             hovertemplate="row %{y}, col %{x}<br>ink %{z:.3f}<extra></extra>"), row=1, col=1)
-    _image_axes(fig, 1, 1)
-    _square(fig, 1)
-
-    def ys(n: int) -> list[float]:
-        return [0.5] if n == 1 else [1 - i / (n - 1) for i in range(n)]
-
+    fig = diagram_frame(pixels, "the digit", image_width=0.13)
+    ys = dot_heights
     columns = [(name, d.detach().flatten()) for name, d in deltas]
     names = [name for name, _ in columns]
     if chosen is not None and chosen[0] in names[:-1]:
@@ -137,12 +128,8 @@ def blame_diagram_figure(
             customdata=list(range(n)), showlegend=False,
             hovertemplate=f"{name} neuron %{{customdata}}<br>δ = %{{marker.color:.6f}}<extra></extra>",
         ), row=1, col=2)
-    fig.update_xaxes(tickvals=list(range(len(columns))),
-                     ticktext=[f"δ of {name}<br>({d.numel()})" for name, d in columns],
-                     range=[-0.25, len(columns) - 0.35], showgrid=False, zeroline=False, row=1, col=2)
-    fig.update_yaxes(visible=False, range=[-0.05, 1.05], row=1, col=2)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white")
-    return fig
+    return finish_diagram(fig, [f"δ of {name}<br>({d.numel()})" for name, d in columns], right_margin=0.35,
+                          pad=0.05, height=height)
 
 
 def blame_sum_figure(nb: NeuronBlame, height: int = 420) -> go.Figure:

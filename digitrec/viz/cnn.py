@@ -224,7 +224,8 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
     shown = list(maps if maps is not None else range(max(m.shape[0] for m in forward.maps.values())))
     n_rows = max(len(shown), 1)
     # columns: map labels | input | layers... | flatten | output
-    widths = [0.4, 1.0] + [1.0] * len(layers) + [0.28, 0.3, 1.4]  # the 0.3 leaves room for the class labels
+    label_width = 0.33 + 0.08 * len(str(max(shown, default=0)))  # "map 12" needs more room than "map 3"
+    widths = [label_width, 1.0] + [1.0] * len(layers) + [0.28, 0.3, 1.4]  # the 0.3 leaves room for the class labels
     fig = go.Figure()
     grid = _Grid(fig, widths, n_rows, top=0.985, bottom=0.0, hgap=0.007, vgap=0.014)
     traces, annotations = [], []

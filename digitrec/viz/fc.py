@@ -361,6 +361,35 @@ def weight_matrix_figure(weight: torch.Tensor, layer: str, height: int = 360) ->
 # ---------------------------------------------------------------- the whole network
 
 
+def dot_heights(n: int) -> list[float]:
+    """Where a column of n dots sits on the diagram's [0, 1] height: spread, centred."""
+    return [0.5] if n == 1 else [1 - i / (n - 1) for i in range(n)]
+
+
+def diagram_frame(pixels: torch.Tensor, title: str, image_width: float) -> go.Figure:
+    """The two panels every network diagram has: the digit as an image (784 dots would be a
+    smear) and, beside it, an empty panel for the columns of dots."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[image_width, 1 - image_width],
+                        horizontal_spacing=0.02 if image_width < 0.15 else 0.03, subplot_titles=(title, ""))
+    fig.add_trace(go.Heatmap(z=pixels.detach().reshape(IMAGE_SIZE, IMAGE_SIZE).tolist(), colorscale=INK_SCALE,
+                             zmin=0, zmax=1, showscale=False,
+                             hovertemplate="row %{y}, col %{x}<br>ink %{z:.3f}<extra></extra>"), row=1, col=1)
+    _image_axes(fig, 1, 1)
+    _square(fig, 1)
+    return fig
+
+
+def finish_diagram(fig: go.Figure, column_labels: Sequence[str], right_margin: float, pad: float,
+                   height: int) -> go.Figure:
+    """Label the columns of dots along the bottom and hide the height axis."""
+    fig.update_xaxes(tickvals=list(range(len(column_labels))), ticktext=list(column_labels),
+                     range=[-pad * 5, len(column_labels) - right_margin], showgrid=False, zeroline=False,
+                     row=1, col=2)
+    fig.update_yaxes(visible=False, range=[-pad, 1 + pad], row=1, col=2)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white")
+    return fig
+
+
 def network_diagram_figure(
     pixels: torch.Tensor, layers: Sequence[tuple[str, torch.Tensor]], weights: Sequence[torch.Tensor] = (),
     predicted: int | None = None, height: int = 380, strongest: int | None = None,
@@ -376,17 +405,8 @@ def network_diagram_figure(
     by default 3, or 1 into a layer wider than 32 (more would be a blur).
     The predicted class's dot is ringed.
     """
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.16, 0.84], horizontal_spacing=0.03,
-                        subplot_titles=("784 pixels", ""))
-    fig.add_trace(go.Heatmap(z=pixels.detach().reshape(IMAGE_SIZE, IMAGE_SIZE).tolist(), colorscale=INK_SCALE,
-                             zmin=0, zmax=1, showscale=False,
-                             hovertemplate="row %{y}, col %{x}<br>ink %{z:.3f}<extra></extra>"), row=1, col=1)
-    _image_axes(fig, 1, 1)
-    _square(fig, 1)
-
-    def ys(n: int) -> list[float]:  # dots spread over [0, 1], centred
-        return [0.5] if n == 1 else [1 - i / (n - 1) for i in range(n)]
-
+    fig = diagram_frame(pixels, "784 pixels", image_width=0.16)
+    ys = dot_heights
     columns = [(name, v.detach().flatten()) for name, v in layers]
     # Lines first, so dots are drawn over them.
     for k, w in enumerate(weights[: len(columns) - 1]):
@@ -420,10 +440,6 @@ def network_diagram_figure(
             customdata=list(range(n)), showlegend=False,
             hovertemplate=f"{name} neuron %{{customdata}}<br>value %{{marker.color:.3f}}<extra></extra>",
         ), row=1, col=2)
-    fig.update_xaxes(tickvals=list(range(len(columns))),
-                     ticktext=[f"{name}<br>({v.numel()})" for name, v in columns],
-                     range=[-0.3, len(columns) - 0.45], showgrid=False, zeroline=False, row=1, col=2)
-    fig.update_yaxes(visible=False, range=[-0.06, 1.06], row=1, col=2)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white")
-    return fig
+    return finish_diagram(fig, [f"{name}<br>({v.numel()})" for name, v in columns], right_margin=0.45,
+                          pad=0.06, height=height)
 

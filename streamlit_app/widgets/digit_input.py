@@ -165,27 +165,32 @@ def _set_random_test(key: str) -> None:
 
 def image_upload(*, key: str = "upload") -> None:
     """An image file of one digit (dark on light or light on dark) becomes the current digit."""
+    # Read in the uploader's callback, before the script runs: every part of the page drawn
+    # before this widget (the Draw tab's "the networks read ..." line) already sees the new digit.
     file = st.file_uploader(
         "An image of one handwritten digit", type=UPLOAD_TYPES, key=f"{key}_file", max_upload_size=IMAGE_UPLOAD_MB,
         help="A photo or scan of a digit on plain paper works; it is cropped and centred like MNIST.",
+        on_change=_read_upload, args=(key,),
     )
     if file is None:
         st.caption("PNG, JPEG, GIF, BMP or WebP; dark ink on light paper or light on dark both work.")
         return
-    data = file.getvalue()
-    digest = hashlib.sha1(data).hexdigest()
-    # Read each file once; remember what happened so the sentence stays while the file does.
-    seen_key, message_key = f"{key}_last_upload", f"{key}_upload_message"
-    if st.session_state.get(seen_key) != digest:
-        st.session_state[seen_key] = digest
-        st.session_state[message_key] = handle_upload(data, state.plain(file.name))
-        if st.session_state[message_key]:  # also where it is seen: the page's rerun can show another tab
-            st.toast(st.session_state[message_key], icon=":material/warning:", duration="long")
-    message = st.session_state.get(message_key)
+    message = st.session_state.get(f"{key}_upload_message")
     if message:
         st.warning(message)
     else:
-        st.caption(f"Reading {file.name}: its 28 x 28 version is shown beside the drawing.")
+        st.caption(f"Reading {state.plain(file.name)}: its 28 x 28 version is shown beside the drawing.")
+
+
+def _read_upload(key: str) -> None:
+    """The uploader's callback: a new file becomes the current digit, or leaves a sentence saying why not."""
+    file = st.session_state.get(f"{key}_file")
+    if file is None:  # the file was removed: the digit it gave stays
+        return
+    message = handle_upload(file.getvalue(), state.plain(file.name))
+    st.session_state[f"{key}_upload_message"] = message
+    if message:  # also where it is seen: the page's rerun can show another tab
+        st.toast(message, icon=":material/warning:", duration="long")
 
 
 def handle_upload(data: bytes, name: str) -> str | None:

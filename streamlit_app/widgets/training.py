@@ -252,6 +252,8 @@ def _queue_note(run, p: RunProgress) -> None:
 
 
 def _status_note(p: RunProgress) -> None:
+    if p.notice:  # it trains elsewhere than the server meant (the Ray cluster could not be reached)
+        st.warning(p.notice)
     seconds = f"{p.elapsed_s:,.1f} s of training"
     final = (f"{p.final_test_accuracy:.2%} on all {p.test_size:,} test digits, measured once, now that training "
              "has ended" if p.final_test_accuracy is not None else "")
@@ -674,6 +676,8 @@ def race_view(*, key: str, slot: str, explanation: bool = True, values: dict | N
         for p in progress:
             if p.status in (RunStatus.DIVERGED, RunStatus.FAILED):
                 st.warning(f"{p.name}: {p.message}")
+            if p.notice:  # the Ray cluster could not be reached: it trains on this server
+                st.warning(f"{p.name}: {p.notice}")
         if status.ended:
             st.success("The race is over." if status is RunStatus.FINISHED else "The race was stopped.")
         chart_col, table_col = st.columns([3, 2])
@@ -711,7 +715,6 @@ def race_chart(*, key: str, epochs: int = 2, train_size: int = config.TRAIN_DIGI
 def scale_panel(*, key: str) -> None:
     """Both networks on 28-128 px inputs with 1 or 3 channels: weights, arithmetic, memory, seconds, measured here."""
     from digitrec import scale
-    from digitrec.viz.scale import scale_figure
 
     st.markdown(
         "On MNIST the fully connected network is cheaper per digit. Does that hold on bigger, coloured images? "
@@ -720,14 +723,32 @@ def scale_panel(*, key: str) -> None:
     )
     channels = st.radio("Channels", scale.CHANNELS, key=f"{key}_channels", horizontal=True,
                         format_func=lambda c: "1 (grey)" if c == 1 else "3 (colour)")
-    measured = state.scale_measured(channels)
-    if measured is None:
-        if st.button("Measure both networks at 28, 32, 64 and 128 px", key=f"{key}_measure", icon=":material/speed:"):
-            with st.spinner("Timing a few training steps of each network at each size…"):
-                measured = state.measure_scale(channels)
-        else:
-            return
-    rows = measured
+    _scale_results(key=key, channels=channels)
+
+
+@st.fragment
+def _scale_results(*, key: str, channels: int) -> None:
+    """The measurement's button, then its progress (polled while a process of its own times the
+    networks: the page stays usable), then the chart, table and explanation."""
+    from digitrec import scale
+    from digitrec.viz.scale import scale_figure
+
+    rows = state.scale_measured(channels)
+    if rows is None:
+        measuring = state.scale_measuring(channels)
+        if not measuring:
+            failure = state.scale_failure(channels)
+            if failure:
+                st.warning(f"The last measurement stopped ({failure}). Press the button to measure again.")
+            if st.button("Measure both networks at 28, 32, 64 and 128 px", key=f"{key}_measure",
+                         icon=":material/speed:"):
+                state.start_scale_measure(channels)
+                measuring = True
+        if measuring:
+            st.info("Timing a few training steps of each network at each size, in a process of its own; "
+                    "the rest of the page works meanwhile. The results appear here.", icon=":material/speed:")
+            _poll_scale(channels)
+        return
     explanation = scale.explain(rows)
     st.plotly_chart(scale_figure(rows, overtakes_at=explanation.overtakes_at), key=f"{key}_figure")
     table = pd.DataFrame([{
@@ -738,3 +759,10 @@ def scale_panel(*, key: str) -> None:
     } for r in rows])
     st.dataframe(table, hide_index=True)
     st.markdown(explanation.text)
+
+
+@st.fragment(run_every=1.0)
+def _poll_scale(channels: int) -> None:
+    """While measuring: look once a second, and redraw the results once they are in."""
+    if state.scale_measured(channels) is not None or state.scale_failure(channels):
+        st.rerun()  # the whole page: the results fragment around this poller draws them

@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "tests" / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage",
@@ -160,9 +160,19 @@ async def _visit(page, learner: Learner, name: str) -> None:
 async def _network_options(page) -> list[str]:
     """The sidebar network picker's options on an explorer page."""
     box = page.locator('.st-key-net_picker [data-testid="stSelectbox"]')
-    await box.click()
-    # The list opens after the click: on a busy server reading it at once can find none (CI once read []).
-    await page.get_by_role("option").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+    # On a busy server the list can open late, or a rerun that lands just after the click
+    # redraws the sidebar and closes it (CI once read [], once waited 4 minutes): click again.
+    deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
+    while True:
+        await _wait_for_app(page)
+        await box.click()
+        try:
+            await page.get_by_role("option").first.wait_for(timeout=10_000)
+            break
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: the list did not open this time
+            if time.monotonic() > deadline:
+                raise
+            await page.keyboard.press("Escape")
     options = await page.get_by_role("option").all_inner_texts()
     await page.keyboard.press("Escape")
     return options
@@ -257,6 +267,11 @@ async def learner_session(browser, base: str, index: int, checkpoint: bytes, upl
                 learner.problems.append(f"learner {index}: their run changed from {learner.run_note!r} to {text!r}")
     except Exception as e:  # noqa: BLE001 - a learner that cannot go on is a finding, not a crash
         learner.problems.append(f"learner {index}: {type(e).__name__}: {str(e)[:300]}")
+        try:  # what the learner saw when they got stuck, to look at
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOTS / f"load-stuck-learner-{index}.png"), full_page=True)
+        except Exception:  # noqa: BLE001 - a closed page has nothing to show
+            pass
     finally:
         await context.close()
     return learner

@@ -28,11 +28,11 @@ def run_and_check(url: str, n: int, timing_log, target: str) -> dict:
     wall = time.monotonic() - start
     entries = harness.timing_entries(timing_log)
     summary = harness.summary(learners, entries, n, target, wall)
+    problems = [p for learner in learners for p in learner.problems]
     print("\n" + harness.format_summary(summary))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"load-{target}-n{n}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / f"load-{target}-n{n}.json").write_text(json.dumps({**summary, "problems": problems}, indent=2) + "\n")
 
-    problems = [p for learner in learners for p in learner.problems]
     assert not problems, "\n".join(problems)
     for learner in learners:  # every learner finished every page
         missing = [p for p in harness.PAGES if p not in learner.page_seconds]
