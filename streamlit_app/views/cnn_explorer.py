@@ -36,10 +36,12 @@ def draw() -> None:
     digit = current_digit_sidebar()
     net = network_picker(cnn=True)
     st.title("Convolutional network, step by step")
+    spec = models.spec_of(net.config)
+    kernels = sorted({f"{layer.kernel}×{layer.kernel}" for layer in spec.layers if layer.kind == "Conv2d"})
     st.caption(
-        f"{net.label} reading {digit.source}. A convolutional network slides small 3×3 filters over the image; "
-        "each filter makes one *feature map* that lights up where its pattern appears. "
-        "Two blocks of conv → ReLU → conv → ReLU → max-pool, then one linear layer gives the ten scores."
+        f"{net.label} reading {digit.source}. A convolutional network slides small "
+        f"{' and '.join(kernels)} filters over the image; each filter makes one *feature map* that lights up "
+        f"where its pattern appears. Its layers, in order: {' → '.join(spec.text().split())}."
     )
 
     st.subheader("Every feature map at once")
