@@ -273,6 +273,13 @@ class BatchNormStep:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale + self.shift
 
+    def latex(self, x: float) -> str:
+        """The formula with this channel's numbers for one input value x, ending in its output."""
+        y = float(self.apply(torch.tensor(x, dtype=torch.float64)))
+        return (rf"y = \gamma\,\frac{{x - \mu}}{{\sqrt{{\sigma^2 + \epsilon}}}} + \beta"
+                rf" = {self.gamma:.3f}\cdot\frac{{{x:.3f} - ({self.mean:.3f})}}{{\sqrt{{{self.var:.3f} + {self.eps:g}}}}}"
+                rf" + ({self.beta:.3f}) = \mathbf{{{y:.4f}}}")
+
 
 def batchnorm_step(module: nn.Module, channel: int) -> BatchNormStep:
     mean = float(module.running_mean[channel])

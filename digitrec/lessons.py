@@ -489,6 +489,48 @@ def model_facts(nets: dict[str, nn.Module]) -> dict[str, str]:
     return facts
 
 
+# ``{{ mine.… }}``: the learner's own model (imported, or sent from a notebook), beside the presets.
+OWN_MODEL_PREFIX = "mine."
+NO_OWN_MODEL = (
+    "*Your own model:* you have not brought one yet. Import the `state_dict` of a network you trained in a "
+    "notebook on the **Train** page (*Import your own model*), and this line will give its numbers beside these."
+)
+
+NO_OWN_MODEL_COST = "*Where would your own model sit?* Import it on the **Train** page to see its two numbers here."
+
+
+def names_own_model(text: str) -> bool:
+    """Whether ``text`` has a ``{{ mine.… }}`` placeholder (the page then links to where to import one)."""
+    return any(m.group(1).startswith(OWN_MODEL_PREFIX) for m in _PLACEHOLDER.finditer(text))
+
+
+def own_model_facts(name: str | None = None, model: nn.Module | None = None,
+                    test_accuracy: float | None = None) -> dict[str, str]:
+    """``mine.summary`` and ``mine.cost`` (sentences), ``mine.name``, ``mine.params``, ``mine.macs``, ``mine.accuracy``
+    of the learner's own model, counted from the model itself (``describe``); with no model,
+    ``mine.summary`` invites importing one and the numbers are dashes.
+
+    test_accuracy: 0..1 on the test digits (what the import measured), or None.
+    """
+    if model is None:
+        return {"mine.summary": NO_OWN_MODEL, "mine.cost": NO_OWN_MODEL_COST, "mine.name": "your model",
+                "mine.params": "–", "mine.macs": "–", "mine.accuracy": "–"}
+    from digitrec.models import describe
+
+    rows = describe(model)
+    params, macs = sum(r.params for r in rows), sum(r.macs for r in rows)
+    accuracy = "–" if test_accuracy is None else f"{test_accuracy:.2%}"
+    reads = ("reads an unmeasured share of the test digits" if test_accuracy is None
+             else f"reads {accuracy} of the test digits right")
+    return {
+        "mine.summary": f"*Your own model:* **{name}** has {params:,} parameters, does {macs:,} multiply-adds "
+                        f"per digit and {reads}.",
+        "mine.cost": f"And your own model, **{name}**: {params:,} parameters to store, {macs:,} multiply-adds "
+                     "to run on each digit.",
+        "mine.name": str(name), "mine.params": f"{params:,}", "mine.macs": f"{macs:,}", "mine.accuracy": accuracy,
+    }
+
+
 def settings_facts() -> dict[str, str]:
     """The training defaults and data sizes a lesson may name, from ``digitrec.config`` (the one source).
 

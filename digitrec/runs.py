@@ -178,19 +178,12 @@ def first_layer(model: nn.Module, max_units: int | None = None) -> torch.Tensor:
     TinyVGG: conv_1_1.weight (C, 1, 3, 3) -> (C, 3, 3), one 3 x 3 filter per channel.
     Keeps the first ``max_units`` (default: config.MAX_UNITS for the architecture).
     """
-    arch = model.config.architecture
-    limit = max_units or config.MAX_UNITS.get(arch, 64)
-    with torch.no_grad():
-        if arch == "spec":  # a learner's own layers: its first Linear or convolution, whatever its name
-            w = _first_weighted(model).weight[:limit].detach()
-            if w.dim() == 2:
-                return w.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (U, 28, 28)
-            return w[:, 0].contiguous().clone()  # (U, k, k)
-        if arch == "fcnet":
-            w = model.fc_1.weight[:limit]  # (U, 784)
-            return w.detach().reshape(-1, IMAGE_SIZE, IMAGE_SIZE).cpu().clone()  # (U, 28, 28)
-        w = model.conv_1_1.weight[:limit]  # (U, 1, 3, 3), maybe channels-last while training
-        return w.detach()[:, 0].contiguous().cpu().clone()  # (U, 3, 3)
+    limit = max_units or config.MAX_UNITS.get(model.config.architecture, 64)
+    with torch.no_grad():  # the first Linear or convolution, whatever its name (fc_1, conv_1_1, a learner's own)
+        w = _first_weighted(model).weight[:limit].detach().cpu()  # (U, 784) or (U, 1, k, k), maybe channels-last
+        if w.dim() == 2:
+            return w.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (U, 28, 28)
+        return w[:, 0].contiguous().clone()  # (U, k, k)
 
 
 def _first_weighted(model: nn.Module) -> nn.Module:
@@ -198,10 +191,8 @@ def _first_weighted(model: nn.Module) -> nn.Module:
 
 
 def _units(model: nn.Module) -> int:
-    if model.config.architecture == "spec":
-        first = _first_weighted(model)
-        return first.out_features if isinstance(first, nn.Linear) else first.out_channels
-    return model.fc_1.out_features if model.config.architecture == "fcnet" else model.conv_1_1.out_channels
+    first = _first_weighted(model)
+    return first.out_features if isinstance(first, nn.Linear) else first.out_channels
 
 
 def _probe_probs(model: nn.Module, probe: torch.Tensor) -> torch.Tensor:

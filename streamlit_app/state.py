@@ -77,9 +77,7 @@ class Network:
 
     @property
     def is_cnn(self) -> bool:
-        if isinstance(self.config, models.ModelSpec):  # a learner's own model: convolutional if it convolves
-            return self.config.has_conv
-        return isinstance(self.config, models.TinyVGGConfig)
+        return models.spec_of(self.config).has_conv  # a preset or a learner's own: convolutional if it convolves
 
 
 def networks() -> dict[str, Network]:
@@ -328,6 +326,7 @@ def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
     for key, net in networks().items():
         if key in PRETRAINED_LABELS and net.test_accuracy is not None:
             facts[f"{key}.accuracy"] = f"{net.test_accuracy:.2%}"
+    facts.update(own_model_facts())
     try:
         linear = pretrained("linear")
         facts["linear.accuracy"] = f"{linear.info.test_accuracy:.2%}"
@@ -344,6 +343,26 @@ def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
         for group in sorted(groups):
             facts.update(_dataset_facts_cached(group))
     return facts
+
+
+def own_network() -> Network | None:
+    """The learner's own model the lessons talk about (imported or sent from a notebook): the picked
+    network if it is one, else the latest; None when the session has none."""
+    own = [n for n in networks().values() if isinstance(n.config, models.ModelSpec)]
+    picked = st.session_state.get(NET_KEY)
+    return next((n for n in own if n.key == picked), own[-1] if own else None)
+
+
+def own_model_facts() -> dict[str, str]:
+    """``{{ mine.… }}``: ``digitrec.lessons.own_model_facts`` of ``own_network()``, counted once per model."""
+    from digitrec import lessons
+
+    net = own_network()
+    if net is None:
+        return lessons.own_model_facts()
+    name = net.label.split(" (")[0]  # "mine: NAME", without the accuracy the picker adds
+    return model_result(net, ("lesson facts", name),
+                        lambda: lessons.own_model_facts(name, net.model, net.test_accuracy))
 
 
 @st.cache_resource(show_spinner="Measuring the networks on the MNIST digits (once)…")
