@@ -719,12 +719,13 @@ def _train_accuracy_facts(nets, mnist) -> dict[str, str]:
 
 
 def relu_facts(nets, mnist, stats: dict | None = None) -> dict[str, str]:
-    """Zero fractions and dead units per ReLU layer (``stats``: key -> relu_statistics, if already measured)."""
-    from digitrec.inspection import relu_statistics
+    """Zero fractions and dead units per ReLU layer (``stats``: key -> ``units.relu_statistics``, if already measured:
+    the app passes the same measurement the CNN overview marks dead maps from and the unit pages read)."""
+    from digitrec import units
 
     facts = {}
     for key, model in nets.items():
-        layers = stats[key] if stats and key in stats else relu_statistics(model, mnist.test.images)
+        layers = stats[key] if stats and key in stats else units.relu_statistics(units.statistics(model, mnist.test))
         for name, s in layers.items():
             facts[f"{key}.{name}.zero_percent"] = _percent(s.zero_fraction)
             facts[f"{key}.{name}.dead"] = str(len(s.dead))
@@ -733,6 +734,49 @@ def relu_facts(nets, mnist, stats: dict | None = None) -> dict[str, str]:
         facts[f"{key}.relu_units"] = str(sum(s.units for s in layers.values()))
     if "cnn" in nets:
         facts["cnn.relu_1_1.blank_share"] = _percent(blank_share_of_positive(nets["cnn"], mnist.test.images[:2000]))
+    return facts
+
+
+def unit_facts(nets, mnist, stats: dict | None = None) -> dict[str, str]:
+    """What the lessons say about single units (``stats``: key -> ``units.statistics``, if already measured).
+
+    Per network: ``NET.units.quietest`` (the unit that fires least, as "conv_1_2 map 7"), its ``quietest_fires``
+    (share of test digits it is positive on) and ``quietest_peak`` (its strongest value on any of them); per unit
+    layer: ``NET.units.LAYER.clearest`` ("map 4": the unit whose nine top inputs agree most), its
+    ``clearest_agreement`` and the layer's ``median_agreement`` (mean pairwise correlation of the top inputs),
+    ``clearest_classes`` (the classes of its top digits), ``clearest_class`` (the most common of them) and
+    ``clearest_class_count``, and ``field`` (the input side a cell sees, px). The unit widgets with ``pick=``
+    show the same units (``units.pick_unit``).
+    """
+    from collections import Counter
+    from statistics import median
+
+    from digitrec import units
+
+    facts = {}
+    for key, model in nets.items():
+        s = stats[key] if stats and key in stats else units.statistics(model, mnist.test)
+        quiet = units.pick_unit(model, s, mnist.test, "quietest")
+        kind = "map" if s[quiet.layer].shape else "neuron"
+        facts[f"{key}.units.quietest"] = f"{quiet.layer} {kind} {quiet.index}"
+        facts[f"{key}.units.quietest_fires"] = _percent(float(s[quiet.layer].positive[quiet.index]))
+        facts[f"{key}.units.quietest_peak"] = f"{float(s[quiet.layer].peak[:, quiet.index].max()):.3f}"
+        for layer in s:
+            kind = "map" if s[layer].shape else "neuron"
+            clear = units.pick_unit(model, s, mnist.test, "clearest", layer)
+            scores = [units.agreement(units.top_inputs(units.biography(model, s, mnist.test, units.Unit(layer, u)),
+                                                       mnist.test)) for u in range(s[layer].peak.shape[1])]
+            bio = units.biography(model, s, mnist.test, clear)
+            classes = [int(c) for c in mnist.test.labels[bio.top_indices]]
+            top_class, count = Counter(classes).most_common(1)[0]
+            prefix = f"{key}.units.{layer}"
+            facts[f"{prefix}.clearest"] = f"{kind} {clear.index}"
+            facts[f"{prefix}.clearest_agreement"] = f"{scores[clear.index]:.3f}"
+            facts[f"{prefix}.median_agreement"] = f"{median(scores):.3f}"
+            facts[f"{prefix}.clearest_classes"] = ", ".join(str(c) for c in classes)
+            facts[f"{prefix}.clearest_class"] = str(top_class)
+            facts[f"{prefix}.clearest_class_count"] = str(count)
+            facts[f"{prefix}.field"] = str(bio.receptive_field)
     return facts
 
 
@@ -758,6 +802,7 @@ DATASET_FACT_GROUPS = {
     "train_accuracy": (_train_accuracy_facts, re.compile(r"^(train\.sample|\w+\.train_accuracy)$")),
     "relu": (relu_facts, re.compile(r"^\w+\.(relu_[\d_]+\.(zero_percent|dead|units|blank_share)|dead_units|relu_units)$")),
     "onoff": (_onoff_facts, re.compile(r"^fc\.onoff_accuracy$")),
+    "units": (unit_facts, re.compile(r"^\w+\.units\.[\w.]+$")),
     "crop": (_crop_facts, re.compile(r"^shift\.crop_\w+$")),
     "shift": (_shift_facts, re.compile(r"^shift\.(sample|\w+\.right_at_\d+)$")),
 }

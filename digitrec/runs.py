@@ -17,7 +17,9 @@ does not count callbacks or evaluation as training time):
 - the test set once, at the end: a run never watches it while it trains, so
   nothing about the run is chosen by looking at the test digits;
 - a snapshot every ``snapshot_every`` steps: the first layer's weights and the
-  probe digit's ten probabilities at that moment (for replaying the run);
+  probe digit's ten probabilities at that moment (for replaying the run), and
+  the whole network's weights within ``config.SNAPSHOT_WEIGHTS_BUDGET`` (for a
+  unit's biography across training, ``model_at``);
 - the latest first-layer weights and probe probabilities, a few times a second.
 
 What it records is plain data (``digitrec.history`` rows, CPU tensors, a
@@ -83,6 +85,8 @@ class Snapshot:
 
     first_layer: (U, 28, 28) FCNet neurons' weights or (U, 3, 3) TinyVGG filters, a copy on the CPU.
     probe_probs: (10,) the probe digit's class probabilities.
+    weights: the whole network's state dict at that moment (CPU copies), or None where the
+    run's budget (config.SNAPSHOT_WEIGHTS_BUDGET) skipped it; ``model_at`` rebuilds the network.
     """
 
     step: int
@@ -91,6 +95,23 @@ class Snapshot:
     first_layer: torch.Tensor
     probe_probs: torch.Tensor
     test_accuracy: float | None  # the latest validation-subset accuracy at this moment, 0..1
+    weights: dict[str, torch.Tensor] | None = None
+
+
+def model_at(model: nn.Module, snapshot: Snapshot) -> nn.Module:
+    """A copy of ``model`` (the run's trained network) with the weights it had at ``snapshot``, in eval mode."""
+    if snapshot.weights is None:
+        raise ValueError(f"The snapshot at step {snapshot.step} kept no weights (the run's budget skipped it).")
+    rebuilt = copy.deepcopy(model)
+    rebuilt.load_state_dict(snapshot.weights)
+    return rebuilt.eval()
+
+
+def weights_stride(model: nn.Module, plan: RunPlan) -> int:
+    """Keep the whole network's weights on every k-th snapshot, so a run stays within SNAPSHOT_WEIGHTS_BUDGET."""
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    snapshots = plan.total_steps // max(plan.snapshot_every, 1) + 2  # step 0 and the end besides
+    return max(1, math.ceil(size * snapshots / config.SNAPSHOT_WEIGHTS_BUDGET))
 
 
 @dataclass(frozen=True)
@@ -425,6 +446,7 @@ class Recorder:
         self._owed = {"eval": False, "snapshot": False}  # due, but postponed to keep within the budget
         self.last_eval_step = -1
         self.last_snapshot_step = -1
+        self._weights_every = weights_stride(model, plan)
 
     def read(self) -> Recording:
         with self._lock:
@@ -490,7 +512,10 @@ class Recorder:
         if self.last_eval_step != state.step:
             self._evaluate(state)
         if self.last_snapshot_step != state.step:
-            self._snapshot(state)
+            self._snapshot(state, final=True)
+        elif self._snapshots and self._snapshots[-1].weights is None:  # the last moment always keeps its weights
+            with self._lock:
+                self._snapshots[-1] = replace(self._snapshots[-1], weights=_weights(self.model))
         accuracy = evaluate(self.model, self.test, order=self.order)[1]  # the test set's one use
         with self._lock:
             self._final_accuracy = accuracy
@@ -518,12 +543,19 @@ class Recorder:
         self._live_at = time.monotonic()
         return probs, weights
 
-    def _snapshot(self, state: TrainState) -> None:
-        probs, weights = self._live()
+    def _snapshot(self, state: TrainState, final: bool = False) -> None:
+        probs, first = self._live()
+        keep = final or len(self._snapshots) % self._weights_every == 0
+        whole = _weights(self.model) if keep else None
         with self._lock:
             accuracy = self._evals[-1].test_accuracy if self._evals else None
-            self._snapshots.append(Snapshot(state.step, state.epoch, state.elapsed_s, weights, probs, accuracy))
+            self._snapshots.append(Snapshot(state.step, state.epoch, state.elapsed_s, first, probs, accuracy, whole))
         self.last_snapshot_step = state.step
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``model``'s state dict (contiguous: training may keep convolutions channels-last)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
 class Pace:

@@ -438,7 +438,7 @@ def model_export(*, key: str, slot: str) -> None:
                        help="Adds it beside the pretrained networks in every page's network picker."):
             try:
                 net = state.add_my_model(state.new_my_model_key(), _model_label(p), run.trained_model(),
-                                         p.final_test_accuracy)
+                                         p.final_test_accuracy, snapshots=p.snapshots)
             except DigitrecError as e:  # this session holds its most networks
                 st.warning(str(e))
             else:
@@ -458,6 +458,13 @@ def model_export(*, key: str, slot: str) -> None:
     if added.get(run.id):
         st.page_link("views/fc_explorer.py" if p.architecture == "fcnet" else "views/cnn_explorer.py",
                       label="Open it in the explorer", icon=":material/open_in_new:")
+        if st.button("Watch one unit form across the run", key=f"{key}_unit", icon=":material/person_search:",
+                     help="Inside a unit, with a slider over this run's snapshots: a neuron's or map's weights, "
+                          "top digits and pull at each moment of training."):
+            from streamlit_app.widgets.units import UNIT_PAGE
+
+            state.set_network(added[run.id])
+            st.switch_page(UNIT_PAGE)
 
 
 def checkpoint_upload(*, key: str) -> None:
