@@ -252,6 +252,8 @@ def load_bytes(data: bytes, name: str = "upload") -> Checkpoint:
     with torch.device("meta"):
         skeleton = models.build(config)
     expected = skeleton.state_dict()
+    renamed = _legacy_names(entries, expected, config)
+    entries = {renamed.get(k, k): e for k, e in entries.items()}
     _check_tensor_specs(entries, expected, config, name)
 
     try:
@@ -260,6 +262,7 @@ def load_bytes(data: bytes, name: str = "upload") -> Checkpoint:
         raise CheckpointError(
             f"{name} is damaged: its tensors could not be read ({e}). Save the model again. {_HOW_TO_SAVE}"
         ) from e
+    tensors = {renamed.get(k, k): t for k, t in tensors.items()}
     for key, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(
@@ -507,6 +510,22 @@ def _check_tensor_specs(
                 f"{name} does not match the {model_name} its metadata describes: tensor {key} has dtype "
                 f"{got['dtype']}, expected {want_dtype}. {_HOW_TO_SAVE}"
             )
+
+
+def _legacy_names(entries: dict[str, dict], expected: dict[str, torch.Tensor], config: models.ModelConfig) -> dict[str, str]:
+    """Old tensor name -> today's, for a spec model saved before its conv layers were named by block
+    (``conv_2.weight`` -> ``conv_1_2.weight``); empty when the file already uses today's names."""
+    if not isinstance(config, models.ModelSpec) or set(entries) == set(expected):
+        return {}
+    from digitrec.layers import layer_names, legacy_layer_names
+
+    new_of = dict(zip(legacy_layer_names(config), layer_names(config)))
+    renamed = {}
+    for key in entries:
+        layer, dot, tensor = key.partition(".")
+        if dot and layer in new_of:
+            renamed[key] = f"{new_of[layer]}.{tensor}"
+    return renamed if set(renamed.values()) == set(expected) else {}
 
 
 def _first_few(names: list[str], n: int = 6) -> str:

@@ -168,6 +168,10 @@ SNAPSHOTS = 30  # about this many weight snapshots per run when snapshot_every i
 MAX_SNAPSHOTS = 300  # a chosen snapshot_every may not make more (memory: ~50 KB each)
 MAX_STEP_POINTS = 3000  # per-step history is thinned to about this many points
 MAX_UNITS = {"fcnet": 16, "tinyvgg": 64}  # first-layer units kept per snapshot
+# A snapshot also keeps the whole network's weights (so "Inside a unit" can show a unit's biography
+# at that moment), within this many bytes over all of a run's snapshots: FCNet (51 KB) and TinyVGG
+# (30 KB) keep every one; a wide network keeps every k-th (and always the last).
+SNAPSHOT_WEIGHTS_BUDGET = 16 * 2**20
 LIVE_EVERY_S = 0.2  # refresh the live probe and weights at most this often
 # Evaluations, snapshots and live updates together may take at most this share of a
 # run's wall clock: an automatic cadence (eval_every / snapshot_every 0) stretches

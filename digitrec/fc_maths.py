@@ -22,7 +22,7 @@ from torch import nn
 from digitrec.data import IMAGE_SIZE
 from digitrec.errors import DigitrecError
 from digitrec.inspection import ACTIVATION_KINDS, activation, capture_activations, linear_step, relu, softmax_step
-from digitrec.models import FCNet
+from digitrec.layers import SpecNet
 
 
 class NotFullyConnected(DigitrecError):
@@ -61,11 +61,7 @@ _TITLES = {
 
 
 def _require_fc(model: nn.Module) -> None:
-    from digitrec.layers import SpecNet
-
-    if isinstance(model, SpecNet) and not model.config.has_conv:  # a learner's own fully connected model
-        return
-    if not isinstance(model, FCNet):
+    if not isinstance(model, SpecNet) or model.spec.has_conv:  # FCNet, or a learner's fully connected model
         raise NotFullyConnected(
             f"This view explains fully connected networks, and this one is a {type(model).__name__}. "
             "Pick an FCNet in the sidebar."

@@ -28,12 +28,11 @@ from __future__ import annotations
 import io
 import os
 import sys
-import itertools
 import math
 import pickletools
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,7 +40,7 @@ from torch import nn
 
 from digitrec import layers as L
 from digitrec.data import DigitSet
-from digitrec.errors import DigitrecError, InvalidConfig, ModelImportError
+from digitrec.errors import InvalidConfig, ModelImportError
 
 MAX_IMPORT_BYTES = 100 * 2**20  # a model for 28 x 28 digits is far smaller; refuse before reading more
 DETECT_DIGITS = 300  # test digits used to choose between candidates (a few hundred separate them clearly)

@@ -273,6 +273,13 @@ class BatchNormStep:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale + self.shift
 
+    def latex(self, x: float) -> str:
+        """The formula with this channel's numbers for one input value x, ending in its output."""
+        y = float(self.apply(torch.tensor(x, dtype=torch.float64)))
+        return (rf"y = \gamma\,\frac{{x - \mu}}{{\sqrt{{\sigma^2 + \epsilon}}}} + \beta"
+                rf" = {self.gamma:.3f}\cdot\frac{{{x:.3f} - ({self.mean:.3f})}}{{\sqrt{{{self.var:.3f} + {self.eps:g}}}}}"
+                rf" + ({self.beta:.3f}) = \mathbf{{{y:.4f}}}")
+
 
 def batchnorm_step(module: nn.Module, channel: int) -> BatchNormStep:
     mean = float(module.running_mean[channel])
@@ -281,56 +288,3 @@ def batchnorm_step(module: nn.Module, channel: int) -> BatchNormStep:
     beta = float(module.bias[channel]) if module.bias is not None else 0.0
     scale = gamma / (var + module.eps) ** 0.5
     return BatchNormStep(channel, mean, var, module.eps, gamma, beta, scale, beta - mean * scale)
-
-
-@dataclass(frozen=True)
-class ReluStats:
-    """How a ReLU layer behaves over many digits.
-
-    A unit is a feature map (a conv layer's channel) or a neuron (a Linear layer's
-    output). A *dead* unit is 0 at every position for every digit measured: its
-    weighted sums never climb above zero, so nothing after it ever hears from it.
-    """
-
-    layer: str
-    units: int
-    zero_fraction: float  # share of all values (every unit, position and digit) that are exactly 0
-    dead: tuple[int, ...]  # units that were 0 everywhere on every digit
-    unit_zero_fraction: tuple[float, ...]  # per unit: share of its values that are 0
-
-
-def relu_statistics(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> dict[str, ReluStats]:
-    """Zero fraction and dead units of every ReLU layer of ``model`` over ``images``.
-
-    images: (N, 28, 28) uint8 (as MNIST stores them) or (N, 1, 28, 28) floats in [0, 1].
-    Returns layer name -> ReluStats, in forward order. Runs on a private copy.
-    """
-    from digitrec.data import to_input
-
-    model = _private_copy(model)
-    names = [n for n, m in model.named_children() if isinstance(m, nn.ReLU)]
-    zeros: dict[str, torch.Tensor] = {}  # layer -> (units,) count of zero values
-    alive: dict[str, torch.Tensor] = {}  # layer -> (units,) True once the unit was positive anywhere
-    per_unit = {}
-    with eval_mode(model), torch.inference_mode(), forward_hooks(model, names) as records:
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            x = to_input(chunk) if chunk.dtype == torch.uint8 else chunk.reshape(-1, 1, 28, 28).float()
-            model(x)
-            for name in names:
-                out = records[name][1]  # (B, C, H, W) or (B, U)
-                flat = out.transpose(0, 1).reshape(out.shape[1], -1)  # (units, B * H * W)
-                zeros[name] = zeros.get(name, 0) + (flat == 0).sum(dim=1)
-                alive[name] = alive.get(name, torch.zeros(flat.shape[0], dtype=torch.bool)) | (flat > 0).any(dim=1)
-                per_unit[name] = per_unit.get(name, 0) + flat.shape[1]
-    stats = {}
-    for name in names:
-        total = per_unit[name] * len(zeros[name])
-        stats[name] = ReluStats(
-            layer=name,
-            units=len(zeros[name]),
-            zero_fraction=float(zeros[name].sum()) / total,
-            dead=tuple(int(u) for u in torch.nonzero(~alive[name]).flatten()),
-            unit_zero_fraction=tuple(float(z) / per_unit[name] for z in zeros[name]),
-        )
-    return stats

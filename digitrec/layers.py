@@ -13,9 +13,10 @@ follows from the layer before, so ``shapes()`` walks a 1 x 28 x 28 digit through
 the list and names the layer and both shapes where they do not line up.
 
 ``SpecNet`` builds the spec as an ``nn.Module`` whose children are the layers,
-named in forward order (``conv_1``, ``relu_1``, ``max_pool_1``, ``flatten``,
-``fc_1``, ``output``), so activation capture, ``describe()``, the explorers
-and Captum see every step. The normalisation is applied inside ``forward``:
+named in forward order (``conv_1_1``, ``relu_1_1``, ``max_pool_1``, ``flatten``,
+``fc_1``, ``output``: see ``layer_names``), so activation capture, ``describe()``,
+the explorers and Captum see every step. FCNet and TinyVGG (digitrec.models)
+are two such specs. The normalisation is applied inside ``forward``:
 every page feeds ink in [0, 1] and the model receives what it was trained on.
 """
 
@@ -165,6 +166,10 @@ class ModelSpec:
     mean: float = 0.0
     std: float = 1.0
     name: str = ""  # a learner's name for it ("my-cnn"); shown in pickers
+    # The most weights this spec may describe. An imported spec (from a file or a
+    # checkpoint) always gets MAX_PARAMS; the presets' specs (digitrec.models) pass
+    # their own bound, which digitrec.config's ranges keep (an 8 x 4096 FCNet is larger).
+    max_params: int = field(default=MAX_PARAMS, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -186,8 +191,8 @@ class ModelSpec:
         object.__setattr__(self, "name", str(self.name)[:60])
         shapes(self)  # raises InvalidConfig naming the layer and both shapes where they do not line up
         params = count_params(self)
-        if params > MAX_PARAMS:
-            raise InvalidConfig(f"This model has {params:,} weights; digitrec takes models of up to {MAX_PARAMS:,}.")
+        if params > self.max_params:
+            raise InvalidConfig(f"This model has {params:,} weights; digitrec takes models of up to {self.max_params:,}.")
 
     @property
     def normalised(self) -> bool:
@@ -464,24 +469,46 @@ _PREFIX = {
 }
 
 
-def layer_names(spec: ModelSpec) -> list[str]:
-    """The children's names in forward order: per kind numbered from 1, the last Linear is "output",
-    a single flatten is "flatten" (the names the explorers and lessons already use)."""
+def layer_names(spec: ModelSpec, blocks: bool = True) -> list[str]:
+    """The children's names in forward order, the names the explorers, lessons and checkpoints use.
+
+    The last Linear is "output" and a single flatten is "flatten". Layers that read maps
+    (before the flatten) are named by block, as CNN Explainer names TinyVGG's: a block
+    ends at a pooling layer, so block b's second convolution is ``conv_b_2``, its ReLUs
+    ``relu_b_1``, ``relu_b_2`` and its pooling ``max_pool_b``. The other layers are
+    numbered per kind from 1: ``fc_1``, ``relu_1``, ``fc_2``. FCNet's and TinyVGG's
+    specs get exactly the names their classes had (tests/test_models.py). ``blocks=False``:
+    every kind numbered through the whole model (``legacy_layer_names``).
+    """
     counts: dict[str, int] = {}
     names = []
     last_linear = max((i for i, l in enumerate(spec.layers) if l.kind == "Linear"), default=-1)
     flattens = sum(l.kind == "Flatten" for l in spec.layers)
+    block = 1  # the convolutional block a map-reading layer belongs to
+    shape_ins = input_shapes(spec)
     for i, layer in enumerate(spec.layers):
         prefix = _PREFIX[layer.kind]
         if i == last_linear:
             names.append("output")
-            continue
-        if layer.kind == "Flatten" and flattens == 1:
+        elif layer.kind == "Flatten" and flattens == 1:
             names.append("flatten")
-            continue
-        counts[prefix] = counts.get(prefix, 0) + 1
-        names.append(f"{prefix}_{counts[prefix]}")
+        elif blocks and len(shape_ins[i]) == 3 and layer.kind in ("MaxPool2d", "AvgPool2d"):
+            names.append(f"{prefix}_{block}")
+            block += 1
+        elif blocks and len(shape_ins[i]) == 3 and layer.kind != "Flatten":
+            counts[(prefix, block)] = counts.get((prefix, block), 0) + 1
+            names.append(f"{prefix}_{block}_{counts[(prefix, block)]}")
+        else:
+            counts[prefix] = counts.get(prefix, 0) + 1
+            names.append(f"{prefix}_{counts[prefix]}")
     return names
+
+
+def legacy_layer_names(spec: ModelSpec) -> list[str]:
+    """The names digitrec gave a spec's layers before block naming (every kind numbered
+    from 1 through the whole model: ``conv_1``, ``conv_2``, ``max_pool_1``): checkpoints of
+    imported models saved then use them (digitrec.checkpoints renames their tensors)."""
+    return layer_names(spec, blocks=False)
 
 
 def build_layer(layer: Layer, shape_in: tuple[int, ...]) -> nn.Module:
@@ -512,16 +539,19 @@ def build_layer(layer: Layer, shape_in: tuple[int, ...]) -> nn.Module:
 class SpecNet(nn.Module):
     """The model a ModelSpec describes. x: (B, 1, 28, 28) ink in [0, 1] -> (B, 10) scores."""
 
-    def __init__(self, config: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        self.config = config
-        self.names = layer_names(config)
-        for name, layer, shape_in in zip(self.names, config.layers, input_shapes(config)):
+        self.spec = spec  # what every explorer reads: the layers in order
+        # What a checkpoint stores to rebuild the model: the spec itself, or (FCNet,
+        # TinyVGG, digitrec.models) the preset's configuration the spec was made from.
+        self.config = spec
+        self.names = layer_names(spec)
+        for name, layer, shape_in in zip(self.names, spec.layers, input_shapes(spec)):
             self.add_module(name, build_layer(layer, shape_in))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.normalised:  # what the learner's notebook fed it: (x - mean) / std
-            x = (x - self.config.mean) / self.config.std  # (B, 1, 28, 28)
+        if self.spec.normalised:  # what the learner's notebook fed it: (x - mean) / std
+            x = (x - self.spec.mean) / self.spec.std  # (B, 1, 28, 28)
         for name in self.names:
             x = getattr(self, name)(x)
         return x  # (B, 10)

@@ -489,6 +489,48 @@ def model_facts(nets: dict[str, nn.Module]) -> dict[str, str]:
     return facts
 
 
+# ``{{ mine.… }}``: the learner's own model (imported, or sent from a notebook), beside the presets.
+OWN_MODEL_PREFIX = "mine."
+NO_OWN_MODEL = (
+    "*Your own model:* you have not brought one yet. Import the `state_dict` of a network you trained in a "
+    "notebook on the **Train** page (*Import your own model*), and this line will give its numbers beside these."
+)
+
+NO_OWN_MODEL_COST = "*Where would your own model sit?* Import it on the **Train** page to see its two numbers here."
+
+
+def names_own_model(text: str) -> bool:
+    """Whether ``text`` has a ``{{ mine.… }}`` placeholder (the page then links to where to import one)."""
+    return any(m.group(1).startswith(OWN_MODEL_PREFIX) for m in _PLACEHOLDER.finditer(text))
+
+
+def own_model_facts(name: str | None = None, model: nn.Module | None = None,
+                    test_accuracy: float | None = None) -> dict[str, str]:
+    """``mine.summary`` and ``mine.cost`` (sentences), ``mine.name``, ``mine.params``, ``mine.macs``, ``mine.accuracy``
+    of the learner's own model, counted from the model itself (``describe``); with no model,
+    ``mine.summary`` invites importing one and the numbers are dashes.
+
+    test_accuracy: 0..1 on the test digits (what the import measured), or None.
+    """
+    if model is None:
+        return {"mine.summary": NO_OWN_MODEL, "mine.cost": NO_OWN_MODEL_COST, "mine.name": "your model",
+                "mine.params": "–", "mine.macs": "–", "mine.accuracy": "–"}
+    from digitrec.models import describe
+
+    rows = describe(model)
+    params, macs = sum(r.params for r in rows), sum(r.macs for r in rows)
+    accuracy = "–" if test_accuracy is None else f"{test_accuracy:.2%}"
+    reads = ("reads an unmeasured share of the test digits" if test_accuracy is None
+             else f"reads {accuracy} of the test digits right")
+    return {
+        "mine.summary": f"*Your own model:* **{name}** has {params:,} parameters, does {macs:,} multiply-adds "
+                        f"per digit and {reads}.",
+        "mine.cost": f"And your own model, **{name}**: {params:,} parameters to store, {macs:,} multiply-adds "
+                     "to run on each digit.",
+        "mine.name": str(name), "mine.params": f"{params:,}", "mine.macs": f"{macs:,}", "mine.accuracy": accuracy,
+    }
+
+
 def settings_facts() -> dict[str, str]:
     """The training defaults and data sizes a lesson may name, from ``digitrec.config`` (the one source).
 
@@ -677,12 +719,13 @@ def _train_accuracy_facts(nets, mnist) -> dict[str, str]:
 
 
 def relu_facts(nets, mnist, stats: dict | None = None) -> dict[str, str]:
-    """Zero fractions and dead units per ReLU layer (``stats``: key -> relu_statistics, if already measured)."""
-    from digitrec.inspection import relu_statistics
+    """Zero fractions and dead units per ReLU layer (``stats``: key -> ``units.relu_statistics``, if already measured:
+    the app passes the same measurement the CNN overview marks dead maps from and the unit pages read)."""
+    from digitrec import units
 
     facts = {}
     for key, model in nets.items():
-        layers = stats[key] if stats and key in stats else relu_statistics(model, mnist.test.images)
+        layers = stats[key] if stats and key in stats else units.relu_statistics(units.statistics(model, mnist.test))
         for name, s in layers.items():
             facts[f"{key}.{name}.zero_percent"] = _percent(s.zero_fraction)
             facts[f"{key}.{name}.dead"] = str(len(s.dead))
@@ -691,6 +734,49 @@ def relu_facts(nets, mnist, stats: dict | None = None) -> dict[str, str]:
         facts[f"{key}.relu_units"] = str(sum(s.units for s in layers.values()))
     if "cnn" in nets:
         facts["cnn.relu_1_1.blank_share"] = _percent(blank_share_of_positive(nets["cnn"], mnist.test.images[:2000]))
+    return facts
+
+
+def unit_facts(nets, mnist, stats: dict | None = None) -> dict[str, str]:
+    """What the lessons say about single units (``stats``: key -> ``units.statistics``, if already measured).
+
+    Per network: ``NET.units.quietest`` (the unit that fires least, as "conv_1_2 map 7"), its ``quietest_fires``
+    (share of test digits it is positive on) and ``quietest_peak`` (its strongest value on any of them); per unit
+    layer: ``NET.units.LAYER.clearest`` ("map 4": the unit whose nine top inputs agree most), its
+    ``clearest_agreement`` and the layer's ``median_agreement`` (mean pairwise correlation of the top inputs),
+    ``clearest_classes`` (the classes of its top digits), ``clearest_class`` (the most common of them) and
+    ``clearest_class_count``, and ``field`` (the input side a cell sees, px). The unit widgets with ``pick=``
+    show the same units (``units.pick_unit``).
+    """
+    from collections import Counter
+    from statistics import median
+
+    from digitrec import units
+
+    facts = {}
+    for key, model in nets.items():
+        s = stats[key] if stats and key in stats else units.statistics(model, mnist.test)
+        quiet = units.pick_unit(model, s, mnist.test, "quietest")
+        kind = "map" if s[quiet.layer].shape else "neuron"
+        facts[f"{key}.units.quietest"] = f"{quiet.layer} {kind} {quiet.index}"
+        facts[f"{key}.units.quietest_fires"] = _percent(float(s[quiet.layer].positive[quiet.index]))
+        facts[f"{key}.units.quietest_peak"] = f"{float(s[quiet.layer].peak[:, quiet.index].max()):.3f}"
+        for layer in s:
+            kind = "map" if s[layer].shape else "neuron"
+            clear = units.pick_unit(model, s, mnist.test, "clearest", layer)
+            scores = [units.agreement(units.top_inputs(units.biography(model, s, mnist.test, units.Unit(layer, u)),
+                                                       mnist.test)) for u in range(s[layer].peak.shape[1])]
+            bio = units.biography(model, s, mnist.test, clear)
+            classes = [int(c) for c in mnist.test.labels[bio.top_indices]]
+            top_class, count = Counter(classes).most_common(1)[0]
+            prefix = f"{key}.units.{layer}"
+            facts[f"{prefix}.clearest"] = f"{kind} {clear.index}"
+            facts[f"{prefix}.clearest_agreement"] = f"{scores[clear.index]:.3f}"
+            facts[f"{prefix}.median_agreement"] = f"{median(scores):.3f}"
+            facts[f"{prefix}.clearest_classes"] = ", ".join(str(c) for c in classes)
+            facts[f"{prefix}.clearest_class"] = str(top_class)
+            facts[f"{prefix}.clearest_class_count"] = str(count)
+            facts[f"{prefix}.field"] = str(bio.receptive_field)
     return facts
 
 
@@ -716,6 +802,7 @@ DATASET_FACT_GROUPS = {
     "train_accuracy": (_train_accuracy_facts, re.compile(r"^(train\.sample|\w+\.train_accuracy)$")),
     "relu": (relu_facts, re.compile(r"^\w+\.(relu_[\d_]+\.(zero_percent|dead|units|blank_share)|dead_units|relu_units)$")),
     "onoff": (_onoff_facts, re.compile(r"^fc\.onoff_accuracy$")),
+    "units": (unit_facts, re.compile(r"^\w+\.units\.[\w.]+$")),
     "crop": (_crop_facts, re.compile(r"^shift\.crop_\w+$")),
     "shift": (_shift_facts, re.compile(r"^shift\.(sample|\w+\.right_at_\d+)$")),
 }

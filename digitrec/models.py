@@ -1,9 +1,11 @@
-"""The two networks: FCNet (3Blue1Brown's) and TinyVGG (CNN Explainer's).
+"""The two networks: FCNet (3Blue1Brown's) and TinyVGG (CNN Explainer's), as two layer specifications.
 
 Both read x of shape (B, 1, 28, 28), pixel intensities in [0, 1], and return
-(B, 10) logits. Every operation is its own named child module, in forward
-order, so activation capture, the explorers and Captum's DeepLift see each
-ReLU and pooling step separately.
+(B, 10) logits. Each preset's configuration (``FCConfig``, ``TinyVGGConfig``:
+the knobs a learner turns) makes a ``digitrec.layers.ModelSpec``, and the model
+is the ``SpecNet`` of that spec, like any imported model: every operation is its
+own named child module, in forward order, so activation capture, the explorers
+and Captum's DeepLift see each ReLU and pooling step separately.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from torch import nn
 from digitrec import config as settings
 from digitrec.data import IMAGE_SIZE, NUM_CLASSES
 from digitrec.errors import InvalidConfig
-from digitrec.layers import ModelSpec, SpecNet
+from digitrec.layers import Layer, ModelSpec, SpecNet
+
+# The presets' own bound on weights: digitrec.config's ranges (at most 8 hidden layers of
+# 4096) keep every FCNet and TinyVGG under it; an imported spec gets layers.MAX_PARAMS.
+_PRESET_MAX_PARAMS = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,16 @@ class FCConfig:
             )
         object.__setattr__(self, "hidden", hidden)
 
+    def spec(self) -> ModelSpec:
+        """flatten -> (linear(h) -> relu) per hidden width -> linear(10), as layers."""
+        layers = [Layer("Flatten")]
+        for h in self.hidden:
+            layers.append(Layer("Linear", out=h))  # (B, h)
+            if self.activation == "relu":  # no layer at all otherwise: nothing named ReLU that is not one
+                layers.append(Layer("ReLU"))
+        layers.append(Layer("Linear", out=NUM_CLASSES))  # (B, 10)
+        return ModelSpec(tuple(layers), max_params=_PRESET_MAX_PARAMS)
+
 
 @dataclass(frozen=True)
 class TinyVGGConfig:
@@ -78,6 +94,15 @@ class TinyVGGConfig:
         if int(self.padding) not in settings.PADDINGS:
             raise InvalidConfig(f"Padding must be {' or '.join(map(str, settings.PADDINGS))}, got {self.padding}.")
 
+    def spec(self) -> ModelSpec:
+        """2 x [conv3x3 -> relu -> conv3x3 -> relu -> maxpool2] -> flatten -> linear(10), as layers.
+        Shapes for the default padding 1 and 10 channels: (10, 28, 28) -> pool (10, 14, 14)
+        -> pool (10, 7, 7) -> flatten (490,) -> (10,)."""
+        conv = Layer("Conv2d", out=self.channels, kernel=3, padding=self.padding)
+        block = (conv, Layer("ReLU"), conv, Layer("ReLU"), Layer("MaxPool2d", kernel=2, stride=0))  # stride 0: the window
+        layers = (*block, *block, Layer("Flatten"), Layer("Linear", out=NUM_CLASSES))
+        return ModelSpec(layers, max_params=_PRESET_MAX_PARAMS)
+
 
 # ModelSpec (digitrec.layers): any other stack of layers, e.g. a learner's imported model.
 ModelConfig = Union[FCConfig, TinyVGGConfig, ModelSpec]
@@ -98,68 +123,27 @@ def preset_config(preset: settings.Preset) -> ModelConfig:
 PRESETS: dict[str, ModelConfig] = {name: preset_config(p) for name, p in settings.PRESETS.items()}
 
 
-class FCNet(nn.Module):
+class FCNet(SpecNet):
+    """FCNet is the SpecNet of ``FCConfig.spec()``; the class keeps the preset's configuration
+    (what its checkpoints store) and lets a page say "an FCNet"."""
+
     def __init__(self, config: FCConfig = FCConfig()) -> None:
-        super().__init__()
+        super().__init__(config.spec())
         self.config = config
-        self.flatten = nn.Flatten()
-        width = IMAGE_SIZE * IMAGE_SIZE
-        for i, h in enumerate(config.hidden, start=1):
-            setattr(self, f"fc_{i}", nn.Linear(width, h))
-            if config.activation == "relu":  # no module at all otherwise: nothing named ReLU that is not one
-                setattr(self, f"relu_{i}", nn.ReLU())
-            width = h
-        self.output = nn.Linear(width, NUM_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.flatten(x)  # (B, 784)
-        relu = self.config.activation == "relu"
-        for i in range(1, len(self.config.hidden) + 1):
-            x = getattr(self, f"fc_{i}")(x)  # (B, hidden[i-1])
-            if relu:
-                x = getattr(self, f"relu_{i}")(x)
-        return self.output(x)  # (B, 10)
 
 
-class TinyVGG(nn.Module):
+class TinyVGG(SpecNet):
+    """TinyVGG is the SpecNet of ``TinyVGGConfig.spec()``: children conv_1_1, relu_1_1, conv_1_2,
+    relu_1_2, max_pool_1, conv_2_1, ..., max_pool_2, flatten, output."""
+
     def __init__(self, config: TinyVGGConfig = TinyVGGConfig()) -> None:
-        super().__init__()
+        super().__init__(config.spec())
         self.config = config
-        c, p = config.channels, config.padding
-        self.conv_1_1 = nn.Conv2d(1, c, kernel_size=3, padding=p)
-        self.relu_1_1 = nn.ReLU()
-        self.conv_1_2 = nn.Conv2d(c, c, kernel_size=3, padding=p)
-        self.relu_1_2 = nn.ReLU()
-        self.max_pool_1 = nn.MaxPool2d(2)
-        self.conv_2_1 = nn.Conv2d(c, c, kernel_size=3, padding=p)
-        self.relu_2_1 = nn.ReLU()
-        self.conv_2_2 = nn.Conv2d(c, c, kernel_size=3, padding=p)
-        self.relu_2_2 = nn.ReLU()
-        self.max_pool_2 = nn.MaxPool2d(2)
-        self.flatten = nn.Flatten()
-        side = _tinyvgg_side(p)
-        self.output = nn.Linear(c * side * side, NUM_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Shapes for the default padding 1 and 10 channels.
-        x = self.relu_1_1(self.conv_1_1(x))  # (B, 10, 28, 28)
-        x = self.relu_1_2(self.conv_1_2(x))  # (B, 10, 28, 28)
-        x = self.max_pool_1(x)  # (B, 10, 14, 14)
-        x = self.relu_2_1(self.conv_2_1(x))  # (B, 10, 14, 14)
-        x = self.relu_2_2(self.conv_2_2(x))  # (B, 10, 14, 14)
-        x = self.max_pool_2(x)  # (B, 10, 7, 7)
-        x = self.flatten(x)  # (B, 490)
-        return self.output(x)  # (B, 10)
 
 
-def _tinyvgg_side(padding: int) -> int:
-    """Side of the last feature map: each conv changes it by 2*padding - 2, each pool halves it."""
-    side = IMAGE_SIZE
-    for _ in range(2):  # two blocks
-        side = side + 2 * padding - 2  # conv_x_1
-        side = side + 2 * padding - 2  # conv_x_2
-        side //= 2  # max_pool_x
-    return side
+def spec_of(config: ModelConfig) -> ModelSpec:
+    """The layer specification of any model configuration (a preset's, or a spec itself)."""
+    return config if isinstance(config, ModelSpec) else config.spec()
 
 
 def build(config: ModelConfig, seed: int | None = None) -> nn.Module:

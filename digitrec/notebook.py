@@ -56,7 +56,7 @@ def show(model: nn.Module, name: str = "my-model", *, normalise: str | None = No
     open_browser: None opens one unless DIGITREC_SHOW=print (then it only prints the link).
     Raises ModelImportError (one sentence) for a model digitrec cannot rebuild.
     """
-    from digitrec import checkpoints, data, importer
+    from digitrec import data, importer
 
     name = _clean_name(name)
     if not isinstance(model, nn.Module):

@@ -30,6 +30,7 @@ import torch
 
 from digitrec import config, models
 from digitrec.data import MNIST, validation_split
+from digitrec.errors import InvalidConfig
 from digitrec.history import EvalRow
 from digitrec.runs import RunProgress, RunStatus, TrainingRun
 from digitrec.spec import RunSpec
@@ -122,6 +123,27 @@ def race_specs(
 ) -> tuple[RunSpec, RunSpec]:
     """The FCNet and TinyVGG runs of a race: same digits, seed, batch size, optimizer and evaluation steps."""
     return RunSpec(model=fc, train=train, train_size=train_size), RunSpec(model=cnn, train=train, train_size=train_size)
+
+
+def own_model_specs(own: models.ModelConfig, against: RunSpec) -> tuple[RunSpec, RunSpec]:
+    """A learner's own model (``own``: its layer spec) raced against a preset's run.
+
+    The own model trains **from scratch**: fresh weights drawn from the race's seed,
+    on the same digits, batch size, optimizer and evaluation steps as ``against``.
+    Fine-tuning its trained weights would start it near its final accuracy at second
+    zero, and the race asks which architecture learns faster from the same digits,
+    so both start from nothing. InvalidConfig if a training step would not fit in memory.
+    """
+    from digitrec.spec import training_memory_bytes
+
+    need = training_memory_bytes(own, against.train.batch_size, against.train.optimizer)
+    if need > config.MEMORY_BUDGET_BYTES:
+        raise InvalidConfig(
+            f"Cannot race {models.display_name(own)}: a batch of {against.train.batch_size:,} digits needs about "
+            f"{need / 2**30:.1f} GiB to train (the limit is {config.MEMORY_BUDGET_BYTES / 2**30:.0f} GiB); "
+            "use a smaller batch size."
+        )
+    return replace(against, model=own), against
 
 
 def make_race(
@@ -373,3 +395,50 @@ def explain(fc: RaceRow, cnn: RaceRow) -> Explanation:
         "multiply-adds at once, the CNN's extra arithmetic costs far less time than on this processor."
     )
     return Explanation(macs_ratio, params_ratio, speed_ratio, reversal, cost + "\n\n" + trade)
+
+
+def explanation(rows: Sequence[RaceRow], configs: Sequence[models.ModelConfig]) -> str:
+    """The text under the race table: ``explain`` for FCNet against TinyVGG (the course's race),
+    ``compare`` for any other pair (a learner's own model against a preset)."""
+    kinds = [type(c) for c in configs]
+    if kinds == [models.FCConfig, models.TinyVGGConfig]:
+        return explain(rows[0], rows[1]).text
+    if kinds == [models.TinyVGGConfig, models.FCConfig]:
+        return explain(rows[1], rows[0]).text
+    return compare(rows[0], rows[1])
+
+
+def compare(a: RaceRow, b: RaceRow) -> str:
+    """Any two networks' race in words, every number from this run's rows: what a digit costs each
+    (weights, multiply-adds), how fast each trained, and who reached the milestone accuracies first."""
+    ratio = a.macs_forward / b.macs_forward if b.macs_forward else None
+    cost = (
+        f"**What a digit costs.** {a.name} has {a.params:,} weights and does {a.macs_forward:,} multiply-adds per "
+        f"digit; {b.name} has {b.params:,} and does {b.macs_forward:,}"
+    )
+    if ratio:
+        cost += f": {a.name} does **{ratio:,.1f}×** {b.name}'s arithmetic per digit" if ratio >= 1 else (
+            f": {a.name} does **{1 / ratio:,.1f}× less** arithmetic per digit than {b.name}")
+    cost += "."
+    if a.samples_per_s and b.samples_per_s:
+        cost += (f" In this run {a.name} trained {a.samples_per_s:,.0f} digits per second and {b.name} "
+                 f"{b.samples_per_s:,.0f}.")
+    # leads() names its sides after the course's race: "fc" is ``a`` here, "cnn" is ``b``.
+    lead_list = [lead for lead in leads(a, b) if lead.winner is not None]
+    if not lead_list:
+        first = "**Who got there first.** Neither network reached " + (
+            f"{MILESTONES[0]:.0%} yet; train more digits or more epochs." if MILESTONES else "any target.")
+        return cost + "\n\n" + first
+    top = lead_list[-1]  # the highest accuracy either reached
+    winner, loser = (a, b) if top.winner == "fc" else (b, a)
+    won_s, lost_s = (top.fc_seconds, top.cnn_seconds) if top.winner == "fc" else (top.cnn_seconds, top.fc_seconds)
+    first = (
+        f"**Who got there first.** The highest accuracy either reached in this run is {top.target:.0%}: "
+        f"{winner.name} got there first ({_s(won_s)}; {loser.name}: {_s(lost_s)})."
+    )
+    switched = [lead for lead in lead_list if lead.winner != top.winner]
+    if switched:
+        early = switched[-1]
+        other = loser
+        first += f" Earlier, at {early.target:.0%}, {other.name} had led."
+    return cost + "\n\n" + first

@@ -17,7 +17,9 @@ does not count callbacks or evaluation as training time):
 - the test set once, at the end: a run never watches it while it trains, so
   nothing about the run is chosen by looking at the test digits;
 - a snapshot every ``snapshot_every`` steps: the first layer's weights and the
-  probe digit's ten probabilities at that moment (for replaying the run);
+  probe digit's ten probabilities at that moment (for replaying the run), and
+  the whole network's weights within ``config.SNAPSHOT_WEIGHTS_BUDGET`` (for a
+  unit's biography across training, ``model_at``);
 - the latest first-layer weights and probe probabilities, a few times a second.
 
 What it records is plain data (``digitrec.history`` rows, CPU tensors, a
@@ -83,6 +85,8 @@ class Snapshot:
 
     first_layer: (U, 28, 28) FCNet neurons' weights or (U, 3, 3) TinyVGG filters, a copy on the CPU.
     probe_probs: (10,) the probe digit's class probabilities.
+    weights: the whole network's state dict at that moment (CPU copies), or None where the
+    run's budget (config.SNAPSHOT_WEIGHTS_BUDGET) skipped it; ``model_at`` rebuilds the network.
     """
 
     step: int
@@ -91,6 +95,23 @@ class Snapshot:
     first_layer: torch.Tensor
     probe_probs: torch.Tensor
     val_accuracy: float | None  # the latest validation-subset accuracy at this moment, 0..1
+    weights: dict[str, torch.Tensor] | None = None
+
+
+def model_at(model: nn.Module, snapshot: Snapshot) -> nn.Module:
+    """A copy of ``model`` (the run's trained network) with the weights it had at ``snapshot``, in eval mode."""
+    if snapshot.weights is None:
+        raise ValueError(f"The snapshot at step {snapshot.step} kept no weights (the run's budget skipped it).")
+    rebuilt = copy.deepcopy(model)
+    rebuilt.load_state_dict(snapshot.weights)
+    return rebuilt.eval()
+
+
+def weights_stride(model: nn.Module, plan: RunPlan) -> int:
+    """Keep the whole network's weights on every k-th snapshot, so a run stays within SNAPSHOT_WEIGHTS_BUDGET."""
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    snapshots = plan.total_steps // max(plan.snapshot_every, 1) + 2  # step 0 and the end besides
+    return max(1, math.ceil(size * snapshots / config.SNAPSHOT_WEIGHTS_BUDGET))
 
 
 @dataclass(frozen=True)
@@ -157,19 +178,12 @@ def first_layer(model: nn.Module, max_units: int | None = None) -> torch.Tensor:
     TinyVGG: conv_1_1.weight (C, 1, 3, 3) -> (C, 3, 3), one 3 x 3 filter per channel.
     Keeps the first ``max_units`` (default: config.MAX_UNITS for the architecture).
     """
-    arch = model.config.architecture
-    limit = max_units or config.MAX_UNITS.get(arch, 64)
-    with torch.no_grad():
-        if arch == "spec":  # a learner's own layers: its first Linear or convolution, whatever its name
-            w = _first_weighted(model).weight[:limit].detach()
-            if w.dim() == 2:
-                return w.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (U, 28, 28)
-            return w[:, 0].contiguous().clone()  # (U, k, k)
-        if arch == "fcnet":
-            w = model.fc_1.weight[:limit]  # (U, 784)
-            return w.detach().reshape(-1, IMAGE_SIZE, IMAGE_SIZE).cpu().clone()  # (U, 28, 28)
-        w = model.conv_1_1.weight[:limit]  # (U, 1, 3, 3), maybe channels-last while training
-        return w.detach()[:, 0].contiguous().cpu().clone()  # (U, 3, 3)
+    limit = max_units or config.MAX_UNITS.get(model.config.architecture, 64)
+    with torch.no_grad():  # the first Linear or convolution, whatever its name (fc_1, conv_1_1, a learner's own)
+        w = _first_weighted(model).weight[:limit].detach().cpu()  # (U, 784) or (U, 1, k, k), maybe channels-last
+        if w.dim() == 2:
+            return w.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (U, 28, 28)
+        return w[:, 0].contiguous().clone()  # (U, k, k)
 
 
 def _first_weighted(model: nn.Module) -> nn.Module:
@@ -177,10 +191,8 @@ def _first_weighted(model: nn.Module) -> nn.Module:
 
 
 def _units(model: nn.Module) -> int:
-    if model.config.architecture == "spec":
-        first = _first_weighted(model)
-        return first.out_features if isinstance(first, nn.Linear) else first.out_channels
-    return model.fc_1.out_features if model.config.architecture == "fcnet" else model.conv_1_1.out_channels
+    first = _first_weighted(model)
+    return first.out_features if isinstance(first, nn.Linear) else first.out_channels
 
 
 def _probe_probs(model: nn.Module, probe: torch.Tensor) -> torch.Tensor:
@@ -434,6 +446,7 @@ class Recorder:
         self._owed = {"eval": False, "snapshot": False}  # due, but postponed to keep within the budget
         self.last_eval_step = -1
         self.last_snapshot_step = -1
+        self._weights_every = weights_stride(model, plan)
 
     def read(self) -> Recording:
         with self._lock:
@@ -499,7 +512,10 @@ class Recorder:
         if self.last_eval_step != state.step:
             self._evaluate(state)
         if self.last_snapshot_step != state.step:
-            self._snapshot(state)
+            self._snapshot(state, final=True)
+        elif self._snapshots and self._snapshots[-1].weights is None:  # the last moment always keeps its weights
+            with self._lock:
+                self._snapshots[-1] = replace(self._snapshots[-1], weights=_weights(self.model))
         accuracy = evaluate(self.model, self.test, order=self.order)[1]  # the test set's one use
         with self._lock:
             self._final_accuracy = accuracy
@@ -527,12 +543,19 @@ class Recorder:
         self._live_at = time.monotonic()
         return probs, weights
 
-    def _snapshot(self, state: TrainState) -> None:
-        probs, weights = self._live()
+    def _snapshot(self, state: TrainState, final: bool = False) -> None:
+        probs, first = self._live()
+        keep = final or len(self._snapshots) % self._weights_every == 0
+        whole = _weights(self.model) if keep else None
         with self._lock:
             accuracy = self._evals[-1].val_accuracy if self._evals else None
-            self._snapshots.append(Snapshot(state.step, state.epoch, state.elapsed_s, weights, probs, accuracy))
+            self._snapshots.append(Snapshot(state.step, state.epoch, state.elapsed_s, first, probs, accuracy, whole))
         self.last_snapshot_step = state.step
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``model``'s state dict (contiguous: training may keep convolutions channels-last)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
 class Pace:

@@ -24,6 +24,7 @@ model once, batched); everything else reads from its result.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,7 @@ from digitrec.data import IMAGE_SIZE, DigitSet
 from digitrec.inspection import eval_mode, forward_hooks
 
 TOP_K = 9  # Distill shows a 3 x 3 grid of dataset examples per unit
-BATCH = 1000  # digits per forward pass: big enough to be fast, small enough for a few MB of activations
+BATCH = 500  # digits per forward pass: with two busy threads as fast as 1,000, with one 1.4x faster (cache-sized maps)
 PULL_DIGITS = 1000  # test digits the knock-out pull is averaged over (TinyVGG: about 0.3 s)
 
 
@@ -84,14 +85,16 @@ def clamp_unit(model: nn.Module, layer: str | None, index: int) -> tuple[Unit, b
 
 @dataclass(frozen=True)
 class LayerStats:
-    """One unit layer over N digits.
+    """One unit layer over N digits, measured where its ReLU reads it (through a batch norm, if one sits between).
 
     peak: (N, U) each digit's strongest value of each unit, before ReLU (a
     neuron's value; a map's largest cell). cell: (N, U) flat index of that cell
     (0 for neurons). positive: (U,) fraction of digits on which the unit is
-    positive somewhere. cells_positive: (U,) mean fraction of a map's cells
-    that are positive (equals ``positive`` for neurons). shape: (H, W) of a
-    map, () for neurons.
+    positive somewhere. cells_positive: (U,) float64, the share of all its values
+    (every cell of every digit) that are positive (equals ``positive`` for
+    neurons). shape: (H, W) of a map, () for neurons. relu: the ReLU layer that
+    reads the unit (None when none does), whose zeros are exactly the values
+    that are not positive here.
     """
 
     peak: torch.Tensor
@@ -99,35 +102,71 @@ class LayerStats:
     positive: torch.Tensor
     cells_positive: torch.Tensor
     shape: tuple[int, ...]
+    relu: str | None = None
+
+
+# Layers that pass a unit on to its ReLU one value per value: the ReLU's input is still that unit.
+_PASS_THROUGH = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout, nn.Identity)
+
+
+def _reading_relu(model: nn.Module, layer: str) -> str | None:
+    """The ReLU right after ``layer`` (past a batch norm or dropout), or None."""
+    children = list(model.named_children())
+    names = [n for n, _ in children]
+    for name, module in children[names.index(layer) + 1 :]:
+        if isinstance(module, nn.ReLU):
+            return name
+        if not isinstance(module, _PASS_THROUGH):
+            return None
+    return None
 
 
 def statistics(model: nn.Module, digits: DigitSet, batch: int = BATCH) -> dict[str, LayerStats]:
-    """Every unit layer's statistics over ``digits``, in one batched pass on a private copy."""
+    """Every unit layer's statistics over ``digits``, in one batched pass on a private copy.
+
+    The one pass over the test set for both what a unit likes (top digits) and
+    which ReLU units are dead (``relu_statistics``, the CNN overview's marks, the
+    lessons' numbers). Each unit is read where its ReLU reads it: the ReLU's
+    input, or the layer's own output when no ReLU follows.
+    """
     model = copy.deepcopy(model)  # hooks and eval mode never touch the caller's (possibly shared) model
+    # Channels-last: oneDNN's convolutions ran 1.5-2x as fast on these few-channel maps here, and each
+    # map's cells then sit channel-innermost, so the per-unit reductions below read them without a copy.
+    convolves = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if convolves:
+        model = model.to(memory_format=torch.channels_last)
     layers = unit_layers(model)
+    relus = {name: _reading_relu(model, name) for name in layers}
     peaks: dict[str, list] = {n: [] for n in layers}
     cells: dict[str, list] = {n: [] for n in layers}
-    pos_sum: dict[str, torch.Tensor] = {}
+    positive_values: dict[str, torch.Tensor] = {}  # (U,) int64: values above 0 so far
     shapes: dict[str, tuple[int, ...]] = {}
-    with eval_mode(model), torch.inference_mode(), forward_hooks(model, layers) as records:
+    hooked = [relus[n] or n for n in layers]
+    with eval_mode(model), torch.inference_mode(), forward_hooks(model, hooked) as records:
         for start in range(0, len(digits), batch):
             x = digits.images[start : start + batch].unsqueeze(1).float() / 255.0  # (B, 1, 28, 28)
-            model(x)
+            model(x.contiguous(memory_format=torch.channels_last) if convolves else x)
             for name in layers:
-                out = records[name][1]  # (B, U) or (B, U, H, W)
+                relu = relus[name]
+                out = records[relu][0] if relu else records[name][1]  # (B, U) or (B, U, H, W), before ReLU
                 shapes[name] = tuple(out.shape[2:])
-                flat = out.flatten(2) if out.dim() == 4 else out.unsqueeze(2)  # (B, U, cells)
-                peak, cell = flat.max(dim=2)  # (B, U)
+                # (B, cells, U): a view of a channels-last map (cell index = row * W + col), a neuron's value as one cell
+                flat = out.permute(0, 2, 3, 1).reshape(out.shape[0], -1, out.shape[1]) if out.dim() == 4 else out.unsqueeze(1)
+                peak, cell = flat.max(dim=1)  # (B, U)
                 peaks[name].append(peak)
                 cells[name].append(cell)
-                pos_sum[name] = pos_sum.get(name, 0) + (flat > 0).float().mean(dim=2).sum(dim=0)
+                # Counted as float32 down one dimension (exact: a batch has far fewer than 2**24 values per unit):
+                # twice as fast as an integer sum over two, whose int64 copy of the bool tensor took a sixth of the pass.
+                counted = (flat > 0).reshape(-1, flat.shape[2]).float().sum(dim=0).long()  # (U,)
+                positive_values[name] = positive_values.get(name, 0) + counted
     n = len(digits)
     result = {}
     for name in layers:
         peak = torch.cat(peaks[name])
+        values = n * max(1, math.prod(shapes[name]))  # per unit: cells x digits
         result[name] = LayerStats(
             peak=peak, cell=torch.cat(cells[name]), positive=(peak > 0).float().mean(dim=0),
-            cells_positive=pos_sum[name] / n, shape=shapes[name],
+            cells_positive=positive_values[name].double() / values, shape=shapes[name], relu=relus[name],
         )
     return result
 
@@ -135,6 +174,39 @@ def statistics(model: nn.Module, digits: DigitSet, batch: int = BATCH) -> dict[s
 def dead_units(stats: dict[str, LayerStats]) -> dict[str, list[int]]:
     """Per layer, the units never positive on any of the digits ``stats`` was computed over."""
     return {name: [int(u) for u in torch.nonzero(s.peak.max(dim=0).values <= 0).flatten()] for name, s in stats.items()}
+
+
+@dataclass(frozen=True)
+class ReluStats:
+    """How a ReLU layer behaves over many digits.
+
+    A unit is a feature map (a conv layer's channel) or a neuron (a Linear layer's
+    output). A *dead* unit is 0 at every position for every digit measured: its
+    weighted sums never climb above zero, so nothing after it ever hears from it.
+    """
+
+    layer: str
+    units: int
+    zero_fraction: float  # share of all values (every unit, position and digit) that are exactly 0
+    dead: tuple[int, ...]  # units that were 0 everywhere on every digit
+    unit_zero_fraction: tuple[float, ...]  # per unit: share of its values that are 0
+
+
+def relu_statistics(stats: dict[str, LayerStats]) -> dict[str, ReluStats]:
+    """Zero fraction and dead units of every ReLU layer that reads a unit layer, from ``statistics``' one pass.
+
+    ReLU(x) is 0 exactly where x is not positive, so its zeros are the unit's values that are not positive.
+    Returns ReLU layer name -> ReluStats, in forward order.
+    """
+    dead = dead_units(stats)
+    out = {}
+    for name, s in stats.items():
+        if s.relu is None:
+            continue
+        zeros = 1.0 - s.cells_positive  # (U,) float64
+        out[s.relu] = ReluStats(layer=s.relu, units=len(zeros), zero_fraction=float(zeros.mean()),
+                                dead=tuple(dead[name]), unit_zero_fraction=tuple(float(z) for z in zeros))
+    return out
 
 
 def top_digits(stats: dict[str, LayerStats], unit: Unit, k: int = TOP_K) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,6 +323,53 @@ def biography(model: nn.Module, stats: dict[str, LayerStats], digits: DigitSet, 
         receptive_field=receptive_field_size(model, unit.layer) if is_map else IMAGE_SIZE,
         map_shape=s.shape,
     )
+
+
+# ---------------------------------------------------------------- which unit to show: the quietest, the clearest
+
+PICKS = ("quietest", "clearest")  # what a lesson may ask ``pick_unit`` for
+
+
+def top_inputs(bio: Biography, digits: DigitSet) -> torch.Tensor:
+    """(k, h, w) what the unit's top digits showed it: a map's patches under its strongest cell, a neuron's whole digits."""
+    return bio.patches if bio.patches is not None else digits.images[bio.top_indices].float() / 255.0
+
+
+def agreement(inputs: torch.Tensor) -> float:
+    """Mean pairwise correlation of (k, h, w) inputs: near 1 when they look alike, near 0 when unrelated.
+
+    A unit whose top inputs agree can be named from them ("a loop on top"); a blank input counts as unrelated.
+    """
+    flat = inputs.flatten(1).double()
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    k = flat.shape[0]
+    corr = flat @ flat.T  # (k, k)
+    return float((corr.sum() - corr.diagonal().sum()) / (k * (k - 1)))
+
+
+def pick_unit(model: nn.Module, stats: dict[str, LayerStats], digits: DigitSet, how: str, layer: str = "") -> Unit:
+    """The unit of ``layer`` (every unit layer when empty) that fires least ("quietest": on the fewest digits, then
+    the lowest strongest value, so a dead unit comes first) or whose top inputs agree most ("clearest", among
+    units that fire at all)."""
+    layers = [layer] if layer else list(stats)
+    candidates = [Unit(name, u) for name in layers for u in range(stats[name].peak.shape[1])]
+    if how == "quietest":
+        return min(candidates, key=lambda u: (float(stats[u.layer].positive[u.index]),
+                                              float(stats[u.layer].peak[:, u.index].max())))
+    if how == "clearest":
+        live = [u for u in candidates if float(stats[u.layer].positive[u.index]) > 0] or candidates
+        return max(live, key=lambda u: agreement(top_inputs(biography(model, stats, digits, u), digits)))
+    raise ValueError(f"pick must be one of {PICKS}, got {how!r}")
+
+
+# ---------------------------------------------------------------- what it reads: its incoming weights
+
+
+def incoming_weights(model: nn.Module, unit: Unit) -> torch.Tensor:
+    """A copy of the weights that make the unit: (in,) for a neuron (784 for fc_1: one per pixel), (I, k, k) for a map."""
+    module = dict(model.named_children())[unit.layer]
+    return module.weight.detach()[unit.index].cpu().clone()
 
 
 # ---------------------------------------------------------------- what it is for: pull on the scores

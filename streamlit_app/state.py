@@ -71,12 +71,13 @@ class Network:
     model: nn.Module
     config: models.ModelConfig
     test_accuracy: float | None
+    # A network trained on the Train page: its run's snapshots (digitrec.runs.Snapshot), so "Inside a unit"
+    # can show a unit at each moment of training. Empty for every other network.
+    snapshots: tuple = ()
 
     @property
     def is_cnn(self) -> bool:
-        if isinstance(self.config, models.ModelSpec):  # a learner's own model: convolutional if it convolves
-            return self.config.has_conv
-        return isinstance(self.config, models.TinyVGGConfig)
+        return models.spec_of(self.config).has_conv  # a preset or a learner's own: convolutional if it convolves
 
 
 def networks() -> dict[str, Network]:
@@ -84,14 +85,18 @@ def networks() -> dict[str, Network]:
     nets = {}
     for key, label in PRETRAINED_LABELS.items():
         try:
-            ck = pretrained(key)
+            nets[key] = pretrained_network(key)
         except DigitrecError as e:
             st.warning(f"{label} is unavailable: {e}")
-            continue
-        nets[key] = Network(key, label, ck.model, ck.config, ck.info.test_accuracy)
     nets.update(shown_models())
     nets.update(st.session_state.get(MY_MODELS_KEY, {}))
     return nets
+
+
+def pretrained_network(key: str) -> Network:
+    """The pretrained network ``key`` ('fc' or 'cnn'); raises DigitrecError when its weights cannot be loaded."""
+    ck = pretrained(key)
+    return Network(key, PRETRAINED_LABELS[key], ck.model, ck.config, ck.info.test_accuracy)
 
 
 def shown_models() -> dict[str, Network]:
@@ -125,8 +130,8 @@ MAX_MY_MODELS = 4
 _MY_MODEL_DIGESTS_KEY = "_my_model_digests"  # session_state key: {sha256 of an uploaded file: network key}
 
 
-def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | None) -> Network:
-    """Make a model trained or uploaded in this session available on every page.
+def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | None, snapshots: tuple = ()) -> Network:
+    """Make a model trained or uploaded in this session available on every page (``snapshots``: its run's).
 
     Raises DigitrecError (with the sentence to show) when the session already holds
     MAX_MY_MODELS of its own networks.
@@ -137,7 +142,7 @@ def add_my_model(key: str, label: str, model: nn.Module, test_accuracy: float | 
             f"This session already holds {len(mine)} networks of your own, the most one session keeps on a "
             "shared server. Download the ones you want to keep, then reload the page to start a fresh session."
         )
-    net = Network(key, label, model, model.config, test_accuracy)
+    net = Network(key, label, model, model.config, test_accuracy, tuple(snapshots))
     mine[key] = net
     return net
 
@@ -321,6 +326,7 @@ def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
     for key, net in networks().items():
         if key in PRETRAINED_LABELS and net.test_accuracy is not None:
             facts[f"{key}.accuracy"] = f"{net.test_accuracy:.2%}"
+    facts.update(own_model_facts())
     try:
         linear = pretrained("linear")
         facts["linear.accuracy"] = f"{linear.info.test_accuracy:.2%}"
@@ -339,45 +345,36 @@ def lesson_facts(names: set[str] | None = None) -> dict[str, str]:
     return facts
 
 
+def own_network() -> Network | None:
+    """The learner's own model the lessons talk about (imported or sent from a notebook): the picked
+    network if it is one, else the latest; None when the session has none."""
+    own = [n for n in networks().values() if isinstance(n.config, models.ModelSpec)]
+    picked = st.session_state.get(NET_KEY)
+    return next((n for n in own if n.key == picked), own[-1] if own else None)
+
+
+def own_model_facts() -> dict[str, str]:
+    """``{{ mine.… }}``: ``digitrec.lessons.own_model_facts`` of ``own_network()``, counted once per model."""
+    from digitrec import lessons
+
+    net = own_network()
+    if net is None:
+        return lessons.own_model_facts()
+    name = net.label.split(" (")[0]  # "mine: NAME", without the accuracy the picker adds
+    return model_result(net, ("lesson facts", name),
+                        lambda: lessons.own_model_facts(name, net.model, net.test_accuracy))
+
+
 @st.cache_resource(show_spinner="Measuring the networks on the MNIST digits (once)…")
 def _dataset_facts_cached(group: str) -> dict[str, str]:
-    from digitrec.lessons import dataset_facts, relu_facts
+    from digitrec.lessons import dataset_facts, relu_facts, unit_facts
 
     nets = {k: pretrained(k).model for k in PRETRAINED_LABELS}
-    if group == "relu":  # the CNN overview's dead maps come from the same measurement
-        return relu_facts(nets, mnist(), {k: pretrained_relu_statistics(k) for k in PRETRAINED_LABELS})
+    if group == "relu":  # the CNN overview's dead maps and the unit pages read the same measurement
+        return relu_facts(nets, mnist(), {k: relu_statistics(pretrained_network(k)) for k in PRETRAINED_LABELS})
+    if group == "units":  # the units the unit widgets' pick= shows, from the same statistics
+        return unit_facts(nets, mnist(), {k: _unit_statistics(pretrained_network(k)) for k in PRETRAINED_LABELS})
     return dataset_facts(nets, mnist(), [group])
-
-
-@st.cache_resource(show_spinner="Measuring which ReLU units fire on the 10,000 test digits (once)…")
-def _pretrained_relu_statistics(key: str) -> dict:
-    from digitrec.inspection import relu_statistics
-
-    return relu_statistics(pretrained(key).model, require_mnist().test.images)
-
-
-def pretrained_relu_statistics(key: str) -> dict:
-    """``digitrec.inspection.relu_statistics`` of a pretrained network over the test digits, measured once."""
-    return _pretrained_relu_statistics(key)
-
-
-def relu_statistics(net: Network) -> dict | None:
-    """Zero fractions and dead units of ``net``'s ReLU layers over the test digits; None without MNIST.
-
-    Measured once per pretrained network (per server) and once per own model (per session).
-    """
-    if mnist() is None:
-        return None
-    if net.key in PRETRAINED_LABELS:
-        return _pretrained_relu_statistics(net.key)
-    cache = st.session_state.setdefault("_relu_statistics", {})
-    model, stats = cache.get(net.key, (None, None))
-    if model is not net.model:
-        from digitrec.inspection import relu_statistics as measure
-
-        stats = measure(net.model, mnist().test.images)
-        cache[net.key] = (net.model, stats)
-    return stats
 
 
 def _backprop_lesson_facts(digit: "Digit") -> dict[str, str]:
@@ -695,7 +692,8 @@ def start_scale_measure(channels: int) -> None:
 
 # session_state keys of what a session holds that an ended session must let go of.
 _HELD_KEYS = (MY_MODELS_KEY, _MY_MODEL_DIGESTS_KEY, "_test_probabilities", _ATTRIBUTION_CACHE_KEY, SOURCE_IMAGE_KEY,
-              "_relu_statistics", "_model_results")  # (the last: _MODEL_RESULTS_KEY, defined further down)
+              "_model_results", "_snapshot_networks")  # (the last two: _MODEL_RESULTS_KEY and SNAPSHOT_NETS_KEY,
+# defined further down)
 
 
 _tracker = None
@@ -912,12 +910,53 @@ def model_result(net: Network, what: tuple, compute):
     return store[what]
 
 
-def unit_statistics(net: Network) -> dict:
-    """``digitrec.units.statistics`` of ``net`` over the 10,000 test digits."""
+def _unit_statistics(net: Network) -> dict:
     from digitrec import units
 
+    return model_result(net, ("unit statistics",), lambda: units.statistics(net.model, require_mnist().test))
+
+
+def unit_statistics(net: Network) -> dict:
+    """``digitrec.units.statistics`` of ``net`` over the 10,000 test digits: the one pass per model that the unit
+    pages, the dead-unit marks and the lessons' ReLU numbers all read."""
     with st.spinner("Running the 10,000 test digits through the network once…"):
-        return model_result(net, ("unit statistics",), lambda: units.statistics(net.model, require_mnist().test))
+        return _unit_statistics(net)
+
+
+def relu_statistics(net: Network) -> dict | None:
+    """``digitrec.units.relu_statistics`` of ``net``: zero fractions and dead units per ReLU layer; None without MNIST.
+
+    Derived from ``unit_statistics`` (measured once per pretrained network per server, once per own model per
+    session). No spinner: lesson facts call it from inside a cached function.
+    """
+    from digitrec import units
+
+    if mnist() is None:
+        return None
+    return model_result(net, ("relu statistics",), lambda: units.relu_statistics(_unit_statistics(net)))
+
+
+SNAPSHOT_NETS_KEY = "_snapshot_networks"  # session_state key: {"my-1@120": (the run's model, Network at step 120)}
+
+
+def training_snapshots(net: Network) -> list:
+    """The snapshots of ``net``'s training run that kept the whole network's weights (empty for other networks)."""
+    return [s for s in net.snapshots if s.weights is not None]
+
+
+def snapshot_network(net: Network, snapshot) -> Network:
+    """``net`` as it was at one snapshot of its run, built once per session; its statistics, pull and best
+    picture are then cached per (run, snapshot) by ``model_result`` like any network's."""
+    from digitrec import runs
+
+    key = f"{net.key}@{snapshot.step}"
+    nets = st.session_state.setdefault(SNAPSHOT_NETS_KEY, {})
+    made_from, at = nets.get(key, (None, None))
+    if made_from is not net.model:  # first visit, or the network was replaced since
+        at = Network(key, f"{net.label} at step {snapshot.step:,}", runs.model_at(net.model, snapshot), net.config,
+                     snapshot.val_accuracy)
+        nets[key] = (net.model, at)
+    return at
 
 
 def dead_units(net: Network) -> dict:

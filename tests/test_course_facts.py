@@ -3,11 +3,12 @@ digitrec.lessons (plain torch on the real MNIST test set), so a wrong measuremen
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from digitrec import attribution, checkpoints, data, inspection, lessons, models, race, samples
+from digitrec import attribution, checkpoints, data, inspection, lessons, models, race, samples, units
 from digitrec.viz.cnn import cnn_forward, overview_figure
 
 
@@ -48,7 +49,7 @@ def test_relu_1_1_zero_fraction_and_the_blank_paper_it_keeps(nets, x_test, mnist
 
 def test_dead_maps_are_zero_on_every_test_digit(nets, x_test):
     cnn = nets["cnn"]
-    stats = inspection.relu_statistics(cnn, data.to_input(data.load_mnist(download=False).test.images))
+    stats = units.relu_statistics(units.statistics(cnn, data.load_mnist(download=False).test))
     with torch.no_grad():
         acts = inspection.capture_activations(cnn, x_test)
     dead_here = {}
@@ -66,23 +67,32 @@ def test_dead_maps_are_zero_on_every_test_digit(nets, x_test):
 
 
 def test_relu_statistics_on_a_hand_made_model():
-    """Two channels: one always positive, one never: zero fraction 1/2, the second one dead."""
+    """Two channels: one always positive, one never: zero fraction 1/2, the second one dead. A batch norm between
+    the convolution and its ReLU is looked through: the ReLU's zeros are counted on what it reads."""
 
     class Two(torch.nn.Module):
-        def __init__(self):
+        def __init__(self, norm: bool):
             super().__init__()
             self.conv = torch.nn.Conv2d(1, 2, 1)
             with torch.no_grad():
                 self.conv.weight.zero_()
-                self.conv.bias.copy_(torch.tensor([1.0, -1.0]))
+                self.conv.bias.copy_(torch.tensor([1.0, -1.0]) if not norm else torch.tensor([-1.0, 1.0]))
+            self.norm = torch.nn.BatchNorm2d(2) if norm else torch.nn.Identity()
+            if norm:  # scale -1: the batch norm turns the signs round again
+                with torch.no_grad():
+                    self.norm.weight.fill_(-1.0)
             self.relu = torch.nn.ReLU()
+            self.flatten = torch.nn.Flatten()
+            self.output = torch.nn.Linear(2 * 28 * 28, 10)
 
         def forward(self, x):
-            return self.relu(self.conv(x))
+            return self.output(self.flatten(self.relu(self.norm(self.conv(x)))))
 
-    stats = inspection.relu_statistics(Two(), torch.zeros(5, 28, 28, dtype=torch.uint8))["relu"]
-    assert stats.units == 2 and stats.dead == (1,) and stats.zero_fraction == 0.5
-    assert stats.unit_zero_fraction == (0.0, 1.0)
+    blank = data.DigitSet(torch.zeros(5, 28, 28, dtype=torch.uint8), torch.zeros(5, dtype=torch.long))
+    for norm in (False, True):
+        stats = units.relu_statistics(units.statistics(Two(norm), blank))["relu"]
+        assert stats.units == 2 and stats.dead == (1,) and stats.zero_fraction == 0.5
+        assert stats.unit_zero_fraction == (0.0, 1.0)
 
 
 # ---------------------------------------------------------------- occlusion is zero off the ink (item 3)
@@ -223,3 +233,54 @@ def test_a_training_step_costs_what_the_race_counts(nets):
     text = (lessons.LESSONS_DIR / "06-learning.md").read_text()
     assert "{{ train.backward_factor }} forward passes" in text and "{{ train.step_factor }} forward" in " ".join(text.split())
     assert "about the cost of the forward pass" not in text
+
+
+# ---------------------------------------------------------------- the units lessons 3, 4, 10 and 11 pick (issue 13)
+
+
+def _mean_correlation(patches: np.ndarray) -> float:
+    """Mean off-diagonal correlation of (k, h, w) patches; a blank patch correlates 0 with everything."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.nan_to_num(np.corrcoef(patches.reshape(len(patches), -1)))
+    k = len(patches)
+    return float((corr.sum() - np.trace(corr)) / (k * (k - 1)))
+
+
+def test_the_units_the_lessons_pick(nets, x_test, mnist):
+    """The quietest unit (fewest digits positive, then lowest peak) and the clearest one (top inputs that agree
+    most), found by plain torch and numpy over the 10,000 test digits, are the ones the lessons name."""
+    facts = lessons.unit_facts(nets, mnist)
+    cnn, fc = nets["cnn"], nets["fc"]
+    acts = inspection.capture_activations(cnn, x_test)
+    quiet = min(((float((acts[name].amax(dim=(2, 3)) > 0).float().mean(0)[u]), float(acts[name][:, u].max()), name, u)
+                 for name in ("conv_1_1", "conv_1_2", "conv_2_1", "conv_2_2") for u in range(10)))
+    assert facts["cnn.units.quietest"] == f"{quiet[2]} map {quiet[3]}"
+    assert (facts["cnn.units.quietest_fires"], facts["cnn.units.quietest_peak"]) == (_percent(quiet[0]), f"{quiet[1]:.3f}")
+
+    # conv_2_2 (14 x 14, padding 1): cell (r, c) sees input rows 2r - 6 .. 2r + 7, worked back through
+    # conv, conv, 2 x 2 pooling, conv, conv: a 14 x 14 window.
+    images = np.pad(x_test[:, 0].numpy(), ((0, 0), (7, 7), (7, 7)))  # zeros around: a window may reach past the border
+    maps = acts["conv_2_2"]  # (N, 10, 14, 14)
+    scores = {}
+    for u in range(10):
+        peaks = maps[:, u].flatten(1).max(dim=1)
+        top = peaks.values.topk(9).indices
+        cells = [divmod(int(peaks.indices[i]), 14) for i in top]
+        patches = np.stack([images[int(i), 2 * r - 6 + 7: 2 * r + 8 + 7, 2 * c - 6 + 7: 2 * c + 8 + 7]
+                            for i, (r, c) in zip(top, cells)])
+        assert patches.shape == (9, 14, 14)
+        if float(peaks.values.max()) > 0:
+            scores[u] = _mean_correlation(patches)
+    best = max(scores, key=scores.get)
+    assert facts["cnn.units.conv_2_2.clearest"] == f"map {best}"
+    assert facts["cnn.units.conv_2_2.clearest_agreement"] == f"{scores[best]:.3f}"
+    assert facts["cnn.units.conv_2_2.field"] == "14"
+
+    x = x_test.flatten(1)  # (N, 784)
+    values = x @ fc.fc_1.weight.detach().T + fc.fc_1.bias.detach()  # (N, 16) before ReLU
+    neuron_scores = {u: _mean_correlation(x[values[:, u].topk(9).indices].numpy()) for u in range(16)}
+    best = max(neuron_scores, key=neuron_scores.get)
+    top_classes = mnist.test.labels[values[:, best].topk(9).indices].tolist()
+    assert facts["fc.units.fc_1.clearest"] == f"neuron {best}"
+    assert facts["fc.units.fc_1.clearest_classes"] == ", ".join(map(str, top_classes))
+    assert facts["fc.units.fc_1.clearest_class_count"] == str(max(top_classes.count(c) for c in set(top_classes)))

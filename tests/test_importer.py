@@ -35,10 +35,11 @@ def test_text_form_round_trips_and_builds_named_layers_in_forward_order():
     assert L.shapes(spec)[:9] == [(16, 14, 14), (16, 14, 14), (16, 14, 14), (16, 7, 7), (8, 5, 5), (8, 5, 5),
                                   (8, 6, 6), (288,), (288,)]
     net = L.SpecNet(spec)
+    # Layers that read maps are named by block (a block ends at a pooling layer), as TinyVGG's are.
     assert [n for n, _ in net.named_children()] == [
-        "conv_1", "bn_1", "leaky_relu_1", "avg_pool_1", "conv_2", "gelu_1", "max_pool_1", "flatten", "dropout_1",
-        "fc_1", "tanh_1", "output"]
-    assert net.conv_2.bias is None and net.leaky_relu_1.negative_slope == 0.1
+        "conv_1_1", "bn_1_1", "leaky_relu_1_1", "avg_pool_1", "conv_2_1", "gelu_2_1", "max_pool_2", "flatten",
+        "dropout_1", "fc_1", "tanh_1", "output"]
+    assert net.conv_2_1.bias is None and net.leaky_relu_1_1.negative_slope == 0.1
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert L.count_params(spec) == sum(p.numel() for p in net.parameters())
 
@@ -75,6 +76,20 @@ def test_spec_checkpoints_keep_the_spec_and_the_normalisation(tmp_path):
     path = checkpoints.save(model, tmp_path / "m.safetensors", test_accuracy=None, epochs=None, seed=None)
     ck = checkpoints.load(path)
     assert ck.config == spec and ck.info.architecture == "spec" and ck.info.name == "mine"
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(ck.model(x), model(x))
+
+
+def test_a_spec_checkpoint_saved_with_the_old_flat_layer_names_still_loads(tmp_path):
+    """Imported models saved before conv layers were named by block (conv_2, max_pool_1 ...) keep loading."""
+    spec = L.parse("conv3x3(4,p=1) relu maxpool2 conv3x3(4) relu maxpool2 flatten linear(10)", name="old")
+    model = L.SpecNet(spec).eval()
+    old_names = dict(zip(L.layer_names(spec), L.legacy_layer_names(spec)))
+    assert old_names["conv_2_1"] == "conv_2" and old_names["max_pool_2"] == "max_pool_2"
+    tensors, metadata = checkpoints._tensors_and_metadata(model, None, None, None, None)
+    old = {f"{old_names[k.split('.')[0]]}.{k.split('.', 1)[1]}": t for k, t in tensors.items()}
+    assert "conv_2.weight" in old and "conv_2_1.weight" not in old
+    ck = checkpoints.load_bytes(safetensors.torch.save(old, metadata=metadata))
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(ck.model(x), model(x))
 

@@ -27,15 +27,15 @@ NUMBERS = [int(slug[:2]) for slug in COURSE]
 REQUIRED_WIDGETS = {
     1: {"digit_input", "digit_numbers", "preprocess_view"},
     2: {"flatten_view"},
-    3: {"fc_neuron", "fc_weight_grid"},
-    4: {"linear_collapse", "fc_forward_steps"},
+    3: {"fc_neuron", "fc_weight_grid", "unit_biography"},
+    4: {"linear_collapse", "fc_forward_steps", "unit_biography"},
     5: {"softmax", "loss", "confident_mistakes"},
     6: {"live_training", "loss_slice"},
     7: {"backprop_loss", "backprop_diagram", "backprop_weight", "backprop_gradient_pictures", "backprop_sgd_step"},
     8: {"training_lab", "confusion_matrix", "confident_mistakes"},
     9: {"conv_arithmetic", "conv_sandbox"},
-    10: {"relu_detail", "pool_detail"},
-    11: {"cnn_overview", "cnn_filters", "softmax"},
+    10: {"relu_detail", "pool_detail", "unit_biography"},
+    11: {"cnn_overview", "cnn_filters", "softmax", "unit_biography"},
     12: {"network_table", "race_chart", "shift_test", "confusion_matrix"},
     13: {"training_lab", "augment_preview", "shift_test"},
     14: {"attribution_compare", "attribution_classes", "attribution_sanity"},
@@ -98,6 +98,7 @@ def facts(nets, measured) -> dict[str, str]:
     f["linear.accuracy"] = f"{linear.info.test_accuracy:.2%}"
     f["linear.params"] = f"{models.count_params(linear.model):,}"
     f.update(measured)
+    f.update(lessons.own_model_facts())  # {{ mine.… }} with no model of the learner's own: the invitation
     # The lab lessons' measured numbers (training runs, seconds each): here only their names;
     # tests/test_lab.py computes them with lessons.lab_facts and fills lessons 08 and 13 with them.
     f.update({name: "0.0%" for path in (REPO / "lessons").glob("*.md")
@@ -274,6 +275,30 @@ def test_lesson_12_shows_the_models_own_counts(course, nets, facts):
     assert f"{conv_1_2.params:,}" in text and f"{conv_1_2.macs:,}" in text
     assert f"about {round(macs['cnn'] / macs['fc'])} times as many" in text
     assert f"{params['fc'] / params['cnn']:.1f} times as many" in text
+
+
+def test_lesson_12_says_the_learners_own_models_numbers_or_invites_one(course, facts, mnist):
+    """The "your model" lines: with an own model they give its parameters, multiply-adds and test accuracy,
+    recomputed here from the model; with none they invite importing one on the Train page."""
+    from digitrec import layers, train
+
+    lesson = _lesson(course, 12)
+    text = fill(_all_text(lesson), facts)
+    assert lessons.NO_OWN_MODEL in text and lessons.NO_OWN_MODEL_COST in text
+    assert any(lessons.names_own_model(b.text) for s in lesson.steps for b in s.blocks if b.text)
+
+    spec = layers.parse("conv3x3(4,p=1) relu maxpool2 flatten linear(10)", name="tiny")
+    model = layers.SpecNet(spec).eval()
+    accuracy = float((train.predictions(model, mnist.test).argmax(1) == mnist.test.labels).float().mean())
+    mine = {**facts, **lessons.own_model_facts("mine: tiny", model, accuracy)}
+    text = fill(_all_text(lesson), mine)
+    params = 4 * 9 + 4 + 4 * 14 * 14 * 10 + 10  # worked out by hand: one 3x3 kernel per map, then 784 -> 10
+    macs = 28 * 28 * 4 * 9 + 4 * 14 * 14 * 10
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert (f"**mine: tiny** has {params:,} parameters, does {macs:,} multiply-adds per digit and reads "
+            f"{accuracy:.2%} of the test digits right") in text
+    assert f"**mine: tiny**: {params:,} parameters to store, {macs:,} multiply-adds" in text
+    assert lessons.NO_OWN_MODEL not in text
 
 
 def test_lesson_3_counts_the_first_layer_from_the_model(course, nets, facts):

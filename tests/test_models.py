@@ -306,3 +306,70 @@ def test_activation_round_trips_and_old_configs_read_as_relu():
     assert "activation" not in models.config_to_dict(models.FCConfig())  # ReLU checkpoints are unchanged
     with pytest.raises(InvalidConfig, match="activation must be one of relu, none"):
         models.FCConfig(activation="tanh")
+
+
+# --- the presets are two layer specifications ---------------------------------------------
+
+
+def _old_fcnet_forward(t: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """FCNet's forward as its own class wrote it before it became a spec, from the raw tensors."""
+    import torch.nn.functional as F
+
+    x = x.flatten(1)  # (B, 784)
+    i = 1
+    while f"fc_{i}.weight" in t:
+        x = F.relu(F.linear(x, t[f"fc_{i}.weight"], t[f"fc_{i}.bias"]))  # (B, hidden[i-1])
+        i += 1
+    return F.linear(x, t["output.weight"], t["output.bias"])  # (B, 10)
+
+
+def _old_tinyvgg_forward(t: dict[str, torch.Tensor], x: torch.Tensor, padding: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    for block in (1, 2):
+        for conv in (1, 2):
+            key = f"conv_{block}_{conv}"
+            x = F.relu(F.conv2d(x, t[f"{key}.weight"], t[f"{key}.bias"], padding=padding))
+        x = F.max_pool2d(x, 2)  # (B, C, 14, 14), then (B, C, 7, 7)
+    return F.linear(x.flatten(1), t["output.weight"], t["output.bias"])  # (B, 10)
+
+
+@pytest.mark.parametrize("key", ["fc", "cnn", "linear"])
+def test_shipped_checkpoints_load_as_specs_with_the_old_classes_outputs(key, mnist):
+    """Each shipped checkpoint loads into the SpecNet its preset's spec builds, and on 100 real test
+    digits gives the outputs of the old FCNet/TinyVGG classes, recomputed here with torch.nn.functional."""
+    import safetensors.torch
+
+    from digitrec import checkpoints
+    from digitrec.layers import SpecNet
+
+    ck = checkpoints.load_pretrained(key)
+    assert isinstance(ck.model, SpecNet) and ck.model.spec == models.spec_of(ck.config)
+    raw = safetensors.torch.load_file(checkpoints.PRETRAINED[key])
+    x = mnist.test.images[:100].unsqueeze(1).float() / 255.0  # (100, 1, 28, 28)
+    with torch.inference_mode():
+        got = ck.model(x)
+        if isinstance(ck.config, models.TinyVGGConfig):
+            want = _old_tinyvgg_forward(raw, x, ck.config.padding)
+        else:
+            want = _old_fcnet_forward(raw, x)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert (got.argmax(1) == mnist.test.labels[:100]).float().mean() > 0.8  # real digits, read well
+
+
+def test_preset_specs_keep_the_layer_names_every_explorer_uses():
+    fc = models.FCConfig(hidden=(16, 16)).spec()
+    assert fc.text() == "flatten linear(16) relu linear(16) relu linear(10)"
+    assert [n for n, _ in models.build(models.FCConfig()).named_children()] == [
+        "flatten", "fc_1", "relu_1", "fc_2", "relu_2", "output"]
+    assert models.TinyVGGConfig().spec().text() == (
+        "conv3x3(10,p=1) relu conv3x3(10,p=1) relu maxpool2 conv3x3(10,p=1) relu conv3x3(10,p=1) relu maxpool2 "
+        "flatten linear(10)")
+    assert [n for n, _ in models.build(models.TinyVGGConfig()).named_children()] == [
+        "conv_1_1", "relu_1_1", "conv_1_2", "relu_1_2", "max_pool_1",
+        "conv_2_1", "relu_2_1", "conv_2_2", "relu_2_2", "max_pool_2", "flatten", "output"]
+    # The spec of a preset builds the same network, weights and all, as the preset's class.
+    for config in (models.FCConfig(hidden=(32,), activation="none"), models.TinyVGGConfig(channels=4, padding=0)):
+        a, b = models.build(config, seed=3), models.build(models.spec_of(config), seed=3)
+        assert a.state_dict().keys() == b.state_dict().keys()
+        assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())

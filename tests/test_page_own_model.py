@@ -5,6 +5,7 @@ its sentence and loses nothing. Models from tests/learner_models.py (built as a 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def test_an_uploaded_cnn_renders_on_every_page(key):
     _no_errors(at, "cnn overview")
     assert at.sidebar.selectbox(key="net_picker").value == net_key
     figures = json.dumps(_figures(at))
-    for layer in (("conv_1", "conv_2", "avg_pool_1") if "avg" in key else ("conv_1", "bn_1", "max_pool_1")):
+    for layer in (("conv_1_1", "conv_2_1", "avg_pool_1") if "avg" in key else ("conv_1_1", "bn_1_1", "max_pool_1")):
         assert layer in figures
     for section in CNN_SECTIONS:
         at.session_state["cnn_section"] = section
@@ -72,6 +73,26 @@ def test_an_uploaded_cnn_renders_on_every_page(key):
         at.session_state["cnn_section"] = "Max pooling"
         at.run()
         assert any(r"\tfrac{1}{4}" in l.value for l in at.latex)
+    # Batch norm (its own section when the model has a BatchNorm2d): one cell of one map in numbers,
+    # equal to the layer's real output there.
+    if key == "batchnorm_dropout":
+        from digitrec.inspection import batchnorm_step, layer_io
+
+        at.session_state["cnn_section"] = "Batch norm"
+        at.run()
+        _no_errors(at, "batch norm")
+        at.selectbox(key="cnn_bn_map").set_value(3).run()
+        at.slider(key="cnn_bn_row").set_value(9).run()
+        at.slider(key="cnn_bn_col").set_value(12).run()
+        _no_errors(at, "batch norm cell")
+        before, after = layer_io(net.model, at.session_state["digit"].x, "bn_1_1")  # (1, 8, 28, 28) each
+        x, y = float(before[0, 3, 9, 12]), float(after[0, 3, 9, 12])
+        bn = batchnorm_step(net.model.bn_1_1, 3)
+        formula = next(l.value for l in at.latex if r"\gamma" in l.value)
+        assert f"{bn.gamma:.3f}" in formula and f"{x:.3f} - ({bn.mean:.3f})" in formula and f"{bn.var:.3f}" in formula
+        shown = float(re.findall(r"\\mathbf\{(-?[0-9.]+)\}", formula)[-1])
+        assert shown == pytest.approx(y, abs=1e-4)  # the formula's result is the layer's output
+        assert any(f"**{y:.4f}**" in m.value for m in at.markdown)
     at.session_state["cnn_section"] = "Convolution"
     at.run()
     assert any("exactly what the layer computed" in s.value for s in at.success)

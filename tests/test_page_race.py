@@ -31,6 +31,21 @@ def _table(at) -> dict:
     return df.to_dict()
 
 
+def _tiny_race(at):
+    """Race on 300 digits in batches of 100 (TinyVGG with 4 channels), to the end; the finished race."""
+    at.select_slider(key="race_train_size").set_value(300)
+    at.number_input(key="race_batch").set_value(100)
+    at.number_input(key="race_channels").set_value(4)
+    at.run()
+    at.button(key="race_start").click().run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    race_now = at.session_state["training_runs"]["race"]
+    assert race_now.join(timeout=240)
+    at.run()
+    assert not at.exception
+    return race_now
+
+
 def test_before_a_race_the_table_shows_parameters_and_multiply_adds():
     at = _open()
     assert any("Start the race" in i.value for i in at.info)
@@ -43,16 +58,7 @@ def test_before_a_race_the_table_shows_parameters_and_multiply_adds():
 
 def test_a_tiny_race_charts_both_networks_and_explains_with_its_numbers(mnist):
     at = _open()
-    at.select_slider(key="race_train_size").set_value(300)
-    at.number_input(key="race_batch").set_value(100)
-    at.number_input(key="race_channels").set_value(4)
-    at.run()
-    at.button(key="race_start").click().run()
-    assert not at.exception and not at.warning
-    race_now = at.session_state["training_runs"]["race"]
-    assert race_now.join(timeout=240)
-    at.run()
-    assert not at.exception
+    race_now = _tiny_race(at)
     fc, cnn = race_now.progress()
     assert (fc.status, cnn.status) == (RunStatus.FINISHED, RunStatus.FINISHED)
     assert fc.plan == cnn.plan and fc.total_steps == 3  # same digits, batches and evaluation steps
@@ -87,3 +93,40 @@ def test_invalid_race_settings_are_refused_with_a_sentence():
     assert len(at.warning) == 1 and at.warning[0].value.startswith("Cannot train: ")
     assert "learning rate must be above 0" in at.warning[0].value
     assert "training_runs" not in at.session_state
+
+
+def test_a_learners_own_model_races_a_preset_from_scratch(mnist):
+    """An uploaded model ("mine: NAME") is one contender: it trains from fresh weights with its own layers,
+    on the same digits as TinyVGG, and the chart, table and comparison under it carry its numbers."""
+    from digitrec import layers, models
+    from tests import learner_models
+
+    at = _open()
+    at.switch_page("views/train.py").run()
+    data = learner_models.trained("sequential_fc")[1]
+    at.file_uploader(key="train_import_file").set_value(("sequential_fc.pth", data, "application/octet-stream")).run()
+    assert not at.exception
+    at.switch_page("views/race.py").run()
+    (net_key, net), = ((k, n) for k, n in at.session_state["my_models"].items() if n.label.startswith("mine: "))
+    assert f"{net.label} against TinyVGG (convolutional)" in at.selectbox(key="race_contenders").options
+    at.selectbox(key="race_contenders").select(f"tinyvgg:{net_key}").run()
+    # Before the race the table already shows the contenders about to race.
+    assert "mine: sequential_fc" in _table(at) and "TinyVGG (10 channels)" in _table(at)
+    race_now = _tiny_race(at)
+    mine, cnn = race_now.progress()
+    assert (mine.status, cnn.status) == (RunStatus.FINISHED, RunStatus.FINISHED)
+    assert mine.plan == cnn.plan and mine.name == "mine: sequential_fc" and cnn.name == "TinyVGG (4 channels)"
+    own_spec = race_now.runs[0].spec.model
+    assert isinstance(own_spec, layers.ModelSpec) and own_spec.text() == "flatten linear(40) relu linear(24) relu linear(10)"
+    # From scratch: its parameter count is its spec's, and its first evaluation is near chance, not ~90 %.
+    assert mine.params == layers.count_params(own_spec) == models.count_params(models.build(own_spec))
+    assert mine.evals[0].val_accuracy < 0.5
+
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    fig = next(f for f in figures if f["layout"]["yaxis"]["title"]["text"].startswith("validation accuracy"))
+    assert [t["name"] for t in fig["data"]] == ["mine: sequential_fc", "TinyVGG (4 channels)"]
+    rows = [race.row_of(mine), race.row_of(cnn)]
+    assert _table(at)["mine: sequential_fc"]["parameters"] == f"{mine.params:,}"
+    text = race.compare(*rows)
+    assert any(m.value == text for m in at.markdown)
+    assert f"mine: sequential_fc has {mine.params:,} weights" in text

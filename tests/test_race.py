@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from digitrec import config, data, models, race, runs
+from digitrec.errors import InvalidConfig
 from digitrec.history import EvalRow
 from digitrec.runs import RunStatus
 from digitrec.spec import RunSpec
@@ -219,3 +220,31 @@ def test_a_race_evaluates_on_a_fixed_cadence_whatever_an_evaluation_costs():
 def test_a_race_keeps_a_cadence_its_spec_chose():
     spec = RunSpec(models.FCConfig(), TrainConfig(epochs=1, batch_size=4), train_size=640, eval_every=7)
     assert race.race_cadence(spec, 10_000) is spec
+
+
+def test_an_own_model_races_from_scratch_on_the_presets_digits_and_gets_a_plain_comparison():
+    from digitrec import layers
+
+    own = layers.parse("conv5x5(6,s=2,p=2) relu avgpool2 flatten linear(10)", name="mine: small")
+    against = RunSpec(model=models.TinyVGGConfig(channels=4), train=TrainConfig(epochs=1, batch_size=32, seed=5),
+                      train_size=300)
+    mine, preset = race.own_model_specs(own, against)
+    assert preset is against and mine.model is own
+    assert (mine.train, mine.train_size, mine.eval_every, mine.eval_size) == (
+        against.train, against.train_size, against.eval_every, against.eval_size)
+    with pytest.raises(InvalidConfig, match="Cannot race mine: small"):
+        race.own_model_specs(own, RunSpec(model=against.model, train=TrainConfig(batch_size=60_000)))
+
+    # Not FCNet against TinyVGG: the comparison says only what these rows measured.
+    a = race.race_row(name="mine: small", params=1000, macs_forward=50_000, train_size=60000, samples_seen=60000,
+                      elapsed_s=6.0, evals=_evals([(0.0, 0.1), (1.0, 0.86), (4.0, 0.91)]))
+    b = _cnn_row()  # reaches 80 % at 5.0 s, 90 % at 5.0 s (0.94), 95 % at 6.0 s
+    assert race.explanation([a, b], [own, models.TinyVGGConfig()]) == race.compare(a, b)
+    assert race.explanation([_fc_row(), b], [models.FCConfig(), models.TinyVGGConfig()]) == race.explain(_fc_row(), b).text
+    text = race.compare(a, b)
+    assert "mine: small has 1,000 weights and does 50,000 multiply-adds per digit; TinyVGG (10 channels) has 7,740" in text
+    assert f"**{CNN_MACS / 50_000:,.1f}× less** arithmetic" in text
+    assert "In this run mine: small trained 10,000 digits per second and TinyVGG (10 channels) 2,000." in text
+    # The highest milestone either reached is 98 % (TinyVGG only); up to 90 % the own model led.
+    assert "is 98%: TinyVGG (10 channels) got there first (14.0 s; mine: small: never, in this run)" in text
+    assert "Earlier, at 90%, mine: small had led." in text  # 4.0 s against 5.0 s

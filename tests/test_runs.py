@@ -334,3 +334,32 @@ def test_an_evaluation_row_names_the_validation_digits_it_measured_and_keeps_the
     assert (row.val_accuracy, row.val_loss) == (0.9, 0.3)
     # Code written before the rename (when runs watched the test set) still reads the same numbers.
     assert (row.test_accuracy, row.test_loss) == (0.9, 0.3)
+
+
+def test_snapshots_keep_the_whole_network_within_the_budget_and_always_at_the_end(monkeypatch):
+    """Every snapshot of a small network keeps its weights; under a tight budget every k-th does, and the last."""
+    d = _data(n_train=104, n_test=60)
+    spec = RunSpec(models.FCConfig(), TrainConfig(epochs=2, batch_size=8, lr=1e-2), eval_every=12, snapshot_every=4)
+    initial = models.build(spec.model, seed=0)
+    size = sum(t.numel() * t.element_size() for t in initial.state_dict().values())
+    run = TrainingRun(spec, d)
+    run.start()
+    assert run.join(timeout=60)
+    snaps, trained = run.progress().snapshots, run.trained_model()
+    assert all(s.weights is not None for s in snaps)
+    at_start, at_end = runs.model_at(trained, snaps[0]), runs.model_at(trained, snaps[-1])
+    assert all(torch.equal(a, b) for a, b in zip(at_start.state_dict().values(), initial.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(at_end.state_dict().values(), trained.state_dict().values()))
+    assert at_end is not trained and not at_end.training
+
+    # Room for two networks' weights over the 8 planned snapshots: every 4th keeps them (0 and 4 of 0..6), and the
+    # last (step 24, a regular snapshot too) is given them when the run ends.
+    monkeypatch.setattr(config, "SNAPSHOT_WEIGHTS_BUDGET", 2 * size)
+    run = TrainingRun(spec, d)
+    run.start()
+    assert run.join(timeout=60)
+    snaps = run.progress().snapshots
+    assert [s.step for s in snaps] == [0, 4, 8, 12, 16, 20, 24]
+    assert [i for i, s in enumerate(snaps) if s.weights is not None] == [0, 4, 6]
+    with pytest.raises(ValueError, match="step 4"):
+        runs.model_at(run.trained_model(), snaps[1])

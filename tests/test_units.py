@@ -162,3 +162,38 @@ def test_clamp_unit_keeps_urls_inside_the_network():
     assert units.clamp_unit(model, "conv_2_1", 99) == (units.Unit("conv_2_1", 9), True)
     assert units.clamp_unit(model, "nonsense", -4) == (units.Unit("conv_1_1", 0), True)
     assert units.clamp_unit(model, "output", 0)[1] is True  # the scores are not hidden units
+
+
+@pytest.fixture(scope="module")
+def short_run(mnist):
+    """A real FCNet run on MNIST: 60 steps of 64 digits, a snapshot every 20 (steps 0, 20, 40, 60)."""
+    from digitrec.runs import TrainingRun
+    from digitrec.spec import RunSpec
+    from digitrec.train import TrainConfig
+
+    spec = RunSpec(models.FCConfig(), TrainConfig(epochs=1, batch_size=64, max_steps=60), snapshot_every=20,
+                   eval_every=30, train_size=3840)
+    run = TrainingRun(spec, mnist)
+    run.start()
+    assert run.join(timeout=120)
+    return run
+
+
+def test_a_units_biography_forms_across_training(short_run, subset):
+    """Rebuilt from its snapshots, the run's network at step 0 and at the end give a first-layer neuron different
+    weights and different top digits: the biography at each snapshot is that network's, computed apart."""
+    from digitrec.runs import model_at
+
+    trained = short_run.trained_model()
+    snaps = short_run.progress().snapshots
+    assert [s.step for s in snaps] == [0, 20, 40, 60]
+    first, last = model_at(trained, snaps[0]), model_at(trained, snaps[-1])
+    torch.testing.assert_close(units.incoming_weights(first, units.Unit("fc_1", 0)),
+                               snaps[0].first_layer[0].flatten())  # what the Train page's replay shows, too
+    stats_first, stats_last = units.statistics(first, subset), units.statistics(last, subset)
+    assert units.statistics(trained, subset)["fc_1"].peak.equal(stats_last["fc_1"].peak)
+    changed = [u for u in range(16) if not torch.equal(units.top_digits(stats_first, units.Unit("fc_1", u))[0],
+                                                       units.top_digits(stats_last, units.Unit("fc_1", u))[0])]
+    assert len(changed) >= 8, changed  # training moved most neurons' favourite digits
+    assert not torch.equal(units.incoming_weights(first, units.Unit("fc_2", 3)),
+                           units.incoming_weights(last, units.Unit("fc_2", 3)))

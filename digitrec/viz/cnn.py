@@ -207,7 +207,7 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
     rows are the maps (channels). Activations share the diverging scale centred at zero,
     with symmetric ranges set by ``scope`` (see ``scales.scoped_ranges``).
 
-    dead: ReLU layer -> maps that are zero on every digit measured (``inspection.relu_statistics``);
+    dead: ReLU layer -> maps that are zero on every digit measured (``units.relu_statistics``);
     each is labelled "dead" in its ReLU column and in a pooling column right after it
     (the annotations carry ``name="dead"``).
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 
-from digitrec.viz.scales import ACTIVATION_SCALE, INK_SCALE, PROBABILITY_COLOR, SECOND_COLOR
+from digitrec.data import IMAGE_SIZE
+from digitrec.viz.scales import (
+    ACTIVATION_SCALE,
+    INK_SCALE,
+    PROBABILITY_COLOR,
+    SECOND_COLOR,
+    WEIGHT_SCALE,
+    symmetric_range,
+)
 
 HIGHLIGHT = "#F58518"  # the receptive-field box: orange reads on grey ink and on red-blue maps
 
@@ -60,6 +68,24 @@ def top_digits_figure(images: torch.Tensor, indices: torch.Tensor, values: torch
 def patches_figure(patches: torch.Tensor, values: torch.Tensor) -> go.Figure:
     """The input patches (k, r, r) the strongest cells saw, cut at the receptive field."""
     return image_grid(patches, [f"{float(v):.2f}" for v in values], cols=3, cell_px=90)
+
+
+def weights_figure(weights: torch.Tensor, height: int = 230) -> go.Figure:
+    """A unit's incoming weights on the weight scale (purple < 0 < orange, symmetric range).
+
+    weights: (784,) a first-layer neuron's, drawn as the 28 x 28 picture it is matched against;
+    (in,) a deeper neuron's, as one strip; (I, k, k) a map's kernels, one per input channel.
+    """
+    if weights.dim() == 1:
+        shaped = (weights.reshape(1, IMAGE_SIZE, IMAGE_SIZE) if weights.numel() == IMAGE_SIZE**2
+                  else weights.reshape(1, 1, -1))
+        titles = ["one weight per pixel" if shaped.shape[1] == IMAGE_SIZE else "one weight per neuron before it"]
+        cols = 1
+    else:
+        # Titled by the input map each kernel reads; short, so ten of them fit a narrow column.
+        shaped, titles, cols = weights, [str(i) for i in range(weights.shape[0])], min(5, weights.shape[0])
+    half = symmetric_range(shaped)
+    return image_grid(shaped, titles, cols=cols, colorscale=WEIGHT_SCALE, zrange=(-half, half), height=height)
 
 
 def pull_figure(pull: torch.Tensor, height: int = 260) -> go.Figure:

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import streamlit as st
 
+from digitrec import models
+
 from streamlit_app.widgets import backprop, cnn
 from streamlit_app.widgets.context import current_digit_sidebar, network_picker
 from streamlit_app.widgets.units import unit_link
 
 SECTIONS = ["Convolution", "ReLU", "Max pooling", "The end: softmax", "Filters", "Kernel gradient", "Sandbox"]
+BATCH_NORM = "Batch norm"  # a section only for networks with a BatchNorm2d layer (a learner's own)
 SECTION_KEY = "cnn_section"
 CONV_KEY = "cnn_conv"
 
 
-def _choose_section() -> str:
+def _choose_section(sections: list[str]) -> str:
     if SECTION_KEY not in st.session_state:
         wanted = st.query_params.get("section")
-        st.session_state[SECTION_KEY] = wanted if wanted in SECTIONS else SECTIONS[0]
-    section = st.segmented_control("Look closer at", SECTIONS, key=SECTION_KEY, required=True) or SECTIONS[0]
+        st.session_state[SECTION_KEY] = wanted if wanted in sections else sections[0]
+    elif st.session_state[SECTION_KEY] not in sections:  # "Batch norm", then a network without one was picked
+        st.session_state[SECTION_KEY] = sections[0]
+    section = st.segmented_control("Look closer at", sections, key=SECTION_KEY, required=True) or sections[0]
     if st.query_params.get("section") != section:
         st.query_params["section"] = section
     return section
@@ -31,10 +36,12 @@ def draw() -> None:
     digit = current_digit_sidebar()
     net = network_picker(cnn=True)
     st.title("Convolutional network, step by step")
+    spec = models.spec_of(net.config)
+    kernels = sorted({f"{layer.kernel}×{layer.kernel}" for layer in spec.layers if layer.kind == "Conv2d"})
     st.caption(
-        f"{net.label} reading {digit.source}. A convolutional network slides small 3×3 filters over the image; "
-        "each filter makes one *feature map* that lights up where its pattern appears. "
-        "Two blocks of conv → ReLU → conv → ReLU → max-pool, then one linear layer gives the ten scores."
+        f"{net.label} reading {digit.source}. A convolutional network slides small "
+        f"{' and '.join(kernels)} filters over the image; each filter makes one *feature map* that lights up "
+        f"where its pattern appears. Its layers, in order: {' → '.join(spec.text().split())}."
     )
 
     st.subheader("Every feature map at once")
@@ -42,7 +49,9 @@ def draw() -> None:
     unit_link(key="cnn_unit_link", net=net)  # any map's biography, and the dead maps named
 
     st.divider()
-    section = _choose_section()
+    has_bn = any(layer.kind == "BatchNorm2d" for layer in models.spec_of(net.config).layers)
+    sections = [*SECTIONS[:2], BATCH_NORM, *SECTIONS[2:]] if has_bn else SECTIONS
+    section = _choose_section(sections)
     if section == "Convolution":
         st.markdown(
             "**One number of a feature map, worked out.** Pick a layer, a map and a position: the kernel is laid "
@@ -52,6 +61,9 @@ def draw() -> None:
     elif section == "ReLU":
         st.markdown("**ReLU: max(0, x).** The same map before and after the activation function.")
         cnn.relu_detail(key="cnn_relu", net=net, digit=digit)
+    elif section == BATCH_NORM:
+        st.markdown("**Batch norm: scale and shift each map.** The same map before and after, one cell in numbers.")
+        cnn.batchnorm_detail(key="cnn_bn", net=net, digit=digit)
     elif section == "Max pooling":
         st.markdown("**Max pooling: the largest of each 2×2 window.** It halves the map's width and height.")
         cnn.pool_detail(key="cnn_pool", net=net, digit=digit)

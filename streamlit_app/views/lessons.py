@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from digitrec.lessons import Lesson, LessonError, Prediction, Question, Widget, fill, find_lesson, parse_number, shuffled
+from digitrec.lessons import (Lesson, LessonError, Prediction, Question, Widget, fill, find_lesson, names_own_model,
+                              parse_number, shuffled)
 from digitrec.viz.digits import digit_figure
 from streamlit_app import state
 from streamlit_app.widgets import registry
@@ -125,6 +126,9 @@ def step_view(lesson: Lesson, index: int, facts: dict[str, str]) -> None:
         key = block_key(lesson, index, n)
         if block.kind == "text":
             st.markdown(_fill(block.text, facts, lesson))
+            if names_own_model(block.text) and state.own_network() is None:  # its line invites importing one
+                st.page_link("views/train.py", label="Import your own model on the Train page",
+                             icon=":material/upload_file:")
         elif block.kind == "question":
             question(block.question, key, facts, lesson)
         elif block.kind == "predict":

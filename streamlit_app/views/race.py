@@ -21,7 +21,7 @@ def draw() -> None:
     active = race_now is not None and race_now.status.active
     values = race_settings(key="race", disabled=active)
     race_controls(key="race", slot=RACE_SLOT, make=lambda: make_race(values))
-    race_view(key="race", slot=RACE_SLOT)
+    race_view(key="race", slot=RACE_SLOT, values=values)
 
     with st.expander("And on a bigger task? Scale the images up and measure both networks"):
         scale_panel(key="race_scale")

@@ -23,6 +23,7 @@ from digitrec.data import IMAGE_SIZE, NUM_CLASSES
 from digitrec.errors import DigitrecError
 from digitrec.viz import backprop as viz
 from streamlit_app import state
+from streamlit_app.widgets.context import network_of_kind
 
 MINUS = "\u2212"
 MATCH_TOLERANCE = 1e-6  # |hand − autograd| in float32: the same sums in another order differ by ~1e-9
@@ -85,24 +86,6 @@ def _url_int(name: str, url: bool, default: int) -> int:
         return int(str(st.query_params.get(name, default)).strip())
     except ValueError:
         return default
-
-
-def _fc(net: state.Network | None) -> state.Network | None:
-    if net is not None and not net.is_cnn:
-        return net
-    chosen = state.network_of_kind(cnn=False)
-    if chosen is None:
-        st.info("No fully connected network is loaded. Run `make weights` to rebuild the pretrained weights.")
-    return chosen
-
-
-def _cnn(net: state.Network | None) -> state.Network | None:
-    if net is not None and net.is_cnn:
-        return net
-    chosen = state.network_of_kind(cnn=True)
-    if chosen is None:
-        st.info("No convolutional network is loaded. Run `make weights` to rebuild the pretrained TinyVGG.")
-    return chosen
 
 
 def _backward(net: state.Network, digit: state.Digit, target: int) -> backprop.Backward | None:
@@ -179,7 +162,7 @@ def target_picker(*, key: str, net: state.Network, digit: state.Digit, url: bool
 def backprop_loss(*, key: str, net: state.Network | None = None, digit: state.Digit | None = None,
                   url: bool = False) -> None:
     """The loss −log p(target) for the current digit, and its blame on the ten scores: p − onehot."""
-    net = _fc(net) if net is None else net
+    net = net or network_of_kind(None, cnn=False)  # any kind given is kept: the loss is the same for both
     if net is None:
         return
     digit = digit or state.current_digit()
@@ -269,7 +252,7 @@ def backprop_diagram(*, key: str, net: state.Network | None = None, digit: state
                      layer: str = "", neuron: int = -1, pick_target: bool = True, url: bool = False) -> None:
     """The FC network as columns of dots coloured by each neuron's blame δ, and one neuron's δ worked out
     from the layer above (weighted sum of the blame above × ReLU's on/off). neuron=-1: the most blamed."""
-    net = _fc(net)
+    net = network_of_kind(net, cnn=False)
     if net is None:
         return
     digit = digit or state.current_digit()
@@ -328,7 +311,7 @@ def backprop_weight(*, key: str, net: state.Network | None = None, digit: state.
     """The gradient of one weight by the chain rule in numbers: ∂loss/∂w = (input it multiplied) × δ of the
     neuron it feeds, with δ traced back to the loss, and autograd's value beside it.
     neuron=-1: the layer's most blamed neuron; source=-1: its input with the largest value."""
-    net = _fc(net)
+    net = network_of_kind(net, cnn=False)
     if net is None:
         return
     digit = digit or state.current_digit()
@@ -385,7 +368,7 @@ def backprop_weight(*, key: str, net: state.Network | None = None, digit: state.
 def backprop_gradient_pictures(*, key: str, net: state.Network | None = None, digit: state.Digit | None = None,
                                per_page: int = 16, pick_target: bool = True) -> None:
     """Each first-layer neuron's weight gradient as a 28 × 28 picture: the digit scaled by that neuron's δ."""
-    net = _fc(net)
+    net = network_of_kind(net, cnn=False)
     if net is None:
         return
     digit = digit or state.current_digit()
@@ -423,7 +406,7 @@ def backprop_sgd_step(*, key: str, net: state.Network | None = None, digit: stat
                       lr: float = 0.01, pick_target: bool = True, url: bool = False) -> None:
     """One plain SGD step on this digit with a learning-rate slider: w ← w − lr × gradient; this digit's loss
     and probabilities before and after, and what the step does to other digits (too big a step overshoots)."""
-    net = _fc(net) if net is None else net
+    net = net or network_of_kind(None, cnn=False)  # any kind given is kept: the loss is the same for both
     if net is None:
         return
     digit = digit or state.current_digit()
@@ -508,7 +491,7 @@ def kernel_gradient(*, key: str, net: state.Network | None = None, digit: state.
                     col: int = -1, url: bool = False) -> None:
     """One TinyVGG kernel weight's gradient as the sum over every position of (input under that kernel
     cell) × (the output map's gradient there), equal to autograd's. -1: the layer's largest gradient."""
-    net = _cnn(net)
+    net = network_of_kind(net, cnn=True)
     if net is None:
         return
     digit = digit or state.current_digit()
@@ -595,7 +578,7 @@ def fc_backward(*, key: str, net: state.Network | None = None, digit: state.Digi
                 url: bool = False) -> None:
     """The Backward mode: from the loss back through every layer to one weight, the gradient pictures and one
     SGD step, for the current digit and a chosen target class."""
-    net = _fc(net)
+    net = network_of_kind(net, cnn=False)
     if net is None:
         return
     digit = digit or state.current_digit()

@@ -19,11 +19,12 @@ from torch import nn
 
 from digitrec import conv_maths
 from digitrec.errors import DigitrecError
-from digitrec.inspection import (ACTIVATION_FORMULAS, activation, conv_step, layer_io, linear_step, pool_step,
+from digitrec.inspection import (ACTIVATION_FORMULAS, activation, batchnorm_step, conv_step, layer_io, linear_step, pool_step,
                                  pool_step_of, relu)
 from digitrec.viz import cnn as viz
 from digitrec.viz.scales import SCOPES, symmetric_range
 from streamlit_app import state
+from streamlit_app.widgets.context import network_of_kind
 from streamlit_app.widgets.softmax import softmax_explainer
 
 PLAY_SECONDS = 0.6  # one window position per tick: slow enough to read the numbers change
@@ -34,16 +35,6 @@ MATCH_TOLERANCE = 1e-4  # |hand sum - layer output|: float32 sums in a different
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _cnn_net(net: state.Network | None) -> state.Network | None:
-    """The network to show: the given one, the current one if it is a CNN, else the first CNN."""
-    if net is not None and net.is_cnn:
-        return net
-    chosen = state.network_of_kind(cnn=True)
-    if chosen is None:
-        st.info("No convolutional network is loaded. Run `make weights` to rebuild the pretrained TinyVGG.")
-    return chosen
 
 
 def _layers(model: nn.Module, kind: type) -> list[str]:
@@ -113,7 +104,7 @@ def cnn_overview(*, key: str, net: state.Network | None = None, digit: state.Dig
     (Clicking a map to explain it is not offered: plotly heatmaps emit no selection
     events, so ``st.plotly_chart(on_select=...)`` never reports a click on them.)
     """
-    net = _cnn_net(net)
+    net = network_of_kind(net, cnn=True)
     if net is None:
         return
     digit = digit or state.current_digit()
@@ -176,7 +167,7 @@ def conv_arithmetic(*, key: str, net: state.Network | None = None, digit: state.
                     url: bool = False) -> None:
     """One output value of a convolution as kernel × patch, summed, plus bias, with a Play button
     that slides the window along. row/col = -1: the map's most active position."""
-    net = _cnn_net(net)
+    net = network_of_kind(net, cnn=True)
     if net is None:
         return
     digit = digit or state.current_digit()
@@ -291,6 +282,17 @@ def _conv_position(*, key: str, net: state.Network, digit: state.Digit, layer: s
 # ---------------------------------------------------------------- ReLU
 
 
+def _map_io(key: str, net: state.Network, digit: state.Digit, layer: str, right) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+    """The map picker beside the layer picker (a new map forgets the chosen cell), and that map's
+    input and output at ``layer``: (channel, channels, (H, W) before, (H', W') after)."""
+    before, after = layer_io(net.model, digit.x, layer)  # (1, C, H, W), (1, C, H', W')
+    channels = before.shape[1]
+    _clamp_state(f"{key}_map", 0, channels - 1)
+    channel = right.selectbox("Feature map", list(range(channels)), key=f"{key}_map",
+                              on_change=_forget, args=(f"{key}_row", f"{key}_col"))
+    return channel, channels, before[0, channel], after[0, channel]
+
+
 def _layer_picker(key: str, net: state.Network, kind: type, layer: str, channel, label: str):
     """A select box over the model's layers of ``kind`` (seeded with ``layer`` and ``channel``);
     returns the chosen layer and the column beside it, where the caller puts its map picker."""
@@ -309,7 +311,7 @@ def relu_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
                 layer: str = "relu_1_1", channel: int = 0, row: int = -1, col: int = -1) -> None:
     """A feature map before and after ReLU, max(0, x) per cell, with a 3×3 region in numbers.
     row/col: the region's top-left cell; -1 puts it around the most negative cell."""
-    net = _cnn_net(net)
+    net = network_of_kind(net, cnn=True)
     if net is None:
         return
     digit = digit or state.current_digit()
@@ -320,12 +322,7 @@ def relu_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
     if not isinstance(module, nn.ReLU):  # a learner's model: Sigmoid, Tanh, GELU, LeakyReLU
         _activation_detail(key, net, digit, layer, module, right)
         return
-    before, after = layer_io(net.model, digit.x, layer)  # (1, C, H, W) each
-    channels = before.shape[1]
-    _clamp_state(f"{key}_map", 0, channels - 1)
-    channel = right.selectbox("Feature map", list(range(channels)), key=f"{key}_map",
-                              on_change=_forget, args=(f"{key}_row", f"{key}_col"))
-    b, a = before[0, channel], after[0, channel]  # (H, W)
+    channel, _, b, a = _map_io(key, net, digit, layer, right)  # (H, W) before and after
     h, w = b.shape
     size = min(3, h)
     if f"{key}_row" not in st.session_state:
@@ -364,7 +361,7 @@ def pool_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
                 layer: str = "max_pool_1", channel: int = 0, row: int = -1, col: int = -1) -> None:
     """2×2 max pooling of one map: the window behind one output cell and its maximum.
     row/col: the output cell; -1 picks the map's largest output."""
-    net = _cnn_net(net)
+    net = network_of_kind(net, cnn=True)
     if net is None:
         return
     digit = digit or state.current_digit()
@@ -376,12 +373,7 @@ def pool_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
         _avg_pool_detail(key, net, digit, layer, pool, right)
         return
     size = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
-    inp, out = layer_io(net.model, digit.x, layer)  # (1, C, H, W), (1, C, H/2, W/2)
-    channels = inp.shape[1]
-    _clamp_state(f"{key}_map", 0, channels - 1)
-    channel = right.selectbox("Feature map", list(range(channels)), key=f"{key}_map",
-                              on_change=_forget, args=(f"{key}_row", f"{key}_col"))
-    i_map, o_map = inp[0, channel], out[0, channel]
+    channel, channels, i_map, o_map = _map_io(key, net, digit, layer, right)  # (H, W), (H/2, W/2)
     oh, ow = o_map.shape
     if f"{key}_row" not in st.session_state:
         r, c = _as_int(row, -1), _as_int(col, -1)
@@ -458,12 +450,52 @@ def _avg_pool_detail(key: str, net: state.Network, digit: state.Digit, layer: st
         st.warning("The layer's output differs from the formula: the explanation does not match the layer.")
 
 
+# ---------------------------------------------------------------- batch norm
+
+
+def batchnorm_detail(*, key: str, net: state.Network | None = None, digit: state.Digit | None = None,
+                     layer: str = "", channel: int = 0, row: int = -1, col: int = -1) -> None:
+    """BatchNorm2d on one map: before and after, and γ(x − μ)/√(σ² + ε) + β for one cell in numbers,
+    with the channel's running statistics. row/col: the cell; -1 picks the map's largest |input|."""
+    net = network_of_kind(net, cnn=True)
+    if net is None:
+        return
+    digit = digit or state.current_digit()
+    layer, right = _layer_picker(key, net, nn.BatchNorm2d, layer, channel, "Batch-norm layer")
+    if layer is None:
+        return
+    module = dict(net.model.named_children())[layer]
+    channel, _, b, a = _map_io(key, net, digit, layer, right)  # (H, W) before and after
+    h, w = b.shape
+    if f"{key}_row" not in st.session_state:
+        r, c = _as_int(row, -1), _as_int(col, -1)
+        st.session_state[f"{key}_row"], st.session_state[f"{key}_col"] = (r, c) if r >= 0 and c >= 0 else _argmax2d(b.abs())
+    _clamp_state(f"{key}_row", 0, h - 1)
+    _clamp_state(f"{key}_col", 0, w - 1)
+    s1, s2 = st.columns(2)
+    r = s1.slider("Row", 0, h - 1, key=f"{key}_row")
+    c = s2.slider("Column", 0, w - 1, key=f"{key}_col")
+    st.plotly_chart(viz.relu_figure(b, a, r, c, 1, titles=("before batch norm", "after batch norm")),
+                    key=f"{key}_fig", config={"displayModeBar": False})
+    bn = batchnorm_step(module, channel)
+    x, y = float(b[r, c]), float(a[r, c])
+    st.latex(bn.latex(x))
+    st.markdown(
+        f"Map {channel} is shifted by the mean μ = {bn.mean:.3f} and divided by the spread √(σ² + ε) = "
+        f"{(bn.var + bn.eps) ** 0.5:.3f} it had over the training digits, then scaled by its learned γ = {bn.gamma:.3f} "
+        f"and shifted by β = {bn.beta:.3f}: every cell of the map gets x × {bn.scale:.3f} + ({bn.shift:.3f}). "
+        f"The layer's own output at row {r}, column {c} is **{y:.4f}**."
+    )
+    if not torch.allclose(bn.apply(b.double()).float(), a, atol=MATCH_TOLERANCE):
+        st.warning("The layer's output differs from the formula: the explanation does not match the layer.")
+
+
 # ---------------------------------------------------------------- filters
 
 
 def cnn_filters(*, key: str, net: state.Network | None = None, layer: str = "conv_1_1") -> None:
     """A conv layer's 3×3 kernels as small images on the weight scale."""
-    net = _cnn_net(net)
+    net = network_of_kind(net, cnn=True)
     if net is None:
         return
     convs = _layers(net.model, nn.Conv2d)
@@ -487,7 +519,7 @@ def cnn_filters(*, key: str, net: state.Network | None = None, layer: str = "con
 
 def cnn_output(*, key: str, net: state.Network | None = None, digit: state.Digit | None = None, top: int = 10) -> None:
     """Flatten → linear → softmax in numbers, and the flattened features that pushed the winner up most."""
-    net = _cnn_net(net)
+    net = network_of_kind(net, cnn=True)
     if net is None:
         return
     digit = digit or state.current_digit()

@@ -35,3 +35,15 @@ def network_picker(cnn: bool | None = None, key: str = "net_picker") -> state.Ne
     if key_chosen != chosen:  # only a real choice changes it: a page of the other kind must not
         state.set_network(key_chosen)
     return nets[key_chosen]
+
+
+def network_of_kind(net: state.Network | None, *, cnn: bool) -> state.Network | None:
+    """The network a widget of one kind (convolutional or fully connected) shows: ``net`` if it is of that
+    kind, else the session's choice of that kind, else the first; None after one sentence if none is loaded."""
+    if net is not None and net.is_cnn == cnn:
+        return net
+    chosen = state.network_of_kind(cnn=cnn)
+    if chosen is None:
+        st.info(f"No {'convolutional' if cnn else 'fully connected'} network is loaded. "
+                "Run `make weights` to rebuild the pretrained weights.")
+    return chosen

@@ -237,9 +237,7 @@ def _other_step(s: fc_maths.FCStep, net: state.Network, key: str) -> None:
         written = activation(module, s.inputs)
     else:
         bn = batchnorm_step(module, i)
-        st.latex(rf"y = \gamma\,rac{{x - \mu}}{{\sqrt{{\sigma^2 + \epsilon}}}} + eta"
-                 rf" = {bn.gamma:.3f}\cdotrac{{{x:.3f} - ({bn.mean:.3f})}}{{\sqrt{{{bn.var:.3f} + {bn.eps:g}}}}}"
-                 rf" + ({bn.beta:.3f}) = {bn.apply(torch.tensor(x)).item():.4f}")
+        st.latex(bn.latex(x))
         st.markdown(f"Batch norm rescales each neuron with the mean and variance it saw in training and then its own "
                     f"learned scale γ and shift β; for neuron {i}: x × {bn.scale:.3f} + ({bn.shift:.3f}).")
         written = torch.stack([batchnorm_step(module, j).apply(s.inputs[j]) for j in range(s.inputs.numel())])

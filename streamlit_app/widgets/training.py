@@ -24,7 +24,7 @@ from digitrec.errors import DigitrecError, InvalidConfig
 from digitrec.race import Race, RaceMode
 from digitrec.engines.local import WorkerRun
 from digitrec.runs import RunProgress, RunStatus
-from digitrec.spec import make_spec
+from digitrec.spec import make_spec, parse_widths
 from digitrec.viz.digits import digit_figure, probabilities_figure
 from digitrec.viz.training import curves_figure, first_layer_figure, race_figure
 from streamlit_app import state
@@ -438,7 +438,7 @@ def model_export(*, key: str, slot: str) -> None:
                        help="Adds it beside the pretrained networks in every page's network picker."):
             try:
                 net = state.add_my_model(state.new_my_model_key(), _model_label(p), run.trained_model(),
-                                         p.final_test_accuracy)
+                                         p.final_test_accuracy, snapshots=p.snapshots)
             except DigitrecError as e:  # this session holds its most networks
                 st.warning(str(e))
             else:
@@ -458,6 +458,13 @@ def model_export(*, key: str, slot: str) -> None:
     if added.get(run.id):
         st.page_link("views/fc_explorer.py" if p.architecture == "fcnet" else "views/cnn_explorer.py",
                       label="Open it in the explorer", icon=":material/open_in_new:")
+        if st.button("Watch one unit form across the run", key=f"{key}_unit", icon=":material/person_search:",
+                     help="Inside a unit, with a slider over this run's snapshots: a neuron's or map's weights, "
+                          "top digits and pull at each moment of training."):
+            from streamlit_app.widgets.units import UNIT_PAGE
+
+            state.set_network(added[run.id])
+            st.switch_page(UNIT_PAGE)
 
 
 def checkpoint_upload(*, key: str) -> None:
@@ -521,9 +528,44 @@ def live_training(*, key: str, model: str = "fc", steps: int = 300, batch_size: 
 # --- the race ------------------------------------------------------------------------------------
 
 
+PRESET_RACE = "fcnet-tinyvgg"  # the course's race: FCNet against TinyVGG
+
+
+def race_contenders() -> dict[str, str]:
+    """The races a learner can pick, option -> label: the course's FCNet against TinyVGG, then each
+    of their own models (imported, or sent from a notebook) against either preset ("tinyvgg:KEY")."""
+    options = {PRESET_RACE: "FCNet against TinyVGG"}
+    for net_key, net in state.networks().items():
+        if isinstance(net.config, models.ModelSpec):
+            for arch in ("fcnet", "tinyvgg"):
+                options[f"{arch}:{net_key}"] = f"{net.label} against {ARCH_LABELS[arch]}"
+    return options
+
+
+def _race_configs(values: dict) -> list[models.ModelConfig]:
+    """The two contenders' model configurations (own model first); InvalidConfig if it has gone."""
+    fc = models.FCConfig(hidden=parse_widths(values["widths"]))
+    cnn = models.TinyVGGConfig(channels=int(values["channels"]))
+    if values.get("contenders", PRESET_RACE) == PRESET_RACE:
+        return [fc, cnn]
+    arch, _, net_key = values["contenders"].partition(":")
+    net = state.networks().get(net_key)
+    if net is None or not isinstance(net.config, models.ModelSpec):
+        raise InvalidConfig("That model of yours is no longer in this session; import it again on the Train page.")
+    own = dataclasses.replace(net.config, name=f"mine: {net.config.name or 'model'}")
+    return [own, fc if arch == "fcnet" else cnn]
+
+
 def race_settings(*, key: str, disabled: bool = False) -> dict:
     """The race's shared settings: both networks get the same digits, seed, batch size and optimizer."""
     session = dict(persist_state="session", disabled=disabled)
+    options = race_contenders()
+    contenders = st.selectbox(
+        "Contenders", list(options), format_func=options.get, key=f"{key}_contenders", **session,
+        help="Import your own model on the Train page to race it. It trains from scratch with its own layers "
+             "(fresh weights from the same seed), on the same digits as the other network: starting from its "
+             "trained weights would put it near its best accuracy at second zero, and the race asks which "
+             "network learns faster.")
     c1, c2, c3 = st.columns(3)
     with c1:
         preset = st.selectbox("FCNet", [k for k, v in FC_PRESETS.items() if v], key=f"{key}_fc", **session)
@@ -546,7 +588,7 @@ def race_settings(*, key: str, disabled: bool = False) -> dict:
         lr = st.text_input("Learning rate", f"{config.LR:g}", key=f"{key}_lr", **session)
         seed = st.number_input("Seed", *config.SEED_RANGE, config.SEED, key=f"{key}_seed", **session)
     return dict(widths=FC_PRESETS[preset], channels=channels, mode=mode, train_size=train_size, epochs=epochs,
-                batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed)
+                batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed, contenders=contenders)
 
 
 def make_race(values: dict) -> Race:
@@ -561,6 +603,9 @@ def make_race(values: dict) -> Race:
             problems.append(str(e))
     if problems:
         raise InvalidConfig(problems[0])
+    if values.get("contenders", PRESET_RACE) != PRESET_RACE:  # a learner's own model against one preset
+        own, preset = _race_configs(values)
+        specs = race.own_model_specs(own, specs[0] if isinstance(preset, models.FCConfig) else specs[1])
     owner = state.session_id()
     return race.make_race(state.require_mnist(), specs, values["mode"],
                           make_run=lambda spec, data, probe: engines.make_run(spec, data, probe, owner=owner))
@@ -588,10 +633,10 @@ def race_controls(*, key: str, slot: str, make: Callable[[], Race]) -> None:
         st.rerun()
 
 
-def _static_rows() -> list[race.RaceRow]:
-    """Parameters and multiply-adds of the default networks, before any race has run."""
+def _static_rows(configs: list[models.ModelConfig]) -> list[race.RaceRow]:
+    """Parameters and multiply-adds of the networks about to race, before any race has run."""
     rows = []
-    for model_config in (models.FCConfig(), models.TinyVGGConfig()):
+    for model_config in configs:
         model = models.build(model_config)
         rows.append(race.race_row(name=models.display_name(model_config), params=models.count_params(model),
                                   macs_forward=models.count_macs(model), train_size=config.TRAIN_DIGITS,
@@ -613,12 +658,17 @@ MACS_NOTE = (
 )
 
 
-def race_view(*, key: str, slot: str, explanation: bool = True) -> None:
-    """Both networks' test accuracy against seconds, the table beside it, and the explanation under it."""
+def race_view(*, key: str, slot: str, explanation: bool = True, values: dict | None = None) -> None:
+    """Both networks' test accuracy against seconds, the table beside it, and the explanation under it.
+    ``values`` (race_settings'): the contenders the table shows before a race."""
+    try:
+        upcoming = _race_configs(values) if values else [models.FCConfig(), models.TinyVGGConfig()]
+    except (InvalidConfig, ValueError):  # widths being typed, or a model just removed: the course's pair
+        upcoming = [models.FCConfig(), models.TinyVGGConfig()]
 
     def body(race_now: Race | None) -> None:
         if race_now is None:
-            rows = _static_rows()
+            rows = _static_rows(upcoming)
             st.info("Press **Start the race** to train both networks on the same digits and time them.")
             st.table(_table_frame(rows))
             st.caption(MACS_NOTE)
@@ -650,7 +700,7 @@ def race_view(*, key: str, slot: str, explanation: bool = True) -> None:
             st.table(_table_frame(rows))
         st.caption(MACS_NOTE)
         if explanation and len(rows) == 2 and all(r.samples_per_s for r in rows):
-            st.markdown(race.explain(rows[0], rows[1]).text)
+            st.markdown(race.explanation(rows, [run.spec.model for run in race_now.runs]))
 
     _watch(key=key, slot=slot, body=body)
 

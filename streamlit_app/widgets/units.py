@@ -82,22 +82,32 @@ def _pick(net: state.Network | None, network: str) -> state.Network:
 
 
 def unit_biography(*, key: str, net: state.Network | None = None, network: str = "", layer: str = "",
-                   unit: int = 0, url: bool = False) -> None:
+                   unit: int = 0, pick: str = "", url: bool = False) -> None:
     """Everything about one neuron or feature map: top digits (and patches), how often it fires, dead or not,
-    receptive field on the current digit, the picture it likes best, its pull on the ten scores."""
-    net = _pick(net, network)
+    receptive field on the current digit, the picture it likes best, its pull on the ten scores.
+
+    pick: start at the unit ``units.pick_unit`` chooses instead of ``unit``: "quietest" (fires least, so a dead
+    one first) or "clearest" (top inputs agree most), in ``layer`` or, when it is empty, the whole network; the
+    lessons' ``{{ NET.units.… }}`` facts name the same unit."""
+    net = _at_snapshot(key=key, net=_pick(net, network))
     dataset = state.require_mnist()
     digit = state.current_digit()
     model = net.model
-    u = choose_unit(key=key, net=net, layer=layer, unit=unit, url=url)
     stats = state.unit_statistics(net)
+    if pick and pick not in units.PICKS:
+        st.warning(f"This widget can pick the {' or the '.join(units.PICKS)} unit; it shows the first one instead.")
+    elif pick:
+        chosen = state.model_result(net, ("picked unit", pick, layer),
+                                    lambda: units.pick_unit(model, stats, dataset.test, pick, layer))
+        layer, unit = chosen.layer, chosen.index
+    u = choose_unit(key=key, net=net, layer=layer, unit=unit, url=url)
     bio = units.biography(model, stats, dataset.test, u)
     is_map = bio.kind == "feature map"
     if bio.dead:
         st.warning(f"{u.layer} {bio.kind} {u.index} is **dead**: it is never positive on any of the 10,000 test "
                  "digits, so after ReLU it is always 0 and the layers after it never hear from it.")
     m1, m2, m3 = st.columns(3)
-    m1.metric("Fires on", f"{bio.fires:.1%} of test digits",
+    m1.metric("Fires on, of the test digits", f"{bio.fires:.1%}",
               help="Positive (somewhere, for a map) on this share of the 10,000 test digits.")
     if is_map:
         m2.metric("Cells positive", f"{bio.cells_positive:.1%}", help="Mean share of the map's cells above 0.")
@@ -133,7 +143,13 @@ def unit_biography(*, key: str, net: state.Network | None = None, network: str =
         st.caption(f"Gradient ascent from a blank grey image, with jitter and blur. Its {'strongest cell' if is_map else 'value'} "
                    f"here: {value:.2f} (the top test digit: {float(bio.top_values[0]):.2f}).")
 
-    left, right = st.columns(2)
+    weights_col, left, right = st.columns([2, 3, 3])
+    with weights_col:
+        st.markdown("**Its incoming weights**")
+        st.plotly_chart(viz.weights_figure(units.incoming_weights(model, u)), key=f"{key}_weights",
+                        config={"displayModeBar": False})
+        st.caption("What it multiplies its inputs by: orange adds, purple subtracts"
+                   + (" (one kernel per map it reads, titled with that map's number)." if is_map else "."))
     with left:
         st.markdown("**Its pull on the ten scores**")
         pull = state.model_result(net, ("pull", u.layer, u.index), lambda: units.pull(model, dataset.test, u))
@@ -169,6 +185,26 @@ def unit_biography(*, key: str, net: state.Network | None = None, network: str =
             st.metric("Its value before ReLU", f"{value:.3f}",
                       help="After ReLU it is max(0, this).")
             st.caption(f"Higher than {1 - rank / len(dataset.test):.1%} of the test digits' values for this neuron.")
+
+
+def _at_snapshot(*, key: str, net: state.Network) -> state.Network:
+    """For a network trained on the Train page: a slider over its run's snapshots, and the network at the chosen one
+    (the rest of the panel describes that network). Any other network is returned as it is."""
+    snaps = state.training_snapshots(net)
+    if len(snaps) < 2:
+        return net
+    k_at = f"{key}_snapshot_{net.key}"
+    if st.session_state.get(k_at) not in range(len(snaps)):
+        st.session_state[k_at] = len(snaps) - 1  # start at the trained network
+    i = st.select_slider(
+        "Your run, at", options=list(range(len(snaps))), key=k_at,
+        format_func=lambda i: f"step {snaps[i].step:,}",
+        help="Every panel below is recomputed for the network as it was at that step of training (once per step).")
+    snap = snaps[i]
+    accuracy = f", validation accuracy {snap.val_accuracy:.1%}" if snap.val_accuracy is not None else ""
+    st.caption(f"{net.label} kept {len(snaps)} snapshots while it trained. This is step {snap.step:,}{accuracy}: "
+               "slide from the first to the last to watch the unit's weights, top digits and pull form.")
+    return state.snapshot_network(net, snap)
 
 
 def unit_link(*, key: str, net: state.Network | None = None, network: str = "") -> None:

@@ -156,3 +156,42 @@ def test_gradient_descent_on_a_slice_of_the_loss_and_the_dead_maps(app_url, page
     expect(page.locator(".js-plotly-plot").nth(1)).to_be_visible(timeout=30_000)
     wait_for_app(page)
     screenshot(page, "lessons", "8-overview-dead-maps")
+
+
+def _biography_step(page, app_url: str, name: str, says: str) -> re.Match:
+    """Open lesson ``name`` at its step with a unit biography; the text (the sentence holding ``says``, matched as
+    a regular expression ending in the map's number) names a map: the biography's picker shows that map."""
+    lesson = COURSE[name]
+    step = next(i for i, s in enumerate(lesson.steps) if "unit_biography" in [w.name for w in s.widgets])
+    page.goto(f"{app_url}/lessons?lesson={name}&step={step + 1}&digit=sample:3")
+    wait_for_app(page, timeout_ms=180_000)
+    assert_no_exception(page)
+    sentence = page.get_by_text(re.compile(says.split("(")[0].strip())).first
+    expect(sentence).to_be_visible(timeout=120_000)
+    named = re.search(says, " ".join(sentence.inner_text().split()))
+    assert named, sentence.inner_text()
+    # The biography's picker reads "map 2" or "map 6 (dead)" (other widgets of the step have pickers of their own).
+    shown = re.compile(rf"map {named.group(named.lastindex)}( \(dead\))?")
+    pickers = page.get_by_role("combobox", name="Feature map")
+    for _ in range(240):
+        if any(shown.fullmatch(pickers.nth(i).input_value()) for i in range(pickers.count())):
+            break
+        page.wait_for_timeout(500)
+    else:
+        pytest.fail(f"no picker shows {shown.pattern}: {[pickers.nth(i).input_value() for i in range(pickers.count())]}")
+    return named
+
+
+@pytest.mark.browser
+def test_lessons_show_the_unit_their_text_names(app_url, page):
+    """Lesson 11 names the clearest map of conv_2_2 and shows its biography; lesson 10 shows the quietest map's."""
+    page.set_viewport_size(TALL)
+    _biography_step(page, app_url, "tinyvgg-end-to-end", r"patches agree most, map (\d+)")
+    expect(page.get_by_text("What its strongest cell saw", exact=False).first).to_be_visible(timeout=60_000)
+    wait_for_app(page)
+    screenshot(page, "lessons", "9-block-2-map-named-from-its-patches")
+
+    _biography_step(page, app_url, "relu-and-pooling", r"The map that fires least is (conv_\d_\d) map (\d+)")
+    expect(page.get_by_text("is dead", exact=False).first).to_be_visible(timeout=60_000)
+    wait_for_app(page)
+    screenshot(page, "lessons", "10-dead-map-biography")

@@ -34,5 +34,16 @@ def test_upload_a_pth_and_open_the_cnn_explorer_on_it(app_url, page, tmp_path):
     assert_no_exception(page)
     main = page.locator('[data-testid="stMain"]').inner_text()
     assert f"mine: {KEY}" in main  # the page names the network it reads the digit with
-    assert "conv_1" in main and "exactly what the layer computed" in main
+    assert "conv_1_1" in main and "exactly what the layer computed" in main
     screenshot(page, "own_model", "cnn_explorer")
+
+    # The race page offers it as a contender; picked, the table shows it beside TinyVGG before any race.
+    page.locator('[data-testid="stSidebarNav"] a[href$="/race"]').click()
+    wait_for_app(page, timeout_ms=120_000)
+    page.locator(".st-key-race_contenders").click()
+    page.get_by_role("option", name=f"mine: {KEY}").filter(has_text="against TinyVGG").click()
+    wait_for_app(page, timeout_ms=120_000)
+    assert_no_exception(page)
+    table = page.locator('[data-testid="stTable"]').first.inner_text()
+    assert f"mine: {KEY}" in table and "TinyVGG (10 channels)" in table
+    screenshot(page, "own_model", "race_contenders")

@@ -100,6 +100,16 @@ def test_start_watch_the_curves_grow_and_stop(app_url, page):
     assert_no_exception(page)
     _shot(page, "3-stopped")
 
+    # The kept network's units, at any snapshot of the run: Inside a unit opens with a slider over them.
+    page.get_by_role("button", name="Use it in the explorers").click()
+    page.get_by_role("button", name="Watch one unit form across the run").click(timeout=60_000)
+    page.get_by_role("heading", name="Inside a unit").wait_for(timeout=60_000)
+    page.get_by_text("snapshots while it trained", exact=False).first.wait_for(timeout=120_000)
+    page.get_by_text("The test digits that excite it most", exact=False).first.wait_for(timeout=120_000)
+    _settled(page)
+    assert_no_exception(page)
+    _shot(page, "4-a-unit-across-the-run")
+
 
 @pytest.mark.browser
 def test_race_on_all_training_digits_fills_the_chart_table_and_explanation(app_url, page):
