@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment-rotation", type=float, default=0.0, metavar="DEG",
                    help=f"data augmentation: turn each training digit by up to DEG degrees (0-{config.MAX_AUGMENT_ROTATION:g}; default: 0)")
     p.add_argument("--schedule", choices=config.SCHEDULES, default=config.SCHEDULE,
-                   help="learning-rate schedule; cosine decays it to 0 by the last step (default: %(default)s)")
+                   help="learning-rate schedule; cosine decays it to 0 by the last step, onecycle warms up to it first (default: %(default)s)")
     p.add_argument("--seed", type=int, default=config.SEED,
                    help="fixes the initial weights and the batch order (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, metavar="N",

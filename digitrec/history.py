@@ -30,11 +30,20 @@ class EvalRow:
     step: int  # steps trained when it was measured (0: the untrained network)
     epoch: int
     seconds: float  # training clock
-    # On the held-out digits: during a run, the validation subset (or all validation
-    # digits after an epoch); the names stay from when runs watched the test set.
-    test_accuracy: float | None  # 0..1; None if it was not measured
-    test_loss: float | None  # mean cross-entropy
+    # On the held-out validation digits: during a run, the validation subset (or all validation
+    # digits after an epoch). Runs never watch the test set (it is measured once, at the end).
+    val_accuracy: float | None  # 0..1; None if it was not measured
+    val_loss: float | None  # mean cross-entropy
     # The same measure on a fixed subset of the digits trained on (a run's recorder fills
     # these), so training and validation are compared on equal terms: overfitting is the gap.
     train_accuracy: float | None = None
     train_loss: float | None = None
+
+    # The names these had when runs watched the test set, for code written before the rename.
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.val_accuracy
+
+    @property
+    def test_loss(self) -> float | None:
+        return self.val_loss

@@ -215,7 +215,7 @@ def result_of(label: str, progress) -> LabResult:
     return LabResult(
         label=label, steps=progress.step, train_digits=progress.plan.train_size,
         train_accuracy=last.train_accuracy if last and last.train_accuracy is not None else nan,
-        validation_accuracy=last.test_accuracy if last and last.test_accuracy is not None else nan,
+        validation_accuracy=last.val_accuracy if last and last.val_accuracy is not None else nan,
         test_accuracy=progress.final_test_accuracy if progress.final_test_accuracy is not None else nan,
         diverged=progress.status.value == "diverged",
     )

@@ -94,7 +94,7 @@ class Snapshot:
     seconds: float  # training clock
     first_layer: torch.Tensor
     probe_probs: torch.Tensor
-    test_accuracy: float | None  # the latest validation-subset accuracy at this moment, 0..1
+    val_accuracy: float | None  # the latest validation-subset accuracy at this moment, 0..1
     weights: dict[str, torch.Tensor] | None = None
 
 
@@ -166,9 +166,9 @@ class RunProgress:
         return self.elapsed_s / self.step * max(self.total_steps - self.step, 0)
 
     @property
-    def test_accuracy(self) -> float | None:
+    def val_accuracy(self) -> float | None:
         """The latest validation-subset accuracy (None before the first evaluation)."""
-        return self.evals[-1].test_accuracy if self.evals else None
+        return self.evals[-1].val_accuracy if self.evals else None
 
 
 def first_layer(model: nn.Module, max_units: int | None = None) -> torch.Tensor:
@@ -548,7 +548,7 @@ class Recorder:
         keep = final or len(self._snapshots) % self._weights_every == 0
         whole = _weights(self.model) if keep else None
         with self._lock:
-            accuracy = self._evals[-1].test_accuracy if self._evals else None
+            accuracy = self._evals[-1].val_accuracy if self._evals else None
             self._snapshots.append(Snapshot(state.step, state.epoch, state.elapsed_s, first, probs, accuracy, whole))
         self.last_snapshot_step = state.step
 

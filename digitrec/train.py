@@ -12,6 +12,7 @@ scaled on the whole batch (see ``digitrec.data.batches``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -49,6 +50,10 @@ class TrainConfig:
     # Read every digit's pixels in one fixed shuffled order (data.pixel_permutation),
     # training and evaluation alike: a fully connected network cannot tell; a CNN can.
     shuffle_pixels: bool = False
+    # A network with convolutions computes its forward pass in bfloat16 where the processor (or GPU)
+    # has bfloat16 arithmetic; weights, gradients, the optimizer and the loss stay float32
+    # (settings.MIXED_PRECISION says what it measured). False: float32 throughout.
+    mixed_precision: bool = settings.MIXED_PRECISION
 
     def __post_init__(self) -> None:
         problems = []
@@ -99,6 +104,7 @@ class TrainState:
     test_loss: float | None = None  # after each epoch, if evaluated
     test_accuracy: float | None = None
     stopped: bool = False  # True if stop() ended the run early
+    mixed_precision: bool = False  # the forward pass ran in bfloat16 (TrainConfig.mixed_precision, where it pays)
 
     @property
     def total_steps(self) -> int:
@@ -188,10 +194,41 @@ class TrainControl:
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr)
+        # fused: one kernel updates every weight (about 3x cheaper a step than the per-tensor loop:
+        # 0.92 -> 0.31 ms for 784-128-64-10, 0.55 -> 0.12 ms for TinyVGG, 1 thread), same arithmetic.
+        return torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     if config.optimizer == "momentum":
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     return torch.optim.SGD(model.parameters(), lr=config.lr)  # plain: w <- w - lr * grad
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule, stepped once per batch over ``total_steps``; None for a constant rate."""
+    if config.schedule == "cosine":  # config.lr at the start, down to 0 at the last step
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if config.schedule == "onecycle":
+        # Up from lr/25 to config.lr over the first 30 % of the steps, then down to about 0 by the last
+        # (Smith's one-cycle): the high middle learns fast, the low end settles the weights. Adam's
+        # beta1 cycles the other way (0.95 -> 0.85 -> 0.95), as OneCycleLR does by default.
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total_steps, 2))
+    return None
+
+
+def bfloat16_supported(device: torch.device) -> bool:
+    """Does ``device`` do bfloat16 arithmetic natively (not emulated, which would be slower than float32)?"""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
+def uses_mixed_precision(model: nn.Module, config: TrainConfig) -> bool:
+    """Will ``fit`` train ``model`` with bfloat16 forward passes? Only a network with convolutions pays."""
+    return (config.mixed_precision and any(isinstance(m, nn.Conv2d) for m in model.modules())
+            and bfloat16_supported(device_of(model)))
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -274,14 +311,15 @@ def fit(
     channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    mixed = uses_mixed_precision(model, config)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if mixed else contextlib.nullcontext()
     params = [p for p in model.parameters() if p.requires_grad]
     last_good = [p.detach().clone() for p in params]
 
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    state = TrainState(epochs=config.epochs, steps_per_epoch=steps_per_epoch, max_steps=config.max_steps)
-    scheduler = None
-    if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=state.total_steps)
+    state = TrainState(epochs=config.epochs, steps_per_epoch=steps_per_epoch, max_steps=config.max_steps,
+                       mixed_precision=mixed)
+    scheduler = make_scheduler(optimizer, config, state.total_steps)
     _emit(callbacks, "on_fit_start", state)
     # off_clock_s: seconds spent paused, evaluating or in callbacks (not training).
     clock, off_clock_s = time.perf_counter(), 0.0
@@ -307,8 +345,9 @@ def fit(
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
 
-                logits = model(x)  # (B, 10)
-                loss = nn.functional.cross_entropy(logits, y)
+                with autocast:  # bfloat16 convolutions where it pays (mixed_precision); else nothing
+                    logits = model(x)  # (B, 10)
+                loss = nn.functional.cross_entropy(logits.float(), y)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     with torch.no_grad():

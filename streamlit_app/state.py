@@ -954,7 +954,7 @@ def snapshot_network(net: Network, snapshot) -> Network:
     made_from, at = nets.get(key, (None, None))
     if made_from is not net.model:  # first visit, or the network was replaced since
         at = Network(key, f"{net.label} at step {snapshot.step:,}", runs.model_at(net.model, snapshot), net.config,
-                     snapshot.test_accuracy)
+                     snapshot.val_accuracy)
         nets[key] = (net.model, at)
     return at
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
-from digitrec import bench, bench_app
+from digitrec import bench, bench_app, config, data, models
 
 
 def test_bench_quick_json_has_every_ratio_and_latency(tmp_path, mnist, capsys):
@@ -28,3 +29,30 @@ def test_bench_quick_json_has_every_ratio_and_latency(tmp_path, mnist, capsys):
     assert all(0 < t["median"] <= t["p95"] for t in latency.values())
     out = capsys.readouterr().out
     assert "in_app_vs_fit_fc" in out and "latency" in out
+
+
+def test_time_to_accuracy_reports_what_it_reached_when_the_target_is_out_of_reach(mnist):
+    # A target above 100 % is never met: both loops train until their limit (here: one short epoch
+    # of the app's own recipe, and the reference's epochs), then say the accuracy they reached.
+    small = data.MNIST(mnist.train.subset(640), mnist.test.subset(200))
+    recipe = replace(bench_app.fast_recipe(), epochs=1)
+    mine = bench_app.time_to_accuracy_fit(models.PRESETS["fc"], small, 1.01, recipe=recipe, every_digits=128)
+    assert mine.seconds is None and not mine.capped and mine.digits == 640
+    assert 0 < mine.best_accuracy <= 1
+    # A cap of 0 s ends the reference at its first evaluation: not reached, capped, the ratio a lower bound.
+    ref = bench_app.time_to_accuracy_reference(models.PRESETS["fc"], small, data.ensure_mnist(), 1.01, cap_s=0,
+                                               every_digits=64)
+    assert ref.seconds is None and ref.capped and ref.digits == 64 and 0 < ref.best_accuracy <= 1
+    reached = replace(mine, seconds=2.0)
+    assert bench_app.time_to_accuracy_ratio(reached, ref) == (ref.trained_s / 2.0, True)
+    assert bench_app.time_to_accuracy_ratio(mine, ref) == (None, False)
+    out_of_epochs = replace(ref, capped=False)  # the reference trained every epoch without reaching it
+    assert bench_app.time_to_accuracy_ratio(reached, out_of_epochs) == (ref.trained_s / 2.0, True)
+    assert bench_app.time_to_accuracy_ratio(reached, replace(ref, seconds=6.0, capped=False)) == (3.0, False)
+
+
+def test_the_fast_recipe_is_the_apps_own_training_settings():
+    recipe = bench_app.fast_recipe()
+    assert (recipe.lr, recipe.schedule, recipe.batch_size, recipe.epochs) == (
+        config.FAST_LR, config.FAST_SCHEDULE, config.FAST_BATCH_SIZE, config.FAST_EPOCHS)
+    assert recipe.schedule in config.SCHEDULES

@@ -123,8 +123,8 @@ def test_a_shuffled_pixel_run_reads_validation_test_and_probe_in_the_same_order(
     assert p.status is RunStatus.FINISHED and p.shuffled_pixels
     model, order = run.trained_model(), data.pixel_permutation()
     kept, held = data.validation_split(d.train)
-    assert p.evals[-1].test_loss == pytest.approx(train.evaluate(model, held, order=order)[0])
-    assert p.evals[-1].test_loss != pytest.approx(train.evaluate(model, held)[0])
+    assert p.evals[-1].val_loss == pytest.approx(train.evaluate(model, held, order=order)[0])
+    assert p.evals[-1].val_loss != pytest.approx(train.evaluate(model, held)[0])
     assert p.final_test_accuracy == pytest.approx(train.evaluate(model, d.test, order=order)[1])
     probe = data.permute_pixels(d.test.images[:1].float() / 255, order).unsqueeze(1)
     with torch.no_grad():

@@ -68,7 +68,7 @@ def test_a_tiny_race_charts_both_networks_and_explains_with_its_numbers(mnist):
     names = [t["name"] for t in fig["data"]]
     assert names == ["FCNet 784-16-16-10", "TinyVGG (4 channels)"]
     assert fig["data"][0]["x"] == pytest.approx([e.seconds for e in fc.evals])
-    assert fig["data"][1]["y"] == pytest.approx([e.test_accuracy for e in cnn.evals])
+    assert fig["data"][1]["y"] == pytest.approx([e.val_accuracy for e in cnn.evals])
 
     table = _table(at)
     rows = [race.row_of(fc), race.row_of(cnn)]
@@ -120,7 +120,7 @@ def test_a_learners_own_model_races_a_preset_from_scratch(mnist):
     assert isinstance(own_spec, layers.ModelSpec) and own_spec.text() == "flatten linear(40) relu linear(24) relu linear(10)"
     # From scratch: its parameter count is its spec's, and its first evaluation is near chance, not ~90 %.
     assert mine.params == layers.count_params(own_spec) == models.count_params(models.build(own_spec))
-    assert mine.evals[0].test_accuracy < 0.5
+    assert mine.evals[0].val_accuracy < 0.5
 
     figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     fig = next(f for f in figures if f["layout"]["yaxis"]["title"]["text"].startswith("validation accuracy"))

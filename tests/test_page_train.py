@@ -86,11 +86,11 @@ def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
     assert loss["x"] == list(range(1, 21))
     assert loss["y"] == pytest.approx([s.loss for s in p.steps])
     test = _trace(fig, "validation accuracy (2,000")
-    assert test["y"] == pytest.approx([e.test_accuracy for e in p.evals]) and test["x"][0] == 0
+    assert test["y"] == pytest.approx([e.val_accuracy for e in p.evals]) and test["x"][0] == 0
     per_epoch = _trace(fig, "validation accuracy after each epoch")
-    assert per_epoch["y"] == pytest.approx([e.test_accuracy for e in p.epoch_results]) and len(per_epoch["y"]) == 2
+    assert per_epoch["y"] == pytest.approx([e.val_accuracy for e in p.epoch_results]) and len(per_epoch["y"]) == 2
     # Learning happened: the last test point beats chance by far on 300 training digits.
-    assert p.evals[-1].test_accuracy > 0.4 > p.evals[0].test_accuracy
+    assert p.evals[-1].val_accuracy > 0.4 > p.evals[0].val_accuracy
 
     figures = _figures(at)
     bars = [f for f in figures if f["data"] and f["data"][0]["type"] == "bar"]
@@ -394,13 +394,13 @@ def test_the_lab_controls_train_what_they_say_and_the_test_set_is_used_once(mnis
     fig = _curves(at)
     validation = _trace(fig, "validation accuracy (2,000")
     training = _trace(fig, "training accuracy (300 training digits)")
-    assert validation["y"] == pytest.approx([e.test_accuracy for e in p.evals])
+    assert validation["y"] == pytest.approx([e.val_accuracy for e in p.evals])
     assert training["y"] == pytest.approx([e.train_accuracy for e in p.evals])
     _, held = data.validation_split(mnist.train)
     from digitrec.runs import eval_subset
     model = run.trained_model()
     order = data.pixel_permutation()
-    assert p.evals[-1].test_accuracy == pytest.approx(train.evaluate(model, eval_subset(held), order=order)[1])
+    assert p.evals[-1].val_accuracy == pytest.approx(train.evaluate(model, eval_subset(held), order=order)[1])
     # The test set appears once, at the end, and the page says so.
     assert p.final_test_accuracy == pytest.approx(train.evaluate(model, mnist.test, order=order)[1])
     assert any("measured once, now that training has ended" in s.value for s in at.success)

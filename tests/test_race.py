@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from digitrec import data, models, race, runs
+from digitrec import config, data, models, race, runs
 from digitrec.errors import InvalidConfig
 from digitrec.history import EvalRow
 from digitrec.runs import RunStatus
@@ -16,7 +16,7 @@ from tests.helpers import small_mnist as _data, wait_until as _wait_until
 
 
 def _evals(points: list[tuple[float, float]]) -> list[EvalRow]:
-    return [EvalRow(step=10 * i, epoch=1, seconds=s, test_accuracy=a, test_loss=0.0) for i, (s, a) in enumerate(points)]
+    return [EvalRow(step=10 * i, epoch=1, seconds=s, val_accuracy=a, val_loss=0.0) for i, (s, a) in enumerate(points)]
 
 
 # FCNet 784-16-16-10: a Linear layer does in x out multiply-adds and has (in + 1) x out weights.
@@ -197,6 +197,29 @@ def test_a_race_stopped_before_the_second_run_never_starts_it():
     assert race_.runs[0].status is RunStatus.STOPPED
     assert race_.runs[1].status in (RunStatus.IDLE, RunStatus.STOPPED) and race_.runs[1].progress().step == 0
     assert not race_.runs[0].thread_alive and not race_.runs[1].thread_alive
+
+
+def test_a_race_evaluates_on_a_fixed_cadence_whatever_an_evaluation_costs():
+    # Under the recording budget a TinyVGG run's automatic cadence stretched to its first and last
+    # points; a race's runs evaluate every total / RACE_EVAL_POINTS steps on RACE_EVAL_SIZE digits.
+    fc, cnn = race.race_specs(cnn=models.TinyVGGConfig(channels=2), train=TrainConfig(epochs=1, batch_size=4),
+                              train_size=640)
+    race_ = race.make_race(_data(n_train=768), [fc, cnn], race.RaceMode.TOGETHER)  # 704 after validation
+    for run in race_.runs:
+        assert run.plan.total_steps == 160 and run.plan.eval_every == round(160 / config.RACE_EVAL_POINTS)
+        assert not run.plan.adapt_eval and run.spec.eval_size == config.RACE_EVAL_SIZE
+    race_.start()
+    assert race_.join(timeout=120)
+    for p in race_.progress():
+        assert p.status is RunStatus.FINISHED
+        # Step 0, every eval_every steps, and the last step: at least RACE_EVAL_POINTS points.
+        assert len(p.evals) >= config.RACE_EVAL_POINTS
+        assert p.eval_size == min(config.RACE_EVAL_SIZE, p.validation_size)
+
+
+def test_a_race_keeps_a_cadence_its_spec_chose():
+    spec = RunSpec(models.FCConfig(), TrainConfig(epochs=1, batch_size=4), train_size=640, eval_every=7)
+    assert race.race_cadence(spec, 10_000) is spec
 
 
 def test_an_own_model_races_from_scratch_on_the_presets_digits_and_gets_a_plain_comparison():

@@ -143,7 +143,7 @@ def test_a_finished_run_records_curves_test_points_and_snapshots_consistently():
     assert [e.step for e in p.evals] == [0, 5, 10, 15, 20, 24]  # step 0, every 5, and the end
     assert [s.step for s in p.snapshots] == [0, 4, 8, 12, 16, 20, 24]
     assert [(e.epoch, e.step) for e in p.epoch_results] == [(1, 12), (2, 24)]
-    assert p.test_accuracy == p.evals[-1].test_accuracy
+    assert p.val_accuracy == p.evals[-1].val_accuracy
     assert p.progress == 1.0 and p.eta_s == 0
 
     # The training clock: seconds never go back, and the history's agree with the snapshots'.
@@ -160,14 +160,14 @@ def test_a_finished_run_records_curves_test_points_and_snapshots_consistently():
     assert torch.allclose(p.snapshots[-1].probe_probs, expected, atol=1e-6)
     assert torch.allclose(p.probe_probs, expected, atol=1e-6)
     assert p.snapshots[-1].probe_probs.sum().item() == pytest.approx(1.0, abs=1e-5)
-    assert p.snapshots[0].test_accuracy == p.evals[0].test_accuracy
+    assert p.snapshots[0].val_accuracy == p.evals[0].val_accuracy
 
     # The copy handed out is the run's model, in eval mode, with no gradients left behind.
     # The curves watched the validation digits, never the test set; the test set was used once, at the end.
     kept, held = data.validation_split(d.train)
     assert len(held) == 8 and p.eval_size == 8 and p.validation_size == 8
-    assert p.epoch_results[-1].test_loss == pytest.approx(train.evaluate(trained, held)[0])
-    assert p.evals[-1].test_loss == pytest.approx(train.evaluate(trained, held)[0])
+    assert p.epoch_results[-1].val_loss == pytest.approx(train.evaluate(trained, held)[0])
+    assert p.evals[-1].val_loss == pytest.approx(train.evaluate(trained, held)[0])
     assert p.evals[-1].train_loss == pytest.approx(train.evaluate(trained, kept)[0])  # 96 <= 2,000: all of them
     assert p.final_test_accuracy == pytest.approx(train.evaluate(trained, d.test)[1])
     assert all(e.train_accuracy is not None for e in p.evals)
@@ -325,6 +325,15 @@ def test_an_automatic_cadence_keeps_recording_within_its_budget_and_a_chosen_one
     every = chosen.plan.eval_every  # every one of them, and the last step (finish)
     total = chosen.plan.total_steps
     assert [e.step for e in chosen.progress().evals] == [*range(0, total + 1, every), total]
+
+
+def test_an_evaluation_row_names_the_validation_digits_it_measured_and_keeps_the_old_names():
+    from digitrec.history import EvalRow
+
+    row = EvalRow(step=3, epoch=1, seconds=0.5, val_accuracy=0.9, val_loss=0.3)
+    assert (row.val_accuracy, row.val_loss) == (0.9, 0.3)
+    # Code written before the rename (when runs watched the test set) still reads the same numbers.
+    assert (row.test_accuracy, row.test_loss) == (0.9, 0.3)
 
 
 def test_snapshots_keep_the_whole_network_within_the_budget_and_always_at_the_end(monkeypatch):

@@ -145,7 +145,7 @@ def test_callbacks_fire_in_order_with_a_sensible_state():
     assert [h.accuracy for h in history.steps] == [s["accuracy"] for s in steps]
     assert [h.seconds for h in history.steps] == elapsed
     assert [h.samples_per_s for h in history.steps] == [s["samples_per_s"] for s in steps]
-    assert [(h.epoch, h.step, h.test_accuracy) for h in history.epochs] == [
+    assert [(h.epoch, h.step, h.val_accuracy) for h in history.epochs] == [
         (e["epoch"], e["step"], e["test_accuracy"]) for e in epochs
     ]
 
@@ -159,7 +159,7 @@ def test_history_can_keep_every_nth_step_and_no_test_means_no_test_numbers():
         callbacks=[history],
     )
     assert [h.step for h in history.steps] == [3, 6, 9, 12, 15]
-    assert [(h.epoch, h.test_accuracy) for h in history.epochs] == [(1, None), (2, None)]
+    assert [(h.epoch, h.val_accuracy) for h in history.epochs] == [(1, None), (2, None)]
 
 
 def test_fit_on_mnist_trains_on_train_and_tests_on_test():
@@ -566,3 +566,59 @@ def test_fit_reads_shuffled_pixels_in_the_fixed_order_for_training_and_testing()
         assert any(torch.equal(digit, s) for s in stored)
     # The test digits went through the same permutation, in their stored order.
     torch.testing.assert_close(tested[0], data.permute_pixels(stored, order))
+
+
+class _Rates:
+    """A callback keeping the optimizer's learning rate after every step."""
+
+    def __init__(self, optimizer_of) -> None:
+        self.optimizer_of, self.rates = optimizer_of, []
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.rates.append(self.optimizer_of().param_groups[0]["lr"])
+
+
+def test_the_one_cycle_schedule_warms_up_to_the_rate_then_ends_near_zero(monkeypatch):
+    made = []
+    real = train.make_optimizer
+    monkeypatch.setattr(train, "make_optimizer", lambda model, cfg: made.append(real(model, cfg)) or made[-1])
+    rates = _Rates(lambda: made[0])
+    config_ = TrainConfig(epochs=2, batch_size=4, lr=0.01, schedule="onecycle", evaluate_each_epoch=False)
+    train.fit(models.build(models.FCConfig(), seed=0), data.synthetic_digits(40), config_, callbacks=[rates])
+    assert len(rates.rates) == 20  # stepped once per batch, 10 a epoch
+    # A callback sees the rate the next step will use: the first step used lr / 25, the start.
+    used = [0.01 / 25] + rates.rates[:-1]
+    assert made[0].param_groups[0]["initial_lr"] == pytest.approx(0.01 / 25)
+    peak = max(range(20), key=used.__getitem__)
+    assert used[peak] == pytest.approx(0.01, rel=0.05) and 4 <= peak + 1 <= 8  # about 30 % in
+    assert used[-1] < 1e-5  # the last step: about 0
+    assert all(a <= b for a, b in zip(used[:peak], used[1:peak + 1]))  # up, then
+    assert all(a >= b for a, b in zip(used[peak:], used[peak + 1:]))  # down
+
+
+def test_adam_updates_every_weight_in_one_fused_step_with_the_same_arithmetic():
+    model = models.build(models.FCConfig(), seed=0)
+    fused = train.make_optimizer(model, TrainConfig(optimizer="adam"))
+    assert fused.defaults["fused"]
+    plain_model = models.build(models.FCConfig(), seed=0)
+    plain = torch.optim.Adam(plain_model.parameters(), lr=config.LR)
+    x, y = data.to_input(data.synthetic_digits(16).images), data.synthetic_digits(16).labels
+    for m, opt in ((model, fused), (plain_model, plain)):
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(_weights(model), _weights(plain_model)))
+
+
+def test_only_a_network_with_convolutions_trains_in_bfloat16_and_the_weights_stay_float32():
+    digits = data.synthetic_digits(32)
+    cnn, fc = models.build(models.TinyVGGConfig(channels=2), seed=0), models.build(models.FCConfig(), seed=0)
+    cpu_has_bf16 = train.bfloat16_supported(torch.device("cpu"))
+    state = train.fit(cnn, digits, TrainConfig(epochs=1, batch_size=16))
+    assert state.mixed_precision == cpu_has_bf16 and math.isfinite(state.loss)
+    assert all(p.dtype == torch.float32 for p in cnn.parameters())
+    assert not train.fit(fc, digits, TrainConfig(epochs=1, batch_size=16)).mixed_precision
+    off = train.fit(models.build(models.TinyVGGConfig(channels=2), seed=0), digits,
+                    TrainConfig(epochs=1, batch_size=16, mixed_precision=False))
+    assert not off.mixed_precision

@@ -236,3 +236,21 @@ def test_the_device_paths_run_on_the_cpu_and_the_race_says_where_it_trained():
     assert p.status is RunStatus.FINISHED and p.device == device
     assert p.first_layer.device.type == "cpu" and p.probe_probs.device.type == "cpu"  # the page reads CPU copies
     assert race.table([race.row_of(p)])["trained on"] == ["GPU (CUDA)" if device == "cuda" else "CPU"]
+
+
+def test_each_worker_takes_its_share_of_the_cores_the_pages_leave(monkeypatch):
+    from digitrec import config
+    from digitrec.engines.local import _run_threads
+
+    monkeypatch.delenv(config.RUN_THREADS_ENV, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setenv(config.MAX_RUNS_ENV, "2")
+    assert _run_threads() == 7  # (16 - 1) // 2: one core stays with the pages
+    monkeypatch.delenv(config.MAX_RUNS_ENV)
+    assert _run_threads() == 1  # K = cores - 1 runs at once: one core each
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert _run_threads() == 1  # this machine
+    monkeypatch.setenv(config.RUN_THREADS_ENV, "3")
+    assert _run_threads() == 3  # the environment decides when it says
+    monkeypatch.setenv(config.RUN_THREADS_ENV, "three")
+    assert _run_threads() == 1  # a typo falls back to the share

@@ -76,8 +76,8 @@ class WorkerRun:
 
     ``spec``, ``data``, ``probe`` and ``callbacks`` are those of ``TrainingRun``
     (callbacks must be picklable: they travel to the worker). ``threads``:
-    PyTorch threads of the worker (default ``DIGITREC_RUN_THREADS`` or
-    ``config.RUN_THREADS``). ``owner``: who started it (a browser session id),
+    PyTorch threads of the worker (default ``_run_threads()``: ``DIGITREC_RUN_THREADS``, or the
+    cores the pages leave shared by the runs at once). ``owner``: who started it (a browser session id),
     for the queue's fairness. ``queue``: the server's queue unless given.
     """
 
@@ -390,12 +390,19 @@ def training_device() -> str:
 
 
 def _run_threads() -> int:
+    """PyTorch threads of each worker: ``DIGITREC_RUN_THREADS``, else (cores - 1) // K, at least 1.
+
+    K is the queue's runs at once (``queue.max_runs``): the runs share the cores the pages leave.
+    """
     import os
 
+    from digitrec.engines.queue import max_runs
+
+    share = max(1, ((os.cpu_count() or 2) - 1) // max_runs())
     try:
-        return max(1, int(os.environ.get(config.RUN_THREADS_ENV, config.RUN_THREADS)))
-    except ValueError:
-        return config.RUN_THREADS
+        return max(1, int(os.environ.get(config.RUN_THREADS_ENV, share)))
+    except ValueError:  # a typo in the environment must not stop the server
+        return share
 
 
 # --- the worker process ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ def lab_curves_figure(series: Sequence[tuple[str, Sequence[EvalRow]]], *, height
     for i, (label, evals) in enumerate(series):
         color = RACE_COLORS[i % len(RACE_COLORS)]
         fig.add_trace(go.Scatter(
-            x=[e.step for e in evals], y=[e.test_accuracy for e in evals], mode="lines+markers", name=f"{label}: validation",
+            x=[e.step for e in evals], y=[e.val_accuracy for e in evals], mode="lines+markers", name=f"{label}: validation",
             line=dict(color=color, width=2.5), marker=dict(size=5), legendgroup=label,
             hovertemplate=label + "<br>step %{x}<br>validation accuracy %{y:.1%}<extra></extra>",
         ))

@@ -104,19 +104,19 @@ def curves_figure(
                 hovertemplate=f"{x} %{{x:.4g}}<br>training {what} %{{y:{'.3f' if row == 1 else '.2%'}}}<extra></extra>",
             ), row=row, col=1)
     fig.add_trace(go.Scatter(
-        x=[getattr(e, x) for e in evals], y=[e.test_loss for e in evals], mode="lines+markers",
+        x=[getattr(e, x) for e in evals], y=[e.val_loss for e in evals], mode="lines+markers",
         name="validation loss", legendgroup="validation", showlegend=False,
         line=dict(color=SECOND_COLOR, width=2.5), marker=dict(size=5),
         hovertemplate=f"{x} %{{x:.4g}}<br>validation loss %{{y:.3f}}<extra></extra>",
     ), row=1, col=1)
     fig.add_trace(go.Scatter(
-        x=[getattr(e, x) for e in evals], y=[e.test_accuracy for e in evals], mode="lines+markers",
+        x=[getattr(e, x) for e in evals], y=[e.val_accuracy for e in evals], mode="lines+markers",
         name=f"validation accuracy ({eval_size:,} held-out digits)", line=dict(color=SECOND_COLOR, width=2.5),
         legendgroup="validation",
         marker=dict(size=6), hovertemplate=f"{x} %{{x:.4g}}<br>validation accuracy %{{y:.2%}}<extra></extra>",
     ), row=2, col=1)
     fig.add_trace(go.Scatter(
-        x=[getattr(e, x) for e in epoch_results], y=[e.test_accuracy for e in epoch_results], mode="markers",
+        x=[getattr(e, x) for e in epoch_results], y=[e.val_accuracy for e in epoch_results], mode="markers",
         name=f"validation accuracy after each epoch (all {validation_size:,})",
         marker=dict(color=TEST_COLOR, size=12, symbol="diamond", line=dict(color="white", width=1)),
         customdata=[e.epoch for e in epoch_results],
@@ -205,7 +205,7 @@ def race_figure(
     fig = go.Figure()
     for i, (name, evals) in enumerate(series):
         fig.add_trace(go.Scatter(
-            x=[e.seconds for e in evals], y=[e.test_accuracy for e in evals], mode="lines+markers",
+            x=[e.seconds for e in evals], y=[e.val_accuracy for e in evals], mode="lines+markers",
             name=name, line=dict(color=RACE_COLORS[i % len(RACE_COLORS)], width=2.5), marker=dict(size=5),
             customdata=[e.step for e in evals],
             hovertemplate=name + "<br>%{x:.1f} s (step %{customdata})<br>validation accuracy %{y:.2%}<extra></extra>",

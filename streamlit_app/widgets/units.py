@@ -201,7 +201,7 @@ def _at_snapshot(*, key: str, net: state.Network) -> state.Network:
         format_func=lambda i: f"step {snaps[i].step:,}",
         help="Every panel below is recomputed for the network as it was at that step of training (once per step).")
     snap = snaps[i]
-    accuracy = f", validation accuracy {snap.test_accuracy:.1%}" if snap.test_accuracy is not None else ""
+    accuracy = f", validation accuracy {snap.val_accuracy:.1%}" if snap.val_accuracy is not None else ""
     st.caption(f"{net.label} kept {len(snaps)} snapshots while it trained. This is step {snap.step:,}{accuracy}: "
                "slide from the first to the last to watch the unit's weights, top digits and pull form.")
     return state.snapshot_network(net, snap)

@@ -125,7 +125,7 @@ def test_race_on_all_training_digits_fills_the_chart_table_and_explanation(app_u
     page.get_by_text("When the trade reverses.").wait_for(timeout=30_000)
     _settled(page)
     assert_no_exception(page)
-    # Evaluations on an automatic cadence keep within 10 % of the run's time (config.RECORDING_BUDGET):
-    # one TinyVGG evaluation of 2,000 digits costs several training steps, so on a loaded machine it may get only its first and last.
-    assert _points(page, "FCNet 784-16-16-10") >= 10 and _points(page, "TinyVGG (10 channels)") >= 2
+    # A race evaluates on a fixed cadence (race.race_cadence: about config.RACE_EVAL_POINTS points a run,
+    # whatever an evaluation costs), so each curve has the points to read "seconds to 95 %" off.
+    assert _points(page, "FCNet 784-16-16-10") >= 20 and _points(page, "TinyVGG (10 channels)") >= 20
     _shot(page, "race-finished", folder="race")
