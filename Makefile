@@ -66,7 +66,7 @@ load: $(STAMP) data browser nginx
 # One thread: the committed files were made so, and the thread count changes float rounding.
 weights: $(STAMP) data
 	OMP_NUM_THREADS=1 $(PY) -m digitrec train --model fc --epochs 15 --lr 0.003 --schedule cosine --seed 0 --augment-shift 1 --augment-rotation 10 --out weights/fc.safetensors
-	OMP_NUM_THREADS=1 $(PY) -m digitrec train --model cnn --epochs 8 --lr 0.005 --schedule cosine --seed 0 --augment-shift 2 --augment-rotation 15 --out weights/cnn.safetensors
+	OMP_NUM_THREADS=1 $(PY) -m digitrec train --model cnn --float32 --epochs 8 --lr 0.005 --schedule cosine --seed 0 --augment-shift 2 --augment-rotation 15 --out weights/cnn.safetensors
 	$(PY) -m digitrec train --model fc --hidden none --epochs 10 --lr 0.003 --schedule cosine --seed 0 --out weights/linear.safetensors
 
 bench: $(STAMP) data

@@ -333,3 +333,18 @@ def test_evaluate_says_what_a_non_file_is():
     code, _, err = run(["evaluate", "/dev/null"])
     assert_one_error_line(code, err, "/dev/null is a device, not a file")
     assert "folder" not in err
+
+
+def test_a_cnn_trains_in_bfloat16_where_the_processor_has_it_and_float32_on_request(tmp_path, mnist):
+    import torch
+
+    expected = "bfloat16" if train.bfloat16_supported(torch.device("cpu")) else "float32"
+    code, out, err = run(["train", "--model", "cnn", "--channels", "2", "--epochs", "1", "--limit", "64",
+                          "--out", str(tmp_path / "mixed.safetensors")])
+    assert code == 0, err
+    assert f"forward passes in {expected}" in out
+    code, out, err = run(["train", "--model", "cnn", "--channels", "2", "--epochs", "1", "--limit", "64", "--float32",
+                          "--out", str(tmp_path / "plain.safetensors")])
+    assert code == 0, err
+    assert "forward passes in float32" in out
+    assert '"mixed_precision": false' in checkpoints.load(tmp_path / "plain.safetensors").info.extra["train_config"]

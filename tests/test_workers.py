@@ -235,7 +235,11 @@ def test_the_device_paths_run_on_the_cpu_and_the_race_says_where_it_trained():
     p = run.progress()
     assert p.status is RunStatus.FINISHED and p.device == device
     assert p.first_layer.device.type == "cpu" and p.probe_probs.device.type == "cpu"  # the page reads CPU copies
-    assert race.table([race.row_of(p)])["trained on"] == ["GPU (CUDA)" if device == "cuda" else "CPU"]
+    from digitrec.train import uses_mixed_precision
+
+    precision = ", bfloat16 forward" if uses_mixed_precision(run.model, run.spec.train) else ", float32"
+    assert p.mixed_precision == (precision == ", bfloat16 forward")
+    assert race.table([race.row_of(p)])["trained on"] == [("GPU (CUDA)" if device == "cuda" else "CPU") + precision]
 
 
 def test_each_worker_takes_its_share_of_the_cores_the_pages_leave(monkeypatch):
