@@ -23,11 +23,13 @@ def test_scale_the_task_measures_in_the_background_and_fills_in(app_url, page):
     wait_for_app(page)
     assert_no_exception(page)
     start = time.monotonic()
-    page.get_by_text("Weights.").first.wait_for(timeout=300_000)  # the explanation's first paragraph
-    page.get_by_text("Speed.").first.wait_for(timeout=30_000)
-    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+    # The explanation's bold headings (plain "weights." also occurs in the race page's own text).
+    weights = page.locator('strong:text-is("Weights.")')
+    weights.first.wait_for(timeout=300_000)
+    page.locator('strong:text-is("Speed.")').first.wait_for(timeout=30_000)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
     assert_no_exception(page)
-    page.get_by_text("Weights.").first.scroll_into_view_if_needed()
+    weights.first.scroll_into_view_if_needed()
     screenshot(page, "race", "scale-the-task")
     sized = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(
         el => (el.data || []).filter(t => JSON.stringify(Array.from(t.x || [])) === '[28,32,64,128]')).length""")
