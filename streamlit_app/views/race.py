@@ -13,7 +13,7 @@ def draw() -> None:
     st.markdown(
         "The convolutional network takes longer to get through an epoch than the fully connected one. Why? "
         "Train both on the **same digits, with the same seed and batch size**, and compare: the chart shows "
-        "test accuracy against training seconds, the table what each network costs per digit and how fast it "
+        "accuracy on held-out validation digits against training seconds, the table what each network costs per digit and how fast it "
         "got where."
     )
     state.require_mnist()
