@@ -735,10 +735,13 @@ def scale_panel(*, key: str) -> None:
     _scale_results(key=key, channels=channels)
 
 
-@st.fragment
 def _scale_results(*, key: str, channels: int) -> None:
     """The measurement's button, then its progress (polled while a process of its own times the
-    networks: the page stays usable), then the chart, table and explanation."""
+    networks: the page stays usable), then the chart, table and explanation.
+
+    Not a fragment itself: a fragment's rerun asked for while the whole page is running can be
+    dropped, and a learner's click on the button must never be lost (a browser test lost it under load).
+    """
     from digitrec import scale
     from digitrec.viz.scale import scale_figure
 
