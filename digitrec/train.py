@@ -350,7 +350,8 @@ def fit(
                     x = permute_pixels(x, order)
                 if on_gpu:
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                x = as_model_reads(x, model)
+                if in_channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)  # as as_model_reads, decided once
 
                 with autocast:  # bfloat16 convolutions where it pays (mixed_precision); else nothing
                     logits = model(x)  # (B, 10)

@@ -128,6 +128,10 @@ class WorkerRun:
         self._conn = None
         self._process = None
         self._ended = threading.Event()
+        # perf_counter seconds when the worker's first evaluation (step 0) and its final report arrived:
+        # how long a learner waits for the curve to begin, and the run's wall clock, free of any polling.
+        self.ready_at: float | None = None
+        self.ended_at: float | None = None
         # One sentence for the learner when the run trains elsewhere than the server meant it to
         # (the Ray cluster could not be reached: digitrec.engines.ray_cluster); shown with its status.
         self.notice = ""
@@ -334,7 +338,12 @@ class WorkerRun:
         try:
             while not final:
                 kind, acked, delta, weights = pickle.loads(conn.recv_bytes())
+                now = time.perf_counter()
                 with self._lock:
+                    if self.ready_at is None and delta.evals:
+                        self.ready_at = now
+                    if kind == "final":
+                        self.ended_at = now
                     self._acked = max(self._acked, acked)
                     self._steps.extend(delta.steps)
                     self._evals.extend(delta.evals)
@@ -446,6 +455,8 @@ def run_threads() -> int:
 
 # --- the worker process ----------------------------------------------------------------------------
 
+_FIRST_EVALUATION_POLL_S = 0.02
+
 
 def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: torch.Tensor,
                  callbacks: Sequence[Callback], threads: int, paused: bool, pending: list) -> None:
@@ -493,7 +504,8 @@ def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: to
                 time.sleep(0.005)  # let the training thread act on it, so the report shows the new state
             if answered or time.monotonic() >= next_report:
                 report(run)
-                next_report = time.monotonic() + config.REPORT_EVERY_S
+                # Until the step-0 evaluation has gone, look again soon: the curve's first point shows at once.
+                next_report = time.monotonic() + (config.REPORT_EVERY_S if sent[1] else _FIRST_EVALUATION_POLL_S)
         run.join()
         report(run, "final")
     except (EOFError, OSError, BrokenPipeError):
