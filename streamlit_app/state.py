@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import hashlib
-import multiprocessing
 import threading
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -664,20 +663,21 @@ def start_scale_measure(channels: int) -> None:
     """Start measuring ``channels`` in the background (once: a second press while it runs does nothing)."""
     global _scale_pool
     from digitrec import scale
-    from digitrec.engines.local import run_threads
+    from digitrec.engines.local import run_threads, worker_context
+
+    def fresh_pool():  # one process, from the fork server training workers start from (torch already imported)
+        return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=worker_context())
 
     with _scale_lock:
         if channels in _SCALE or channels in _SCALE_JOBS:
             return
         _SCALE_FAILED.pop(channels, None)
         if _scale_pool is None:
-            _scale_pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _scale_pool = fresh_pool()
         try:
             _SCALE_JOBS[channels] = _scale_pool.submit(scale.measure_alone, channels, run_threads())
         except BrokenProcessPool:  # its process died earlier: a fresh pool
-            _scale_pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _scale_pool = fresh_pool()
             _SCALE_JOBS[channels] = _scale_pool.submit(scale.measure_alone, channels, run_threads())
 
 

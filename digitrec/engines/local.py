@@ -4,7 +4,7 @@ A ``WorkerRun`` is the handle a browser session keeps. It has the API of
 ``digitrec.runs.TrainingRun`` (start, pause, resume, step n, +1 epoch, stop,
 progress, snapshots, checkpoint bytes, the trained model), but the training
 happens in a process of its own, forked from a fork server that has already
-imported torch and digitrec (``_context``; no copied locks or threads of the
+imported torch and digitrec (``worker_context``; no copied locks or threads of the
 page process, and no seconds of imports per run):
 
 - inside, the worker runs an ordinary ``TrainingRun`` (the same ``fit`` loop,
@@ -252,7 +252,7 @@ class WorkerRun:
         ``send_bytes``/``recv_bytes`` (EOFError once the worker is gone) and ``close``, and a
         process with ``join``, ``is_alive``, ``terminate``, ``kill``, ``exitcode`` and ``pid``.
         """
-        ctx = _context()
+        ctx = worker_context()
         parent, child = ctx.Pipe(duplex=True)
         process = ctx.Process(
             target=_worker_main, name=f"digitrec-run-{self.id}", daemon=True,
@@ -407,7 +407,7 @@ def training_device() -> str:
 _PRELOAD = ["torch._dynamo", "digitrec.engines.local"]
 
 
-def _context():
+def worker_context():
     """The multiprocessing context workers start from: the fork server where the platform has one."""
     if "forkserver" not in mp.get_all_start_methods():  # Windows: spawn, a full import per run
         return mp.get_context("spawn")
@@ -429,7 +429,7 @@ def warm_up() -> None:
         if _warmed:
             return
         _warmed = True
-    ctx = _context()
+    ctx = worker_context()
     if ctx.get_start_method() != "forkserver":
         return
     from multiprocessing import forkserver
