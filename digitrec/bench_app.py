@@ -9,9 +9,10 @@ module measures, in the same run and with the same threads:
   ``EVAL_EVERY_DIGITS`` digits, evaluation time excluded from both;
 - **in the app**: a run in a worker process (``digitrec.engines.local``) with
   recording on, its progress read once a second as the page reads it; its
-  digits per wall-clock second (from the worker's first report to its end, so
-  the process start, reported apart, is not counted) over headless ``fit`` on
-  the same digits;
+  digits per wall-clock second (from the report of its first evaluation to its
+  final report, so the process start, reported apart, is not counted) over
+  headless ``fit`` on the same digits; the two in turn, the best of
+  ``IN_APP_TRIES`` each;
 - **two runs at once**: each one's digits per second over one run alone;
 - **fraction of peak**: the training step's FLOP/s (forward + backward counted
   from the layer shapes as 2 x 3 x forward multiply-adds per digit) over a
@@ -49,6 +50,7 @@ TIME_TO_ACCURACY_CAP_S = 420.0
 MAX_REFERENCE_EPOCHS = 10
 LATENCY_REPEATS = 30
 PAGE_POLL_S = 1.0  # the Train page reads its run's progress once a second
+IN_APP_TRIES = 2
 RATIO_KEYS = (
     "fc_epoch_vs_reference", "fc_wide_epoch_vs_reference", "cnn_epoch_vs_reference",
     "cnn_time_to_98_5_vs_reference", "fc_wide_time_to_97_vs_reference",
@@ -314,9 +316,12 @@ def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: b
     app = {}
     for key in [k for k in ("fc", "cnn") if k in names]:
         spec = RunSpec(models.PRESETS[key], train.TrainConfig(epochs=1, max_steps=steps), train_size=train_size)
-        alone = app_run([spec], mnist)[0]
-        headless = fit_run(spec, mnist)
-        app[key] = {"app": alone, "fit": headless}
+        # App and headless in turn, IN_APP_TRIES times, the best of each: other processes' load comes and
+        # goes within seconds here, and one try of each compared two different moments.
+        tries = [(app_run([spec], mnist)[0], fit_run(spec, mnist)) for _ in range(1 if quick else IN_APP_TRIES)]
+        alone = max((a for a, _ in tries), key=lambda r: r["samples_per_s"])
+        headless = max((f for _, f in tries), key=lambda r: r["samples_per_s"])
+        app[key] = {"app": alone, "fit": headless, "tries": [{"app": a, "fit": f} for a, f in tries]}
         ratios[f"in_app_vs_fit_{key}"] = alone["samples_per_s"] / headless["samples_per_s"]
     pair_key = "cnn" if "cnn" in app else next(iter(app), None)
     if pair_key is not None:
@@ -370,8 +375,10 @@ def format_report(report: dict) -> str:
             lines.append(f"  two {entry['network']} runs at once: "
                          + ", ".join(f"{r['samples_per_s']:,.0f}" for r in entry["runs"]) + " digits/s")
         else:
-            lines.append(f"  {key}: app {entry['app']['samples_per_s']:,.0f} digits/s (worker started in "
-                         f"{entry['app']['worker_start_s']:.1f} s), fit {entry['fit']['samples_per_s']:,.0f} digits/s")
+            starts = ", ".join(f"{t['app']['worker_start_s']:.1f}" for t in entry["tries"])
+            lines.append(f"  {key}: app {entry['app']['samples_per_s']:,.0f} digits/s, fit "
+                         f"{entry['fit']['samples_per_s']:,.0f} digits/s (best of {len(entry['tries'])}; "
+                         f"first evaluation {starts} s after Start)")
     lines.append("latency (ms, median / p95):")
     for net, entry in report["latency_ms"].items():
         for what, t in entry.items():
