@@ -456,6 +456,7 @@ def run_threads() -> int:
 # --- the worker process ----------------------------------------------------------------------------
 
 _FIRST_EVALUATION_POLL_S = 0.02
+_END_POLL_S = 0.05
 
 
 def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: torch.Tensor,
@@ -497,7 +498,9 @@ def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: to
         next_report = 0.0
         while run.thread_alive:
             answered = False
-            if conn.poll(max(0.0, next_report - time.monotonic())):
+            # Wake at least every _END_POLL_S to see the training thread end: its final report (the
+            # weights, the test accuracy) then leaves within that, not a whole report interval later.
+            if conn.poll(min(max(0.0, next_report - time.monotonic()), _END_POLL_S)):
                 seq, name, n = pickle.loads(conn.recv_bytes())
                 apply(run, name, n)
                 acked, answered = seq, True
