@@ -182,6 +182,11 @@ RECORDING_BUDGET = 0.10
 RECORDING_FREE_S = 1.0
 
 
+# Lesson 8's "your model" line measures a learner's own model on this many of the training digits
+# (the first ones: a notebook that trained on MNIST has seen them) beside its test accuracy.
+OWN_MODEL_TRAIN_DIGITS = 10_000
+
+
 # --- where runs train (digitrec.engines) ---------------------------------------------------------
 
 MAX_RUNS_ENV = "DIGITREC_MAX_RUNS"  # runs training at once on a server (default: cores - 1, at least 1)
