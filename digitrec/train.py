@@ -368,7 +368,8 @@ def fit(
                     )
                 with torch.no_grad():  # these weights gave a finite loss: remember them
                     torch._foreach_copy_(last_good, params)
-                optimizer.zero_grad(set_to_none=True)
+                for p in params:  # what optimizer.zero_grad(set_to_none=True) does, without its 15 us of machinery
+                    p.grad = None
                 loss.backward()
                 optimizer.step()
                 if scheduler is not None:

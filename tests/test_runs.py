@@ -319,6 +319,17 @@ def test_an_automatic_cadence_keeps_recording_within_its_budget_and_a_chosen_one
     assert [e.step for e in chosen.progress().evals] == [*range(0, total + 1, every), total]
 
 
+def test_a_run_the_budget_leaves_no_points_still_has_a_start_a_middle_and_an_end(monkeypatch):
+    monkeypatch.setattr(config, "RECORDING_BUDGET", 0.0)  # no evaluation is ever affordable
+    run = TrainingRun(RunSpec(models.FCConfig(), TrainConfig(epochs=1, batch_size=8), train_size=88),
+                      _data(n_train=100, n_test=30))  # 11 steps
+    run.start()
+    assert run.join(timeout=60)
+    p = run.progress()
+    assert p.plan.adapt_eval and p.total_steps == 11
+    assert [e.step for e in p.evals] == [0, 5, 11]
+
+
 def test_an_evaluation_row_names_the_validation_digits_it_measured_and_keeps_the_old_names():
     from digitrec.history import EvalRow
 
