@@ -5,6 +5,7 @@ its session and survives a page switch, and the trained model can be kept and re
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -41,6 +42,19 @@ def _train_to_the_end(at):
     at.run()
     assert not at.exception
     return run
+
+
+@contextmanager
+def _long_run(at):
+    """A 20-epoch run started from the page, for a test to watch while it trains; stopped and joined afterwards."""
+    _tiny(at, epochs=20)
+    at.button(key="train_start").click().run()
+    run = _run(at)
+    try:
+        yield run
+    finally:
+        run.stop()
+        assert run.join(timeout=180)
 
 
 def _curves(at) -> dict:
@@ -152,10 +166,7 @@ def test_step_epoch_stop_buttons_drive_the_run(mnist):
 
 def test_leaving_the_page_and_coming_back_keeps_one_run_and_sessions_are_separate(mnist):
     at = _open()
-    _tiny(at, epochs=20)
-    at.button(key="train_start").click().run()
-    run = _run(at)
-    try:
+    with _long_run(at) as run:
         threads = _run_threads()
         at.switch_page("views/home.py").run()
         assert run.status.active  # leaving does not stop it
@@ -169,9 +180,6 @@ def test_leaving_the_page_and_coming_back_keeps_one_run_and_sessions_are_separat
         assert "training_runs" not in other.session_state
         assert other.info and "press **Start**" in other.info[0].value
         assert other.button(key="train_stop").disabled and other.button(key="train_pause").disabled
-    finally:
-        run.stop()
-        assert run.join(timeout=180)
 
 
 def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist):
@@ -297,10 +305,7 @@ def test_a_worker_runs_progress_shows_after_each_page_rerun(mnist):
     import re
 
     at = _open()
-    _tiny(at, epochs=20)
-    at.button(key="train_start").click().run()
-    run = _run(at)
-    try:
+    with _long_run(at) as run:
         _wait(lambda: run.progress().step > 0)  # the worker process has started and reported
 
         def shown_step() -> int:
@@ -313,9 +318,6 @@ def test_a_worker_runs_progress_shows_after_each_page_rerun(mnist):
         assert first > 0 and run.pid is not None and run.pid != __import__("os").getpid()
         _wait(lambda: run.progress().step > first + 5)
         assert shown_step() > first  # each rerun reads the worker's latest report
-    finally:
-        run.stop()
-        assert run.join(timeout=180)
 
 
 def test_a_run_beyond_the_servers_slots_shows_its_place_in_line(mnist, monkeypatch):
