@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.server import REPO, start_streamlit, stop
+
 SCREENSHOTS = REPO / "tests" / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -31,42 +27,14 @@ def _chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_url():
-    port = _free_port()
-    log = open(REPO / "tests" / ".streamlit-server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app" / "app.py"),
-         "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            pytest.fail("streamlit exited: see tests/.streamlit-server.log")
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not answer /_stcore/health within 90 s")
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        proc, url = start_streamlit(REPO / "tests" / ".streamlit-server.log", timeout=90)
+    except RuntimeError as err:
+        pytest.fail(f"streamlit did not start: {err}")
+    yield url
+    stop(proc, timeout=10)
 
 
 @pytest.fixture(scope="session")
