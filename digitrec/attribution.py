@@ -42,6 +42,7 @@ from torch import nn
 
 from digitrec.data import NUM_CLASSES
 from digitrec.errors import DigitrecError
+from digitrec.inspection import convolves
 
 
 class UnsupportedAttribution(DigitrecError, ValueError):
@@ -209,8 +210,7 @@ _RANDOMIZE_SEED_OFFSET = 2018  # Adebayo et al.'s year: any number far from the 
 
 def methods_for(model: nn.Module) -> list[str]:
     """Keys of METHODS that work on ``model`` (Grad-CAM needs a convolution layer)."""
-    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return [k for k in METHODS if k != "grad_cam" or has_conv]
+    return [k for k in METHODS if k != "grad_cam" or convolves(model)]
 
 
 # --- internals ---------------------------------------------------------------

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from digitrec import config, data, models, train
+from digitrec.allocator import keep_freed_memory
 
 REFERENCE_BATCH_SIZE = 64  # pytorch/examples' mnist default
 REFERENCE_LR = 1e-3  # same Adam learning rate as digitrec's default, so only the loop differs
@@ -243,8 +244,11 @@ def main(args: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in config.PRESETS]
     if unknown or not names:
         parser.error(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(config.PRESETS)}")
-    threads = opts.threads or _run_threads()
+    from digitrec.engines.local import run_threads
+
+    threads = opts.threads or run_threads()
     torch.set_num_threads(threads)  # the bench is its own process: the same threads for every loop
+    keep_freed_memory()  # as a worker process trains (digitrec.allocator); the reference loop gets it too
     if opts.quick and opts.max_steps is None:
         opts.max_steps = 20
 
@@ -269,12 +273,6 @@ def main(args: list[str] | None = None) -> int:
         print()
         print(bench_app.format_report(report))
     return 0
-
-
-def _run_threads() -> int:
-    from digitrec.engines.local import _run_threads as threads
-
-    return threads()
 
 
 if __name__ == "__main__":

@@ -236,6 +236,9 @@ class _ProgressBar:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from digitrec import checkpoints, data, models, train
+    from digitrec.allocator import keep_freed_memory
+
+    keep_freed_memory()  # this process trains: reuse each step's freed activations (digitrec.allocator)
 
     model_config = models.PRESETS[args.model]
     if args.hidden is not None:

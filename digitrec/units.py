@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from digitrec.data import IMAGE_SIZE, DigitSet
-from digitrec.inspection import eval_mode, forward_hooks
+from digitrec.inspection import convolves, eval_mode, forward_hooks
 
 TOP_K = 9  # Distill shows a 3 x 3 grid of dataset examples per unit
 BATCH = 500  # digits per forward pass: with two busy threads as fast as 1,000, with one 1.4x faster (cache-sized maps)
@@ -132,8 +132,8 @@ def statistics(model: nn.Module, digits: DigitSet, batch: int = BATCH) -> dict[s
     model = copy.deepcopy(model)  # hooks and eval mode never touch the caller's (possibly shared) model
     # Channels-last: oneDNN's convolutions ran 1.5-2x as fast on these few-channel maps here, and each
     # map's cells then sit channel-innermost, so the per-unit reductions below read them without a copy.
-    convolves = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if convolves:
+    has_convolutions = convolves(model)
+    if has_convolutions:
         model = model.to(memory_format=torch.channels_last)
     layers = unit_layers(model)
     relus = {name: _reading_relu(model, name) for name in layers}
@@ -145,7 +145,7 @@ def statistics(model: nn.Module, digits: DigitSet, batch: int = BATCH) -> dict[s
     with eval_mode(model), torch.inference_mode(), forward_hooks(model, hooked) as records:
         for start in range(0, len(digits), batch):
             x = digits.images[start : start + batch].unsqueeze(1).float() / 255.0  # (B, 1, 28, 28)
-            model(x.contiguous(memory_format=torch.channels_last) if convolves else x)
+            model(x.contiguous(memory_format=torch.channels_last) if has_convolutions else x)
             for name in layers:
                 relu = relus[name]
                 out = records[relu][0] if relu else records[name][1]  # (B, U) or (B, U, H, W), before ReLU

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import hashlib
-import multiprocessing
 import threading
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -664,21 +663,22 @@ def start_scale_measure(channels: int) -> None:
     """Start measuring ``channels`` in the background (once: a second press while it runs does nothing)."""
     global _scale_pool
     from digitrec import scale
-    from digitrec.engines.local import _run_threads
+    from digitrec.engines.local import run_threads, worker_context
+
+    def fresh_pool():  # one process, from the fork server training workers start from (torch already imported)
+        return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=worker_context())
 
     with _scale_lock:
         if channels in _SCALE or channels in _SCALE_JOBS:
             return
         _SCALE_FAILED.pop(channels, None)
         if _scale_pool is None:
-            _scale_pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _scale_pool = fresh_pool()
         try:
-            _SCALE_JOBS[channels] = _scale_pool.submit(scale.measure_alone, channels, _run_threads())
+            _SCALE_JOBS[channels] = _scale_pool.submit(scale.measure_alone, channels, run_threads())
         except BrokenProcessPool:  # its process died earlier: a fresh pool
-            _scale_pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            _SCALE_JOBS[channels] = _scale_pool.submit(scale.measure_alone, channels, _run_threads())
+            _scale_pool = fresh_pool()
+            _SCALE_JOBS[channels] = _scale_pool.submit(scale.measure_alone, channels, run_threads())
 
 
 # ---------------------------------------------------------------- sessions that end
@@ -722,6 +722,9 @@ def track_session() -> None:
     ctx = get_script_run_ctx()
     if ctx is None or not runtime.exists():  # AppTest, or a bare import: nothing can end
         return
+    from digitrec import engines
+
+    engines.warm_up()  # once per server: the fork server runs start from, so a first Start is fast too
     tracker = session_tracker()
     sid, session_state = ctx.session_id, ctx.session_state
     tracker.track(sid, release=lambda: _release_ended(sid, session_state))

@@ -36,6 +36,10 @@ def _tiny_race(at):
     return race_now
 
 
+def _keys(at, kind: str) -> set[str]:
+    return {w.key for w in at.get(kind)}
+
+
 def test_before_a_race_the_table_shows_parameters_and_multiply_adds():
     at = _open()
     assert any("Start the race" in i.value for i in at.info)
@@ -98,7 +102,11 @@ def test_a_learners_own_model_races_a_preset_from_scratch(mnist):
     at.switch_page("views/race.py").run()
     (net_key, net), = ((k, n) for k, n in at.session_state["my_models"].items() if n.label.startswith("mine: "))
     assert f"{net.label} against TinyVGG (convolutional)" in at.selectbox(key="race_contenders").options
+    at.selectbox(key="race_contenders").select(f"fcnet:{net_key}").run()
+    # Only the racing preset's picker shows: against FCNet no TinyVGG channels, and the other way round.
+    assert _keys(at, "selectbox") >= {"race_fc"} and "race_channels" not in _keys(at, "number_input")
     at.selectbox(key="race_contenders").select(f"tinyvgg:{net_key}").run()
+    assert "race_fc" not in _keys(at, "selectbox") and "race_channels" in _keys(at, "number_input")
     # Before the race the table already shows the contenders about to race.
     assert "mine: sequential_fc" in _table(at) and "TinyVGG (10 channels)" in _table(at)
     race_now = _tiny_race(at)

@@ -1,8 +1,8 @@
-"""engines: a run trains in a real spawned worker process, obeys the page process's controls,
+"""engines: a run trains in a real worker process (a fork of the fork server), obeys the page process's controls,
 waits its turn in the fair queue, dies alone when its worker is killed, and ends with its session.
 
-Every test here starts real worker processes (spawn: a fresh Python importing torch, a
-few seconds each on a loaded machine), so the runs are tiny and the waits generous.
+Every test here starts real worker processes (the first one starts the fork server, which
+imports torch: seconds on a loaded machine), so the runs are tiny and the waits generous.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
 from tests.helpers import small_mnist, wait_until
 
-SPAWN_S = 180.0  # a spawned worker imports torch: allow for a machine shared by many sessions
+SPAWN_S = 180.0  # the fork server imports torch before the first worker: allow for a machine shared by many sessions
 
 
 def _long_spec() -> RunSpec:
@@ -32,21 +32,21 @@ def _long_spec() -> RunSpec:
 
 
 def _worker_pids() -> set[int]:
-    """This process's children that are spawned multiprocessing workers (not the resource tracker)."""
+    """This process's training workers: the children of its fork server (or spawned children where
+    there is none), not the fork server itself nor the resource tracker."""
     me = os.getpid()
-    pids = set()
+    procs = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             stat = (d / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            cmdline = (d / "cmdline").read_bytes()
+            procs[int(d.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), (d / "cmdline").read_bytes())
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == me and b"spawn_main" in cmdline:
-            pids.add(int(d.name))
-    return pids
+    fork_servers = {pid for pid, (ppid, cmd) in procs.items() if ppid == me and b"forkserver" in cmd}
+    return {pid for pid, (ppid, cmd) in procs.items()
+            if ppid in fork_servers or (ppid == me and b"spawn_main" in cmd)}
 
 
 def _settle(run: WorkerRun) -> int:
@@ -244,17 +244,17 @@ def test_the_device_paths_run_on_the_cpu_and_the_race_says_where_it_trained():
 
 def test_each_worker_takes_its_share_of_the_cores_the_pages_leave(monkeypatch):
     from digitrec import config
-    from digitrec.engines.local import _run_threads
+    from digitrec.engines.local import run_threads
 
     monkeypatch.delenv(config.RUN_THREADS_ENV, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     monkeypatch.setenv(config.MAX_RUNS_ENV, "2")
-    assert _run_threads() == 7  # (16 - 1) // 2: one core stays with the pages
+    assert run_threads() == 7  # (16 - 1) // 2: one core stays with the pages
     monkeypatch.delenv(config.MAX_RUNS_ENV)
-    assert _run_threads() == 1  # K = cores - 1 runs at once: one core each
+    assert run_threads() == 1  # K = cores - 1 runs at once: one core each
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert _run_threads() == 1  # this machine
+    assert run_threads() == 1  # this machine
     monkeypatch.setenv(config.RUN_THREADS_ENV, "3")
-    assert _run_threads() == 3  # the environment decides when it says
+    assert run_threads() == 3  # the environment decides when it says
     monkeypatch.setenv(config.RUN_THREADS_ENV, "three")
-    assert _run_threads() == 1  # a typo falls back to the share
+    assert run_threads() == 1  # a typo falls back to the share

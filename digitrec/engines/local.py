@@ -3,8 +3,9 @@
 A ``WorkerRun`` is the handle a browser session keeps. It has the API of
 ``digitrec.runs.TrainingRun`` (start, pause, resume, step n, +1 epoch, stop,
 progress, snapshots, checkpoint bytes, the trained model), but the training
-happens in a process of its own, started with ``torch.multiprocessing``'s
-*spawn* (a fresh interpreter: no copied locks or threads of the server):
+happens in a process of its own, forked from a fork server that has already
+imported torch and digitrec (``worker_context``; no copied locks or threads of the
+page process, and no seconds of imports per run):
 
 - inside, the worker runs an ordinary ``TrainingRun`` (the same ``fit`` loop,
   the same ``Recorder``), after setting its own PyTorch thread count, so the
@@ -40,6 +41,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from digitrec import config, models
+from digitrec.allocator import keep_freed_memory
 from digitrec.data import IMAGE_SIZE, MNIST, DigitSet, validation_split
 from digitrec.engines.queue import RunQueue, default_queue
 from digitrec.runs import _RUN_IDS, RunProgress, RunStatus, TrainingRun, _units, checkpoint_bytes_of
@@ -76,7 +78,7 @@ class WorkerRun:
 
     ``spec``, ``data``, ``probe`` and ``callbacks`` are those of ``TrainingRun``
     (callbacks must be picklable: they travel to the worker). ``threads``:
-    PyTorch threads of the worker (default ``_run_threads()``: ``DIGITREC_RUN_THREADS``, or the
+    PyTorch threads of the worker (default ``run_threads()``: ``DIGITREC_RUN_THREADS``, or the
     cores the pages leave shared by the runs at once). ``owner``: who started it (a browser session id),
     for the queue's fairness. ``queue``: the server's queue unless given.
     """
@@ -107,7 +109,7 @@ class WorkerRun:
         model = models.build(spec.model, seed=spec.train.seed)
         self.params, self.macs, self._total_units = models.count_params(model), models.count_macs(model), _units(model)
         self._callbacks = tuple(callbacks)
-        self.threads = threads or _run_threads()
+        self.threads = threads or run_threads()
         self._queue = queue or default_queue()
 
         self._lock = threading.Lock()
@@ -126,6 +128,10 @@ class WorkerRun:
         self._conn = None
         self._process = None
         self._ended = threading.Event()
+        # perf_counter seconds when the worker's first evaluation (step 0) and its final report arrived:
+        # how long a learner waits for the curve to begin, and the run's wall clock, free of any polling.
+        self.ready_at: float | None = None
+        self.ended_at: float | None = None
         # One sentence for the learner when the run trains elsewhere than the server meant it to
         # (the Ray cluster could not be reached: digitrec.engines.ray_cluster); shown with its status.
         self.notice = ""
@@ -246,7 +252,7 @@ class WorkerRun:
         ``send_bytes``/``recv_bytes`` (EOFError once the worker is gone) and ``close``, and a
         process with ``join``, ``is_alive``, ``terminate``, ``kill``, ``exitcode`` and ``pid``.
         """
-        ctx = mp.get_context("spawn")
+        ctx = worker_context()
         parent, child = ctx.Pipe(duplex=True)
         process = ctx.Process(
             target=_worker_main, name=f"digitrec-run-{self.id}", daemon=True,
@@ -332,7 +338,12 @@ class WorkerRun:
         try:
             while not final:
                 kind, acked, delta, weights = pickle.loads(conn.recv_bytes())
+                now = time.perf_counter()
                 with self._lock:
+                    if self.ready_at is None and delta.evals:
+                        self.ready_at = now
+                    if kind == "final":
+                        self.ended_at = now
                     self._acked = max(self._acked, acked)
                     self._steps.extend(delta.steps)
                     self._evals.extend(delta.evals)
@@ -389,7 +400,44 @@ def training_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _run_threads() -> int:
+# Workers are forks of a fork server: one process per server, started once, that has imported torch,
+# digitrec and torch._dynamo (which torch.optim imports on an optimizer's first use: 1.0-1.3 s here).
+# A fork of it is a fresh process without the page process's threads or locks, like a spawned one,
+# but it starts training at once instead of importing everything again (2-5 s a run before).
+_PRELOAD = ["torch._dynamo", "digitrec.engines.local"]
+
+
+def worker_context():
+    """The multiprocessing context workers start from: the fork server where the platform has one."""
+    if "forkserver" not in mp.get_all_start_methods():  # Windows: spawn, a full import per run
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)  # read when the server starts; later calls change nothing
+    return ctx
+
+
+_warming = threading.Lock()
+_warmed = False
+
+
+def warm_up() -> None:
+    """Start the fork server in the background, once per process, so the first run starts fast too.
+
+    A training page calls it as it renders; a run started before it is ready waits for it."""
+    global _warmed
+    with _warming:
+        if _warmed:
+            return
+        _warmed = True
+    ctx = worker_context()
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    threading.Thread(target=forkserver.ensure_running, name="digitrec-fork-server", daemon=True).start()
+
+
+def run_threads() -> int:
     """PyTorch threads of each worker: ``DIGITREC_RUN_THREADS``, else (cores - 1) // K, at least 1.
 
     K is the queue's runs at once (``queue.max_runs``): the runs share the cores the pages leave.
@@ -407,11 +455,15 @@ def _run_threads() -> int:
 
 # --- the worker process ----------------------------------------------------------------------------
 
+_FIRST_EVALUATION_POLL_S = 0.02
+_END_POLL_S = 0.05
+
 
 def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: torch.Tensor,
                  callbacks: Sequence[Callback], threads: int, paused: bool, pending: list) -> None:
     """The worker: train ``spec`` with a TrainingRun, obey commands, report progress, send the weights."""
     torch.set_num_threads(threads)  # this process only: the page process keeps its own
+    keep_freed_memory()  # reuse each step's freed activations instead of faulting them in anew (digitrec.allocator)
     sent = [0, 0, 0, 0]  # rows already sent: steps, evals, epoch results, snapshots
     acked = 0
 
@@ -446,14 +498,17 @@ def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: to
         next_report = 0.0
         while run.thread_alive:
             answered = False
-            if conn.poll(max(0.0, next_report - time.monotonic())):
+            # Wake at least every _END_POLL_S to see the training thread end: its final report (the
+            # weights, the test accuracy) then leaves within that, not a whole report interval later.
+            if conn.poll(min(max(0.0, next_report - time.monotonic()), _END_POLL_S)):
                 seq, name, n = pickle.loads(conn.recv_bytes())
                 apply(run, name, n)
                 acked, answered = seq, True
                 time.sleep(0.005)  # let the training thread act on it, so the report shows the new state
             if answered or time.monotonic() >= next_report:
                 report(run)
-                next_report = time.monotonic() + config.REPORT_EVERY_S
+                # Until the step-0 evaluation has gone, look again soon: the curve's first point shows at once.
+                next_report = time.monotonic() + (config.REPORT_EVERY_S if sent[1] else _FIRST_EVALUATION_POLL_S)
         run.join()
         report(run, "final")
     except (EOFError, OSError, BrokenPipeError):

@@ -40,7 +40,7 @@ import torch
 
 from digitrec import config
 from digitrec.data import MNIST, DigitSet
-from digitrec.engines.local import WorkerRun, _run_threads, _worker_main
+from digitrec.engines.local import WorkerRun, run_threads, _worker_main
 from digitrec.engines.queue import RunQueue, default_queue, max_runs
 from digitrec.runs import RunStatus
 from digitrec.spec import RunSpec
@@ -82,7 +82,7 @@ class Cluster:
         resources = ray.cluster_resources()
         self.gpus = float(resources.get("GPU", 0.0))
         cpus = float(resources.get("CPU", 0.0))
-        slots = int(cpus // _run_threads())  # each run takes its worker's threads in CPUs ...
+        slots = int(cpus // run_threads())  # each run takes its worker's threads in CPUs ...
         if self.gpus > 0:  # ... and a share of a GPU when there are GPUs
             slots = min(slots, int(self.gpus / config.RAY_GPU_SHARE))
         self.queue = RunQueue(max(slots // _replicas(), 1))

@@ -566,11 +566,17 @@ def race_settings(*, key: str, disabled: bool = False) -> dict:
              "(fresh weights from the same seed), on the same digits as the other network: starting from its "
              "trained weights would put it near its best accuracy at second zero, and the race asks which "
              "network learns faster.")
+    # Only the pickers of the networks that race: a learner's own model against TinyVGG has no FCNet to size.
+    racing = {"fcnet", "tinyvgg"} if contenders == PRESET_RACE else {contenders.partition(":")[0]}
+    fc_presets = [k for k, v in FC_PRESETS.items() if v]
+    preset, channels = fc_presets[0], config.CNN_CHANNELS  # what a network that does not race is built with
     c1, c2, c3 = st.columns(3)
     with c1:
-        preset = st.selectbox("FCNet", [k for k, v in FC_PRESETS.items() if v], key=f"{key}_fc", **session)
-        channels = st.number_input("TinyVGG channels", *config.APP_CHANNELS_RANGE, config.CNN_CHANNELS,
-                                   key=f"{key}_channels", **session)
+        if "fcnet" in racing:
+            preset = st.selectbox("FCNet", fc_presets, key=f"{key}_fc", **session)
+        if "tinyvgg" in racing:
+            channels = st.number_input("TinyVGG channels", *config.APP_CHANNELS_RANGE, config.CNN_CHANNELS,
+                                       key=f"{key}_channels", **session)
         mode = st.radio("Run them", [m.value for m in RaceMode], key=f"{key}_mode", horizontal=True, **session,
                         help="One after the other is fair: each network has the whole processor. Together, they "
                              "share it and both are slower.")

@@ -22,10 +22,13 @@ GRACE_S = 2  # server.disconnectedSessionTTL for this test (Streamlit's default,
 
 def _status(pid: int) -> dict[str, int]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    # Child processes, not counting multiprocessing's resource tracker: the first worker run starts it
-    # once per server and it stays by design; a training worker left behind would count.
-    children = sum(1 for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid
-                   and b"resource_tracker" not in _cmdline(int(d)))
+    # Processes under the server, not counting multiprocessing's resource tracker and the fork server
+    # runs start from (digitrec.engines.local): each is started once per server and stays by design.
+    # A training worker is a child of the fork server; one left behind would count.
+    under = [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid]
+    servers = [p for p in under if b"forkserver" in _cmdline(p)]
+    workers = [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) in servers]
+    children = sum(1 for p in under if b"resource_tracker" not in _cmdline(p) and p not in servers) + len(workers)
     return {"threads": int(fields["Threads"]), "rss_mb": int(fields["VmRSS"].split()[0]) // 1024, "children": children}
 
 
@@ -118,6 +121,7 @@ def test_a_closed_tab_frees_its_run_models_and_uploads(tmp_path):
         assert during["rss_mb"] > before["rss_mb"] + 30, "the upload and the run did not show in memory"
         assert released["tracked_sessions"] == 0
         assert released["run_threads"] == [], "the ended session's run still has a thread"
+        assert during["children"] > before["children"], "the run's worker was not found under the server"
         assert after["children"] <= before["children"]
         # The 23 MB model, its 23 MB upload and the run's state are gone: memory falls back.
         assert after["rss_mb"] < during["rss_mb"] - 30, (before, during, after)
