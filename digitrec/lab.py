@@ -142,11 +142,25 @@ def epochs_for(steps: int, batch_size: int, train_digits: int) -> int:
     return max(1, -(-steps * batch_size // train_digits))
 
 
+def _available(values: dict) -> int:
+    """The training digits a variant can have: its train_size, less the held-out validation digits."""
+    return min(int(values["train_size"]), settings.TRAIN_DIGITS - settings.VALIDATION_SIZE)
+
+
 def form_values(values: dict) -> dict:
     """A variant's values as ``spec.make_spec`` keyword arguments, with enough epochs for its steps."""
-    available = min(int(values["train_size"]), settings.TRAIN_DIGITS - settings.VALIDATION_SIZE)
-    return {**values, "epochs": epochs_for(int(values["max_steps"]), int(values["batch_size"]), available),
+    return {**values, "epochs": epochs_for(int(values["max_steps"]), int(values["batch_size"]), _available(values)),
             "max_epochs": settings.MAX_EPOCHS}
+
+
+def run_spec(values: dict):
+    """The RunSpec the lab's page trains a variant with: ``form_values`` through the page's own checks,
+    evaluated on the race's fixed cadence (its curves are what the learner reads, and its runs are too
+    short for the recording budget to leave them points)."""
+    from digitrec.race import race_cadence
+    from digitrec.spec import make_spec
+
+    return race_cadence(make_spec(**form_values(values)), _available(values))
 
 
 def measure(values: dict, mnist: MNIST, label: str = "", with_shift: bool = False) -> LabResult:

@@ -498,6 +498,9 @@ NO_OWN_MODEL = (
 
 NO_OWN_MODEL_COST = "*Where would your own model sit?* Import it on the **Train** page to see its two numbers here."
 
+NO_OWN_MODEL_GAP = ("*And your own model?* Import one you trained in a notebook on the **Train** page, and this "
+                    "line will set its accuracy on training digits beside its accuracy on the test digits.")
+
 
 def names_own_model(text: str) -> bool:
     """Whether ``text`` has a ``{{ mine.… }}`` placeholder (the page then links to where to import one)."""
@@ -505,16 +508,20 @@ def names_own_model(text: str) -> bool:
 
 
 def own_model_facts(name: str | None = None, model: nn.Module | None = None,
-                    test_accuracy: float | None = None) -> dict[str, str]:
-    """``mine.summary`` and ``mine.cost`` (sentences), ``mine.name``, ``mine.params``, ``mine.macs``, ``mine.accuracy``
-    of the learner's own model, counted from the model itself (``describe``); with no model,
-    ``mine.summary`` invites importing one and the numbers are dashes.
+                    test_accuracy: float | None = None, train_accuracy: float | None = None) -> dict[str, str]:
+    """``mine.summary``, ``mine.cost`` and ``mine.gap`` (sentences), ``mine.name``, ``mine.params``,
+    ``mine.macs``, ``mine.accuracy``, ``mine.train_accuracy`` of the learner's own model, counted from
+    the model itself (``describe``); with no model, the sentences invite importing one and the numbers
+    are dashes.
 
-    test_accuracy: 0..1 on the test digits (what the import measured), or None.
+    test_accuracy: 0..1 on the test digits (what the import measured), or None; train_accuracy: 0..1
+    on the first ``config.OWN_MODEL_TRAIN_DIGITS`` training digits, or None.
     """
     if model is None:
-        return {"mine.summary": NO_OWN_MODEL, "mine.cost": NO_OWN_MODEL_COST, "mine.name": "your model",
-                "mine.params": "–", "mine.macs": "–", "mine.accuracy": "–"}
+        return {"mine.summary": NO_OWN_MODEL, "mine.cost": NO_OWN_MODEL_COST, "mine.gap": NO_OWN_MODEL_GAP,
+                "mine.name": "your model", "mine.params": "–", "mine.macs": "–", "mine.accuracy": "–",
+                "mine.train_accuracy": "–"}
+    from digitrec import config
     from digitrec.models import describe
 
     rows = describe(model)
@@ -527,8 +534,26 @@ def own_model_facts(name: str | None = None, model: nn.Module | None = None,
                         f"per digit and {reads}.",
         "mine.cost": f"And your own model, **{name}**: {params:,} parameters to store, {macs:,} multiply-adds "
                      "to run on each digit.",
+        "mine.gap": _own_model_gap(name, train_accuracy, test_accuracy, config.OWN_MODEL_TRAIN_DIGITS),
         "mine.name": str(name), "mine.params": f"{params:,}", "mine.macs": f"{macs:,}", "mine.accuracy": accuracy,
+        "mine.train_accuracy": "–" if train_accuracy is None else f"{train_accuracy:.2%}",
     }
+
+
+def _own_model_gap(name: str, train_accuracy: float | None, test_accuracy: float | None, digits: int) -> str:
+    """The sentence setting the learner's model's training accuracy beside its test accuracy."""
+    if train_accuracy is None or test_accuracy is None:
+        return f"*Your own model:* **{name}** has no measured accuracy on both sets, so no gap to show."
+    gap = (train_accuracy - test_accuracy) * 100
+    if gap > 1:
+        reading = "it knows the digits it trained on better than new ones: the overfitting of this lesson, in your model"
+    elif gap >= -1:
+        reading = "about the same on both, so it generalises to digits it never saw"
+    else:
+        reading = "better on the test digits, which happens when training used augmentation or dropout"
+    return (f"*Your own model:* **{name}** reads {train_accuracy:.2%} of the first {digits:,} MNIST training "
+            f"digits right and {test_accuracy:.2%} of the test digits: a gap of {gap:.1f} points; {reading}. "
+            "(A notebook that trained on all 60,000 training digits has seen these.)")
 
 
 def settings_facts() -> dict[str, str]:

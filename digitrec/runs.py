@@ -489,7 +489,7 @@ class Recorder:
     def _affordable(self, kind: str) -> bool:
         """Would recording ``kind`` now (at its last cost) keep within the budget of the wall clock so far?"""
         wall = time.perf_counter() - self._started
-        return self._spent_s + self._cost_s[kind] <= max(config.RECORDING_BUDGET * wall, config.RECORDING_FREE_S)
+        return self._spent_s + self._cost_s[kind] <= config.RECORDING_BUDGET * wall
 
     def _timed(self, kind: str, record, *args) -> None:
         start = time.perf_counter()

@@ -360,8 +360,14 @@ def own_model_facts() -> dict[str, str]:
     if net is None:
         return lessons.own_model_facts()
     name = net.label.split(" (")[0]  # "mine: NAME", without the accuracy the picker adds
-    return model_result(net, ("lesson facts", name),
-                        lambda: lessons.own_model_facts(name, net.model, net.test_accuracy))
+
+    def facts() -> dict[str, str]:
+        from digitrec import config, train
+
+        seen = require_mnist().train.subset(config.OWN_MODEL_TRAIN_DIGITS)
+        return lessons.own_model_facts(name, net.model, net.test_accuracy, train.evaluate(net.model, seen)[1])
+
+    return model_result(net, ("lesson facts", name), facts)
 
 
 @st.cache_resource(show_spinner="Measuring the networks on the MNIST digits (once)…")

@@ -77,7 +77,7 @@ def test_lab_facts_fill_every_placeholder_of_lessons_08_and_13(mnist, results):
                     if q is not None and hasattr(q, "answers"):
                         texts += [q.prompt] + [a.text + a.feedback for a in q.answers]
                 for text in texts:
-                    filled = lessons.fill(text, {**digit, **facts})  # LessonError for any unknown placeholder
+                    filled = lessons.fill(text, {**digit, **facts, **lessons.own_model_facts()})  # LessonError if unknown
                     assert "{{" not in filled
                 if block.widget is not None and block.widget.name == "training_lab":
                     assert block.widget.params["experiment"] in lab.EXPERIMENTS
@@ -129,3 +129,18 @@ def test_a_shuffled_pixel_run_reads_validation_test_and_probe_in_the_same_order(
     probe = data.permute_pixels(d.test.images[:1].float() / 255, order).unsqueeze(1)
     with torch.no_grad():
         torch.testing.assert_close(p.probe_probs, torch.softmax(model(probe), dim=1)[0])
+
+
+def test_the_pages_lab_runs_evaluate_on_the_races_fixed_cadence():
+    """The lab's runs are a few hundred steps: the recording budget would leave their curves two points,
+    so each variant evaluates on a fixed cadence (about RACE_EVAL_POINTS points), as a race's runs do."""
+    from digitrec import config
+
+    for experiment in lab.EXPERIMENTS.values():
+        for label in experiment.variants:
+            values = experiment.values(label)
+            spec = lab.run_spec(values)
+            plan = spec.plan(min(int(values["train_size"]), config.TRAIN_DIGITS - config.VALIDATION_SIZE))
+            assert not plan.adapt_eval and spec.eval_size == config.RACE_EVAL_SIZE, (experiment, label)
+            points = plan.total_steps // plan.eval_every
+            assert config.RACE_EVAL_POINTS // 2 <= points <= 2 * config.RACE_EVAL_POINTS, (experiment, label, points)

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from digitrec import checkpoints, lessons, models, samples
 from digitrec.lessons import LessonError, fill, load_lessons, parse_lesson
@@ -299,6 +300,30 @@ def test_lesson_12_says_the_learners_own_models_numbers_or_invites_one(course, f
             f"{accuracy:.2%} of the test digits right") in text
     assert f"**mine: tiny**: {params:,} parameters to store, {macs:,} multiply-adds" in text
     assert lessons.NO_OWN_MODEL not in text
+
+
+def test_lesson_8_sets_the_learners_own_models_training_accuracy_beside_its_test_accuracy(course, facts, mnist):
+    """Lesson 8's "your model" line: recomputed here with plain torch on the same first training digits and
+    the test set; with no model it invites importing one."""
+    from digitrec import config, layers
+
+    lesson = _lesson(course, 8)
+    assert lessons.NO_OWN_MODEL_GAP in fill(_all_text(lesson), facts)
+
+    spec = layers.parse("flatten linear(10)", name="tiny")
+    torch.manual_seed(0)
+    model = layers.SpecNet(spec).eval()
+    seen = mnist.train.subset(config.OWN_MODEL_TRAIN_DIGITS)
+
+    def accuracy(digits) -> float:
+        with torch.no_grad():
+            return float((model(digits.images.unsqueeze(1).float() / 255).argmax(1) == digits.labels).float().mean())
+
+    on_train, on_test = accuracy(seen), accuracy(mnist.test)
+    text = fill(_all_text(lesson), {**facts, **lessons.own_model_facts("mine: tiny", model, on_test, on_train)})
+    assert (f"**mine: tiny** reads {on_train:.2%} of the first {config.OWN_MODEL_TRAIN_DIGITS:,} MNIST training "
+            f"digits right and {on_test:.2%} of the test digits: a gap of {(on_train - on_test) * 100:.1f} points") in text
+    assert lessons.NO_OWN_MODEL_GAP not in text
 
 
 def test_lesson_3_counts_the_first_layer_from_the_model(course, nets, facts):

@@ -337,3 +337,30 @@ def test_training_widgets_wait_for_their_button(number, widget):
     runs = at.session_state[state.RUNS_KEY] if state.RUNS_KEY in at.session_state else {}
     assert not runs, f"{widget} started training before its button was pressed: {runs}"
     assert any(b.label and "Start" in b.label for b in at.button)
+
+
+def test_lesson_8_sets_an_imported_models_training_accuracy_beside_its_test_accuracy(mnist):
+    """With a model of the learner's own, lesson 8's "your model" line gives its numbers (recomputed here
+    with plain torch on the same training digits; the test accuracy is the one the import measured)."""
+    import torch
+
+    from digitrec import config
+    from tests import learner_models
+
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("views/train.py").run()
+    data = learner_models.trained("sequential_fc")[1]
+    at.file_uploader(key="train_import_file").set_value(("sequential_fc.pth", data, "application/octet-stream")).run()
+    (net,) = [n for n in at.session_state["my_models"].values() if n.label.startswith("mine: ")]
+    at.query_params["lesson"] = "8"
+    at.query_params["step"] = "2"  # "Memorising 300 digits" (steps count from 1)
+    at.switch_page("views/lessons.py").run()
+    lesson = BY_NUMBER[8]
+    for block in [b for b in lesson.steps[1].blocks if b.kind == "predict"]:  # the line comes after a prediction
+        _commit(at, _key(lesson, 1, block), block.predict)
+    assert not at.exception
+    seen = mnist.train.subset(config.OWN_MODEL_TRAIN_DIGITS)
+    with torch.no_grad():
+        on_train = float((net.model(seen.images.unsqueeze(1).float() / 255).argmax(1) == seen.labels).float().mean())
+    assert (f"**mine: sequential_fc** reads {on_train:.2%} of the first {config.OWN_MODEL_TRAIN_DIGITS:,} MNIST "
+            f"training digits right and {net.test_accuracy:.2%} of the test digits") in _markdown(at)

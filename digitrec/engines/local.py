@@ -423,7 +423,8 @@ _warmed = False
 def warm_up() -> None:
     """Start the fork server in the background, once per process, so the first run starts fast too.
 
-    A training page calls it as it renders; a run started before it is ready waits for it."""
+    The app calls it on every page view (``state.track_session``); a run started before the server
+    is ready waits for it."""
     global _warmed
     with _warming:
         if _warmed:

@@ -19,7 +19,6 @@ from digitrec import engines, lab
 from digitrec.errors import DigitrecError
 from digitrec.race import Race
 from digitrec.runs import RunStatus
-from digitrec.spec import make_spec
 from digitrec.viz.lab import lab_curves_figure, shift_accuracy_figure
 from streamlit_app import state
 from streamlit_app.widgets.training import OPTIMIZER_LABELS, _watch
@@ -84,8 +83,8 @@ def training_lab(*, key: str, experiment: str = "learning-rate") -> None:
     if run_clicked:
         try:
             # Each variant trains in a worker process, one after the other: the page never trains.
-            race = Race([engines.make_run(make_spec(**lab.form_values(e.values(label))), dataset,
-                                          owner=state.session_id()) for label in e.variants])
+            race = Race([engines.make_run(lab.run_spec(e.values(label)), dataset, owner=state.session_id())
+                         for label in e.variants])
         except DigitrecError as err:
             st.warning(str(err))
             return
