@@ -37,6 +37,8 @@ BASE: dict = dict(
 # numbers are the numbers the learner's own run shows.
 SHIFTS = tuple(range(-5, 6))  # pixels, for the augmentation experiment's shift curve
 SHIFT_DIGITS = 1000  # test digits the shift curve averages over
+# The augmentation experiment's run: both of its variants train this, one with augmentation on.
+_TINYVGG_ADAM = {"architecture": "tinyvgg", "optimizer": "adam", "lr": 0.003, "max_steps": 600}
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,8 @@ EXPERIMENTS: dict[str, Experiment] = {
             choices=("the one trained with shifts", "the one trained without", "both equally"),
             answer="the one trained with shifts",
             variants={
-                "TinyVGG": {"architecture": "tinyvgg", "optimizer": "adam", "lr": 0.003, "max_steps": 600},
-                "TinyVGG + augmentation": {"architecture": "tinyvgg", "optimizer": "adam", "lr": 0.003,
-                                           "max_steps": 600, "augment_shift": 2, "augment_rotation": 10.0},
+                "TinyVGG": _TINYVGG_ADAM,
+                "TinyVGG + augmentation": {**_TINYVGG_ADAM, "augment_shift": 2, "augment_rotation": 10.0},
             },
             compare="shift",
         ),

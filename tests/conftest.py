@@ -26,6 +26,20 @@ def mnist() -> data.MNIST:
 
 
 @pytest.fixture
+def no_mnist(monkeypatch, tmp_path):
+    """No MNIST anywhere, for the app: an empty data folder, no mirror, no network. The app's loaded copy
+    is dropped before the test and again after it, so the next test loads the real data again."""
+    from streamlit_app import state
+
+    monkeypatch.setenv("DIGITREC_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "repo")  # hides ../shared/data/mnist
+    monkeypatch.setattr(data, "_try_download", lambda root: False)
+    state._mnist.clear()
+    yield
+    state._mnist.clear()
+
+
+@pytest.fixture
 def fcnet() -> torch.nn.Module:
     return models.build(models.FCConfig(), seed=0)
 

@@ -73,3 +73,11 @@ def values(v) -> list:
     if isinstance(v, dict) and "bdata" in v:
         return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
     return list(v)
+
+
+def array(v) -> np.ndarray:
+    """A figure array as numpy in its own shape: plotly sends {"dtype", "bdata", "shape"} or plain (nested) lists."""
+    if isinstance(v, dict) and "bdata" in v:
+        flat = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return flat.reshape(tuple(int(n) for n in str(v.get("shape", flat.size)).split(",")))
+    return np.array(v, dtype=float)

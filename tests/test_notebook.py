@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from digitrec import checkpoints
+from tests.pages import open_page
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "examples" / "your_model.ipynb"
-APP = str(REPO / "streamlit_app" / "app.py")
 
 
 def test_the_notebook_trains_a_model_and_opens_digitrec_on_it(tmp_path, monkeypatch, capsys):
@@ -38,13 +38,7 @@ def test_the_notebook_trains_a_model_and_opens_digitrec_on_it(tmp_path, monkeypa
     assert ck.info.test_accuracy > 0.9
 
     # The app lists it as "mine: my-cnn" and the CNN explorer opens on it from the link.
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["net"] = "mine-my-cnn"
-    at.run()
-    at.switch_page("views/cnn_explorer.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_page("views/cnn_explorer.py", query={"net": "mine-my-cnn"})
     picker = at.sidebar.selectbox(key="net_picker")
     assert picker.value == "mine-my-cnn"
     assert any("mine: my-cnn" in o for o in picker.options)

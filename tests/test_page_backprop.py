@@ -15,7 +15,6 @@ from streamlit.testing.v1 import AppTest
 
 from digitrec import backprop, checkpoints
 from streamlit_app import state
-from tests import pages
 from tests.pages import chart as _chart, metric as _metric, number as _number, open_page
 
 
@@ -182,11 +181,7 @@ def test_lesson_7_steps_render_with_the_models_numbers_and_share_the_target(tmp_
     (tmp_path / LESSON.name).write_text(LESSON.read_text(encoding="utf-8"), encoding="utf-8")
     monkeypatch.setenv(lessons.LESSONS_ENV, str(tmp_path))
     lesson = lessons.load_lessons(tmp_path)[0]
-    at = AppTest.from_file(pages.APP, default_timeout=120)
-    at.query_params["lesson"], at.query_params["step"] = "7", "1"
-    at.session_state["digit"] = state.sample_digit(7)
-    at.switch_page("views/lessons.py")
-    at.run()
+    at = open_page("views/lessons.py", query={"lesson": "7", "step": "1"}, arrive_home=False)
     bw = backprop.backward(fc, x, 7)
     runner_up = int(torch.cat([bw.probs[:7], torch.tensor([-1.0]), bw.probs[8:]]).argmax())
     for index, step in enumerate(lesson.steps):
@@ -225,15 +220,8 @@ def test_a_wide_three_layer_user_network_in_backward_mode(x):
 
     model = models.build(models.FCConfig(hidden=(128, 64, 32)), seed=0)
     net = state.Network("my-deep", "My 128-64-32 network", model, model.config, None)
-    at = AppTest.from_file(pages.APP, default_timeout=120)
-    at.query_params["mode"] = "backward"
-    at.run()
-    at.switch_page("views/fc_explorer.py")
-    at.session_state["digit"] = state.sample_digit(7)
-    at.session_state["my_models"] = {"my-deep": net}
-    at.session_state["net"] = "my-deep"
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_page("views/fc_explorer.py", query={"mode": "backward"},
+                   session={"my_models": {"my-deep": net}, "net": "my-deep"})
     bw = backprop.backward(model, x, 7)
     assert at.selectbox(key="fc_back_diagram_layer").value == "fc_3"  # the last hidden layer
     dots = [t for t in _chart(at, "fc_back_diagram_diagram")["data"]
@@ -262,15 +250,8 @@ def test_a_network_the_chain_rule_cannot_walk_gets_a_sentence_not_a_traceback():
             return self.output(self.drop(self.flatten(x)))
 
     net = state.Network("my-odd", "My dropout network", WithDropout(), models.FCConfig(hidden=(4,)), None)
-    at = AppTest.from_file(pages.APP, default_timeout=120)
-    at.query_params["mode"] = "backward"
-    at.run()
-    at.switch_page("views/fc_explorer.py")
-    at.session_state["digit"] = state.sample_digit(7)
-    at.session_state["my_models"] = {"my-odd": net}
-    at.session_state["net"] = "my-odd"
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_page("views/fc_explorer.py", query={"mode": "backward"},
+                   session={"my_models": {"my-odd": net}, "net": "my-odd"})
     notes = [i.value for i in at.info]
     assert notes and all(n.startswith("My dropout network: Layer 'drop' is a Dropout") for n in notes)
 
@@ -281,11 +262,7 @@ def test_lesson_7_with_a_drawing_that_has_no_label(tmp_path, monkeypatch, fc):
     (tmp_path / LESSON.name).write_text(LESSON.read_text(encoding="utf-8"), encoding="utf-8")
     monkeypatch.setenv(lessons.LESSONS_ENV, str(tmp_path))
     digit = state.pixels_digit(state.sample_digit(4).pixels, "your drawing")
-    at = AppTest.from_file(pages.APP, default_timeout=120)
-    at.query_params["lesson"], at.query_params["step"] = "7", "1"
-    at.session_state["digit"] = digit
-    at.switch_page("views/lessons.py")
-    at.run()
+    at = open_page("views/lessons.py", digit, {"lesson": "7", "step": "1"}, arrive_home=False)
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     predicted = backprop.backward(fc, digit.x, 0).predicted  # no label: the network's own answer is the target
     assert f"For your digit the right answer is\n**{predicted}**" in "\n".join(m.value for m in at.markdown)

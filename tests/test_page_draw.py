@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from digitrec import checkpoints, data, preprocess, samples
+from digitrec import checkpoints, preprocess, samples
 from digitrec.inspection import predict_proba
 from digitrec.train import predictions
 from streamlit_app import state
@@ -206,17 +206,9 @@ def test_canvas_handler_sets_a_new_drawing_once_and_ignores_an_empty_canvas():
     assert at.session_state["message"].startswith("Draw a digit")
 
 
-def test_without_mnist_the_page_still_works(monkeypatch, tmp_path):
-    # No data anywhere: an empty data folder, no mirror, no network.
-    monkeypatch.setenv("DIGITREC_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "repo")  # hides ../shared/data/mnist
-    monkeypatch.setattr(data, "_try_download", lambda root: False)
-    state._mnist.clear()
-    try:
-        at = open_draw(state.sample_digit(8))
-        assert any("needs the MNIST dataset" in i.value for i in at.info)
-        assert bar_chart(at)["data"]  # the predictions still show
-        at.button(key="draw_input_samples_1").click().run()
-        assert not at.exception and at.session_state["digit"].ref == "sample:1"
-    finally:
-        state._mnist.clear()  # the next test loads the real data again
+def test_without_mnist_the_page_still_works(no_mnist):
+    at = open_draw(state.sample_digit(8))
+    assert any("needs the MNIST dataset" in i.value for i in at.info)
+    assert bar_chart(at)["data"]  # the predictions still show
+    at.button(key="draw_input_samples_1").click().run()
+    assert not at.exception and at.session_state["digit"].ref == "sample:1"

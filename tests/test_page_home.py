@@ -9,6 +9,15 @@ from streamlit_app import state
 from tests.pages import APP, figures as _figures
 
 
+def _arrive_by_link(digit: str) -> AppTest:
+    """The home page opened from a link whose digit parameter is ``digit`` (the app reads it on its first run)."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["digit"] = digit
+    at.run()
+    assert not at.exception
+    return at
+
+
 @pytest.mark.parametrize("d", [0, 4, 7])
 def test_home_shows_both_networks_predictions_for_the_current_digit(d):
     at = AppTest.from_file(APP, default_timeout=60)
@@ -33,28 +42,19 @@ def test_home_table_counts_parameters_from_the_models():
 
 
 def test_a_link_names_the_digit_and_the_page_keeps_it_in_the_url():
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["digit"] = "sample:2"
-    at.run()
-    assert not at.exception
+    at = _arrive_by_link("sample:2")
     assert at.session_state["digit"].ref == "sample:2"
     assert at.query_params["digit"] == ["sample:2"] or at.query_params["digit"] == "sample:2"
 
 
 def test_a_malformed_digit_link_falls_back_to_a_sample():
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["digit"] = "px:not-base64!!"
-    at.run()
-    assert not at.exception
+    at = _arrive_by_link("px:not-base64!!")
     assert at.session_state["digit"].ref == "sample:7"
 
 
 @pytest.mark.parametrize("ref", ["sample:11", "test:99999", "garbage"])
 def test_a_link_to_a_digit_that_does_not_exist_says_so(ref, mnist):
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["digit"] = ref
-    at.run()
-    assert not at.exception
+    at = _arrive_by_link(ref)
     assert at.session_state["digit"].ref == "sample:7"
     assert any("could not be read" in t.value for t in at.toast)
 
@@ -64,10 +64,7 @@ def test_a_crafted_digit_link_is_shown_as_text_never_as_markdown(ref):
     # The toast renders Markdown: the link's text must reach it with every markup character escaped.
     import re
 
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["digit"] = ref
-    at.run()
-    assert not at.exception
+    at = _arrive_by_link(ref)
     (toast,) = [t.value for t in at.toast if "could not be read" in t.value]
     assert not re.search(r"(?<!\\)[\[\]!:$]", toast.split("could not be read")[0].removeprefix("The link's digit"))
     assert state.plain("[a](b)") == r"\[a\]\(b\)"

@@ -3,12 +3,11 @@ one after the other, and the table and the verdict come from those runs."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from digitrec import config, lab
 from digitrec.runs import RunStatus
+from tests.pages import figures
 
 SCRIPT = """
 from streamlit_app.widgets.lab import training_lab
@@ -57,7 +56,7 @@ def test_predict_then_run_the_training_size_experiment(mnist):
     answer = lab.verdict("training-size", {"300 digits": small, "all training digits": lab.result_of("all", progress[1])})
     assert answer == experiment.answer
     assert any(f"these runs say **{answer}**" in i.value for i in at.info)
-    curves = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][0]
+    curves = figures(at)[0]
     names = [t["name"] for t in curves["data"]]
     assert names == ["300 digits: validation", "300 digits: training", "all training digits: validation",
                      "all training digits: training"]

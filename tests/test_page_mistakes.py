@@ -9,7 +9,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from digitrec import checkpoints, data, mistakes
+from digitrec import checkpoints, mistakes
 from digitrec.train import evaluate, predictions
 from streamlit_app import state
 from tests.pages import APP, figures
@@ -104,17 +104,10 @@ def test_the_two_networks_are_compared_digit_by_digit(probs, mnist):
     assert first in agree.both_wrong.tolist()
 
 
-def test_without_mnist_the_page_says_how_to_get_it(monkeypatch, tmp_path):
-    monkeypatch.setenv("DIGITREC_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "repo")  # hides ../shared/data/mnist
-    monkeypatch.setattr(data, "_try_download", lambda root: False)
-    state._mnist.clear()
-    try:
-        at = open_mistakes()
-        assert any("needs the MNIST dataset" in i.value and "DIGITREC_MNIST_MIRROR" in i.value for i in at.info)
-        assert not at.get("plotly_chart")
-    finally:
-        state._mnist.clear()
+def test_without_mnist_the_page_says_how_to_get_it(no_mnist):
+    at = open_mistakes()
+    assert any("needs the MNIST dataset" in i.value and "DIGITREC_MNIST_MIRROR" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
 
 
 @pytest.mark.parametrize("value", ["²", "abc", "-3", "12", ""])

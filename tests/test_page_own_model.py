@@ -6,26 +6,18 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
 from tests import learner_models
+from tests.pages import figures, open_page
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
 CNN_SECTIONS = ["Convolution", "ReLU", "Max pooling", "The end: softmax", "Filters"]
 
 
 def _open_train():
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
-    at.switch_page("views/train.py")
-    at.run()
-    assert not at.exception
-    return at
+    return open_page("views/train.py", timeout=300)
 
 
 def _upload(at, key: str, data: bytes | None = None):
@@ -36,10 +28,6 @@ def _upload(at, key: str, data: bytes | None = None):
 
 def _mine(at) -> dict:
     return {k: n for k, n in at.session_state["my_models"].items() if n.label.startswith("mine: ")}
-
-
-def _figures(at) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def _no_errors(at, where: str) -> None:
@@ -61,9 +49,9 @@ def test_an_uploaded_cnn_renders_on_every_page(key):
     at.switch_page("views/cnn_explorer.py").run()
     _no_errors(at, "cnn overview")
     assert at.sidebar.selectbox(key="net_picker").value == net_key
-    figures = json.dumps(_figures(at))
+    charts = json.dumps(figures(at))
     for layer in (("conv_1_1", "conv_2_1", "avg_pool_1") if "avg" in key else ("conv_1_1", "bn_1_1", "max_pool_1")):
-        assert layer in figures
+        assert layer in charts
     for section in CNN_SECTIONS:
         at.session_state["cnn_section"] = section
         at.run()
@@ -100,7 +88,7 @@ def test_an_uploaded_cnn_renders_on_every_page(key):
     for page in ("views/attributions.py", "views/home.py", "views/draw.py"):
         at.switch_page(page).run()
         _no_errors(at, page)
-    assert any(net.label in json.dumps(f) for f in _figures(at)) or any(net.label in m.value for m in at.markdown)
+    assert any(net.label in json.dumps(f) for f in figures(at)) or any(net.label in m.value for m in at.markdown)
 
 
 def test_an_uploaded_sigmoid_fc_net_walks_through_the_fc_explorer():

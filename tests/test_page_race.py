@@ -1,29 +1,19 @@
 """The race page (AppTest): before a race it shows the networks' cost; a tiny race on a few
-hundred real digits charts both networks' test accuracy against seconds, fills the table
-from the runs and writes the explanation with the same numbers."""
+hundred real digits charts both networks' validation accuracy (held-out digits) against seconds,
+fills the table from the runs (the test accuracy, measured once at the end, among them) and writes
+the explanation with the same numbers."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 
 from digitrec import race
 from digitrec.runs import RunStatus
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+from tests.pages import figures, open_page
 
 
 def _open():
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("views/race.py")
-    at.run()
-    assert not at.exception
-    return at
+    return open_page("views/race.py")
 
 
 def _table(at) -> dict:
@@ -67,8 +57,7 @@ def test_a_tiny_race_charts_both_networks_and_explains_with_its_numbers(mnist):
     assert (fc.status, cnn.status) == (RunStatus.FINISHED, RunStatus.FINISHED)
     assert fc.plan == cnn.plan and fc.total_steps == 3  # same digits, batches and evaluation steps
 
-    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    fig = next(f for f in figures if f["layout"]["yaxis"]["title"]["text"].startswith("validation accuracy"))
+    fig = next(f for f in figures(at) if f["layout"]["yaxis"]["title"]["text"].startswith("validation accuracy"))
     names = [t["name"] for t in fig["data"]]
     assert names == ["FCNet 784-16-16-10", "TinyVGG (4 channels)"]
     assert fig["data"][0]["x"] == pytest.approx([e.seconds for e in fc.evals])
@@ -130,8 +119,7 @@ def test_a_learners_own_model_races_a_preset_from_scratch(mnist):
     assert mine.params == layers.count_params(own_spec) == models.count_params(models.build(own_spec))
     assert mine.evals[0].val_accuracy < 0.5
 
-    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    fig = next(f for f in figures if f["layout"]["yaxis"]["title"]["text"].startswith("validation accuracy"))
+    fig = next(f for f in figures(at) if f["layout"]["yaxis"]["title"]["text"].startswith("validation accuracy"))
     assert [t["name"] for t in fig["data"]] == ["mine: sequential_fc", "TinyVGG (4 channels)"]
     rows = [race.row_of(mine), race.row_of(cnn)]
     assert _table(at)["mine: sequential_fc"]["parameters"] == f"{mine.params:,}"

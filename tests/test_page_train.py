@@ -4,10 +4,8 @@ its session and survives a page switch, and the trained model can be kept and re
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
-from pathlib import Path
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -16,19 +14,11 @@ import torch
 from digitrec import checkpoints
 from digitrec.runs import RunStatus
 from tests.helpers import wait_until
-
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+from tests.pages import array, figures, open_page
 
 
 def _open():
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("views/train.py")
-    at.run()
-    assert not at.exception
-    return at
+    return open_page("views/train.py")
 
 
 def _tiny(at, batch: int = 32, epochs: int = 1) -> None:
@@ -43,24 +33,36 @@ def _run(at):
     return at.session_state["training_runs"]["train"]
 
 
-def _figures(at) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+def _train_to_the_end(at):
+    """Press Start with the settings on the page, wait for the run to end, rerun the page; the ended run."""
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    run = _run(at)
+    assert run.join(timeout=180)
+    at.run()
+    assert not at.exception
+    return run
+
+
+@contextmanager
+def _long_run(at):
+    """A 20-epoch run started from the page, for a test to watch while it trains; stopped and joined afterwards."""
+    _tiny(at, epochs=20)
+    at.button(key="train_start").click().run()
+    run = _run(at)
+    try:
+        yield run
+    finally:
+        run.stop()
+        assert run.join(timeout=180)
 
 
 def _curves(at) -> dict:
-    return next(f for f in _figures(at) if any(t.get("name") == "loss of each batch" for t in f["data"]))
+    return next(f for f in figures(at) if any(t.get("name") == "loss of each batch" for t in f["data"]))
 
 
 def _trace(fig: dict, name_start: str) -> dict:
     return next(t for t in fig["data"] if t.get("name", "").startswith(name_start))
-
-
-def _array(encoded) -> np.ndarray:
-    """A plotly typed array ({"dtype", "bdata", "shape"}) or plain list as numpy."""
-    if isinstance(encoded, list):
-        return np.array(encoded, dtype=float)
-    shape = tuple(int(n) for n in str(encoded.get("shape", "-1")).split(","))
-    return np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=np.dtype(encoded["dtype"])).reshape(shape)
 
 
 def _run_threads() -> int:
@@ -72,12 +74,7 @@ def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
     assert at.info and "press **Start**" in at.info[0].value
     _tiny(at, epochs=2)
     at.text_input(key="train_lr").set_value("0.005").run()
-    at.button(key="train_start").click().run()
-    assert not at.exception and not at.warning
-    run = _run(at)
-    assert run.join(timeout=180)
-    at.run()
-    assert not at.exception
+    run = _train_to_the_end(at)
     p = run.progress()
     assert p.status is RunStatus.FINISHED and p.step == 20 and p.plan.train_size == 300
 
@@ -92,13 +89,13 @@ def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
     # Learning happened: the last test point beats chance by far on 300 training digits.
     assert p.evals[-1].val_accuracy > 0.4 > p.evals[0].val_accuracy
 
-    figures = _figures(at)
-    bars = [f for f in figures if f["data"] and f["data"][0]["type"] == "bar"]
+    charts = figures(at)
+    bars = [f for f in charts if f["data"] and f["data"][0]["type"] == "bar"]
     assert bars and bars[0]["data"][0]["y"] == pytest.approx(p.probe_probs.tolist(), abs=1e-6)
-    heatmaps = [f for f in figures if f["data"][0]["type"] == "heatmap" and "first layer" in str(f["layout"].get("title"))]
+    heatmaps = [f for f in charts if f["data"][0]["type"] == "heatmap" and "first layer" in str(f["layout"].get("title"))]
     assert heatmaps and "all 16 neurons" in heatmaps[0]["layout"]["title"]["text"]
     # The tiles are the live first-layer weights: neuron 1 top left, neuron 2 beside it (4 x 4 grid, 2-cell gaps).
-    z = _array(heatmaps[0]["data"][0]["z"])
+    z = array(heatmaps[0]["data"][0]["z"])
     assert z.shape == (4 * 30 - 2, 4 * 30 - 2)
     assert np.array_equal(z[:28, :28], p.first_layer[0].numpy())
     assert np.array_equal(z[:28, 30:58], p.first_layer[1].numpy())
@@ -114,15 +111,12 @@ def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
 def test_replay_shows_the_network_at_a_snapshot(mnist):
     at = _open()
     _tiny(at)
-    at.button(key="train_start").click().run()
-    run = _run(at)
-    assert run.join(timeout=180)
-    at.run()
+    run = _train_to_the_end(at)
     snaps = run.progress().snapshots
     at.select_slider(key="train_replay_at").set_value(0).run()
     assert not at.exception
     assert any("**Step 0**" in m.value for m in at.markdown)
-    bars = [f for f in _figures(at) if f["data"] and f["data"][0]["type"] == "bar" and f["data"][0]["name"] == "step 0"]
+    bars = [f for f in figures(at) if f["data"] and f["data"][0]["type"] == "bar" and f["data"][0]["name"] == "step 0"]
     assert bars and bars[0]["data"][0]["y"] == pytest.approx(snaps[0].probe_probs.tolist(), abs=1e-6)
 
 
@@ -172,10 +166,7 @@ def test_step_epoch_stop_buttons_drive_the_run(mnist):
 
 def test_leaving_the_page_and_coming_back_keeps_one_run_and_sessions_are_separate(mnist):
     at = _open()
-    _tiny(at, epochs=20)
-    at.button(key="train_start").click().run()
-    run = _run(at)
-    try:
+    with _long_run(at) as run:
         threads = _run_threads()
         at.switch_page("views/home.py").run()
         assert run.status.active  # leaving does not stop it
@@ -189,18 +180,12 @@ def test_leaving_the_page_and_coming_back_keeps_one_run_and_sessions_are_separat
         assert "training_runs" not in other.session_state
         assert other.info and "press **Start**" in other.info[0].value
         assert other.button(key="train_stop").disabled and other.button(key="train_pause").disabled
-    finally:
-        run.stop()
-        assert run.join(timeout=180)
 
 
 def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist):
     at = _open()
     _tiny(at)
-    at.button(key="train_start").click().run()
-    run = _run(at)
-    assert run.join(timeout=180)
-    at.run()
+    run = _train_to_the_end(at)
     at.button(key="train_export_use").click().run()
     assert not at.exception
     mine = at.session_state["my_models"]
@@ -285,7 +270,7 @@ def test_the_lesson_widgets_train_live_and_race(mnist):
     assert p.status is RunStatus.FINISHED and p.step == 20 and p.plan.train_size == 55000  # max_steps ends it
     loss = _trace(_curves(at), "loss of each batch")
     assert loss["x"] == list(range(1, 21))
-    assert any("first layer" in str(f["layout"].get("title")) for f in _figures(at))
+    assert any("first layer" in str(f["layout"].get("title")) for f in figures(at))
 
     at.button(key="race_widget_start").click().run()
     race_now = at.session_state["training_runs"]["widget:race_widget"]
@@ -310,7 +295,7 @@ def test_the_probe_picture_stays_the_runs_digit_after_the_current_digit_changes(
     at.run()
     assert not at.exception
     want = state.sample_digit(3).pixels.reshape(-1).numpy()
-    heatmaps = [_array(t["z"]).reshape(-1) for f in _figures(at) for t in f["data"] if t["type"] == "heatmap"]
+    heatmaps = [array(t["z"]).reshape(-1) for f in figures(at) for t in f["data"] if t["type"] == "heatmap"]
     pictures = [z for z in heatmaps if z.shape == want.shape and np.allclose(z, want, atol=1e-6)]
     assert pictures, "the probe picture should still show sample 3, the digit the run was started with"
     assert any("when this run started" in c.value for c in at.caption)
@@ -320,10 +305,7 @@ def test_a_worker_runs_progress_shows_after_each_page_rerun(mnist):
     import re
 
     at = _open()
-    _tiny(at, epochs=20)
-    at.button(key="train_start").click().run()
-    run = _run(at)
-    try:
+    with _long_run(at) as run:
         _wait(lambda: run.progress().step > 0)  # the worker process has started and reported
 
         def shown_step() -> int:
@@ -336,9 +318,6 @@ def test_a_worker_runs_progress_shows_after_each_page_rerun(mnist):
         assert first > 0 and run.pid is not None and run.pid != __import__("os").getpid()
         _wait(lambda: run.progress().step > first + 5)
         assert shown_step() > first  # each rerun reads the worker's latest report
-    finally:
-        run.stop()
-        assert run.join(timeout=180)
 
 
 def test_a_run_beyond_the_servers_slots_shows_its_place_in_line(mnist, monkeypatch):
@@ -379,12 +358,7 @@ def test_the_lab_controls_train_what_they_say_and_the_test_set_is_used_once(mnis
     at.select_slider(key="train_augment_rotation").set_value(10)
     at.toggle(key="train_shuffle").set_value(True)
     at.text_input(key="train_lr").set_value("0.1").run()
-    at.button(key="train_start").click().run()
-    assert not at.exception and not at.warning
-    run = _run(at)
-    assert run.join(timeout=180)
-    at.run()
-    assert not at.exception
+    run = _train_to_the_end(at)
     spec = run.spec
     assert spec.model.activation == "none" and spec.train.optimizer == "sgd" and spec.train.lr == 0.1
     assert (spec.train.augment_shift, spec.train.augment_rotation, spec.train.shuffle_pixels) == (2, 10.0, True)

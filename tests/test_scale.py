@@ -3,14 +3,13 @@ the measurements are real timings, and the explanation follows the numbers, whic
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
 from digitrec import config, models, scale
 from digitrec.scale import ScaleRow
 from streamlit_app import state
-from tests.pages import APP
+from tests.pages import figures, open_page
 
 
 def test_at_28_px_grey_the_counts_are_those_of_the_apps_networks():
@@ -59,12 +58,7 @@ def test_the_fc_memory_limit_is_where_the_estimate_first_passes_the_budget():
 
 
 def test_the_race_page_measures_and_explains_on_request():
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
-    at.switch_page("views/race.py")
-    at.run()
+    at = open_page("views/race.py", timeout=300)
     at.button(key="race_scale_measure").click().run()
     assert not at.exception
     # The timing runs in a process of its own; the page says so and is usable meanwhile.
@@ -76,8 +70,7 @@ def test_the_race_page_measures_and_explains_on_request():
         time.sleep(0.5)
     at.run()
     assert not at.exception
-    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    fig = next(f for f in figures if any(t.get("name") == "FCNet (fully connected)" for t in f["data"]))
+    fig = next(f for f in figures(at) if any(t.get("name") == "FCNet (fully connected)" for t in f["data"]))
     assert len([t for t in fig["data"] if t.get("x") == [28, 32, 64, 128]]) == 8  # 2 networks x 4 panels
     text = " ".join(m.value for m in at.markdown)
     assert "**Weights.**" in text and "**Memory.**" in text and "**Speed.**" in text

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from digitrec import lessons
-from tests.browser.conftest import assert_no_exception, screenshot, wait_for_app
+from tests.browser.conftest import assert_no_exception, screenshot, wait_for_app, wait_for_linked_page
 
 pytestmark = pytest.mark.browser
 
@@ -19,18 +19,15 @@ LESSON_FILE = Path(__file__).resolve().parents[2] / "lessons" / "07-backpropagat
 LESSON = lessons.parse_lesson(LESSON_FILE.read_text(encoding="utf-8"), LESSON_FILE.name)
 
 
-def _settle(page) -> None:
-    wait_for_app(page)
-    dialog = page.get_by_role("dialog")  # a cold server can flash "Page not found" before the pages register
-    if dialog.count() and "Page not found" in dialog.first.inner_text():
-        page.keyboard.press("Escape")
-        wait_for_app(page)
+def _open(page, url: str) -> None:
+    """Open the link ``url`` in a window tall enough to show a whole view, and wait for its page."""
+    page.set_viewport_size(TALL)
+    page.goto(url)
+    wait_for_linked_page(page)
 
 
 def test_backward_mode_and_one_sgd_step(page, app_url):
-    page.set_viewport_size(TALL)
-    page.goto(f"{app_url}/fc?digit=sample:7&mode=backward&target=3")
-    _settle(page)
+    _open(page, f"{app_url}/fc?digit=sample:7&mode=backward&target=3")
     expect(page.get_by_text("1. The loss and its blame on the ten scores")).to_be_visible(timeout=60_000)
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
     wait_for_app(page)
@@ -65,9 +62,7 @@ def test_backward_mode_and_one_sgd_step(page, app_url):
 
 
 def test_a_bad_target_in_the_link_is_clamped(page, app_url):
-    page.set_viewport_size(TALL)
-    page.goto(f"{app_url}/fc?digit=sample:7&mode=backward&target=42")
-    _settle(page)
+    _open(page, f"{app_url}/fc?digit=sample:7&mode=backward&target=42")
     # (The toast's words are checked in tests/test_page_backprop.py: a toast fades after four seconds,
     # sooner than a loaded machine may draw the page.)
     expect(page).to_have_url(re.compile(r"[?&]target=9(&|$)"), timeout=60_000)
@@ -77,9 +72,7 @@ def test_a_bad_target_in_the_link_is_clamped(page, app_url):
 
 
 def test_cnn_kernel_gradient_panel(page, app_url):
-    page.set_viewport_size(TALL)
-    page.goto(f"{app_url}/cnn?digit=sample:7&section=Kernel+gradient&target=3")
-    _settle(page)
+    _open(page, f"{app_url}/cnn?digit=sample:7&section=Kernel+gradient&target=3")
     expect(page.get_by_text("sum over positions (by hand)")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("autograd's gradient for this kernel weight").first).to_be_visible()
     wait_for_app(page)
@@ -88,9 +81,7 @@ def test_cnn_kernel_gradient_panel(page, app_url):
 
 
 def test_step_through_the_backpropagation_lesson(page, app_url):
-    page.set_viewport_size(TALL)
-    page.goto(f"{app_url}/lessons?lesson=7&step=1&digit=sample:7")
-    _settle(page)
+    _open(page, f"{app_url}/lessons?lesson=7&step=1&digit=sample:7")
     expect(page.get_by_role("heading", name=f"7. {LESSON.title}", exact=True)).to_be_visible(timeout=60_000)
     for index, step in enumerate(LESSON.steps):
         if index:

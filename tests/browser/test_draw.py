@@ -9,32 +9,14 @@ import re
 
 import pytest
 
-from .conftest import assert_no_exception, screenshot, wait_for_app
+from .conftest import assert_no_exception, draw_stroke, open_from_sidebar, screenshot, wait_for_app
 
 TALL = {"width": 1400, "height": 2600}  # screenshots of the whole page: its main area scrolls
 
 
-def open_page(page, app_url: str, link: str, query: str = "") -> None:
-    page.goto(f"{app_url}/{query}")
-    wait_for_app(page)
-    page.locator('[data-testid="stSidebarNav"]').get_by_text(link, exact=True).click()
-    wait_for_app(page)
-
-
-def draw_stroke(page, canvas, points: list[tuple[float, float]]) -> None:
-    """Press, move through ``points`` (canvas pixels) in small steps, release."""
-    box = canvas.bounding_box()
-    x0, y0 = box["x"], box["y"]
-    page.mouse.move(x0 + points[0][0], y0 + points[0][1])
-    page.mouse.down()
-    for x, y in points[1:]:
-        page.mouse.move(x0 + x, y0 + y, steps=12)  # many small moves, like a hand
-    page.mouse.up()
-
-
 @pytest.mark.browser
 def test_drawing_a_seven_is_read_by_both_networks(app_url, page):
-    open_page(page, app_url, "Draw & predict", "?digit=sample:3")
+    open_from_sidebar(page, app_url, "Draw & predict", "?digit=sample:3")
     page.wait_for_selector("text=What each network says")
     page.wait_for_selector("canvas")
     assert "/draw" in page.url
@@ -68,7 +50,7 @@ def test_drawing_a_seven_is_read_by_both_networks(app_url, page):
 
 @pytest.mark.browser
 def test_mistakes_page_shows_the_confusion_matrix_and_a_cell(app_url, page):
-    open_page(page, app_url, "Mistakes")
+    open_from_sidebar(page, app_url, "Mistakes")
     page.wait_for_selector("text=Step through them", timeout=90_000)
     wait_for_app(page)
     assert_no_exception(page)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import assert_no_exception, screenshot, wait_for_app
+from tests.browser.conftest import assert_no_exception, screenshot, wait_for_app, wait_for_linked_page
 
 pytestmark = pytest.mark.browser
 
@@ -13,12 +13,7 @@ def _open(page, url: str) -> None:
     """Open a link and wait for this page's own content (on a cold server the frontend shows / first)."""
     page.set_viewport_size({"width": 1400, "height": 2600})  # Streamlit scrolls inside: a tall window shows it all
     page.goto(url)
-    wait_for_app(page)
-    # A cold server's first session can flash "Page not found" before the pages are registered; close it.
-    dialog = page.get_by_role("dialog")
-    if dialog.count() and "Page not found" in dialog.first.inner_text():
-        page.keyboard.press("Escape")
-        wait_for_app(page)
+    wait_for_linked_page(page)
     page.wait_for_selector("text=Fully connected network, step by step")
     page.wait_for_selector("text=of 8:")
     page.wait_for_selector(".js-plotly-plot")

@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import assert_no_exception, screenshot, wait_for_app
+from .conftest import assert_no_exception, open_from_sidebar, screenshot, wait_for_app
 
 TALL = {"width": 1400, "height": 2600}
-
-
-def _go(page, app_url: str, link: str) -> None:
-    page.goto(f"{app_url}/?digit=sample:3")
-    wait_for_app(page)
-    page.locator('[data-testid="stSidebarNav"]').get_by_text(link, exact=True).click()
-    page.wait_for_timeout(500)
-    wait_for_app(page)
 
 
 @pytest.mark.browser
@@ -27,7 +19,7 @@ def test_an_upload_of_noise_is_read_with_a_warning(app_url, page):
     noise = np.random.default_rng(0).integers(0, 256, (280, 280), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(noise).save(buf, format="PNG")
-    _go(page, app_url, "Draw & predict")
+    open_from_sidebar(page, app_url, "Draw & predict", "?digit=sample:3")
     page.locator('[data-testid="stFileUploader"] input[type=file]').first.set_input_files(
         files=[{"name": "noise.png", "mimeType": "image/png", "buffer": buf.getvalue()}])
     page.get_by_text("does not look like a digit").first.wait_for(state="attached", timeout=60_000)
@@ -45,7 +37,7 @@ def test_a_wide_network_shows_a_page_of_maps_and_a_picker(app_url, page):
 
     wide = models.build(models.TinyVGGConfig(channels=40), seed=0)
     data = checkpoints.to_bytes(wide, test_accuracy=None, epochs=0, seed=0)
-    _go(page, app_url, "Train a network")
+    open_from_sidebar(page, app_url, "Train a network", "?digit=sample:3")
     page.locator(".st-key-train_upload_file input[type=file]").set_input_files(
         files=[{"name": "wide.safetensors", "mimeType": "application/octet-stream", "buffer": data}])
     page.locator('[data-testid="stAlertContentSuccess"]:has-text("Loaded")').first.wait_for(state="attached", timeout=60_000)

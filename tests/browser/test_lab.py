@@ -6,22 +6,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import assert_no_exception
-from tests.browser.test_train import _button, _points, _settled, _shot, _wait_for
+from tests.browser.conftest import (
+    assert_no_exception, button, full_page_screenshot, open_from_sidebar, settled, trace_points, wait_for,
+)
 
 
 @pytest.mark.browser
 def test_run_one_lab_experiment_shuffled_pixels_with_plain_sgd(app_url, page):
-    page.goto(f"{app_url}/?digit=sample:3")
-    page.wait_for_selector('[data-testid="stSidebarNav"]')
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Train a network", exact=True).click()
-    page.get_by_role("heading", name="Train a network").wait_for()
-    _settled(page)
+    open_from_sidebar(page, app_url, "Train a network", "?digit=sample:3", heading="Train a network")
     assert_no_exception(page)
 
     # MNIST loads first on a fresh, busy server: wait for the real widget, not its placeholder.
     page.locator(".st-key-train_optimizer [data-testid='stSelectbox']").wait_for(timeout=240_000)
-    _settled(page)
+    settled(page)
     # Plain SGD: its one-sentence explanation appears where it is chosen.
     page.locator(".st-key-train_optimizer [data-testid='stSelectbox'] input").first.click()
     page.locator("[role='option']").filter(has_text="plain SGD").first.click()
@@ -34,17 +31,17 @@ def test_run_one_lab_experiment_shuffled_pixels_with_plain_sgd(app_url, page):
     epochs.press("Enter")
     page.locator(".st-key-train_shuffle label").first.click()  # shuffle the pixels
     page.wait_for_timeout(1500)
-    _shot(page, "1-lab-settings", folder="lab")
+    full_page_screenshot(page, "lab", "1-lab-settings")
 
-    _button(page, "train_start").click()
-    _wait_for(lambda: page.get_by_text("measured once, now that training has ended").count() > 0, 240,
+    button(page, "train_start").click()
+    wait_for(lambda: page.get_by_text("measured once, now that training has ended").count() > 0, 240,
               "the run to finish and report its test accuracy")
     page.wait_for_timeout(1500)
     assert_no_exception(page)
     # Both curves are measured at the same steps; the recording budget (at most 10 % of the run's time
     # on measuring) decides how many, so a loaded machine gets fewer points, never fewer than a start,
     # a middle and an end.
-    validation = _points(page, "validation accuracy (2,000")
-    assert validation >= 3 and _points(page, "training accuracy (2,000 training digits)") == validation
+    validation = trace_points(page, "validation accuracy (2,000")
+    assert validation >= 3 and trace_points(page, "training accuracy (2,000 training digits)") == validation
     assert page.get_by_text("A network trained on shuffled pixels or without ReLU").count() == 1
-    _shot(page, "2-lab-finished", folder="lab")
+    full_page_screenshot(page, "lab", "2-lab-finished")

@@ -4,8 +4,7 @@ import re
 
 import pytest
 
-from .conftest import assert_no_exception, screenshot, wait_for_app
-from .test_draw import draw_stroke, open_page
+from .conftest import assert_no_exception, draw_stroke, open_from_sidebar, screenshot, wait_for_app
 
 TALL = {"width": 1400, "height": 2600}
 SLOW = 180_000  # ms: the first visit computes the test-set statistics and maps once per server
@@ -13,7 +12,7 @@ SLOW = 180_000  # ms: the first visit computes the test-set statistics and maps 
 
 @pytest.mark.browser
 def test_biography_opens_from_the_cnn_overview(app_url, page):
-    open_page(page, app_url, "Convolutional network", "?net=cnn")
+    open_from_sidebar(page, app_url, "Convolutional network", "?net=cnn")
     page.wait_for_selector("text=Dead units", timeout=SLOW)
     assert_no_exception(page)
     assert "Dead units (never positive" in page.inner_text("body")  # the pretrained TinyVGG's dead maps are named
@@ -39,7 +38,7 @@ def test_biography_opens_from_the_cnn_overview(app_url, page):
 
 @pytest.mark.browser
 def test_a_drawn_digit_lands_on_the_map(app_url, page):
-    open_page(page, app_url, "Where a digit lands", "?net=fc")
+    open_from_sidebar(page, app_url, "Where a digit lands", "?net=fc")
     page.wait_for_selector("text=training digits closest to", timeout=SLOW)
     page.wait_for_selector("canvas")
     assert_no_exception(page)
@@ -60,7 +59,7 @@ def test_a_drawn_digit_lands_on_the_map(app_url, page):
 
 @pytest.mark.browser
 def test_fooling_fcnet_into_a_nine(app_url, page):
-    open_page(page, app_url, "Break it", "?digit=sample:7&net=fc")
+    open_from_sidebar(page, app_url, "Break it", "?digit=sample:7&net=fc")
     page.wait_for_selector("text=on the edited digit", timeout=SLOW)
     wait_for_app(page, timeout_ms=SLOW)
     assert_no_exception(page)

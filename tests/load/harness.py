@@ -16,15 +16,14 @@ import asyncio
 import hashlib
 import json
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+from tests.server import free_port, start_streamlit, stop, wait_healthy  # noqa: F401 (the load tests call harness.X)
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "tests" / "screenshots"
@@ -47,52 +46,10 @@ LOADED = '[data-testid="stAlertContentSuccess"]:has-text("Loaded")'
 FINISHED = '[data-testid="stAlertContentSuccess"]:has-text("Finished:")'
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                return
-        except OSError:
-            time.sleep(0.3)
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {proc.returncode}")
-    raise RuntimeError(f"{url} did not answer /_stcore/health within {timeout:.0f} s")
-
-
 def start_server(timing_log: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """`streamlit run` on a free loopback port with the timing log on; (process, url)."""
-    port = free_port()
     env = {**os.environ, "DIGITREC_TIMING_LOG": str(timing_log), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app" / "app.py"),
-         "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none", *extra],
-        cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
-    except Exception:
-        stop(proc)
-        raise
-    return proc, url
-
-
-def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return start_streamlit(log, *extra, env=env)
 
 
 def pretrained_hashes() -> dict[str, str]:
