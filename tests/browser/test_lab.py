@@ -38,9 +38,9 @@ def test_run_one_lab_experiment_shuffled_pixels_with_plain_sgd(app_url, page):
               "the run to finish and report its test accuracy")
     page.wait_for_timeout(1500)
     assert_no_exception(page)
-    # Both curves are measured at the same steps; the recording budget (at most 10 % of the run's time
-    # on measuring) decides how many, so a loaded machine gets fewer points, never fewer than a start,
-    # a middle and an end.
+    # Both curves are measured at the same steps; the recording budget (config.RECORDING_BUDGET of the
+    # run's time) decides how many, so a loaded machine gets fewer points, never fewer than a start,
+    # a middle and an end (runs.Recorder forces the middle one).
     validation = trace_points(page, "validation accuracy (2,000")
     assert validation >= 3 and trace_points(page, "training accuracy (2,000 training digits)") == validation
     assert page.get_by_text("A network trained on shuffled pixels or without ReLU").count() == 1

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from tests.server import free_port, start_streamlit, stop, wait_healthy  # noqa: F401 (the load tests call harness.X)
+from tests.server import start_streamlit
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "tests" / "screenshots"

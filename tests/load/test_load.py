@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests import server
 from tests.load import harness
 
 SIZES = [int(n) for n in os.environ.get("DIGITREC_LOAD_N", "4").split()]
@@ -60,4 +61,4 @@ def test_a_class_of_n_learners_on_one_server(n, tmp_path):
         run_and_check(url, n, timing_log, "one-server")
         assert proc.poll() is None, "the server died during the class"
     finally:
-        harness.stop(proc)
+        server.stop(proc)

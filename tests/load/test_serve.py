@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from tests import server
 from tests.load import harness
 from tests.load.test_load import SIZES, run_and_check
 
@@ -21,7 +22,7 @@ from tests.load.test_load import SIZES, run_and_check
 @pytest.fixture
 def served(tmp_path):
     """scripts/serve with two replicas on a free loopback port: (url, timing log, process)."""
-    port = harness.free_port()
+    port = server.free_port()
     timing_log = tmp_path / "timing.jsonl"
     env = {**os.environ, "DIGITREC_TIMING_LOG": str(timing_log)}
     proc = subprocess.Popen(
@@ -31,7 +32,7 @@ def served(tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        harness.wait_healthy(url, proc, timeout=240)
+        server.wait_healthy(url, proc, timeout=240)
         yield url, timing_log, proc
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does

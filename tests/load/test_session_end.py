@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import server
 from tests.load import harness
 
 GRACE_S = 2  # server.disconnectedSessionTTL for this test (Streamlit's default, 120 s, is for real classes)
@@ -54,8 +55,10 @@ def _big_checkpoint() -> bytes:
     return checkpoints.to_bytes(model, test_accuracy=None, epochs=0, seed=0)
 
 
-async def _learner(url: str, checkpoint: bytes, hold: bool) -> None:
-    """Open the Train page; with ``hold``, upload the checkpoint and start a long run; then close the tab."""
+async def _learner(url: str, checkpoint: bytes, hold: bool, server_pid: int | None = None) -> dict | None:
+    """Open the Train page; with ``hold``, upload the checkpoint and start a long run; then close the tab.
+    Returns the server's ``_status`` while the run trains (with ``hold`` and ``server_pid``)."""
+    training = None
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -76,8 +79,11 @@ async def _learner(url: str, checkpoint: bytes, hold: bool) -> None:
             await page.locator(".st-key-train_start button").first.click()
             await page.locator(".st-key-train_pause button").first.wait_for()  # the run is going
             await page.wait_for_timeout(3000)
+            if server_pid is not None:
+                training = _status(server_pid)  # before the tab closes: after it, the release may come first
         await context.close()  # the tab is closed: its websocket goes
         await browser.close()
+    return training
 
 
 def _released(log: Path, count: int, timeout: float) -> dict:
@@ -112,19 +118,20 @@ def test_a_closed_tab_frees_its_run_models_and_uploads(tmp_path):
         assert first["tracked_sessions"] == 0 and not first["run_threads"]
         before = _status(proc.pid)
 
-        harness.run_async(_learner(url, checkpoint, hold=True))
+        training = harness.run_async(_learner(url, checkpoint, hold=True, server_pid=proc.pid))
         during = _status(proc.pid)  # the tab is closed; for GRACE_S its session could still reconnect
         released = _released(log, 2, timeout=60)
         after = _settle(proc.pid, lambda s: s["rss_mb"] < during["rss_mb"] - 30, timeout=30)
-        print(f"\nserver before {before}, as the tab closed {during}, after the release {after}; {released}")
+        print(f"\nserver before {before}, training {training}, as the tab closed {during}, after the release {after}; "
+              f"{released}")
 
         assert during["rss_mb"] > before["rss_mb"] + 30, "the upload and the run did not show in memory"
         assert released["tracked_sessions"] == 0
         assert released["run_threads"] == [], "the ended session's run still has a thread"
-        assert during["children"] > before["children"], "the run's worker was not found under the server"
+        assert training["children"] > before["children"], "the run's worker was not found under the server"
         assert after["children"] <= before["children"]
         # The 23 MB model, its 23 MB upload and the run's state are gone: memory falls back.
         assert after["rss_mb"] < during["rss_mb"] - 30, (before, during, after)
         assert proc.poll() is None
     finally:
-        harness.stop(proc)
+        server.stop(proc)
