@@ -475,7 +475,8 @@ class Recorder:
         self._owed["snapshot"] |= state.step % plan.snapshot_every == 0
         # A curve has at least a start, a middle and an end: halfway through, a run the budget has left
         # without a point since step 0 gets one, whatever it costs (a one-epoch run, a loaded machine).
-        middle = state.step == max(1, plan.total_steps // 2) and self.last_eval_step <= 0
+        # A cadence the learner chose is kept exactly.
+        middle = plan.adapt_eval and state.step == max(1, plan.total_steps // 2) and self.last_eval_step <= 0
         if middle or (self._owed["eval"] and (not plan.adapt_eval or self._affordable("eval"))):
             self._owed["eval"] = False
             self._timed("eval", self._evaluate, state)

@@ -328,6 +328,11 @@ def test_a_run_the_budget_leaves_no_points_still_has_a_start_a_middle_and_an_end
     p = run.progress()
     assert p.plan.adapt_eval and p.total_steps == 11
     assert [e.step for e in p.evals] == [0, 5, 11]
+    chosen = TrainingRun(RunSpec(models.FCConfig(), TrainConfig(epochs=1, batch_size=8), train_size=88, eval_every=20),
+                         _data(n_train=100, n_test=30))
+    chosen.start()
+    assert chosen.join(timeout=60)
+    assert [e.step for e in chosen.progress().evals] == [0, 11]  # its cadence, kept: no point forced in the middle
 
 
 def test_an_evaluation_row_names_the_validation_digits_it_measured_and_keeps_the_old_names():
