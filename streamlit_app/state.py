@@ -671,7 +671,7 @@ def start_scale_measure(channels: int) -> None:
     from digitrec import scale
     from digitrec.engines.local import run_threads, worker_context
 
-    def fresh_pool():  # one process, from the fork server training workers start from (torch already imported)
+    def fresh_pool():  # one process, started as training workers are (engines.local.worker_context)
         return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=worker_context())
 
     with _scale_lock:
@@ -730,7 +730,7 @@ def track_session() -> None:
         return
     from digitrec import engines
 
-    engines.warm_up()  # once per server: the fork server runs start from, so a first Start is fast too
+    engines.warm_up()  # get the server ready to start runs (engines.local.warm_up)
     tracker = session_tracker()
     sid, session_state = ctx.session_id, ctx.session_state
     tracker.track(sid, release=lambda: _release_ended(sid, session_state))

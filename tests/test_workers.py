@@ -1,8 +1,8 @@
-"""engines: a run trains in a real worker process (a fork of the fork server), obeys the page process's controls,
+"""engines: a run trains in a real spawned worker process, obeys the page process's controls,
 waits its turn in the fair queue, dies alone when its worker is killed, and ends with its session.
 
-Every test here starts real worker processes (the first one starts the fork server, which
-imports torch: seconds on a loaded machine), so the runs are tiny and the waits generous.
+Every test here starts real worker processes (spawn: a fresh Python importing torch, a
+few seconds each on a loaded machine), so the runs are tiny and the waits generous.
 """
 
 from __future__ import annotations
@@ -259,60 +259,3 @@ def test_each_worker_takes_its_share_of_the_cores_the_pages_leave(monkeypatch):
     monkeypatch.setenv(config.RUN_THREADS_ENV, "three")
     assert run_threads() == 1  # a typo falls back to the share
 
-
-def test_the_fork_server_starts_before_any_run_and_runs_fork_from_it(mnist):
-    """warm_up (the app calls it on a page view) starts the fork server with torch already imported;
-    a run's worker is then a child of it, and starts without importing torch again."""
-    import subprocess
-    import sys
-    import textwrap
-
-    from digitrec.engines import local
-
-    # In a fresh process, with no run at all: warm_up alone starts the fork server (its child).
-    probe = textwrap.dedent("""
-        import os, time
-        from pathlib import Path
-        from digitrec.engines import local
-
-        def parent(d):
-            try:
-                return int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):  # a process that ended while we looked
-                return None
-
-        local.warm_up()
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            mine = [d for d in Path("/proc").iterdir() if d.name.isdigit() and parent(d) == os.getpid()]
-            if any(b"forkserver" in (d / "cmdline").read_bytes() for d in mine if d.exists()):
-                print("fork server up")
-                break
-            time.sleep(0.2)
-    """)
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=SPAWN_S)
-    assert "fork server up" in out.stdout, out.stderr[-2000:]
-
-    local.warm_up()
-    me = os.getpid()
-
-    def fork_servers() -> list[int]:
-        found = []
-        for d in Path("/proc").iterdir():
-            try:
-                if (d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == me
-                        and b"forkserver" in (d / "cmdline").read_bytes()):
-                    found.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                continue
-        return found
-
-    wait_until(lambda: len(fork_servers()) == 1, timeout=SPAWN_S)
-    run = WorkerRun(RunSpec(models.FCConfig(), TrainConfig(epochs=1, max_steps=5)), mnist, queue=RunQueue(1))
-    run.start(paused=True)  # the worker waits, alive, for resume
-    wait_until(lambda: run.status is RunStatus.PAUSED, timeout=SPAWN_S)
-    parent = int(Path(f"/proc/{run.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    assert parent in fork_servers()
-    run.resume()
-    assert run.join(timeout=SPAWN_S)
-    assert run.status is RunStatus.FINISHED

@@ -1,8 +1,8 @@
 """Where training runs happen: worker processes on this machine, or a Ray cluster.
 
 ``make_run`` gives the handle a page keeps for one run. The default engine is
-``local`` (``digitrec.engines.local.WorkerRun``: a worker process per run,
-forked from a preloaded fork server, at most K at once through the fair queue of ``digitrec.engines.queue``).
+``local`` (``digitrec.engines.local.WorkerRun``: a spawned worker process per
+run, at most K at once through the fair queue of ``digitrec.engines.queue``).
 With ``DIGITREC_RAY_ADDRESS`` set (or ``DIGITREC_ENGINE=ray``, which ``--engine
 ray`` on the app or ``scripts/serve`` sets), runs are actors on that Ray cluster
 (``digitrec.engines.ray_cluster.RayRun``: the same handle). Only then is Ray
@@ -42,8 +42,8 @@ def choose_engine(argv: Sequence[str]) -> None:
 
 
 def warm_up() -> None:
-    """Get this server ready to start local runs at once (``local.warm_up``: the fork server, in the
-    background). Also on a Ray server: its runs fall back to local workers when the cluster is away."""
+    """Get this server ready to start local runs (``local.warm_up``: nothing to do while workers are
+    spawned). Also on a Ray server: its runs fall back to local workers when the cluster is away."""
     from digitrec.engines.local import warm_up as warm_local
 
     warm_local()

@@ -3,9 +3,8 @@
 A ``WorkerRun`` is the handle a browser session keeps. It has the API of
 ``digitrec.runs.TrainingRun`` (start, pause, resume, step n, +1 epoch, stop,
 progress, snapshots, checkpoint bytes, the trained model), but the training
-happens in a process of its own, forked from a fork server that has already
-imported torch and digitrec (``worker_context``; no copied locks or threads of the
-page process, and no seconds of imports per run):
+happens in a process of its own, started with ``torch.multiprocessing``'s
+*spawn* (``worker_context``: a fresh interpreter, no copied locks or threads of the server):
 
 - inside, the worker runs an ordinary ``TrainingRun`` (the same ``fit`` loop,
   the same ``Recorder``), after setting its own PyTorch thread count, so the
@@ -400,42 +399,19 @@ def training_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-# Workers are forks of a fork server: one process per server, started once, that has imported torch,
-# digitrec and torch._dynamo (which torch.optim imports on an optimizer's first use: 1.0-1.3 s here).
-# A fork of it is a fresh process without the page process's threads or locks, like a spawned one,
-# but it starts training at once instead of importing everything again (2-5 s a run before).
-_PRELOAD = ["torch._dynamo", "digitrec.engines.local"]
-
-
 def worker_context():
-    """The multiprocessing context workers start from: the fork server where the platform has one."""
-    if "forkserver" not in mp.get_all_start_methods():  # Windows: spawn, a full import per run
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)  # read when the server starts; later calls change nothing
-    return ctx
+    """The multiprocessing context workers start from: spawn, a fresh interpreter per run.
 
-
-_warming = threading.Lock()
-_warmed = False
+    A fork server preloaded with torch started a run in 0.2-0.7 s instead of 2-5 s, but two workers
+    forked from it died with a segmentation fault in libtorch while gathering a batch of the shared
+    training digits (a class load test and a helper's test run, 2026-12-02); until that is understood,
+    every worker is spawned."""
+    return mp.get_context("spawn")
 
 
 def warm_up() -> None:
-    """Start the fork server in the background, once per process, so the first run starts fast too.
-
-    The app calls it on every page view (``state.track_session``); a run started before the server
-    is ready waits for it."""
-    global _warmed
-    with _warming:
-        if _warmed:
-            return
-        _warmed = True
-    ctx = worker_context()
-    if ctx.get_start_method() != "forkserver":
-        return
-    from multiprocessing import forkserver
-
-    threading.Thread(target=forkserver.ensure_running, name="digitrec-fork-server", daemon=True).start()
+    """Get ready to start runs fast. With spawned workers there is nothing to start ahead; kept so the
+    app's call site stays when a faster start returns."""
 
 
 def run_threads() -> int:

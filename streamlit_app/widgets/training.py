@@ -248,7 +248,7 @@ def _queue_note(run, p: RunProgress) -> None:
         st.info(f"Waiting for a free place on the server: **{place or 1} in line**. It should start in {estimate}. "
                 "Every learner's runs take turns, so nobody waits forever.")
     elif p.status.active and p.step == 0 and not p.evals:
-        st.caption("Starting a worker process for this run…")  # under a second once the fork server is up
+        st.caption("Starting a worker process for this run (a few seconds)…")
 
 
 def _status_note(p: RunProgress) -> None:
