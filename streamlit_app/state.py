@@ -728,9 +728,6 @@ def track_session() -> None:
     ctx = get_script_run_ctx()
     if ctx is None or not runtime.exists():  # AppTest, or a bare import: nothing can end
         return
-    from digitrec import engines
-
-    engines.warm_up()  # get the server ready to start runs (engines.local.warm_up)
     tracker = session_tracker()
     sid, session_state = ctx.session_id, ctx.session_state
     tracker.track(sid, release=lambda: _release_ended(sid, session_state))

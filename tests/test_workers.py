@@ -23,7 +23,7 @@ from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
 from tests.helpers import small_mnist, wait_until
 
-SPAWN_S = 180.0  # the fork server imports torch before the first worker: allow for a machine shared by many sessions
+SPAWN_S = 180.0  # a spawned worker imports torch before its first step: allow for a machine shared by many sessions
 
 
 def _long_spec() -> RunSpec:
@@ -32,8 +32,7 @@ def _long_spec() -> RunSpec:
 
 
 def _worker_pids() -> set[int]:
-    """This process's training workers: the children of its fork server (or spawned children where
-    there is none), not the fork server itself nor the resource tracker."""
+    """This process's training workers: its spawned children, not multiprocessing's resource tracker."""
     me = os.getpid()
     procs = {}
     for d in Path("/proc").iterdir():
@@ -44,9 +43,7 @@ def _worker_pids() -> set[int]:
             procs[int(d.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), (d / "cmdline").read_bytes())
         except (OSError, IndexError, ValueError):
             continue
-    fork_servers = {pid for pid, (ppid, cmd) in procs.items() if ppid == me and b"forkserver" in cmd}
-    return {pid for pid, (ppid, cmd) in procs.items()
-            if ppid in fork_servers or (ppid == me and b"spawn_main" in cmd)}
+    return {pid for pid, (ppid, cmd) in procs.items() if ppid == me and b"spawn_main" in cmd}
 
 
 def _settle(run: WorkerRun) -> int:

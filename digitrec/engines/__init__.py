@@ -41,14 +41,6 @@ def choose_engine(argv: Sequence[str]) -> None:
             os.environ[config.ENGINE_ENV] = value.strip().lower()
 
 
-def warm_up() -> None:
-    """Get this server ready to start local runs (``local.warm_up``: nothing to do while workers are
-    spawned). Also on a Ray server: its runs fall back to local workers when the cluster is away."""
-    from digitrec.engines.local import warm_up as warm_local
-
-    warm_local()
-
-
 def make_run(spec: RunSpec, data: MNIST, probe: torch.Tensor | None = None, callbacks: Sequence[Callback] = (),
              owner: str | None = None):
     """A run handle (not started) on this server's engine."""

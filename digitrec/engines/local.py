@@ -409,11 +409,6 @@ def worker_context():
     return mp.get_context("spawn")
 
 
-def warm_up() -> None:
-    """Get ready to start runs fast. With spawned workers there is nothing to start ahead; kept so the
-    app's call site stays when a faster start returns."""
-
-
 def run_threads() -> int:
     """PyTorch threads of each worker: ``DIGITREC_RUN_THREADS``, else (cores - 1) // K, at least 1.
 

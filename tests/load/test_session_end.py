@@ -23,13 +23,10 @@ GRACE_S = 2  # server.disconnectedSessionTTL for this test (Streamlit's default,
 
 def _status(pid: int) -> dict[str, int]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    # Processes under the server, not counting multiprocessing's resource tracker or a fork server
-    # runs start from (digitrec.engines.local): each is started once per server and stays by design.
-    # A training worker (spawned, or a child of a fork server) left behind would count.
+    # Processes under the server, not counting multiprocessing's resource tracker: it is started once
+    # per server and stays by design. A training worker left behind would count.
     under = [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid]
-    servers = [p for p in under if b"forkserver" in _cmdline(p)]
-    workers = [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) in servers]
-    children = sum(1 for p in under if b"resource_tracker" not in _cmdline(p) and p not in servers) + len(workers)
+    children = sum(1 for p in under if b"resource_tracker" not in _cmdline(p))
     return {"threads": int(fields["Threads"]), "rss_mb": int(fields["VmRSS"].split()[0]) // 1024, "children": children}
 
 
