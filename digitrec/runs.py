@@ -145,6 +145,7 @@ class RunProgress:
     final_test_accuracy: float | None  # on the full test set, once the run has ended
     device: str = "cpu"  # where it trained: "cpu" or "cuda"
     mixed_precision: bool = False  # its forward passes ran in bfloat16 (train.TrainConfig.mixed_precision)
+    hand_backward: bool = False  # its gradients came from the chain rule written out (digitrec.hand_backward)
     validation_size: int = config.VALIDATION_SIZE  # digits held out of the training set
     train_eval_size: int = config.EVAL_SIZE  # digits of the training set measured like the validation subset
     shuffled_pixels: bool = False  # the run reads every digit in the fixed shuffled pixel order
@@ -356,6 +357,7 @@ class TrainingRun:
             snapshots=r.snapshots, probe_probs=r.probe_probs, first_layer=r.first_layer,
             total_units=self._total_units, message=message, final_test_accuracy=r.final_test_accuracy,
             device=next(self.model.parameters()).device.type, mixed_precision=s.mixed_precision,
+            hand_backward=s.hand_backward,
         )
 
     def trained_model(self) -> nn.Module:

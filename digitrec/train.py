@@ -25,6 +25,7 @@ from torch import nn
 from digitrec import config as settings  # not `config`: fit's TrainConfig argument is called that
 from digitrec.data import MNIST, DigitSet, augment, batches, permute_pixels, pixel_permutation, to_input
 from digitrec.errors import InvalidConfig, TrainingDiverged
+from digitrec.hand_backward import hand_backward
 from digitrec.history import EvalRow, StepRow
 from digitrec.inspection import as_model_reads, channels_last, convolves, eval_mode
 
@@ -105,6 +106,7 @@ class TrainState:
     test_accuracy: float | None = None
     stopped: bool = False  # True if stop() ended the run early
     mixed_precision: bool = False  # the forward pass ran in bfloat16 (TrainConfig.mixed_precision, where it pays)
+    hand_backward: bool = False  # the gradients came from digitrec.hand_backward, not autograd (same bits, faster)
 
     @property
     def total_steps(self) -> int:
@@ -321,12 +323,15 @@ def fit(
         model.to(memory_format=torch.channels_last)
     mixed = uses_mixed_precision(model, config)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if mixed else contextlib.nullcontext()
+    # A stack of Linear and ReLU layers skips autograd's bookkeeping: its chain rule is written out
+    # (bit-identical gradients), which made FCNet 784-16-16-10's step about a third faster.
+    by_hand = None if mixed else hand_backward(model)
     params = [p for p in model.parameters() if p.requires_grad]
     last_good = [p.detach().clone() for p in params]
 
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     state = TrainState(epochs=config.epochs, steps_per_epoch=steps_per_epoch, max_steps=config.max_steps,
-                       mixed_precision=mixed)
+                       mixed_precision=mixed, hand_backward=by_hand is not None)
     scheduler = make_scheduler(optimizer, config, state.total_steps)
     _emit(callbacks, "on_fit_start", state)
     # off_clock_s: seconds spent paused, evaluating or in callbacks (not training).
@@ -353,9 +358,12 @@ def fit(
                 if in_channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)  # as as_model_reads, decided once
 
-                with autocast:  # bfloat16 convolutions where it pays (mixed_precision); else nothing
-                    logits = model(x)  # (B, 10)
-                loss = nn.functional.cross_entropy(logits.float(), y)
+                if by_hand is not None:
+                    logits, loss, forward = by_hand.forward(x, y)  # (B, 10), the mean loss, kept for backward
+                else:
+                    with autocast:  # bfloat16 convolutions where it pays (mixed_precision); else nothing
+                        logits = model(x)  # (B, 10)
+                    loss = nn.functional.cross_entropy(logits.float(), y)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     with torch.no_grad():
@@ -368,9 +376,12 @@ def fit(
                     )
                 with torch.no_grad():  # these weights gave a finite loss: remember them
                     torch._foreach_copy_(last_good, params)
-                for p in params:  # what optimizer.zero_grad(set_to_none=True) does, without its 15 us of machinery
-                    p.grad = None
-                loss.backward()
+                if by_hand is not None:
+                    by_hand.backward(forward)  # sets every .grad
+                else:
+                    for p in params:  # what optimizer.zero_grad(set_to_none=True) does, without its 15 us of machinery
+                        p.grad = None
+                    loss.backward()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
