@@ -195,6 +195,12 @@ def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist)
     trained = run.trained_model()  # the weights the worker process sent back
     assert all(torch.equal(a, b) for a, b in zip(net.model.parameters(), trained.parameters()))
     assert net.model is not trained and net.test_accuracy == run.progress().final_test_accuracy
+    # The explorers and "Inside a unit" open on it: it is the session's choice, and the links carry it.
+    assert at.session_state["net"] == "my-1" and at.query_params["net"] == "my-1"
+    links = {link.proto.label: link.proto for link in at.get("page_link")}  # the sidebar has one of its own
+    explorer, unit = links["Open it in the explorer"], links["Watch one unit form across the run"]
+    assert (explorer.page, unit.page) == ("fc", "unit")
+    assert explorer.query_string == unit.query_string == "net=my-1"
 
     # The download's bytes are a checkpoint; uploading them adds the same network again.
     data = run.checkpoint_bytes()

@@ -433,7 +433,7 @@ def model_export(*, key: str, slot: str) -> None:
                     "explorers' networks, so it stays here; download it to keep it.")
         elif run.id in added and added[run.id] in state.networks():
             net = state.networks()[added[run.id]]
-            st.success(f"**{net.label}** is in the network picker of every explorer page.")
+            st.success(f"**{net.label}** is in the network picker of every explorer page; the explorers show it now.")
         elif st.button("Use it in the explorers", key=f"{key}_use", type="primary",
                        help="Adds it beside the pretrained networks in every page's network picker."):
             try:
@@ -443,6 +443,7 @@ def model_export(*, key: str, slot: str) -> None:
                 st.warning(str(e))
             else:
                 added[run.id] = net.key
+                state.set_network(net.key)  # the explorers, and the links below, open on it next
                 st.rerun()
     with download_col:
         name = models.display_name(run.spec.model).lower().replace(" ", "-").replace("(", "").replace(")", "")
@@ -455,16 +456,18 @@ def model_export(*, key: str, slot: str) -> None:
                            file_name=f"digitrec-{name}-step{p.step}.safetensors", mime="application/octet-stream",
                            key=f"{key}_download", on_click="ignore",
                            help="A safetensors file with the configuration; upload it here later to use it again.")
-    if added.get(run.id):
-        st.page_link("views/fc_explorer.py" if p.architecture == "fcnet" else "views/cnn_explorer.py",
-                      label="Open it in the explorer", icon=":material/open_in_new:")
-        if st.button("Watch one unit form across the run", key=f"{key}_unit", icon=":material/person_search:",
-                     help="Inside a unit, with a slider over this run's snapshots: a neuron's or map's weights, "
-                          "top digits and pull at each moment of training."):
-            from streamlit_app.widgets.units import UNIT_PAGE
+    if added.get(run.id) in state.networks():
+        # Links, not buttons that switch pages: a button's click sent while this page was still redrawing
+        # was sometimes dropped (seen in the browser test under load); a link always navigates. Both pages
+        # open on this network: "Use it" made it the session's choice, and the URL carries it too.
+        from streamlit_app.widgets.units import UNIT_PAGE
 
-            state.set_network(added[run.id])
-            st.switch_page(UNIT_PAGE)
+        mine = {"net": added[run.id]}
+        st.page_link("views/fc_explorer.py" if p.architecture == "fcnet" else "views/cnn_explorer.py",
+                     label="Open it in the explorer", icon=":material/open_in_new:", query_params=mine)
+        st.page_link(UNIT_PAGE, label="Watch one unit form across the run", icon=":material/person_search:",
+                     query_params=mine, help="Inside a unit, with a slider over this run's snapshots: a neuron's or "
+                                             "map's weights, top digits and pull at each moment of training.")
 
 
 def checkpoint_upload(*, key: str) -> None:

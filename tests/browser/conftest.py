@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.server import REPO, start_streamlit, stop
 
@@ -131,6 +132,22 @@ def open_from_sidebar(page, app_url: str, link: str, query: str = "", heading: s
     page.wait_for_timeout(500)  # the click's rerun starts: until then the app still reads "notRunning"
     if heading is not None:
         page.get_by_role("heading", name=heading).wait_for()
+    wait_for_app(page)
+
+
+def go_to_page(page, link: str, heading: str, folder: str, timeout_ms: int = 60_000) -> None:
+    """Follow the page's link ``link`` to another page, as a learner does once the page has drawn;
+    wait for the new page's ``heading``. If it does not come, save what the page shows and say it."""
+    wait_for_app(page)
+    page.get_by_role("link", name=link).click(timeout=timeout_ms)
+    try:
+        page.get_by_role("heading", name=heading).wait_for(timeout=timeout_ms)
+    except PlaywrightTimeout:
+        path = screenshot(page, folder, f"no-{heading.lower().replace(' ', '-')}")
+        pytest.fail(f"After following {link!r} the page did not show {heading!r} within {timeout_ms / 1000:.0f} s; "
+                    f"it shows the headings {page.locator('h1').all_inner_texts()} (script state: "
+                    f"{page.locator('[data-test-script-state]').first.get_attribute('data-test-script-state')}); "
+                    f"screenshot: {path}")
     wait_for_app(page)
 
 

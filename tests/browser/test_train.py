@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import (
-    assert_no_exception, button, full_page_screenshot, open_from_sidebar, settled, trace_points, wait_for,
+    assert_no_exception, button, full_page_screenshot, go_to_page, open_from_sidebar, settled, trace_points,
+    wait_for,
 )
 
 @pytest.mark.browser
@@ -54,8 +55,7 @@ def test_start_watch_the_curves_grow_and_stop(app_url, page):
 
     # The kept network's units, at any snapshot of the run: Inside a unit opens with a slider over them.
     page.get_by_role("button", name="Use it in the explorers").click()
-    page.get_by_role("button", name="Watch one unit form across the run").click(timeout=60_000)
-    page.get_by_role("heading", name="Inside a unit").wait_for(timeout=60_000)
+    go_to_page(page, "Watch one unit form across the run", "Inside a unit", "train")
     page.get_by_text("snapshots while it trained", exact=False).first.wait_for(timeout=120_000)
     page.get_by_text("The test digits that excite it most", exact=False).first.wait_for(timeout=120_000)
     settled(page)
