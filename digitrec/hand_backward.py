@@ -15,7 +15,8 @@ walks through for one digit, here for a batch of B digits:
 Each of these is the very ATen operation autograd runs for that layer, with the same operands in
 the same layout, so the gradients are bit-identical to ``loss.backward()``'s (``tests/test_hand_backward.py``
 checks it) and a seeded run trains to the same weights either way. Anything else (convolutions,
-other activations, batch norm, dropout, hooks on a layer, bfloat16) trains through autograd.
+other activations, batch norm, dropout, hooks on a layer or a weight, a frozen layer, another precision than
+float32) trains through autograd.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from digitrec.layers import SpecNet
 
@@ -90,9 +92,13 @@ def hand_backward(model: nn.Module) -> HandBackward | None:
     """A HandBackward for ``model`` if it is a SpecNet of Flatten, then Linear layers each followed by
     a ReLU or by nothing, with no hooks; else None (train it through autograd)."""
     if not isinstance(model, SpecNet) or any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules()
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        or parametrize.is_parametrized(m) for m in model.modules()
     ):
         return None
+    if any(not p.requires_grad or p.dtype != torch.float32 or p._backward_hooks
+           or getattr(p, "_post_accumulate_grad_hooks", None) for p in model.parameters()):
+        return None  # a frozen layer, another precision, a hook on a weight's gradient: autograd's business
     kinds = [layer.kind for layer in model.spec.layers]
     if not kinds or kinds[0] != "Flatten" or kinds[-1] != "Linear":
         return None
@@ -106,6 +112,4 @@ def hand_backward(model: nn.Module) -> HandBackward | None:
             relu_after[-1] = True
         else:
             return None
-    if any(not p.requires_grad for p in model.parameters()):
-        return None
     return HandBackward(model, linears, relu_after)

@@ -291,7 +291,7 @@ def table(rows: Sequence[RaceRow]) -> dict[str, list[str]]:
     out["final test accuracy"] = [num(r.final_accuracy, ".2%") for r in rows]
     if any(r.device for r in rows):
         # A bfloat16 forward pass is about twice as fast for convolutions, a backward pass written out
-        # about a fifth faster for a small FCNet: a race should say which network ran how.
+        # about 1.2x faster a step for a small FCNet: a race should say which network ran how.
         out["trained on"] = [{"cuda": "GPU (CUDA)", "cpu": "CPU"}.get(r.device, r.device or "–")
                              + ((", bfloat16 forward" if r.mixed_precision else ", float32")
                                 + (", backward by hand" if r.hand_backward else "")) * bool(r.device)

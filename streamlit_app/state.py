@@ -415,7 +415,14 @@ def query_int(name: str, default: int, low: int | None = None, high: int | None 
 
 
 def sync_url() -> None:
-    """Keep ``?digit=`` and ``?net=`` in the URL on every page (st.navigation drops them on a page switch)."""
+    """Keep ``?digit=`` and ``?net=`` in the URL on every page (st.navigation drops them on a page switch).
+
+    A ``?net=`` that differs from the session's choice came with a link (st.page_link's query, the browser's
+    back button): a sidebar switch drops the query and a picker writes both, so the link's network wins.
+    """
+    linked = st.query_params.get("net")
+    if linked and linked != st.session_state.get(NET_KEY) and linked in networks():
+        set_network(linked)
     digit = current_digit()
     if st.query_params.get("digit") != digit.ref:
         st.query_params["digit"] = digit.ref

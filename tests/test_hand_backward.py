@@ -27,13 +27,19 @@ def _autograd_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
 
+# fit trains on the GPU when there is one (scripts/gpu-check runs this file there); the CPU always.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("config", FC_SHAPES + [NORMALISED], ids=["16-16", "linear", "128-64", "no-relu", "normalised"])
 @pytest.mark.parametrize("batch_size", [128, 96, 1])  # 96: 60,000 digits end on a batch of 96, and 1/96 is inexact
-def test_the_gradients_are_autograds_bit_for_bit(config, batch_size):
+def test_the_gradients_are_autograds_bit_for_bit(config, batch_size, device):
     digits = data.synthetic_digits(200, seed=3)
     x, y = next(data.batches(digits, batch_size, generator=torch.Generator().manual_seed(batch_size)))
-    reference = models.build(config, seed=0)
-    by_hand_model = models.build(config, seed=0)
+    x, y = x.to(device), y.to(device)
+    reference = models.build(config, seed=0).to(device)
+    by_hand_model = models.build(config, seed=0).to(device)
     loss, grads = _autograd_grads(reference, x, y)
 
     by_hand = hand_backward(by_hand_model)
@@ -76,6 +82,22 @@ def test_a_hook_on_a_layer_sends_the_model_through_autograd():
     model = models.build(models.FCConfig(), seed=0)
     assert hand_backward(model) is not None
     model.fc_2.register_forward_hook(lambda module, inputs, output: None)  # e.g. a unit switched off
+    assert hand_backward(model) is None
+
+
+@pytest.mark.parametrize("change", ["backward pre-hook", "gradient hook", "frozen layer", "float64", "parametrized"])
+def test_anything_autograd_would_do_differently_sends_the_model_through_autograd(change):
+    model = models.build(models.FCConfig(), seed=0)
+    if change == "backward pre-hook":
+        model.fc_1.register_full_backward_pre_hook(lambda module, grad_output: None)
+    elif change == "gradient hook":
+        model.output.weight.register_hook(lambda grad: grad * 2)
+    elif change == "frozen layer":
+        model.fc_1.requires_grad_(False)
+    elif change == "float64":
+        model.double()
+    else:
+        nn.utils.parametrize.register_parametrization(model.fc_2, "weight", nn.Identity())
     assert hand_backward(model) is None
 
 

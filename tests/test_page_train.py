@@ -202,6 +202,22 @@ def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist)
     assert (explorer.page, unit.page) == ("fc", "unit")
     assert explorer.query_string == unit.query_string == "net=my-1"
 
+    # The learner picks another network in an explorer, comes back, and follows the link: the unit page
+    # shows the run's network (with its snapshot slider), not the one picked since.
+    at.switch_page("views/fc_explorer.py").run()
+    at.selectbox(key="net_picker").set_value("fc").run()
+    assert at.session_state["net"] == "fc" and not at.exception
+    at.switch_page("views/train.py").run()
+    unit_link = next(link.proto for link in at.get("page_link") if link.proto.label == unit.label)
+    for name in list(at.query_params):  # the browser follows the link: its query replaces the URL's
+        del at.query_params[name]
+    at.query_params["net"] = unit_link.query_string.removeprefix("net=")
+    at.switch_page("views/unit.py").run()
+    assert not at.exception
+    assert at.session_state["net"] == "my-1" and at.selectbox(key="net_picker").value == "my-1"
+    assert at.select_slider(key="unit_bio_snapshot_my-1").label == "Your run, at"  # the slider over its snapshots
+    at.switch_page("views/train.py").run()
+
     # The download's bytes are a checkpoint; uploading them adds the same network again.
     data = run.checkpoint_bytes()
     at.file_uploader(key="train_upload_file").set_value(("mine.safetensors", data, "application/octet-stream")).run()

@@ -458,8 +458,9 @@ def model_export(*, key: str, slot: str) -> None:
                            help="A safetensors file with the configuration; upload it here later to use it again.")
     if added.get(run.id) in state.networks():
         # Links, not buttons that switch pages: a button's click sent while this page was still redrawing
-        # was sometimes dropped (seen in the browser test under load); a link always navigates. Both pages
-        # open on this network: "Use it" made it the session's choice, and the URL carries it too.
+        # was sometimes dropped (Streamlit's fast reruns reset its trigger; seen in CI); a link always
+        # navigates. Both pages open on this network, whatever was chosen since: the link's ?net= wins
+        # (state.sync_url). The network lives in this session, so a new tab falls back to the first one.
         from streamlit_app.widgets.units import UNIT_PAGE
 
         mine = {"net": added[run.id]}

@@ -225,10 +225,13 @@ def unit_link(*, key: str, net: state.Network | None = None, network: str = "") 
     layer = a.selectbox("Layer", layers, key=f"{key}_layer")
     count = units.unit_count(model, layer)
     index = b.selectbox("Map" if _is_map(model, layer) else "Neuron", list(range(count)), key=f"{key}_unit")
-    if c.button(f"See the biography of {layer} unit {index}", key=f"{key}_open", icon=":material/person_search:"):
-        state.set_network(net.key)  # the unit page shows the network this unit belongs to
-        st.switch_page(UNIT_PAGE, query_params={"layer": layer, "unit": str(index), "net": net.key,
-                                                "digit": state.current_digit().ref})
+    # A link, not a button that switches pages (a click sent as the page finished drawing could be dropped:
+    # widgets/training.py model_export). Its ?net= wins on arrival (state.sync_url): the unit page shows the
+    # network this unit belongs to, whatever the session chose before.
+    with c:
+        st.page_link(UNIT_PAGE, label=f"See the biography of {layer} unit {index}", icon=":material/person_search:",
+                     query_params={"layer": layer, "unit": str(index), "net": net.key,
+                                   "digit": state.current_digit().ref})
 
 
 # ---------------------------------------------------------------- change a unit and watch
