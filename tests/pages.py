@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import numpy as np
 from streamlit.testing.v1 import AppTest
@@ -81,3 +82,19 @@ def array(v) -> np.ndarray:
         flat = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
         return flat.reshape(tuple(int(n) for n in str(v.get("shape", flat.size)).split(",")))
     return np.array(v, dtype=float)
+
+
+def page_links(at: AppTest) -> dict[str, object]:
+    """The page's st.page_link elements by label (their protos: ``.page`` is the URL path, ``.query_string``)."""
+    return {link.proto.label: link.proto for link in at.get("page_link")}
+
+
+def follow_link(at: AppTest, label: str, page: str) -> AppTest:
+    """Follow the page link ``label`` to ``page`` (its script, e.g. "views/unit.py") as the browser does:
+    the link's query replaces the URL's, then the page runs."""
+    link = page_links(at)[label]
+    for name in list(at.query_params):
+        del at.query_params[name]
+    for name, value in parse_qsl(link.query_string):
+        at.query_params[name] = value
+    return at.switch_page(page).run()

@@ -14,7 +14,7 @@ import torch
 from digitrec import checkpoints
 from digitrec.runs import RunStatus
 from tests.helpers import wait_until
-from tests.pages import array, figures, open_page
+from tests.pages import array, figures, follow_link, open_page, page_links
 
 
 def _open():
@@ -197,7 +197,7 @@ def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist)
     assert net.model is not trained and net.test_accuracy == run.progress().final_test_accuracy
     # The explorers and "Inside a unit" open on it: it is the session's choice, and the links carry it.
     assert at.session_state["net"] == "my-1" and at.query_params["net"] == "my-1"
-    links = {link.proto.label: link.proto for link in at.get("page_link")}  # the sidebar has one of its own
+    links = page_links(at)  # the sidebar has one of its own
     explorer, unit = links["Open it in the explorer"], links["Watch one unit form across the run"]
     assert (explorer.page, unit.page) == ("fc", "unit")
     assert explorer.query_string == unit.query_string == "net=my-1"
@@ -208,11 +208,7 @@ def test_the_trained_model_joins_the_explorers_and_a_download_loads_again(mnist)
     at.selectbox(key="net_picker").set_value("fc").run()
     assert at.session_state["net"] == "fc" and not at.exception
     at.switch_page("views/train.py").run()
-    unit_link = next(link.proto for link in at.get("page_link") if link.proto.label == unit.label)
-    for name in list(at.query_params):  # the browser follows the link: its query replaces the URL's
-        del at.query_params[name]
-    at.query_params["net"] = unit_link.query_string.removeprefix("net=")
-    at.switch_page("views/unit.py").run()
+    follow_link(at, "Watch one unit form across the run", "views/unit.py")
     assert not at.exception
     assert at.session_state["net"] == "my-1" and at.selectbox(key="net_picker").value == "my-1"
     assert at.select_slider(key="unit_bio_snapshot_my-1").label == "Your run, at"  # the slider over its snapshots

@@ -6,7 +6,6 @@ Numbers on the pages are checked against computations made here, apart from the 
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qsl
 
 import numpy as np
 import pytest
@@ -137,13 +136,10 @@ def test_explorers_link_every_unit_to_its_biography(cnn_dead):
     at.session_state["net"] = "fc"
     at.selectbox(key="cnn_unit_link_layer").set_value("conv_2_2").run()
     at.selectbox(key="cnn_unit_link_unit").set_value(4).run()
-    link = next(link.proto for link in at.get("page_link") if link.proto.label.startswith("See the biography"))
-    assert link.label == "See the biography of conv_2_2 unit 4" and link.page == "unit"
-    for name in list(at.query_params):  # the browser follows the link: its query replaces the URL's
-        del at.query_params[name]
-    for name, value in parse_qsl(link.query_string):
-        at.query_params[name] = value
-    at.switch_page("views/unit.py").run()
+    biography = [label for label in pages.page_links(at) if label.startswith("See the biography")]
+    assert biography == ["See the biography of conv_2_2 unit 4"]
+    assert pages.page_links(at)[biography[0]].page == "unit"
+    pages.follow_link(at, biography[0], "views/unit.py")
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="unit_bio_layer").value == "conv_2_2" and at.selectbox(key="unit_bio_unit").value == 4
     assert at.selectbox(key="net_picker").value == "cnn"
