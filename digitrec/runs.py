@@ -13,7 +13,8 @@ does not count callbacks or evaluation as training time):
   a fixed 2,000-digit subset of the validation digits (held out of the 60,000
   training digits by ``data.validation_split``, never trained on) and on a
   fixed 2,000-digit subset of the digits it trains on, so the two curves
-  compare on equal terms; on all validation digits after each epoch;
+  compare on equal terms; on all validation digits after each epoch (a point due
+  at an epoch's end takes its validation half from that pass: the subset is among them);
 - the test set once, at the end: a run never watches it while it trains, so
   nothing about the run is chosen by looking at the test digits;
 - a snapshot every ``snapshot_every`` steps: the first layer's weights and the
@@ -52,7 +53,8 @@ from digitrec.errors import TrainingDiverged
 from digitrec.history import EvalRow, StepRow
 from digitrec.inspection import eval_mode
 from digitrec.spec import RunPlan, RunSpec
-from digitrec.train import Callback, TrainConfig, TrainControl, TrainState, evaluate, fit, pixel_order, step_row
+from digitrec.train import (Callback, TrainConfig, TrainControl, TrainState, evaluate, evaluate_each, fit, pixel_order,
+                            step_row, subset_scores)
 
 
 class RunStatus(str, enum.Enum):
@@ -204,18 +206,24 @@ def _probe_probs(model: nn.Module, probe: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(probe), dim=1)[0].cpu().clone()  # dim=1: classes; a CPU copy
 
 
-def eval_subset(test: DigitSet, size: int = config.EVAL_SIZE) -> DigitSet:
-    """A fixed, seeded random subset of ``test`` (the same for every run and seed).
+def eval_subset_index(n: int, size: int = config.EVAL_SIZE) -> torch.Tensor | None:
+    """Sorted positions of a fixed, seeded random ``size`` of ``n`` digits (the same for every run and
+    seed); None when ``size`` covers them all.
 
     Random rather than the first ``size`` digits: MNIST's first 5,000 test digits
     are cleaner and easier than the last 5,000 (as its authors note), and the
     validation digits keep their original order.
     """
-    if size >= len(test):
-        return test
-    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(config.SUBSET_SEED))[:size]
-    idx, _ = idx.sort()
-    return DigitSet(test.images[idx], test.labels[idx])
+    if size >= n:
+        return None
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(config.SUBSET_SEED))[:size]
+    return idx.sort().values
+
+
+def eval_subset(test: DigitSet, size: int = config.EVAL_SIZE) -> DigitSet:
+    """The digits of ``test`` at ``eval_subset_index``: the fixed subset a run's curves watch."""
+    idx = eval_subset_index(len(test), size)
+    return test if idx is None else DigitSet(test.images[idx], test.labels[idx])
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -258,7 +266,6 @@ class TrainingRun:
         self.plan = spec.plan(len(training))
         self._train = training.subset(self.plan.train_size)
         self._test = data.test
-        self._subset = eval_subset(self._validation, spec.eval_size)
         self._train_subset = eval_subset(self._train, spec.eval_size)
         if probe is None:
             probe = data.test.images[0].float() / 255.0
@@ -277,8 +284,10 @@ class TrainingRun:
         self._status = RunStatus.IDLE  # for the thread's outcome; live states come from the control
         self._message = ""
         probe_input = self.probe if self.pixel_order is None else permute_pixels(self.probe, self.pixel_order)
-        self._recorder = Recorder(self.model, self.plan, spec.train, probe_input, self._subset, self._test,
-                                  train_subset=self._train_subset, order=self.pixel_order)
+        self._recorder = Recorder(self.model, self.plan, spec.train, probe_input, self._validation, self._test,
+                                  subset_index=eval_subset_index(len(self._validation), spec.eval_size),
+                                  train_subset=self._train_subset,
+                                  order=self.pixel_order)
 
     # -- control (any thread) --
 
@@ -349,7 +358,7 @@ class TrainingRun:
         return RunProgress(
             status=status, name=self.spec.name, architecture=self.spec.model.architecture,
             params=self.params, macs=self.macs, plan=self.plan, epochs=self.spec.train.epochs,
-            test_size=len(self._test), eval_size=len(self._subset), validation_size=len(self._validation),
+            test_size=len(self._test), eval_size=len(self._recorder.subset), validation_size=len(self._validation),
             shuffled_pixels=self.pixel_order is not None, train_eval_size=len(self._train_subset),
             step=s.step, epoch=s.epoch, samples_seen=s.samples_seen, elapsed_s=s.elapsed_s,
             samples_per_s=s.samples_per_s, loss=s.loss, accuracy=s.accuracy,
@@ -377,9 +386,10 @@ class TrainingRun:
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
-            # fit's per-epoch evaluation watches all validation digits, never the test set.
+            # No test set for fit: the recorder measures all validation digits after each epoch (and
+            # takes the curve's point at that step from the same pass); the test set is used once, at the end.
             state = fit(self.model, self._train, self.spec.train, callbacks=[self._recorder, *self._callbacks],
-                        control=self.control, test=self._validation)
+                        control=self.control)
             if state.stopped:  # stop() came before the last step (reaching max_steps is finishing)
                 outcome = RunStatus.STOPPED
         except TrainingDiverged as e:
@@ -424,12 +434,22 @@ class Recorder:
     trains.
     """
 
-    def __init__(self, model: nn.Module, plan: RunPlan, train_config: TrainConfig, probe: torch.Tensor, subset: DigitSet,
-                 test: DigitSet, train_subset: DigitSet | None = None, order: torch.Tensor | None = None) -> None:
-        # subset: the validation digits the curves watch; train_subset: digits it trains on, measured the
-        # same way; test: evaluated once, in finish(); order: a shuffled-pixel run's pixel permutation.
-        self.model, self.plan, self.probe, self.subset, self.test = model, plan, probe, subset, test
+    def __init__(self, model: nn.Module, plan: RunPlan, train_config: TrainConfig, probe: torch.Tensor,
+                 validation: DigitSet, test: DigitSet, subset_index: torch.Tensor | None = None,
+                 train_subset: DigitSet | None = None, order: torch.Tensor | None = None) -> None:
+        # validation: all held-out digits, measured after each epoch (unless the config says not);
+        # subset_index: the positions among them the curves watch (None: all of them); train_subset:
+        # digits it trains on, measured the same way; test: evaluated once, in finish(); order: a
+        # shuffled-pixel run's pixel permutation.
+        self.model, self.plan, self.probe, self.validation, self.test = model, plan, probe, validation, test
+        self.subset_index = subset_index
+        self.subset = validation if subset_index is None else DigitSet(validation.images[subset_index],
+                                                                       validation.labels[subset_index])
         self.train_subset, self.order = train_subset, order
+        self._each_epoch = train_config.evaluate_each_epoch
+        # A curve point due at an epoch's last step waits for that epoch's validation pass, which
+        # gives its validation half for nothing (the subset is among the digits measured).
+        self._point_at_epoch_end = False
         self._lock = threading.Lock()
         self._state = TrainState(epochs=train_config.epochs, steps_per_epoch=plan.steps_per_epoch,
                                  max_steps=train_config.max_steps)
@@ -481,7 +501,10 @@ class Recorder:
         middle = plan.adapt_eval and state.step == max(1, plan.total_steps // 2) and self.last_eval_step <= 0
         if middle or (self._owed["eval"] and (not plan.adapt_eval or self._affordable("eval"))):
             self._owed["eval"] = False
-            self._timed("eval", self._evaluate, state)
+            if self._each_epoch and state.step % plan.steps_per_epoch == 0:
+                self._point_at_epoch_end = True  # on_epoch_end, next, measures all validation digits
+            else:
+                self._timed("eval", self._evaluate, state)
         if self._owed["snapshot"] and (not plan.adapt_snapshots or self._affordable("snapshot")):
             self._owed["snapshot"] = False
             self._timed("snapshot", self._snapshot, state)
@@ -504,11 +527,21 @@ class Recorder:
         self._spent_s += self._cost_s[kind]
 
     def on_epoch_end(self, state: TrainState) -> None:
-        if state.test_accuracy is None:
+        """All validation digits (the red diamonds); a curve point due now, or the run's last one, comes
+        from the same pass for its validation half."""
+        if not self._each_epoch:
             return
-        row = EvalRow(state.step, state.epoch, state.elapsed_s, state.test_accuracy, state.test_loss)
+        losses, right = evaluate_each(self.model, self.validation, order=self.order)
+        loss, accuracy = subset_scores(losses, right)
         with self._lock:
-            self._epoch_results.append(row)
+            self._epoch_results.append(EvalRow(state.step, state.epoch, state.elapsed_s, accuracy, loss))
+        due = self._point_at_epoch_end or state.step >= state.total_steps  # finish() would measure the last
+        if due and self.last_eval_step != state.step:
+            self._point_at_epoch_end = False
+            start = time.perf_counter()
+            self._evaluate(state, subset_scores(losses, right, self.subset_index))
+            # Counted against the budget, but not as the cost of a point: most points measure both halves.
+            self._spent_s += time.perf_counter() - start
 
     def finish(self) -> None:
         """After fit: a last subset point and snapshot, and the full test accuracy of the final model."""
@@ -533,8 +566,10 @@ class Recorder:
             if row is not None:
                 self._steps.append(row)
 
-    def _evaluate(self, state: TrainState) -> None:
-        loss, accuracy = evaluate(self.model, self.subset, order=self.order)  # restores the model's mode
+    def _evaluate(self, state: TrainState, validation: tuple[float, float] | None = None) -> None:
+        """A curve point: the validation subset (``validation``: its (loss, accuracy), already measured)
+        and the training subset."""
+        loss, accuracy = validation or evaluate(self.model, self.subset, order=self.order)  # restores the mode
         train_loss = train_accuracy = None
         if self.train_subset is not None:
             train_loss, train_accuracy = evaluate(self.model, self.train_subset, order=self.order)

@@ -248,6 +248,21 @@ def pixel_order(config: TrainConfig) -> torch.Tensor | None:
 EVAL_BATCH = 500
 
 
+def _logits_by_batch(
+    model: nn.Module, digits: DigitSet, batch_size: int, order: torch.Tensor | None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(logits (B, 10), labels (B,))] batch by batch, float32, on the model's device; mode restored."""
+    out = []
+    device = device_of(model)
+    model = channels_last(model)
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(digits), batch_size):
+            images = digits.images[start : start + batch_size]
+            x = as_model_reads(to_input(images if order is None else permute_pixels(images, order)).to(device), model)
+            out.append((model(x), digits.labels[start : start + batch_size].to(device)))
+    return out
+
+
 def evaluate(
     model: nn.Module, digits: DigitSet, batch_size: int = EVAL_BATCH, order: torch.Tensor | None = None
 ) -> tuple[float, float]:
@@ -258,18 +273,34 @@ def evaluate(
     the page shows must be the one the explorers recompute from the same weights.
     """
     total_loss, correct = 0.0, 0
-    device = device_of(model)
-    model = channels_last(model)
-    with eval_mode(model), torch.inference_mode():
-        for start in range(0, len(digits), batch_size):
-            images = digits.images[start : start + batch_size]
-            x = as_model_reads(to_input(images if order is None else permute_pixels(images, order)).to(device), model)
-            y = digits.labels[start : start + batch_size].to(device)
-            logits = model(x)  # (B, 10)
-            total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == y).sum())
+    for logits, y in _logits_by_batch(model, digits, batch_size, order):
+        total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == y).sum())
     n = max(len(digits), 1)
     return total_loss / n, correct / n
+
+
+def evaluate_each(
+    model: nn.Module, digits: DigitSet, batch_size: int = EVAL_BATCH, order: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per digit, as ``evaluate`` measures them: (cross-entropy (N,) float, right (N,) bool), on the CPU.
+
+    One pass gives the numbers of any subset of ``digits`` too (``subset_scores``): a run measures its
+    validation digits after an epoch and takes its curve's subset point from the same pass.
+    """
+    losses, right = [torch.empty(0)], [torch.empty(0, dtype=torch.bool)]
+    for logits, y in _logits_by_batch(model, digits, batch_size, order):
+        losses.append(nn.functional.cross_entropy(logits, y, reduction="none").cpu())
+        right.append((logits.argmax(dim=1) == y).cpu())
+    return torch.cat(losses), torch.cat(right)
+
+
+def subset_scores(losses: torch.Tensor, right: torch.Tensor, index: torch.Tensor | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy 0..1) of ``evaluate_each``'s digits at ``index`` (None: all of them)."""
+    if index is not None:
+        losses, right = losses[index], right[index]
+    n = max(len(losses), 1)
+    return float(losses.double().sum()) / n, int(right.sum()) / n
 
 
 def predictions(model: nn.Module, digits: DigitSet, batch_size: int = EVAL_BATCH) -> torch.Tensor:

@@ -178,6 +178,39 @@ def test_a_finished_run_records_curves_test_points_and_snapshots_consistently():
     assert (p.params, p.macs) == (models.count_params(trained), models.count_macs(trained))
 
 
+def test_a_point_due_at_an_epoch_end_takes_its_validation_half_from_that_epochs_pass(monkeypatch):
+    # 12 validation digits held out of 150, the curves watch 5 of them; 138 trained on: 12 steps an epoch.
+    d = _data(n_train=150, n_test=30)
+    spec = RunSpec(models.FCConfig(), TrainConfig(epochs=2, batch_size=12, lr=1e-2), eval_every=6, snapshot_every=6,
+                   eval_size=5)
+    run = TrainingRun(spec, d)
+    subset = run._recorder.subset
+    measured = []  # the digit sets the recorder evaluated one by one
+
+    def counting(model, digits, *args, **kwargs):
+        measured.append(digits)
+        return train.evaluate(model, digits, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "evaluate", counting)
+    run.start()
+    assert run.join(timeout=60)
+    p = run.progress()
+    assert p.plan.steps_per_epoch == 12 and len(subset) == 5 < p.validation_size
+    assert [e.step for e in p.evals] == [0, 6, 12, 18, 24] and [e.step for e in p.epoch_results] == [12, 24]
+    # The validation subset was evaluated on its own only for the points between epoch ends.
+    assert sum(digits is subset for digits in measured) == 3
+    # The points at the epoch ends are what the subset itself gives, from the weights of that moment.
+    trained = run.trained_model()
+    for point in (p.evals[2], p.evals[4]):
+        snapshot = next(s for s in p.snapshots if s.step == point.step)
+        model = runs.model_at(trained, snapshot)
+        loss, accuracy = train.evaluate(model, subset)
+        assert point.val_accuracy == accuracy and point.val_loss == pytest.approx(loss, rel=1e-6)
+        assert point.train_loss == pytest.approx(train.evaluate(model, run._train_subset)[0], rel=1e-6)
+        assert p.epoch_results[point.step // 12 - 1].val_loss == pytest.approx(
+            train.evaluate(model, data.validation_split(d.train)[1])[0], rel=1e-6)
+
+
 def test_the_test_subset_is_fixed_random_and_sorted(mnist):
     subset = runs.eval_subset(mnist.test, 2000)
     again = runs.eval_subset(mnist.test, 2000)

@@ -428,7 +428,9 @@ def run_threads() -> int:
 # --- the worker process ----------------------------------------------------------------------------
 
 _FIRST_EVALUATION_POLL_S = 0.02
-_END_POLL_S = 0.05
+# How soon the worker sees its training thread end (its final report leaves then): an FCNet epoch
+# trains in about half a second, so a 50 ms look was up to a tenth of that run's wall clock.
+_END_POLL_S = 0.01
 
 
 def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: torch.Tensor,
