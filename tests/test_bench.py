@@ -23,6 +23,9 @@ def test_bench_quick_json_has_every_ratio_and_latency(tmp_path, mnist, capsys):
     app = report["app"]["fc"]["app"]
     assert app["status"] == "finished" and app["samples"] == fit["samples"] == 5 * 128  # the same training
     assert report["ratios"]["in_app_vs_fit_fc"] == app["samples_per_s"] / fit["samples_per_s"]
+    # Both trained on the training clock for less than their wall clock; the app's extras are the rest.
+    assert 0 < app["training_s"] < app["wall_s"] and 0 < fit["training_s"] < fit["wall_s"]
+    assert report["app"]["fc"]["at_equal_training_speed"] == bench_app.at_equal_training_speed(app, fit)
     assert report["matmul_gflops"] > 0
     latency = report["latency_ms"]["fc"]
     assert {"predict_with_activations", "attribution_saliency", "attribution_occlusion", "backward_step_through"} <= set(latency)
