@@ -66,11 +66,13 @@ def test_the_page_process_controls_a_run_in_a_worker_process():
     data = small_mnist()
     run = WorkerRun(_long_spec(), data, queue=RunQueue(1))
     threads_before = __import__("torch").get_num_threads()
+    before_start = run.progress().eval_size  # what the page shows before the worker's first report
     run.start(paused=True)
     wait_until(lambda: run.pid is not None)
     assert run.pid != os.getpid() and run.pid in _worker_pids()
     wait_until(lambda: run.progress().evals, timeout=SPAWN_S)  # the worker's first report: step 0 evaluated
     assert _settle(run) == 0
+    assert before_start == run.progress().eval_size < len(data.test)  # the validation digits it watches
 
     run.step(3)
     wait_until(lambda: run.progress().step >= 3)

@@ -97,11 +97,12 @@ class WorkerRun:
         self.owner = owner
         # The worker's TrainingRun holds the validation digits out of the training set itself, so it gets
         # the whole set (shared memory, not copied) and the plan is counted the way it will count it.
-        self.plan = spec.plan(len(validation_split(data.train)[0]))
+        training, validation = validation_split(data.train)
+        self.plan = spec.plan(len(training))
         self._train = data.train
         self.pixel_order = pixel_order(spec.train)  # as the worker's TrainingRun reads its digits
         self._test = data.test
-        self._eval_size = min(spec.eval_size, len(data.test))  # as eval_subset chooses
+        self._eval_size = min(spec.eval_size, len(validation))  # as eval_subset chooses among the validation digits
         if probe is None:
             probe = data.test.images[0].float() / 255.0
         self.probe = probe.detach().float().reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (1, 1, 28, 28)
