@@ -193,6 +193,12 @@ OWN_MODEL_TRAIN_DIGITS = 10_000
 
 MAX_RUNS_ENV = "DIGITREC_MAX_RUNS"  # runs training at once on a server (default: cores - 1, at least 1)
 RUN_THREADS_ENV = "DIGITREC_RUN_THREADS"  # PyTorch threads of each worker process
+# A server keeps one worker process started ahead of the next run (digitrec.engines.local.SpareWorker):
+# a spawned worker spends 5-6.5 s importing torch and the torch._dynamo that Optimizer.step imports
+# (2-core AVX2 EPYC) before a run's first point; with a spare waiting, 0.2 s. "0" here: no spare (a
+# server short of memory: a waiting spare holds about 370 MB of its own, 680 MB resident with the
+# libraries it shares with the other torch processes; `make serve` keeps one per replica).
+SPARE_WORKER_ENV = "DIGITREC_SPARE_WORKER"
 # Without DIGITREC_RUN_THREADS a worker takes its share of the cores the pages leave:
 # (cores - 1) // K, at least 1 (digitrec.engines.local.run_threads): a class server with K = 2
 # on 16 cores gives each run 7. On this 2-core machine that is 1, and it should be: one run

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from digitrec import models, train
-from digitrec.engines.local import WorkerRun
+from digitrec.engines.local import RUN_NAME, SPARE_NAME, WorkerRun, spare_worker
 from digitrec.engines.queue import RunQueue, max_runs
 from digitrec.engines.sessions import SessionTracker
 from digitrec.runs import RunStatus
@@ -31,8 +31,8 @@ def _long_spec() -> RunSpec:
     return RunSpec(models.FCConfig(), TrainConfig(epochs=500, batch_size=1))
 
 
-def _worker_pids() -> set[int]:
-    """This process's training workers: its spawned children, not multiprocessing's resource tracker."""
+def _spawned() -> dict[int, bytes]:
+    """This process's spawned children (not multiprocessing's resource tracker): {pid: name as ps shows it}."""
     me = os.getpid()
     procs = {}
     for d in Path("/proc").iterdir():
@@ -40,10 +40,17 @@ def _worker_pids() -> set[int]:
             continue
         try:
             stat = (d / "stat").read_text()
-            procs[int(d.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), (d / "cmdline").read_bytes())
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me and b"spawn_main" in (d / "cmdline").read_bytes():
+                procs[int(d.name)] = (d / "comm").read_bytes().strip()
         except (OSError, IndexError, ValueError):
             continue
-    return {pid for pid, (ppid, cmd) in procs.items() if ppid == me and b"spawn_main" in cmd}
+    return procs
+
+
+def _worker_pids() -> set[int]:
+    """This process's training workers: its spawned children, not the spare waiting for the next run."""
+    spare = spare_worker().pid
+    return {pid for pid in _spawned() if pid != spare}
 
 
 def _settle(run: WorkerRun) -> int:
@@ -258,3 +265,55 @@ def test_each_worker_takes_its_share_of_the_cores_the_pages_leave(monkeypatch):
     monkeypatch.setenv(config.RUN_THREADS_ENV, "three")
     assert run_threads() == 1  # a typo falls back to the share
 
+
+def test_a_run_takes_the_spare_worker_and_a_new_one_starts_behind_it(monkeypatch):
+    data = small_mnist()
+    spare = spare_worker()
+    first = WorkerRun(_long_spec(), data, queue=RunQueue(2))
+    first.start()
+    wait_until(lambda: first.pid is not None and spare.pid is not None, timeout=SPAWN_S)
+    waiting = spare.pid
+    assert waiting != first.pid and waiting in _spawned()
+    wait_until(lambda: _spawned().get(waiting) == SPARE_NAME, timeout=SPAWN_S)  # ps tells it from a run's worker
+
+    second = WorkerRun(_long_spec(), data, queue=RunQueue(2))
+    second.start()
+    wait_until(lambda: second.pid is not None)
+    assert second.pid == waiting  # the spare became this run's worker
+    assert spare.pid not in (None, waiting, first.pid)  # and the next spare has started
+    wait_until(lambda: second.progress().step >= 5, timeout=SPAWN_S)
+    assert _spawned()[second.pid] == RUN_NAME
+    for run in (first, second):
+        run.stop()
+        assert run.join(timeout=60) and run.status is RunStatus.STOPPED
+
+    # A spare that died is not handed a run: the run gets a new worker of its own and trains.
+    dead = spare.pid
+    os.kill(dead, signal.SIGKILL)
+    wait_until(lambda: _exited(dead))
+    third = WorkerRun(_long_spec(), data, queue=RunQueue(2))
+    third.start()
+    wait_until(lambda: third.progress().step >= 5, timeout=SPAWN_S)
+    assert third.pid != dead and spare.pid not in (None, dead)
+    third.stop()
+    assert third.join(timeout=60) and third.status is RunStatus.STOPPED
+
+
+def _exited(pid: int) -> bool:
+    """The process has exited (a zombie waiting to be reaped, or gone), not merely being killed."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def test_no_spare_worker_when_the_server_says_so(monkeypatch):
+    monkeypatch.setenv("DIGITREC_SPARE_WORKER", "0")
+    spare = spare_worker()
+    spare.close()
+    run = WorkerRun(_long_spec(), small_mnist(), queue=RunQueue(1))
+    run.start()
+    wait_until(lambda: run.progress().step >= 1, timeout=SPAWN_S)
+    assert spare.pid is None and SPARE_NAME not in _spawned().values()
+    run.stop()
+    assert run.join(timeout=60)

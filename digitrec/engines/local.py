@@ -16,7 +16,11 @@ happens in a process of its own, started with ``torch.multiprocessing``'s
   pickled by value) every ``config.REPORT_EVERY_S``; a reader thread in the page
   process stitches them together, so ``progress()`` never blocks;
 - the training digits cross once, as shared memory (torch's tensor sharing);
-- when the run ends the worker sends its weights (CPU tensors) and exits.
+- when the run ends the worker sends its weights (CPU tensors) and exits;
+- the server keeps one worker started ahead of time (``SpareWorker``), its
+  imports done, so a run's first point comes about a second after Start instead
+  of the 5-6.5 s a fresh interpreter takes to import torch; each run that takes
+  it starts the next spare behind it.
 
 Runs wait for a slot in the server's fair queue (``digitrec.engines.queue``)
 before a process starts. A worker that dies (killed, out of memory) turns its
@@ -252,15 +256,17 @@ class WorkerRun:
         ``send_bytes``/``recv_bytes`` (EOFError once the worker is gone) and ``close``, and a
         process with ``join``, ``is_alive``, ``terminate``, ``kill``, ``exitcode`` and ``pid``.
         """
+        job = (self.spec, self._train, self._test, self.probe, self._callbacks, self.threads, self._start_paused,
+               pending)
+        taken = spare_worker().take(job)
+        if taken is not None:
+            return taken
         ctx = worker_context()
         parent, child = ctx.Pipe(duplex=True)
-        process = ctx.Process(
-            target=_worker_main, name=f"digitrec-run-{self.id}", daemon=True,
-            args=(child, self.spec, self._train, self._test, self.probe, self._callbacks, self.threads,
-                  self._start_paused, pending),
-        )
+        process = ctx.Process(target=_worker_main, name=f"digitrec-run-{self.id}", daemon=True, args=(child, *job))
         process.start()
         child.close()  # the worker holds its end; ours closing lets us see EOF when it dies
+        spare_worker().refill()  # the next run need not wait as this one did
         return parent, process
 
     # -- reading (any thread) --
@@ -410,6 +416,84 @@ def worker_context():
     return mp.get_context("spawn")
 
 
+class SpareWorker:
+    """One worker process started before a run needs it: it imports what a run will (torch, digitrec's
+    training, the ``torch._dynamo`` that ``Optimizer.step`` imports on a run's first step), then waits
+    for a run on its pipe and becomes that run's worker (``_spare_main``).
+
+    The server starts its first spare when its first run starts (a server nobody trains on keeps
+    none), and every run that takes the spare starts the next one. A spare still importing is taken
+    all the same: it is further along than a new process. One that has died is replaced by a fresh
+    worker for that run. ``DIGITREC_SPARE_WORKER=0`` turns spares off.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spare: tuple | None = None  # (our end of its pipe, its process)
+
+    @staticmethod
+    def enabled() -> bool:
+        import os
+
+        return os.environ.get(config.SPARE_WORKER_ENV, "1").strip() != "0"
+
+    def take(self, job: tuple) -> tuple | None:
+        """(pipe end, process) of the spare, now training ``job`` (``_worker_main``'s arguments after
+        its pipe); None when there is no live spare. A new spare starts behind it."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        conn, process = spare
+        try:
+            if not process.is_alive():
+                raise EOFError("the spare worker has died")
+            conn.send(job)  # torch's pickling: the digits cross as shared memory, as in a new process's arguments
+        except (EOFError, OSError, ValueError):
+            conn.close()
+            process.join(0.1)
+            return None
+        self.refill()
+        return conn, process
+
+    def refill(self) -> None:
+        """Start a spare if there is none (and spares are on)."""
+        if not self.enabled():
+            return
+        with self._lock:
+            if self._spare is not None:
+                return
+            ctx = worker_context()
+            parent, child = ctx.Pipe(duplex=True)
+            process = ctx.Process(target=_spare_main, args=(child,), name="digitrec-spare", daemon=True)
+            process.start()
+            child.close()
+            self._spare = (parent, process)
+
+    def close(self) -> None:
+        """End the spare (it exits when its pipe closes)."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare[0].close()
+            spare[1].join(5.0)
+            if spare[1].is_alive():
+                spare[1].kill()
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return None if self._spare is None else self._spare[1].pid
+
+
+_SPARE = SpareWorker()
+
+
+def spare_worker() -> SpareWorker:
+    """The server's spare worker (one per page process)."""
+    return _SPARE
+
+
 def run_threads() -> int:
     """PyTorch threads of each worker: ``DIGITREC_RUN_THREADS``, else (cores - 1) // K, at least 1.
 
@@ -434,9 +518,39 @@ _FIRST_EVALUATION_POLL_S = 0.02
 _END_POLL_S = 0.01
 
 
+SPARE_NAME, RUN_NAME = b"digitrec-spare", b"digitrec-run"  # what ps and /proc/PID/comm show for each
+
+
+def name_process(name: bytes) -> None:
+    """Set this process's name as ``ps`` shows it (Linux; elsewhere nothing): a spare is told from a
+    run's worker by it, by people and by the tests that count a server's workers."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).prctl(15, name[:15], 0, 0, 0)  # 15: PR_SET_NAME
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+def _spare_main(conn) -> None:
+    """A spare worker: import what a run needs, then wait for one and train it (``SpareWorker``)."""
+    import importlib
+
+    name_process(SPARE_NAME)
+    importlib.import_module("torch._dynamo")  # Optimizer.step imports it on a run's first step: 2.5 s here
+    importlib.import_module("digitrec.runs")  # the training loop and its recorder
+    try:
+        job = conn.recv()
+    except (EOFError, OSError):  # the server has gone (or closed its spare) before a run came
+        return
+    _worker_main(conn, *job)
+
+
 def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: torch.Tensor,
                  callbacks: Sequence[Callback], threads: int, paused: bool, pending: list) -> None:
     """The worker: train ``spec`` with a TrainingRun, obey commands, report progress, send the weights."""
+    name_process(RUN_NAME)
     torch.set_num_threads(threads)  # this process only: the page process keeps its own
     keep_freed_memory()  # reuse each step's freed activations instead of faulting them in anew (digitrec.allocator)
     sent = [0, 0, 0, 0]  # rows already sent: steps, evals, epoch results, snapshots

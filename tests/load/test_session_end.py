@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from digitrec.engines.local import SPARE_NAME
 from tests import server
 from tests.load import harness
 
@@ -23,11 +24,19 @@ GRACE_S = 2  # server.disconnectedSessionTTL for this test (Streamlit's default,
 
 def _status(pid: int) -> dict[str, int]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    # Processes under the server, not counting multiprocessing's resource tracker: it is started once
-    # per server and stays by design. A training worker left behind would count.
+    # Processes under the server, not counting multiprocessing's resource tracker (started once per
+    # server, stays by design) nor the spare worker waiting for the next run (engines.local.SpareWorker,
+    # one per server from its first run on). A training worker left behind would count.
     under = [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid]
-    children = sum(1 for p in under if b"resource_tracker" not in _cmdline(p))
+    children = sum(1 for p in under if b"resource_tracker" not in _cmdline(p) and _comm(p) != SPARE_NAME)
     return {"threads": int(fields["Threads"]), "rss_mb": int(fields["VmRSS"].split()[0]) // 1024, "children": children}
+
+
+def _comm(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/comm").read_bytes().strip()
+    except OSError:
+        return b""
 
 
 def _cmdline(pid: int) -> bytes:
