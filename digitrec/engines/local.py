@@ -18,9 +18,9 @@ happens in a process of its own, started with ``torch.multiprocessing``'s
 - the training digits cross once, as shared memory (torch's tensor sharing);
 - when the run ends the worker sends its weights (CPU tensors) and exits;
 - the server keeps one worker started ahead of time (``SpareWorker``), its
-  imports done, so a run's first point comes about a second after Start instead
-  of the 5-6.5 s a fresh interpreter takes to import torch; each run that takes
-  it starts the next spare behind it.
+  imports done, so a run's first point comes 0.2 s after Start instead of the
+  5-6.5 s a fresh interpreter takes to import torch (2-core AVX2 EPYC); each
+  run that takes it starts the next spare behind it.
 
 Runs wait for a slot in the server's fair queue (``digitrec.engines.queue``)
 before a process starts. A worker that dies (killed, out of memory) turns its
