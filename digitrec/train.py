@@ -248,21 +248,6 @@ def pixel_order(config: TrainConfig) -> torch.Tensor | None:
 EVAL_BATCH = 500
 
 
-def _logits_by_batch(
-    model: nn.Module, digits: DigitSet, batch_size: int, order: torch.Tensor | None
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """[(logits (B, 10), labels (B,))] batch by batch, float32, on the model's device; mode restored."""
-    out = []
-    device = device_of(model)
-    model = channels_last(model)
-    with eval_mode(model), torch.inference_mode():
-        for start in range(0, len(digits), batch_size):
-            images = digits.images[start : start + batch_size]
-            x = as_model_reads(to_input(images if order is None else permute_pixels(images, order)).to(device), model)
-            out.append((model(x), digits.labels[start : start + batch_size].to(device)))
-    return out
-
-
 def evaluate(
     model: nn.Module, digits: DigitSet, batch_size: int = EVAL_BATCH, order: torch.Tensor | None = None
 ) -> tuple[float, float]:
@@ -272,26 +257,28 @@ def evaluate(
     The digits stay on the CPU; each batch goes to the model's device. Float32 always: a number
     the page shows must be the one the explorers recompute from the same weights.
     """
-    total_loss, correct = 0.0, 0
-    for logits, y in _logits_by_batch(model, digits, batch_size, order):
-        total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == y).sum())
-    n = max(len(digits), 1)
-    return total_loss / n, correct / n
+    return subset_scores(*evaluate_each(model, digits, batch_size, order))
 
 
 def evaluate_each(
     model: nn.Module, digits: DigitSet, batch_size: int = EVAL_BATCH, order: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per digit, as ``evaluate`` measures them: (cross-entropy (N,) float, right (N,) bool), on the CPU.
+    """Per digit, what ``evaluate`` averages: (cross-entropy (N,) float, right (N,) bool), on the CPU.
 
     One pass gives the numbers of any subset of ``digits`` too (``subset_scores``): a run measures its
     validation digits after an epoch and takes its curve's subset point from the same pass.
     """
     losses, right = [torch.empty(0)], [torch.empty(0, dtype=torch.bool)]
-    for logits, y in _logits_by_batch(model, digits, batch_size, order):
-        losses.append(nn.functional.cross_entropy(logits, y, reduction="none").cpu())
-        right.append((logits.argmax(dim=1) == y).cpu())
+    device = device_of(model)
+    model = channels_last(model)
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(digits), batch_size):
+            images = digits.images[start : start + batch_size]
+            x = as_model_reads(to_input(images if order is None else permute_pixels(images, order)).to(device), model)
+            y = digits.labels[start : start + batch_size].to(device)
+            logits = model(x)  # (B, 10)
+            losses.append(nn.functional.cross_entropy(logits, y, reduction="none").cpu())
+            right.append((logits.argmax(dim=1) == y).cpu())
     return torch.cat(losses), torch.cat(right)
 
 
