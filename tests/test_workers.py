@@ -287,24 +287,17 @@ def test_a_run_takes_the_spare_worker_and_a_new_one_starts_behind_it(monkeypatch
         run.stop()
         assert run.join(timeout=60) and run.status is RunStatus.STOPPED
 
-    # A spare that died is not handed a run: the run gets a new worker of its own and trains.
+    # A spare killed just before a run comes is not handed it, though its process can still look
+    # alive for a moment (its threads take a while to go): the run gets a new worker and trains.
     dead = spare.pid
     os.kill(dead, signal.SIGKILL)
-    wait_until(lambda: _exited(dead))
     third = WorkerRun(_long_spec(), data, queue=RunQueue(2))
     third.start()
-    wait_until(lambda: third.progress().step >= 5, timeout=SPAWN_S)
+    wait_until(lambda: third.progress().step >= 5 or third.status.ended, timeout=SPAWN_S)
+    assert third.progress().step >= 5, third.progress().message
     assert third.pid != dead and spare.pid not in (None, dead)
     third.stop()
     assert third.join(timeout=60) and third.status is RunStatus.STOPPED
-
-
-def _exited(pid: int) -> bool:
-    """The process has exited (a zombie waiting to be reaped, or gone), not merely being killed."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def test_no_spare_worker_when_the_server_says_so(monkeypatch):

@@ -117,7 +117,7 @@ class WorkerRun:
         self._queue = queue or default_queue()
 
         self._lock = threading.Lock()
-        self._phase = "idle"  # idle -> queued -> launched -> ended
+        self._phase = "idle"  # idle -> queued -> starting (its worker is being opened) -> launched -> ended
         self._start_paused = False
         self._pending: list[tuple[int, str, int]] = []  # commands given while queued: (seq, name, n)
         self._seq = 0  # commands sent
@@ -206,7 +206,7 @@ class WorkerRun:
             self._seq += 1
             self._expected = _EXPECTED[name]
             message = (self._seq, name, n)
-            if self._phase == "queued":
+            if self._phase in ("queued", "starting"):
                 self._pending.append(message)
                 return
             conn = self._conn
@@ -231,16 +231,14 @@ class WorkerRun:
     def launch(self) -> None:
         """Start the worker (the queue calls this when the run's turn comes)."""
         with self._lock:
-            if self._phase != "queued":  # not expected: give the slot back
-                launched = False
-            else:
-                launched = True
-        if not launched:
+            launched = self._phase == "queued"
+            if launched:  # no longer in line: the page shows the run's own status while its worker opens
+                self._phase = "starting"
+                pending = list(self._pending)
+                self._pending.clear()
+        if not launched:  # not expected: give the slot back
             self._queue.finished(self)
             return
-        with self._lock:
-            pending = list(self._pending)
-            self._pending.clear()
         conn, process = self._open_worker(pending)  # outside the lock: the page keeps reading meanwhile
         with self._lock:
             for message in self._pending:  # commands given while the worker was starting, in order
@@ -423,8 +421,9 @@ class SpareWorker:
 
     The server starts its first spare when its first run starts (a server nobody trains on keeps
     none), and every run that takes the spare starts the next one. A spare still importing is taken
-    all the same: it is further along than a new process. One that has died is replaced by a fresh
-    worker for that run. ``DIGITREC_SPARE_WORKER=0`` turns spares off.
+    all the same: it is further along than a new process. It answers the run it is handed, so one
+    that has died, even in the instant of the hand-over, is known and replaced by a fresh worker
+    for that run. ``DIGITREC_SPARE_WORKER=0`` turns spares off.
     """
 
     def __init__(self) -> None:
@@ -449,6 +448,11 @@ class SpareWorker:
             if not process.is_alive():
                 raise EOFError("the spare worker has died")
             conn.send(job)  # torch's pickling: the digits cross as shared memory, as in a new process's arguments
+            # Wait for the spare to say the job is its own (at once, or when its imports are done). One
+            # killed a moment ago can still look alive: its threads take a while to go. Its pipe then
+            # ends here, and the run gets a fresh worker instead of a dead one.
+            if conn.recv_bytes() != _TAKEN:
+                raise EOFError("the spare worker did not take the run")
         except (EOFError, OSError, ValueError):
             conn.close()
             process.join(0.1)
@@ -519,6 +523,7 @@ _END_POLL_S = 0.01
 
 
 SPARE_NAME, RUN_NAME = b"digitrec-spare", b"digitrec-run"  # what ps and /proc/PID/comm show for each
+_TAKEN = b"taken"  # a spare's answer to the run it is handed (SpareWorker.take)
 
 
 def name_process(name: bytes) -> None:
@@ -542,6 +547,7 @@ def _spare_main(conn) -> None:
     importlib.import_module("digitrec.runs")  # the training loop and its recorder
     try:
         job = conn.recv()
+        conn.send_bytes(_TAKEN)
     except (EOFError, OSError):  # the server has gone (or closed its spare) before a run came
         return
     _worker_main(conn, *job)
