@@ -58,7 +58,9 @@ def test_a_class_of_n_learners_on_one_server(n, tmp_path):
     timing_log = tmp_path / "timing.jsonl"
     proc, url = harness.start_server(timing_log, tmp_path / "server.log")
     try:
-        run_and_check(url, n, timing_log, "one-server")
+        summary = run_and_check(url, n, timing_log, "one-server")
         assert proc.poll() is None, "the server died during the class"
+        # Only the server runs pages: a worker spawned from a page once re-ran the app as its main script.
+        assert summary["replicas_used"] == 1, f"{summary['replicas_used']} processes ran the app's pages"
     finally:
         server.stop(proc)
