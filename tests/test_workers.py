@@ -144,6 +144,24 @@ def test_runs_beyond_k_wait_their_turn_and_a_learners_second_run_does_not_jump_t
     assert bob.status.ended and not bob.thread_alive
 
 
+def test_a_run_whose_worker_cannot_start_fails_with_a_sentence_and_frees_its_slot():
+    queue = RunQueue(1)
+    data = small_mnist()
+    # A callback a worker cannot be sent (a lambda does not pickle): the process cannot start, for real.
+    broken = WorkerRun(_long_spec(), data, queue=queue, callbacks=[lambda *args: None])
+    broken.start()  # returns at once: the worker opens on the run's own thread
+    assert broken.join(timeout=SPAWN_S)
+    p = broken.progress()
+    assert p.status is RunStatus.FAILED and broken.pid is None
+    assert "could not be started" in p.message and "Press Start" in p.message
+    assert queue.running() == 0
+    after = WorkerRun(_long_spec(), data, queue=queue)  # the slot was given back
+    after.start()
+    wait_until(lambda: after.progress().step > 0, timeout=SPAWN_S)
+    after.close()
+    assert after.status.ended
+
+
 def test_a_killed_worker_fails_its_run_with_a_sentence_and_the_others_go_on():
     queue = RunQueue(2)
     data = small_mnist()

@@ -229,7 +229,9 @@ class WorkerRun:
         return p.elapsed_s / p.step * max(self.plan.total_steps - p.step, 0)
 
     def launch(self) -> None:
-        """Start the worker (the queue calls this when the run's turn comes)."""
+        """Start the worker (the queue calls this when the run's turn comes, often on the thread of the
+        page whose Start click it was). The worker opens in the run's own thread, which then reads its
+        reports: a click never waits for a process to start or for a spare to take the run."""
         with self._lock:
             launched = self._phase == "queued"
             if launched:  # no longer in line: the page shows the run's own status while its worker opens
@@ -239,13 +241,27 @@ class WorkerRun:
         if not launched:  # not expected: give the slot back
             self._queue.finished(self)
             return
-        conn, process = self._open_worker(pending)  # outside the lock: the page keeps reading meanwhile
+        threading.Thread(target=self._open_and_read, args=(pending,), name=f"digitrec-run-{self.id}",
+                         daemon=True).start()
+
+    def _open_and_read(self, pending: list) -> None:
+        try:
+            conn, process = self._open_worker(pending)
+        except Exception as e:  # no process could start (out of memory, too many processes): say so
+            with self._lock:
+                self._final, self._phase = RunStatus.FAILED, "ended"
+                self._message = (f"The training process could not be started ({type(e).__name__}: {e}), so nothing "
+                                 "was trained. Press Start to try again; if it keeps happening, the server needs "
+                                 "attention (memory, processes).")
+            self._ended.set()
+            self._queue.finished(self)
+            return
         with self._lock:
             for message in self._pending:  # commands given while the worker was starting, in order
                 conn.send_bytes(_dumps(message))
             self._pending.clear()
             self._conn, self._process, self._phase = conn, process, "launched"
-        threading.Thread(target=self._read, name=f"digitrec-run-{self.id}-reader", daemon=True).start()
+        self._read()
 
     def _open_worker(self, pending: list) -> tuple:
         """Start the worker running ``_worker_main``; (our end of its pipe, its process).
@@ -262,8 +278,13 @@ class WorkerRun:
         ctx = worker_context()
         parent, child = ctx.Pipe(duplex=True)
         process = ctx.Process(target=_worker_main, name=f"digitrec-run-{self.id}", daemon=True, args=(child, *job))
-        process.start()
-        child.close()  # the worker holds its end; ours closing lets us see EOF when it dies
+        try:
+            process.start()
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()  # the worker holds its end; ours closing lets us see EOF when it dies
         spare_worker().refill()  # the next run need not wait as this one did
         return parent, process
 
@@ -334,7 +355,7 @@ class WorkerRun:
         """The ended run's model as a digitrec safetensors checkpoint (for a download)."""
         return checkpoint_bytes_of(self)
 
-    # -- the reader thread --
+    # -- the run's thread, once its worker is open --
 
     def _read(self) -> None:
         conn, process = self._conn, self._process
@@ -448,15 +469,21 @@ class SpareWorker:
             if not process.is_alive():
                 raise EOFError("the spare worker has died")
             conn.send(job)  # torch's pickling: the digits cross as shared memory, as in a new process's arguments
-            # Wait for the spare to say the job is its own (at once, or when its imports are done). One
-            # killed a moment ago can still look alive: its threads take a while to go. Its pipe then
-            # ends here, and the run gets a fresh worker instead of a dead one.
-            if conn.recv_bytes() != _TAKEN:
+            # Wait (on the run's own thread) for the spare to say the job is its own: at once, or when its
+            # imports are done. One killed a moment ago can still look alive, its threads taking a while
+            # to go; its pipe then ends here, and the run gets a fresh worker instead of a dead one.
+            if not conn.poll(_SPARE_ANSWER_S) or conn.recv_bytes() != _TAKEN:
                 raise EOFError("the spare worker did not take the run")
         except (EOFError, OSError, ValueError):
             conn.close()
-            process.join(0.1)
+            if process.is_alive():  # silent all that time: stuck, not slow
+                process.kill()
+            process.join(1.0)
             return None
+        except BaseException:  # the job itself could not be sent: the spare goes, the run says why
+            conn.close()
+            process.join(1.0)
+            raise
         self.refill()
         return conn, process
 
@@ -524,6 +551,9 @@ _END_POLL_S = 0.01
 
 SPARE_NAME, RUN_NAME = b"digitrec-spare", b"digitrec-run"  # what ps and /proc/PID/comm show for each
 _TAKEN = b"taken"  # a spare's answer to the run it is handed (SpareWorker.take)
+# How long a run waits for that answer before it takes a fresh worker instead: a spare still
+# importing answers within seconds (about 3 s here, alone), even on a machine loaded many times over.
+_SPARE_ANSWER_S = 120.0
 
 
 def name_process(name: bytes) -> None:
