@@ -162,6 +162,16 @@ def test_a_run_whose_worker_cannot_start_fails_with_a_sentence_and_frees_its_slo
     assert after.status.ended
 
 
+def test_a_run_stopped_the_moment_it_starts_ends_stopped_and_leaves_no_process():
+    before = _worker_pids()
+    run = WorkerRun(_long_spec(), small_mnist(), queue=RunQueue(1))
+    run.start()
+    run.stop()  # its worker may not be open yet: the stop waits for it, or the run never opens one
+    assert run.join(timeout=SPAWN_S)
+    assert run.status is RunStatus.STOPPED
+    wait_until(lambda: _worker_pids() <= before, timeout=30)
+
+
 def test_a_killed_worker_fails_its_run_with_a_sentence_and_the_others_go_on():
     queue = RunQueue(2)
     data = small_mnist()

@@ -241,27 +241,44 @@ class WorkerRun:
         if not launched:  # not expected: give the slot back
             self._queue.finished(self)
             return
-        threading.Thread(target=self._open_and_read, args=(pending,), name=f"digitrec-run-{self.id}",
-                         daemon=True).start()
+        try:
+            threading.Thread(target=self._open_and_read, args=(pending,), name=f"digitrec-run-{self.id}",
+                             daemon=True).start()
+        except RuntimeError as e:  # "can't start new thread"
+            self._not_started(e)
 
     def _open_and_read(self, pending: list) -> None:
-        try:
-            conn, process = self._open_worker(pending)
-        except Exception as e:  # no process could start (out of memory, too many processes): say so
-            with self._lock:
-                self._final, self._phase = RunStatus.FAILED, "ended"
-                self._message = (f"The training process could not be started ({type(e).__name__}: {e}), so nothing "
-                                 "was trained. Press Start to try again; if it keeps happening, the server needs "
-                                 "attention (memory, processes).")
+        with self._lock:
+            stopped = self._expected is RunStatus.STOPPING  # stopped (or its session closed) while in line to open
+            if stopped:
+                self._final, self._phase = RunStatus.STOPPED, "ended"
+        if stopped:
             self._ended.set()
             self._queue.finished(self)
             return
+        try:
+            conn, process = self._open_worker(pending)
+        except Exception as e:  # no process could start (out of memory, too many processes): say so
+            self._not_started(e)
+            return
         with self._lock:
             for message in self._pending:  # commands given while the worker was starting, in order
-                conn.send_bytes(_dumps(message))
+                try:
+                    conn.send_bytes(_dumps(message))
+                except (OSError, ValueError):  # it died at once: the reader below sees its pipe end
+                    break
             self._pending.clear()
             self._conn, self._process, self._phase = conn, process, "launched"
         self._read()
+
+    def _not_started(self, e: Exception) -> None:
+        with self._lock:
+            self._final, self._phase = RunStatus.FAILED, "ended"
+            self._message = (f"The training process could not be started ({type(e).__name__}: {e}), so nothing "
+                             "was trained. Press Start to try again; if it keeps happening, the server needs "
+                             "attention (memory, processes).")
+        self._ended.set()
+        self._queue.finished(self)
 
     def _open_worker(self, pending: list) -> tuple:
         """Start the worker running ``_worker_main``; (our end of its pipe, its process).
@@ -497,8 +514,13 @@ class SpareWorker:
             ctx = worker_context()
             parent, child = ctx.Pipe(duplex=True)
             process = ctx.Process(target=_spare_main, args=(child,), name="digitrec-spare", daemon=True)
-            process.start()
-            child.close()
+            try:
+                process.start()
+            except OSError:  # no process to spare now (memory, process limit): runs spawn their own
+                parent.close()
+                return
+            finally:
+                child.close()
             self._spare = (parent, process)
 
     def close(self) -> None:
