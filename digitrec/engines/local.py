@@ -245,21 +245,16 @@ class WorkerRun:
             threading.Thread(target=self._open_and_read, args=(pending,), name=f"digitrec-run-{self.id}",
                              daemon=True).start()
         except RuntimeError as e:  # "can't start new thread"
-            self._not_started(e)
+            self._end_unopened(RunStatus.FAILED, _not_started_message(e))
 
     def _open_and_read(self, pending: list) -> None:
-        with self._lock:
-            stopped = self._expected is RunStatus.STOPPING  # stopped (or its session closed) while in line to open
-            if stopped:
-                self._final, self._phase = RunStatus.STOPPED, "ended"
-        if stopped:
-            self._ended.set()
-            self._queue.finished(self)
+        if self._expected is RunStatus.STOPPING:  # stopped (or its session closed) before its worker opened
+            self._end_unopened(RunStatus.STOPPED)
             return
         try:
             conn, process = self._open_worker(pending)
         except Exception as e:  # no process could start (out of memory, too many processes): say so
-            self._not_started(e)
+            self._end_unopened(RunStatus.FAILED, _not_started_message(e))
             return
         with self._lock:
             for message in self._pending:  # commands given while the worker was starting, in order
@@ -271,12 +266,10 @@ class WorkerRun:
             self._conn, self._process, self._phase = conn, process, "launched"
         self._read()
 
-    def _not_started(self, e: Exception) -> None:
+    def _end_unopened(self, status: RunStatus, message: str = "") -> None:
+        """End a run whose worker never opened, and give its slot back."""
         with self._lock:
-            self._final, self._phase = RunStatus.FAILED, "ended"
-            self._message = (f"The training process could not be started ({type(e).__name__}: {e}), so nothing "
-                             "was trained. Press Start to try again; if it keeps happening, the server needs "
-                             "attention (memory, processes).")
+            self._final, self._phase, self._message = status, "ended", message
         self._ended.set()
         self._queue.finished(self)
 
@@ -292,18 +285,9 @@ class WorkerRun:
         taken = spare_worker().take(job)
         if taken is not None:
             return taken
-        ctx = worker_context()
-        parent, child = ctx.Pipe(duplex=True)
-        process = ctx.Process(target=_worker_main, name=f"digitrec-run-{self.id}", daemon=True, args=(child, *job))
-        try:
-            process.start()
-        except BaseException:
-            parent.close()
-            raise
-        finally:
-            child.close()  # the worker holds its end; ours closing lets us see EOF when it dies
+        opened = _spawn(_worker_main, f"digitrec-run-{self.id}", *job)
         spare_worker().refill()  # the next run need not wait as this one did
-        return parent, process
+        return opened
 
     # -- reading (any thread) --
 
@@ -442,6 +426,29 @@ def training_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _not_started_message(e: Exception) -> str:
+    return (f"The training process could not be started ({type(e).__name__}: {e}), so nothing was trained. "
+            "Press Start to try again; if it keeps happening, the server needs attention (memory, processes).")
+
+
+def _spawn(target, name: str, *args) -> tuple:
+    """Start ``target(pipe_end, *args)`` in a spawned process; (our end of its pipe, the process).
+
+    Our copy of the child's end closes at once (the process holds its own), so our end sees EOF
+    when the process dies; if it cannot start, our end closes too and the error is raised."""
+    ctx = worker_context()
+    parent, child = ctx.Pipe(duplex=True)
+    process = ctx.Process(target=target, name=name, daemon=True, args=(child, *args))
+    try:
+        process.start()
+    except BaseException:
+        parent.close()
+        raise
+    finally:
+        child.close()
+    return parent, process
+
+
 def worker_context():
     """The multiprocessing context workers start from: spawn, a fresh interpreter per run.
 
@@ -491,16 +498,14 @@ class SpareWorker:
             # to go; its pipe then ends here, and the run gets a fresh worker instead of a dead one.
             if not conn.poll(_SPARE_ANSWER_S) or conn.recv_bytes() != _TAKEN:
                 raise EOFError("the spare worker did not take the run")
-        except (EOFError, OSError, ValueError):
+        except BaseException as e:
             conn.close()
-            if process.is_alive():  # silent all that time: stuck, not slow
+            if process.is_alive():  # silent all that time (stuck, not slow), or the job could not be sent
                 process.kill()
             process.join(1.0)
-            return None
-        except BaseException:  # the job itself could not be sent: the spare goes, the run says why
-            conn.close()
-            process.join(1.0)
-            raise
+            if isinstance(e, (EOFError, OSError, ValueError)):  # gone: the run takes a fresh worker
+                return None
+            raise  # the job itself cannot cross (it does not pickle): the run says why
         self.refill()
         return conn, process
 
@@ -511,17 +516,10 @@ class SpareWorker:
         with self._lock:
             if self._spare is not None:
                 return
-            ctx = worker_context()
-            parent, child = ctx.Pipe(duplex=True)
-            process = ctx.Process(target=_spare_main, args=(child,), name="digitrec-spare", daemon=True)
             try:
-                process.start()
+                self._spare = _spawn(_spare_main, "digitrec-spare")
             except OSError:  # no process to spare now (memory, process limit): runs spawn their own
-                parent.close()
-                return
-            finally:
-                child.close()
-            self._spare = (parent, process)
+                pass
 
     def close(self) -> None:
         """End the spare (it exits when its pipe closes)."""
