@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import nn
 
+from digitrec import pooling
 from digitrec.data import IMAGE_SIZE, NUM_CLASSES
 from digitrec.errors import InvalidConfig
 
@@ -520,7 +521,7 @@ def build_layer(layer: Layer, shape_in: tuple[int, ...]) -> nn.Module:
     if k == "Conv2d":
         return nn.Conv2d(shape_in[0], layer.out, layer.kernel, stride=layer.stride, padding=layer.padding, bias=layer.bias)
     if k == "MaxPool2d":
-        return nn.MaxPool2d(layer.kernel, stride=layer.pool_stride, padding=layer.padding)
+        return pooling.MaxPool2d(layer.kernel, stride=layer.pool_stride, padding=layer.padding)  # nn.MaxPool2d, faster to evaluate
     if k == "AvgPool2d":
         return nn.AvgPool2d(layer.kernel, stride=layer.pool_stride, padding=layer.padding)
     if k == "BatchNorm1d":
