@@ -9,7 +9,7 @@ window's maximum is two elementwise maxima over the channels-last memory: first
 of each pair of rows (contiguous runs of width x channels values), then of each
 pair of neighbouring pixels. The result is bit for bit ``max_pool2d``'s (a
 maximum is exact, and both pass a NaN on); TinyVGG's evaluation of the 10,000
-test digits took 1.11-1.24 s instead of 1.35-1.42 s (alternating, same process).
+test digits took 1.12-1.22 s instead of 1.29-1.41 s (alternating, same process).
 
 Training keeps ``max_pool2d`` (its backward pass needs the winners), as does any
 other window, stride, padding or layout.

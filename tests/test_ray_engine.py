@@ -25,6 +25,7 @@ from digitrec.engines.local import WorkerRun
 from digitrec.runs import RunStatus
 from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
+from tests import processes
 from tests.helpers import wait_until
 
 START_S = 240.0  # a Ray instance, an actor importing torch, or a worker process, on a machine shared by many
@@ -39,23 +40,7 @@ def _spec(max_steps: int | None = None) -> RunSpec:
 
 def _descendants() -> dict[int, bytes]:
     """This process's descendants: pid -> command line."""
-    parents, cmdlines = {}, {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdlines[int(d.name)] = (d / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-    mine, found = {os.getpid()}, True
-    while found:
-        found = False
-        for pid, ppid in parents.items():
-            if ppid in mine and pid not in mine:
-                mine.add(pid)
-                found = True
-    return {pid: cmdlines[pid] for pid in mine - {os.getpid()}}
+    return {p.pid: p.cmdline for p in processes.descendants(os.getpid())}
 
 
 def _ray_processes() -> set[int]:
@@ -90,10 +75,7 @@ def ray_engine():
 
 
 def _ray_cmd(pid: int) -> bool:
-    try:
-        return any(m in Path(f"/proc/{pid}/cmdline").read_bytes() for m in RAY_PROCESS_MARKS)
-    except OSError:
-        return False
+    return any(m in processes.cmdline(pid) for m in RAY_PROCESS_MARKS)
 
 
 def _settle(run) -> int:

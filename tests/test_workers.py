@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +20,7 @@ from digitrec.engines.sessions import SessionTracker
 from digitrec.runs import RunStatus
 from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
+from tests import processes
 from tests.helpers import small_mnist, wait_until
 
 SPAWN_S = 180.0  # a spawned worker imports torch before its first step: allow for a machine shared by many sessions
@@ -33,18 +33,7 @@ def _long_spec() -> RunSpec:
 
 def _spawned() -> dict[int, bytes]:
     """This process's spawned children (not multiprocessing's resource tracker): {pid: name as ps shows it}."""
-    me = os.getpid()
-    procs = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me and b"spawn_main" in (d / "cmdline").read_bytes():
-                procs[int(d.name)] = (d / "comm").read_bytes().strip()
-        except (OSError, IndexError, ValueError):
-            continue
-    return procs
+    return {p.pid: p.name for p in processes.children(os.getpid()) if b"spawn_main" in p.cmdline}
 
 
 def _worker_pids() -> set[int]:

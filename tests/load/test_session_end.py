@@ -9,14 +9,13 @@ resident memory, before, during and after.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from digitrec.engines.local import SPARE_NAME
-from tests import server
+from tests import processes, server
 from tests.load import harness
 
 GRACE_S = 2  # server.disconnectedSessionTTL for this test (Streamlit's default, 120 s, is for real classes)
@@ -27,31 +26,8 @@ def _status(pid: int) -> dict[str, int]:
     # Processes under the server, not counting multiprocessing's resource tracker (started once per
     # server, stays by design) nor the spare worker waiting for the next run (engines.local.SpareWorker,
     # one per server from its first run on). A training worker left behind would count.
-    under = [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid]
-    children = sum(1 for p in under if b"resource_tracker" not in _cmdline(p) and _comm(p) != SPARE_NAME)
+    children = sum(1 for p in processes.children(pid) if b"resource_tracker" not in p.cmdline and p.name != SPARE_NAME)
     return {"threads": int(fields["Threads"]), "rss_mb": int(fields["VmRSS"].split()[0]) // 1024, "children": children}
-
-
-def _comm(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/comm").read_bytes().strip()
-    except OSError:
-        return b""
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _big_checkpoint() -> bytes:
