@@ -161,6 +161,36 @@ def test_a_run_stopped_the_moment_it_starts_ends_stopped_and_leaves_no_process()
     wait_until(lambda: _worker_pids() <= before, timeout=30)
 
 
+def test_a_run_closed_while_its_worker_opens_trains_nothing_and_leaves_no_process(monkeypatch):
+    # Without a spare a worker takes seconds to open (it imports torch): half a second after Start
+    # the run's thread is opening one. Its session ends then (close): the worker is ended as soon
+    # as it opens, without training a step or evaluating.
+    monkeypatch.setenv("DIGITREC_SPARE_WORKER", "0")
+    spare_worker().close()
+    before = _worker_pids()
+    run = WorkerRun(_long_spec(), small_mnist(), queue=RunQueue(1))
+    run.start()
+    time.sleep(0.5)
+    run.close()
+    assert run.join(timeout=SPAWN_S)
+    p = run.progress()
+    assert p.status is RunStatus.STOPPED and p.step == 0 and not p.evals
+    wait_until(lambda: _worker_pids() <= before, timeout=30)
+
+
+def test_a_run_closed_while_its_worker_cannot_answer_is_ended_and_counts_as_stopped():
+    run = WorkerRun(_long_spec(), small_mnist(), queue=RunQueue(1))
+    run.start()
+    wait_until(lambda: run.progress().step > 0, timeout=SPAWN_S)
+    pid = run.pid
+    os.kill(pid, signal.SIGSTOP)  # frozen (swapped out, stuck): it cannot stop within the grace
+    run.close(grace_s=0.5)
+    assert run.join(timeout=15)
+    p = run.progress()
+    assert p.status is RunStatus.STOPPED and "unexpectedly" not in p.message  # ended as asked, not a failure
+    assert pid not in _spawned()
+
+
 def test_a_killed_worker_fails_its_run_with_a_sentence_and_the_others_go_on():
     queue = RunQueue(2)
     data = small_mnist()

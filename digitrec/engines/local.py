@@ -131,6 +131,7 @@ class WorkerRun:
         self._state_dict: dict[str, torch.Tensor] | None = None
         self._conn = None
         self._process = None
+        self._closing = False  # close() was called: its session has ended
         self._ended = threading.Event()
         # perf_counter seconds when the worker's first evaluation (step 0) and its final report arrived:
         # how long a learner waits for the curve to begin, and the run's wall clock, free of any polling.
@@ -187,16 +188,14 @@ class WorkerRun:
 
     def close(self, grace_s: float = config.STOP_GRACE_S) -> None:
         """End the run and its process now: stop, wait ``grace_s``, then terminate (a session that ends)."""
+        with self._lock:
+            self._closing = True  # a worker still opening is ended as soon as it opens
         self.stop()
         if self.join(grace_s):
             return
         process = self._process
-        if process is not None and process.is_alive():
-            process.terminate()
-            process.join(1.0)
-            if process.is_alive():
-                process.kill()
-                process.join(1.0)
+        if process is not None:
+            _end_process(process, grace_s=0)
         self._ended.wait(2.0)
 
     def _command(self, name: str, n: int = 0) -> None:
@@ -257,17 +256,24 @@ class WorkerRun:
             self._end_unopened(RunStatus.FAILED, _not_started_message(e))
             return
         with self._lock:
-            for message in self._pending:  # commands given while the worker was starting, in order
+            closing = self._closing
+            for message in [] if closing else self._pending:  # commands given while it was starting, in order
                 try:
                     conn.send_bytes(_dumps(message))
                 except (OSError, ValueError):  # it died at once: the reader below sees its pipe end
                     break
             self._pending.clear()
-            self._conn, self._process, self._phase = conn, process, "launched"
+            if not closing:
+                self._conn, self._process, self._phase = conn, process, "launched"
+        if closing:  # its session ended while the worker opened: nobody is left to train for
+            conn.close()
+            _end_process(process, grace_s=0)
+            self._end_unopened(RunStatus.STOPPED)
+            return
         self._read()
 
     def _end_unopened(self, status: RunStatus, message: str = "") -> None:
-        """End a run whose worker never opened, and give its slot back."""
+        """End a run whose worker never opened (or was ended as it opened), and give its slot back."""
         with self._lock:
             self._final, self._phase, self._message = status, "ended", message
         self._ended.set()
@@ -387,19 +393,15 @@ class WorkerRun:
         conn.close()
         # The worker has said everything; give it time to exit, then make sure it is gone,
         # so that an ended run never leaves a process behind.
-        process.join(config.STOP_GRACE_S)
-        if process.is_alive():
-            process.terminate()
-            process.join(2.0)
-        if process.is_alive():
-            process.kill()
-            process.join(2.0)
+        _end_process(process, grace_s=config.STOP_GRACE_S)
         with self._lock:
-            lost = self._final is None
-        if lost and self._recover(process):
+            lost, closing = self._final is None, self._closing
+        if lost and not closing and self._recover(process):
             return  # the run trains again elsewhere (its slot in this queue is given back)
         with self._lock:
-            if self._final is None:
+            if self._final is None and closing:  # close() ended it (its session is gone): stopped, as asked
+                self._final = RunStatus.STOPPED
+            elif self._final is None:
                 self._final = RunStatus.FAILED
                 self._message = self._died_message(process)
             self._phase = "ended"
@@ -424,6 +426,17 @@ def training_device() -> str:
     if os.environ.get(config.DEVICE_ENV, "").strip().lower() == "cpu":
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _end_process(process, grace_s: float) -> None:
+    """Make sure a worker is gone: let it exit for ``grace_s``, then terminate it, then kill it."""
+    process.join(grace_s)
+    if process.is_alive():
+        process.terminate()
+        process.join(2.0)
+    if process.is_alive():
+        process.kill()
+        process.join(2.0)
 
 
 def _not_started_message(e: Exception) -> str:
