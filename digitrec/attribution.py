@@ -40,6 +40,7 @@ from captum.attr import (
 )
 from torch import nn
 
+from digitrec import pooling
 from digitrec.data import NUM_CLASSES
 from digitrec.errors import DigitrecError
 from digitrec.inspection import convolves
@@ -235,7 +236,7 @@ def _autograd_on() -> Iterator[None]:
 
 
 def _private_copy(model: nn.Module) -> nn.Module:
-    """A copy to run Captum on: eval mode, no hooks, frozen parameters, no grads.
+    """A copy to run Captum on: eval mode, no hooks, frozen parameters, no grads, torch's own pools.
 
     Hooks are cleared because deepcopy copies them: a capture in progress on
     the shared model (another user's page) would otherwise record our passes.
@@ -247,6 +248,12 @@ def _private_copy(model: nn.Module) -> nn.Module:
     for p in work.parameters():
         p.grad = None
         p.requires_grad_(False)
+    # DeepLift applies its max-pool rule to a layer whose class is exactly nn.MaxPool2d, and
+    # digitrec's pools are a subclass (digitrec.pooling: faster evaluations): give Captum torch's own.
+    for parent in list(work.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, pooling.MaxPool2d):
+                setattr(parent, name, child.as_torch())
     return work
 
 

@@ -3,7 +3,6 @@ process or a session's run was started, or is gone."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,13 +51,11 @@ def cmdline(pid: int) -> bytes:
 
 
 def _read(pid: int) -> Process | None:
-    folder = f"/proc/{pid}"
+    folder = Path(f"/proc/{pid}")
     try:
-        stat = Path(folder, "stat").read_text()
-        with open(os.path.join(folder, "cmdline"), "rb") as f:
-            args = f.read()
-        name = Path(folder, "comm").read_bytes().strip()
-    except OSError:
+        # Bytes throughout: a process may name itself in anything but UTF-8. The name in stat sits
+        # in parentheses and may hold spaces or ")": the parent's pid is read after the last one.
+        parent = int((folder / "stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+        return Process(pid, parent, (folder / "comm").read_bytes().strip(), (folder / "cmdline").read_bytes())
+    except (OSError, IndexError, ValueError):  # it exited while being read
         return None
-    # The name in stat sits in parentheses and may hold spaces or ")": read after the last one.
-    return Process(pid, int(stat.rsplit(")", 1)[1].split()[1]), name, args)

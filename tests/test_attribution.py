@@ -3,8 +3,9 @@ shared model is left exactly as it was."""
 
 from __future__ import annotations
 
-import numpy as np
 import math
+
+import numpy as np
 
 import pytest
 import torch
@@ -164,6 +165,24 @@ def test_deeplift_summation_to_delta(digit):
     a = attribution.attribute(cnn, digit, 3, "deeplift")
     change = _logit(cnn, digit, 3) - _logit(cnn, blank, 3)
     assert float(a.values.sum()) - change == pytest.approx(a.delta, abs=1e-6)
+
+
+def test_deeplift_applies_captums_max_pool_rule_to_digitrecs_pools(digit, monkeypatch):
+    # Captum finds its max-pool rule by a layer's exact class, and digitrec's pools are a subclass
+    # of nn.MaxPool2d (digitrec.pooling): the rule must still run, once per pool. (Counted, as the
+    # rule gave the gradient's own numbers on every digit and baseline tried here.)
+    from captum.attr._core import deep_lift
+
+    rule, ran = deep_lift.SUPPORTED_NON_LINEAR[nn.MaxPool2d], []
+
+    def counted(*args, **kwargs):
+        ran.append(args[0])
+        return rule(*args, **kwargs)
+
+    monkeypatch.setitem(deep_lift.SUPPORTED_NON_LINEAR, nn.MaxPool2d, counted)
+    cnn = _model("tinyvgg")
+    attribution.attribute(cnn, digit, 3, "deeplift")
+    assert len(ran) == 2  # max_pool_1 and max_pool_2
 
 
 def test_gradient_shap_with_a_blank_baseline_only_is_input_times_weight(digit):

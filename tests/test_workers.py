@@ -162,7 +162,7 @@ def test_a_run_stopped_the_moment_it_starts_ends_stopped_and_leaves_no_process()
 
 
 def test_a_run_closed_while_its_worker_opens_trains_nothing_and_leaves_no_process(monkeypatch):
-    # Without a spare a worker takes seconds to open (it imports torch): half a second after Start
+    # Without a spare a worker takes seconds to open (it imports torch): a tenth of a second after Start
     # the run's thread is opening one. Its session ends then (close): the worker is ended as soon
     # as it opens, without training a step or evaluating.
     monkeypatch.setenv("DIGITREC_SPARE_WORKER", "0")
@@ -170,7 +170,7 @@ def test_a_run_closed_while_its_worker_opens_trains_nothing_and_leaves_no_proces
     before = _worker_pids()
     run = WorkerRun(_long_spec(), small_mnist(), queue=RunQueue(1))
     run.start()
-    time.sleep(0.5)
+    time.sleep(0.1)  # the run's thread is past its first check by now; the worker opens for seconds more
     run.close()
     assert run.join(timeout=SPAWN_S)
     p = run.progress()
