@@ -250,11 +250,7 @@ def _private_copy(model: nn.Module) -> nn.Module:
         p.requires_grad_(False)
     # DeepLift applies its max-pool rule to a layer whose class is exactly nn.MaxPool2d, and
     # digitrec's pools are a subclass (digitrec.pooling: faster evaluations): give Captum torch's own.
-    for parent in list(work.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, pooling.MaxPool2d):
-                setattr(parent, name, child.as_torch())
-    return work
+    return pooling.use_torch_pools(work)
 
 
 def _clear_hooks(model: nn.Module) -> None:

@@ -30,7 +30,7 @@ class MaxPool2d(nn.MaxPool2d):
     ``layers.layer_from_module`` read a layer's kind from its class name, and it is
     an ``nn.MaxPool2d`` for every ``isinstance`` check. Captum's DeepLift finds its
     max-pool rule by the exact class, so ``digitrec.attribution`` hands Captum
-    ``as_torch()`` copies.
+    a copy with ``use_torch_pools``.
     """
 
     def as_torch(self) -> nn.MaxPool2d:
@@ -56,3 +56,12 @@ class MaxPool2d(nn.MaxPool2d):
         return (window == ((2, 2), (2, 2), (0, 0), (1, 1)) and not self.ceil_mode and not self.return_indices
                 and x.dim() == 4 and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
                 and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def use_torch_pools(model: nn.Module) -> nn.Module:
+    """Put PyTorch's own MaxPool2d in place of each of ``model``'s (in place; returns ``model``)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, MaxPool2d):
+                setattr(parent, name, child.as_torch())
+    return model

@@ -257,14 +257,14 @@ class WorkerRun:
             return
         with self._lock:
             closing = self._closing
-            for message in [] if closing else self._pending:  # commands given while it was starting, in order
-                try:
-                    conn.send_bytes(_dumps(message))
-                except (OSError, ValueError):  # it died at once: the reader below sees its pipe end
-                    break
-            self._pending.clear()
             if not closing:
+                for message in self._pending:  # commands given while it was starting, in order
+                    try:
+                        conn.send_bytes(_dumps(message))
+                    except (OSError, ValueError):  # it died at once: the reader below sees its pipe end
+                        break
                 self._conn, self._process, self._phase = conn, process, "launched"
+            self._pending.clear()
         if closing:  # its session ended while the worker opened: nobody is left to train for
             conn.close()
             _end_process(process, grace_s=0)
