@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from digitrec import config as settings  # not `config`: fit's TrainConfig argument is called that
+from digitrec import fusion
 from digitrec.data import MNIST, DigitSet, augment, batches, permute_pixels, pixel_permutation, to_input
 from digitrec.errors import InvalidConfig, TrainingDiverged
 from digitrec.hand_backward import hand_backward
@@ -276,7 +277,7 @@ def evaluate_each(
             images = digits.images[start : start + batch_size]
             x = as_model_reads(to_input(images if order is None else permute_pixels(images, order)).to(device), model)
             y = digits.labels[start : start + batch_size].to(device)
-            logits = model(x)  # (B, 10)
+            logits = fusion.forward(model, x)  # (B, 10); model(x) with each conv+ReLU as one call
             losses.append(nn.functional.cross_entropy(logits, y, reduction="none").cpu())
             right.append((logits.argmax(dim=1) == y).cpu())
     return torch.cat(losses), torch.cat(right)
@@ -296,7 +297,7 @@ def predictions(model: nn.Module, digits: DigitSet, batch_size: int = EVAL_BATCH
     model = channels_last(model)
     with eval_mode(model), torch.inference_mode():
         for start in range(0, len(digits), batch_size):
-            logits = model(as_model_reads(to_input(digits.images[start : start + batch_size]), model))
+            logits = fusion.forward(model, as_model_reads(to_input(digits.images[start : start + batch_size]), model))
             out.append(torch.softmax(logits, dim=1))  # dim=1: classes, never the batch
     return torch.cat(out) if out else torch.empty(0, 10)
 
