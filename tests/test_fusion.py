@@ -52,8 +52,10 @@ def test_an_evaluation_takes_the_fused_path_and_gives_the_models_own_numbers(mni
 
 
 def test_a_learners_network_fuses_only_conv_then_relu_and_keeps_its_normalisation(mnist):
-    # conv+ReLU (fused), conv+LeakyReLU and a conv without activation (called as they are), normalised input.
-    spec = layers.parse("conv3x3(6,p=1) relu conv3x3(6) leakyrelu conv3x3(4,s=2) maxpool2 flatten linear(10)",
+    # conv+ReLU (fused: strided without bias, 5 x 5 without padding), conv+LeakyReLU and a conv without
+    # an activation (called as they are), normalised input.
+    spec = layers.parse("conv3x3(6,s=2,p=1,bias=0) relu conv(6,k=5) relu conv3x3(6) leakyrelu conv3x3(4,s=2) "
+                        "maxpool2 flatten linear(10)",
                         mean=layers.MNIST_MEAN, std=layers.MNIST_STD, name="mine")
     assert spec.normalised
     model = inspection.channels_last(layers.SpecNet(spec)).eval()
