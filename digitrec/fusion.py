@@ -7,10 +7,11 @@ thousands of digits more. In TinyVGG's evaluation (batches of 500, channels-last
 map its convolution has just written. oneDNN, which computes PyTorch's CPU
 convolutions, applies a ReLU to each output while it is still in the registers
 (a "post-op"); PyTorch exposes that as ``mkldnn::_convolution_pointwise``, the call
-its own compiler emits for a convolution followed by a ReLU. Same primitive, same
-sums, then max(0, x): the values are ``relu(conv2d(x))``'s bit for bit (tested
-on the real digits). TinyVGG's 500 digits took 43.5-44.2 ms instead of 51.6-56.3
-(three runs alternating, same process).
+its own compiler emits for a convolution followed by a ReLU. The values were
+``relu(conv2d(x))``'s bit for bit on every network and digit tested (TinyVGG
+trained and untrained on real digits, a learner's stack with strided, bias-free
+and unpadded convolutions: ``tests/test_fusion.py``). TinyVGG's 500 digits took
+43.5-44.2 ms instead of 51.6-56.3 (three runs alternating, same process).
 
 Only the bulk passes use it (``digitrec.train.evaluate_each`` and ``predictions``):
 they need no gradient and no hook. A pass that does (activation capture, Captum,
