@@ -762,10 +762,10 @@ def _scale_results(*, key: str, channels: int) -> None:
             failure = state.scale_failure(channels)
             if failure:
                 st.warning(f"The last measurement stopped ({failure}). Press the button to measure again.")
-            if st.button("Measure both networks at 28, 32, 64 and 128 px", key=f"{key}_measure",
-                         icon=":material/speed:"):
-                state.start_scale_measure(channels)
-                measuring = True
+            # on_click, not the button's return value: a click that lands as a run ends can lose its
+            # trigger before this late widget reads it; a callback runs before the next script run.
+            st.button("Measure both networks at 28, 32, 64 and 128 px", key=f"{key}_measure",
+                      icon=":material/speed:", on_click=state.start_scale_measure, args=(channels,))
         if measuring:
             st.info("Timing a few training steps of each network at each size, in a process of its own; "
                     "the rest of the page works meanwhile. The results appear here.", icon=":material/speed:")
