@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module
 
+from digitrec.layers import SpecNet
+
 
 def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)``, with each Conv2d that a ReLU follows computed as one fused call where that is safe."""
@@ -61,8 +63,6 @@ def available() -> bool:
 
 
 def _can_fuse(model: nn.Module, x: torch.Tensor) -> bool:
-    from digitrec.layers import SpecNet
-
     return (isinstance(model, SpecNet) and type(model).forward is SpecNet.forward and not torch.is_grad_enabled()
             and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and available()
             and not _hooked(model))
