@@ -1,4 +1,8 @@
-"""digitrec.pooling: the inference path of 2 x 2 max pooling gives max_pool2d's values exactly."""
+"""digitrec.pooling: 2 x 2 max pooling's inference path and its training kernel (pooling.c) give
+max_pool2d's values, winners and gradients exactly."""
+
+import logging
+import shutil
 
 import pytest
 import torch
@@ -6,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import profile
 
-from digitrec import layers, models, train
+from digitrec import config, layers, models, native, pooling, train
 from digitrec.pooling import MaxPool2d, use_torch_pools
 
 
@@ -62,15 +66,154 @@ def test_every_other_pool_is_max_pool2d_itself(pool, x):
     assert "aten::max_pool2d_with_indices" in ops
 
 
-def test_training_keeps_max_pool2d_and_its_gradient():
-    x = _maps(4, 10, 14).requires_grad_()
-    reference = x.detach().clone().requires_grad_()
-    out = MaxPool2d(2)(x)
+def _awkward_maps(batch, channels, height, width, dtype, seed=0):
+    """Maps full of what decides a window's winner: ties, -0 beside +0, infinities and NaNs."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(batch, channels, height, width, generator=g) * 2).round() / 2  # many ties
+    x[x.abs() < 0.3] = -0.0
+    x[(x == 0) & (torch.rand(x.shape, generator=g) < 0.5)] = 0.0
+    flat = x.view(-1)
+    picked = torch.randperm(flat.numel(), generator=g)[: max(3, flat.numel() // 40)]
+    flat[picked[0::3]], flat[picked[1::3]], flat[picked[2::3]] = float("nan"), float("inf"), -float("inf")
+    return x.to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int16 if t.element_size() == 2 else torch.int32)
+
+
+def _same_values(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal bit for bit (so -0 is not +0), NaN where ``want`` has NaN (whose bits max_pool2d itself
+    does not keep: its bfloat16 kernel writes the standard NaN, its vectorised conversions another)."""
+    nan = want.isnan()
+    return torch.equal(got.isnan(), nan) and torch.equal(_bits(got)[~nan], _bits(want)[~nan])
+
+
+@pytest.fixture
+def kernels():
+    """pooling.c compiled (the machines this project builds on have a C compiler)."""
+    assert native.load("pooling") is not None, "pooling.c did not compile: see the log"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(128, 10, 28, 28), (5, 10, 14, 14), (3, 1, 2, 2), (2, 3, 4, 6), (2, 10, 2, 4),
+                                   (4, 16, 8, 8), (1, 33, 6, 10), (2, 7, 30, 30)])
+def test_training_pools_with_the_kernel_and_gets_max_pool2ds_values_and_gradients(kernels, dtype, shape):
+    x = _awkward_maps(*shape, dtype)
+    mine, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    pool = MaxPool2d(2)  # a new module is in training mode
+    out = pool(mine)
+    ops = _ops(lambda: pool(x.clone().requires_grad_()).sum().backward())
     want = F.max_pool2d(reference, 2)
+    grad = torch.randn(want.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    (got_grad,) = torch.autograd.grad(out, mine, grad)
+    (want_grad,) = torch.autograd.grad(want, reference, grad)
+
+    assert type(out.grad_fn).__name__ == "_KernelPoolBackward" and "aten::max_pool2d_with_indices" not in ops
+    assert _same_values(out, want) and out.is_contiguous(memory_format=torch.channels_last)
+    # the gradient goes to the same winner of every window (the first maximum, the last NaN)
+    assert torch.equal(_bits(got_grad), _bits(want_grad))
+    assert got_grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_kernel_takes_a_gradient_that_is_not_channels_last(kernels):
+    x = _awkward_maps(4, 10, 14, 14, torch.bfloat16)
+    mine, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad = torch.randn(4, 10, 7, 7).to(torch.bfloat16)  # as Flatten's backward hands it: (n, c, h, w) order
+    (got,) = torch.autograd.grad(MaxPool2d(2)(mine), mine, grad)
+    (want,) = torch.autograd.grad(F.max_pool2d(reference, 2), reference, grad)
+    assert torch.equal(_bits(got), _bits(want))
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["evaluation mode", "not channels-last", "odd size", "float64", "3 x 3 window"],
+)
+def test_every_other_pool_with_a_gradient_is_max_pool2d_itself(kernels, case):
+    x = _maps(2, 10, 7 if case == "odd size" else 12, after_relu=False)
+    pool = MaxPool2d(3 if case == "3 x 3 window" else 2)
+    if case == "evaluation mode":  # Captum's gradients, the backward step-through
+        pool.eval()
+    if case == "not channels-last":
+        x = x.contiguous()
+    if case == "float64":
+        x = x.double()
+    x.requires_grad_()
+    ops = _ops(lambda: pool(x).sum().backward())
+    assert "aten::max_pool2d_with_indices" in ops
+    reference = x.detach().clone().requires_grad_()
+    want = pool.as_torch()(reference)
+    out = pool(x)
     grad = torch.randn_like(want)
+    x.grad = None
     out.backward(grad)
     want.backward(grad)
     assert torch.equal(out, want) and torch.equal(x.grad, reference.grad)
+
+
+def test_switched_off_training_keeps_max_pool2d(monkeypatch):
+    monkeypatch.setenv(config.NATIVE_ENV, "0")
+    native.load.cache_clear()
+    try:
+        x = _maps(2, 10, 12).requires_grad_()
+        assert native.load("pooling") is None
+        assert "aten::max_pool2d_with_indices" in _ops(lambda: MaxPool2d(2)(x).sum().backward())
+    finally:
+        native.load.cache_clear()
+
+
+def test_without_a_compiler_it_says_why_once_and_training_pools_as_before(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing compiled yet
+    native.load.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="digitrec.native"):
+            x = _maps(2, 10, 12).requires_grad_()
+            out = MaxPool2d(2)(x)
+            MaxPool2d(2)(x)
+        assert torch.equal(out, F.max_pool2d(x, 2)) and type(out.grad_fn).__name__ != "_KernelPoolBackward"
+        warnings = [r.getMessage() for r in caplog.records if r.name == "digitrec.native"]
+        assert len(warnings) == 1 and "pooling" in warnings[0] and "no-such-compiler" in warnings[0]
+    finally:
+        native.load.cache_clear()
+
+
+def test_the_kernel_is_compiled_once_per_source_and_processor(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = tmp_path / "pooling.c"
+    shutil.copy(native.SOURCES / "pooling.c", source)
+    first = native._compiled(source)
+    built_at = first.stat().st_mtime_ns
+    assert native._compiled(source) == first and first.stat().st_mtime_ns == built_at  # not compiled again
+    source.write_text(source.read_text() + "\n/* changed */\n")
+    changed = native._compiled(source)
+    assert changed != first and changed.exists()
+    assert sorted(p.name for p in (tmp_path / "cache" / "digitrec").iterdir()) == sorted([first.name, changed.name])
+
+
+def test_a_training_run_gives_the_same_weights_with_the_kernel_and_without(kernels, mnist, monkeypatch):
+    """TinyVGG's training forward pass pools bfloat16 maps (or float32 where the processor has no
+    bfloat16); both pools then run on pooling.c, and 40 steps end on the same weights, bit for bit."""
+    def trained() -> list[torch.Tensor]:
+        model = models.build(models.PRESETS["cnn"], seed=0)
+        train.fit(model, mnist, train.TrainConfig(epochs=1, max_steps=40, batch_size=64))
+        return [p.detach().clone() for p in model.parameters()]
+
+    calls = []
+    real_forward = pooling._KernelPool.forward
+    monkeypatch.setattr(pooling._KernelPool, "forward",
+                        staticmethod(lambda ctx, x: calls.append(x.dtype) or real_forward(ctx, x)))
+    with_kernel = trained()
+    assert len(calls) == 2 * 40
+    monkeypatch.setenv(config.NATIVE_ENV, "0")
+    native.load.cache_clear()
+    try:
+        without = trained()
+    finally:
+        monkeypatch.delenv(config.NATIVE_ENV)
+        native.load.cache_clear()
+    assert len(calls) == 2 * 40
+    assert all(torch.equal(a, b) for a, b in zip(with_kernel, without))
 
 
 def test_networks_are_built_with_it_and_read_back_as_max_pool2d():

@@ -1,0 +1,95 @@
+"""Compiles and loads digitrec's C kernels (``digitrec/<name>.c``), once per machine.
+
+Today there is one, ``pooling.c``: max pooling for training, which PyTorch's CPU kernel
+computes slowly on maps with few channels (see digitrec.pooling). A kernel is compiled on
+first use by the machine's C compiler (``$CC``, else ``cc``: every machine this project
+builds on has one, as ``pip`` needs it) with ``-O3 -march=native``, into the user's cache
+(``$XDG_CACHE_HOME/digitrec``, else ``~/.cache/digitrec``), under a name made from a hash of
+its source, the flags and this processor, so that a changed source or a cache copied from
+another machine is never loaded. It takes well under a second, once.
+
+Nothing depends on it: without a compiler, where compiling fails, or with
+``DIGITREC_NATIVE=0``, ``load`` returns None, says why once in the log, and every caller
+keeps PyTorch's own operation (slower, the same numbers).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+
+from digitrec import config
+
+log = logging.getLogger(__name__)
+
+SOURCES = Path(__file__).parent
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11")
+COMPILE_TIMEOUT_S = 120
+
+
+def enabled() -> bool:
+    """Does this process use the C kernels (``DIGITREC_NATIVE`` is not "0")?"""
+    return os.environ.get(config.NATIVE_ENV, "1").strip() != "0"
+
+
+@functools.cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled ``digitrec/<name>.c``, compiling it first if this machine has not; None (and the
+    reason in the log, once) where it cannot be had."""
+    if not enabled():
+        return None
+    try:
+        return ctypes.CDLL(str(_compiled(SOURCES / f"{name}.c")))
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("digitrec: the C kernel %s could not be built (%s); PyTorch's own operation is used "
+                    "instead (slower, the same numbers).", name, exc)
+        return None
+
+
+def _compiled(source: Path) -> Path:
+    compiler = shlex.split(os.environ.get("CC", "").strip() or "cc")
+    text = source.read_bytes()
+    digest = hashlib.sha256(b"\0".join([text, " ".join(compiler + list(FLAGS)).encode(), _processor()]))
+    cache = _cache_dir()
+    library = cache / f"{source.stem}-{digest.hexdigest()[:16]}.so"
+    if library.exists():
+        return library
+    cache.mkdir(parents=True, exist_ok=True)
+    # Compiled under a name of its own, then renamed: two worker processes compiling at once
+    # each load a whole library, never the other's half-written one.
+    handle, partial = tempfile.mkstemp(dir=cache, prefix=f".{source.stem}-", suffix=".so")
+    os.close(handle)
+    try:
+        done = subprocess.run([*compiler, *FLAGS, "-o", partial, str(source)], capture_output=True, text=True,
+                              timeout=COMPILE_TIMEOUT_S)
+        if done.returncode != 0:
+            raise OSError(f"{' '.join(compiler)} exited with {done.returncode}: {done.stderr.strip()[-500:]}")
+        os.replace(partial, library)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return library
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(base) / "digitrec"
+
+
+def _processor() -> bytes:
+    """What ``-march=native`` compiles for: the instruction set flags of this processor."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):  # x86, Arm
+                return line.encode()
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}".encode()

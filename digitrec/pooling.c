@@ -1,0 +1,154 @@
+/* 2 x 2, stride-2 max pooling of channels-last maps, forward and backward, for training.
+
+   Why this exists: PyTorch's CPU max_pool2d_with_indices walks a channels-last map one window
+   at a time with an int64 index per output, and with TinyVGG's 10 channels (shorter than one
+   vector register) it took about a quarter of a training step. Here a pair of map rows is
+   scanned as one contiguous run, many positions at once (GCC/Clang vector extensions: the
+   compiler lowers them to whatever the processor has), and the winner of each window is kept
+   as one byte (0 top left, 1 top right, 2 bottom left, 3 bottom right).
+
+   Same numbers as PyTorch: a window is scanned in PyTorch's order (top left, top right,
+   bottom left, bottom right) and a later value wins when it is greater or NaN, so ties go to
+   the first maximum and a NaN to the last NaN, exactly as in aten's max_pool2d kernel; the
+   output is the winner's bits, the backward pass gives each input its output's gradient if it
+   won, else 0. digitrec/pooling.py calls these through ctypes and tests them against PyTorch.
+
+   Layout: x is (n, h, w, c) in memory (a channels-last (n, c, h, w) tensor), h and w even;
+   y and which are (n, h/2, w/2, c); gx is (n, h, w, c). Two element types: bfloat16 (the
+   training forward pass under autocast) and float32, each compared through an integer key
+   that orders its bits as the values are ordered (-0 and +0 equal; NaN is flagged apart). */
+
+#include <stdint.h>
+#include <string.h>
+
+#define VECTOR_BYTES 64
+
+/* POOL_KERNELS(suffix, T: signed integer of the element's width, MAGNITUDE: all bits but the
+   sign, INF: the bits of +infinity) defines pool_forward_<suffix> and pool_backward_<suffix>. */
+#define POOL_KERNELS(SUFFIX, T, MAGNITUDE, INF)                                                     \
+    typedef T vec_##SUFFIX __attribute__((vector_size(VECTOR_BYTES)));                              \
+    enum { LANES_##SUFFIX = VECTOR_BYTES / sizeof(T), SIGN_SHIFT_##SUFFIX = 8 * sizeof(T) - 1 };  \
+                                                                                                     \
+    static inline vec_##SUFFIX load_##SUFFIX(const T *p) {                                          \
+        vec_##SUFFIX v; memcpy(&v, p, sizeof v); return v;                                          \
+    }                                                                                                \
+    static inline void store_##SUFFIX(T *p, vec_##SUFFIX v) { memcpy(p, &v, sizeof v); }           \
+    /* where mask: a, else b (masks are all ones or all zeros per lane) */                           \
+    static inline vec_##SUFFIX pick_##SUFFIX(vec_##SUFFIX mask, vec_##SUFFIX a, vec_##SUFFIX b) {   \
+        return (mask & a) | (~mask & b);                                                             \
+    }                                                                                                \
+    /* sign-magnitude bits -> two's complement order; -0 -> 0 */                                    \
+    static inline vec_##SUFFIX key_##SUFFIX(vec_##SUFFIX bits) {                                    \
+        vec_##SUFFIX key = bits ^ ((bits >> SIGN_SHIFT_##SUFFIX) & (T)MAGNITUDE);                   \
+        return key & (vec_##SUFFIX)((bits & (T)MAGNITUDE) != 0);                                    \
+    }                                                                                                \
+    static inline vec_##SUFFIX nan_##SUFFIX(vec_##SUFFIX bits) {                                    \
+        return (vec_##SUFFIX)((bits & (T)MAGNITUDE) > (T)INF);                                      \
+    }                                                                                                \
+    static inline T key1_##SUFFIX(T bits) {                                                         \
+        T key = (T)(bits ^ ((bits >> SIGN_SHIFT_##SUFFIX) & (T)MAGNITUDE));                         \
+        return (bits & (T)MAGNITUDE) ? key : 0;                                                      \
+    }                                                                                                \
+    static inline int nan1_##SUFFIX(T bits) { return (bits & (T)MAGNITUDE) > (T)INF; }              \
+                                                                                                     \
+    /* For every position p < span of a pair of rows, the window starting there (as if every       \
+       pixel began one; the caller keeps the even ones): its winner's bits and slot. */             \
+    static void windows_##SUFFIX(const T *r0, const T *r1, T *best, T *slot, int64_t span,          \
+                                 int64_t c) {                                                        \
+        int64_t p = 0;                                                                               \
+        if (span >= LANES_##SUFFIX) {                                                                \
+            for (;;) {                                                                               \
+                vec_##SUFFIX b0 = load_##SUFFIX(r0 + p), b1 = load_##SUFFIX(r0 + p + c),            \
+                             b2 = load_##SUFFIX(r1 + p), b3 = load_##SUFFIX(r1 + p + c);            \
+                vec_##SUFFIX k0 = key_##SUFFIX(b0), k1 = key_##SUFFIX(b1),                          \
+                             k2 = key_##SUFFIX(b2), k3 = key_##SUFFIX(b3);                          \
+                vec_##SUFFIX n0 = nan_##SUFFIX(b0), n1 = nan_##SUFFIX(b1),                          \
+                             n2 = nan_##SUFFIX(b2), n3 = nan_##SUFFIX(b3);                          \
+                /* a later value wins if greater (never over a NaN), or if it is NaN */             \
+                vec_##SUFFIX later = ((k1 > k0) & ~n0) | n1;                                         \
+                vec_##SUFFIX k = pick_##SUFFIX(later, k1, k0), n = pick_##SUFFIX(later, n1, n0);    \
+                vec_##SUFFIX bits = pick_##SUFFIX(later, b1, b0), s = later & 1;                    \
+                later = ((k2 > k) & ~n) | n2;                                                        \
+                k = pick_##SUFFIX(later, k2, k); n = pick_##SUFFIX(later, n2, n);                   \
+                bits = pick_##SUFFIX(later, b2, bits); s = pick_##SUFFIX(later, s * 0 + 2, s);      \
+                later = ((k3 > k) & ~n) | n3;                                                        \
+                bits = pick_##SUFFIX(later, b3, bits); s = pick_##SUFFIX(later, s * 0 + 3, s);      \
+                store_##SUFFIX(best + p, bits); store_##SUFFIX(slot + p, s);                         \
+                if (p + LANES_##SUFFIX == span) return;                                              \
+                p += LANES_##SUFFIX;                                                                 \
+                /* the last vector may overlap the one before: each position's answer is the same */\
+                if (p + LANES_##SUFFIX > span) p = span - LANES_##SUFFIX;                            \
+            }                                                                                        \
+        }                                                                                            \
+        for (; p < span; p++) { /* rows shorter than one vector */                                  \
+            T b[4] = {r0[p], r0[p + c], r1[p], r1[p + c]};                                          \
+            int win = 0;                                                                             \
+            for (int q = 1; q < 4; q++)                                                              \
+                if ((key1_##SUFFIX(b[q]) > key1_##SUFFIX(b[win]) && !nan1_##SUFFIX(b[win]))         \
+                    || nan1_##SUFFIX(b[q]))                                                          \
+                    win = q;                                                                         \
+            best[p] = b[win]; slot[p] = (T)win;                                                      \
+        }                                                                                            \
+    }                                                                                                \
+                                                                                                     \
+    /* keep the windows that start at even pixels (c is a constant where the caller can make it) */ \
+    static inline void keep_even_##SUFFIX(const T *best, const T *slot, T *y, uint8_t *which,       \
+                                          int64_t ow, int64_t c) {                                   \
+        for (int64_t j = 0; j < ow; j++)                                                             \
+            for (int64_t k = 0; k < c; k++) {                                                        \
+                y[j * c + k] = best[2 * j * c + k];                                                  \
+                which[j * c + k] = (uint8_t)slot[2 * j * c + k];                                     \
+            }                                                                                        \
+    }                                                                                                \
+                                                                                                     \
+    void pool_forward_##SUFFIX(const T *x, T *y, uint8_t *which, int64_t n, int64_t h, int64_t w,  \
+                               int64_t c) {                                                          \
+        int64_t oh = h / 2, ow = w / 2, row = w * c;                                                 \
+        T best[row], slot[row];                                                                      \
+        for (int64_t b = 0; b < n; b++)                                                              \
+            for (int64_t i = 0; i < oh; i++) {                                                       \
+                const T *r0 = x + (b * h + 2 * i) * row;                                             \
+                int64_t out = (b * oh + i) * ow * c;                                                 \
+                windows_##SUFFIX(r0, r0 + row, best, slot, row - c, c);                             \
+                if (c == 10) keep_even_##SUFFIX(best, slot, y + out, which + out, ow, 10);          \
+                else keep_even_##SUFFIX(best, slot, y + out, which + out, ow, c);                   \
+            }                                                                                        \
+    }                                                                                                \
+                                                                                                     \
+    /* each output's gradient and winner, repeated for both pixels of its window in a row */        \
+    static inline void spread_##SUFFIX(const T *g, const uint8_t *which, T *g2, T *which2,          \
+                                       int64_t ow, int64_t c) {                                      \
+        for (int64_t j = 0; j < ow; j++)                                                             \
+            for (int64_t k = 0; k < c; k++) {                                                        \
+                g2[2 * j * c + k] = g2[2 * j * c + c + k] = g[j * c + k];                            \
+                which2[2 * j * c + k] = which2[2 * j * c + c + k] = (T)which[j * c + k];            \
+            }                                                                                        \
+    }                                                                                                \
+                                                                                                     \
+    void pool_backward_##SUFFIX(const T *g, const uint8_t *which, T *gx, int64_t n, int64_t h,      \
+                                int64_t w, int64_t c) {                                              \
+        int64_t oh = h / 2, ow = w / 2, row = w * c;                                                 \
+        T g2[row], which2[row], column[row]; /* column: 0 for a window's left pixel, 1 right */    \
+        for (int64_t p = 0; p < row; p++) column[p] = (T)((p / c) % 2);                              \
+        for (int64_t b = 0; b < n; b++)                                                              \
+            for (int64_t i = 0; i < oh; i++) {                                                       \
+                int64_t out = (b * oh + i) * ow * c;                                                 \
+                T *top = gx + (b * h + 2 * i) * row, *bottom = top + row;                            \
+                if (c == 10) spread_##SUFFIX(g + out, which + out, g2, which2, ow, 10);             \
+                else spread_##SUFFIX(g + out, which + out, g2, which2, ow, c);                      \
+                int64_t p = 0;                                                                       \
+                for (; p + LANES_##SUFFIX <= row; p += LANES_##SUFFIX) {                             \
+                    vec_##SUFFIX gv = load_##SUFFIX(g2 + p), won = load_##SUFFIX(which2 + p);       \
+                    vec_##SUFFIX col = load_##SUFFIX(column + p);                                    \
+                    store_##SUFFIX(top + p, gv & (vec_##SUFFIX)(won == col));                        \
+                    store_##SUFFIX(bottom + p, gv & (vec_##SUFFIX)(won == col + 2));                 \
+                }                                                                                    \
+                for (; p < row; p++) {                                                               \
+                    top[p] = which2[p] == column[p] ? g2[p] : 0;                                     \
+                    bottom[p] = which2[p] == column[p] + 2 ? g2[p] : 0;                              \
+                }                                                                                    \
+            }                                                                                        \
+    }
+
+POOL_KERNELS(bfloat16, int16_t, 0x7FFF, 0x7F80)
+POOL_KERNELS(float32, int32_t, 0x7FFFFFFF, 0x7F800000)
