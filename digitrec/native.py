@@ -54,10 +54,11 @@ def load(name: str) -> ctypes.CDLL | None:
         return None
 
 
-def _compiled(source: Path) -> Path:
+def _compiled(source: Path, flags: tuple[str, ...] = FLAGS) -> Path:
+    """The shared library of ``source`` compiled with ``flags`` (the tests compile for other processors)."""
     compiler = shlex.split(os.environ.get("CC", "").strip() or "cc")
     text = source.read_bytes()
-    digest = hashlib.sha256(b"\0".join([text, " ".join(compiler + list(FLAGS)).encode(), _processor()]))
+    digest = hashlib.sha256(b"\0".join([text, " ".join(compiler + list(flags)).encode(), _processor()]))
     cache = _cache_dir()
     library = cache / f"{source.stem}-{digest.hexdigest()[:16]}.so"
     if library.exists():
@@ -68,7 +69,7 @@ def _compiled(source: Path) -> Path:
     handle, partial = tempfile.mkstemp(dir=cache, prefix=f".{source.stem}-", suffix=".so")
     os.close(handle)
     try:
-        done = subprocess.run([*compiler, *FLAGS, "-o", partial, str(source)], capture_output=True, text=True,
+        done = subprocess.run([*compiler, *flags, "-o", partial, str(source)], capture_output=True, text=True,
                               timeout=COMPILE_TIMEOUT_S)
         if done.returncode != 0:
             raise OSError(f"{' '.join(compiler)} exited with {done.returncode}: {done.stderr.strip()[-500:]}")

@@ -21,7 +21,15 @@
 #include <stdint.h>
 #include <string.h>
 
+/* One vector register's width on the processor compiled for (-march=native): a wider vector
+   type is split by the compiler into passes through memory, several times slower than PyTorch. */
+#if defined(__AVX512BW__)
 #define VECTOR_BYTES 64
+#elif defined(__AVX2__)
+#define VECTOR_BYTES 32
+#else
+#define VECTOR_BYTES 16 /* SSE2, Arm's NEON */
+#endif
 
 /* POOL_KERNELS(suffix, T: signed integer of the element's width, MAGNITUDE: all bits but the
    sign, INF: the bits of +infinity) defines pool_forward_<suffix> and pool_backward_<suffix>. */

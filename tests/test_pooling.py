@@ -1,7 +1,9 @@
 """digitrec.pooling: 2 x 2 max pooling's inference path and its training kernel (pooling.c) give
 max_pool2d's values, winners and gradients exactly."""
 
+import ctypes
 import logging
+import platform
 import shutil
 
 import pytest
@@ -114,6 +116,40 @@ def test_training_pools_with_the_kernel_and_gets_max_pool2ds_values_and_gradient
     # the gradient goes to the same winner of every window (the first maximum, the last NaN)
     assert torch.equal(_bits(got_grad), _bits(want_grad))
     assert got_grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def _processor_has(flag: str) -> bool:
+    try:
+        return any(line.startswith("flags") and flag in line.split() for line in open("/proc/cpuinfo"))
+    except OSError:
+        return False
+
+
+# pooling.c takes its vector width from the processor it is compiled for (64 bytes with AVX-512,
+# 32 with AVX2, 16 otherwise), and the processor of the machine that runs the tests picks one: the
+# others are compiled here for older x86 processors this one can also run.
+OTHER_WIDTHS = [pytest.param(march, marks=pytest.mark.skipif(
+                    platform.machine() != "x86_64" or not _processor_has(needs),
+                    reason=f"this processor cannot run code for {march}"))
+                for march, needs in (("x86-64", "sse2"), ("haswell", "avx2"))]
+
+
+@pytest.mark.parametrize("march", OTHER_WIDTHS)
+def test_each_vector_width_gives_the_same_numbers(kernels, march, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    flags = tuple(f"-march={march}" if flag == "-march=native" else flag for flag in native.FLAGS)
+    library = ctypes.CDLL(str(native._compiled(native.SOURCES / "pooling.c", flags)))
+    monkeypatch.setattr(pooling, "_kernels", lambda: library)
+    for dtype in (torch.bfloat16, torch.float32):
+        for shape in ((2, 7, 30, 30), (16, 10, 28, 28), (1, 33, 6, 10), (3, 1, 2, 2)):
+            x = _awkward_maps(*shape, dtype)
+            mine, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+            out, want = MaxPool2d(2)(mine), F.max_pool2d(reference, 2)
+            grad = torch.randn(want.shape).to(dtype)
+            assert type(out.grad_fn).__name__ == "_KernelPoolBackward"
+            assert _same_values(out, want)
+            assert torch.equal(_bits(torch.autograd.grad(out, mine, grad)[0]),
+                               _bits(torch.autograd.grad(want, reference, grad)[0]))
 
 
 def test_the_kernel_takes_a_gradient_that_is_not_channels_last(kernels):
