@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.modules import module as _module
 
+from digitrec.inspection import watched
 from digitrec.layers import SpecNet
 
 
@@ -81,6 +81,4 @@ def _fusable(layer: nn.Module, after: nn.Module, x: torch.Tensor) -> bool:
 
 def _hooked(model: nn.Module) -> bool:
     """Would skipping a ReLU module's call skip something that watches it (a page's hook)?"""
-    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    return watched(model.modules())

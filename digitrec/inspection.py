@@ -20,6 +20,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
 
 def convolves(model: nn.Module) -> bool:
@@ -59,6 +60,16 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def watched(modules) -> bool:
+    """Does a hook watch any of ``modules`` (its own, or one on every module), so that a pass that
+    skips calling one of them (a fused computation) would go unseen?"""
+    if (_module._global_forward_hooks or _module._global_forward_pre_hooks
+            or _module._global_backward_hooks or _module._global_backward_pre_hooks):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in modules)
 
 
 @contextmanager

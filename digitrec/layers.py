@@ -553,8 +553,18 @@ class SpecNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.normalised:  # what the learner's notebook fed it: (x - mean) / std
             x = (x - self.spec.mean) / self.spec.std  # (B, 1, 28, 28)
-        for name in self.names:
-            x = getattr(self, name)(x)
+        layers = [getattr(self, name) for name in self.names]
+        i = 0
+        while i < len(layers):
+            # In training, a ReLU and the max pool after it run as one pass where they can
+            # (digitrec.pooling.relu_then_pool: the same numbers, one pass over the map fewer).
+            if self.training and i + 1 < len(layers):
+                pooled = pooling.relu_then_pool(layers[i], layers[i + 1], x)
+                if pooled is not None:
+                    x, i = pooled, i + 2
+                    continue
+            x = layers[i](x)
+            i += 1
         return x  # (B, 10)
 
 

@@ -4,7 +4,8 @@ Today there is one, ``pooling.c``: max pooling for training, which PyTorch's CPU
 computes slowly on maps with few channels (see digitrec.pooling). A kernel is compiled on
 first use by the machine's C compiler (``$CC``, else ``cc``: every machine this project
 builds on has one, as ``pip`` needs it) with ``-O3 -march=native``, into the user's cache
-(``$XDG_CACHE_HOME/digitrec``, else ``~/.cache/digitrec``), under a name made from a hash of
+(``$XDG_CACHE_HOME/digitrec``, else ``~/.cache/digitrec``; where that cannot be written, the
+temporary folder), under a name made from a hash of
 its source, the flags and this processor, so that a changed source or a cache copied from
 another machine is never loaded. It takes well under a second, once.
 
@@ -59,11 +60,12 @@ def _compiled(source: Path, flags: tuple[str, ...] = FLAGS) -> Path:
     compiler = shlex.split(os.environ.get("CC", "").strip() or "cc")
     text = source.read_bytes()
     digest = hashlib.sha256(b"\0".join([text, " ".join(compiler + list(flags)).encode(), _processor()]))
-    cache = _cache_dir()
-    library = cache / f"{source.stem}-{digest.hexdigest()[:16]}.so"
-    if library.exists():
-        return library
-    cache.mkdir(parents=True, exist_ok=True)
+    name = f"{source.stem}-{digest.hexdigest()[:16]}.so"
+    for library in (cache / name for cache in _cache_dirs()):
+        if library.exists():
+            return library
+    cache = _writable(_cache_dirs())
+    library = cache / name
     # Compiled under a name of its own, then renamed: two worker processes compiling at once
     # each load a whole library, never the other's half-written one.
     handle, partial = tempfile.mkstemp(dir=cache, prefix=f".{source.stem}-", suffix=".so")
@@ -80,9 +82,21 @@ def _compiled(source: Path, flags: tuple[str, ...] = FLAGS) -> Path:
     return library
 
 
-def _cache_dir() -> Path:
+def _cache_dirs() -> list[Path]:
+    """The user's cache, then one in the temporary folder (a server account whose home is read-only)."""
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
-    return Path(base) / "digitrec"
+    return [Path(base) / "digitrec", Path(tempfile.gettempdir()) / f"digitrec-{os.getuid()}"]
+
+
+def _writable(folders: list[Path]) -> Path:
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+        except OSError:
+            continue
+    raise OSError(f"none of {', '.join(map(str, folders))} can be written")
 
 
 def _processor() -> bytes:

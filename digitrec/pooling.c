@@ -13,8 +13,15 @@
    output is the winner's bits, the backward pass gives each input its output's gradient if it
    won, else 0. digitrec/pooling.py calls these through ctypes and tests them against PyTorch.
 
+   With relu_first set, the forward pass pools relu(x) without writing it (a ReLU right before a
+   pool, as in TinyVGG: the ReLU's pass over the whole map and its backward pass are saved):
+   relu as PyTorch's (a negative number becomes +0; -0 and NaN stay), and the backward pass,
+   given the pooled output, passes a window's gradient only where that output is not <= 0, as
+   the ReLU's backward (threshold_backward) would.
+
    Layout: x is (n, h, w, c) in memory (a channels-last (n, c, h, w) tensor), h and w even;
-   y and which are (n, h/2, w/2, c); gx is (n, h, w, c). Two element types: bfloat16 (the
+   y and which are (n, h/2, w/2, c); gx is (n, h, w, c); the backward pass's y is NULL unless a
+   ReLU came first. Two element types: bfloat16 (the
    training forward pass under autocast) and float32, each compared through an integer key
    that orders its bits as the values are ordered (-0 and +0 equal; NaN is flagged apart). */
 
@@ -53,21 +60,32 @@
     static inline vec_##SUFFIX nan_##SUFFIX(vec_##SUFFIX bits) {                                    \
         return (vec_##SUFFIX)((bits & (T)MAGNITUDE) > (T)INF);                                      \
     }                                                                                                \
+    /* PyTorch's relu on the bits: a negative number (key below 0, not NaN) becomes +0 */           \
+    static inline vec_##SUFFIX relu_##SUFFIX(vec_##SUFFIX bits) {                                   \
+        return bits & ~((key_##SUFFIX(bits) < 0) & ~nan_##SUFFIX(bits));                            \
+    }                                                                                                \
     static inline T key1_##SUFFIX(T bits) {                                                         \
         T key = (T)(bits ^ ((bits >> SIGN_SHIFT_##SUFFIX) & (T)MAGNITUDE));                         \
         return (bits & (T)MAGNITUDE) ? key : 0;                                                      \
     }                                                                                                \
     static inline int nan1_##SUFFIX(T bits) { return (bits & (T)MAGNITUDE) > (T)INF; }              \
+    static inline T relu1_##SUFFIX(T bits) {                                                        \
+        return (key1_##SUFFIX(bits) < 0 && !nan1_##SUFFIX(bits)) ? 0 : bits;                        \
+    }                                                                                                \
                                                                                                      \
     /* For every position p < span of a pair of rows, the window starting there (as if every       \
        pixel began one; the caller keeps the even ones): its winner's bits and slot. */             \
     static void windows_##SUFFIX(const T *r0, const T *r1, T *best, T *slot, int64_t span,          \
-                                 int64_t c) {                                                        \
+                                 int64_t c, int relu_first) {                                        \
         int64_t p = 0;                                                                               \
         if (span >= LANES_##SUFFIX) {                                                                \
             for (;;) {                                                                               \
                 vec_##SUFFIX b0 = load_##SUFFIX(r0 + p), b1 = load_##SUFFIX(r0 + p + c),            \
                              b2 = load_##SUFFIX(r1 + p), b3 = load_##SUFFIX(r1 + p + c);            \
+                if (relu_first) {                                                                    \
+                    b0 = relu_##SUFFIX(b0); b1 = relu_##SUFFIX(b1);                                  \
+                    b2 = relu_##SUFFIX(b2); b3 = relu_##SUFFIX(b3);                                  \
+                }                                                                                    \
                 vec_##SUFFIX k0 = key_##SUFFIX(b0), k1 = key_##SUFFIX(b1),                          \
                              k2 = key_##SUFFIX(b2), k3 = key_##SUFFIX(b3);                          \
                 vec_##SUFFIX n0 = nan_##SUFFIX(b0), n1 = nan_##SUFFIX(b1),                          \
@@ -90,6 +108,8 @@
         }                                                                                            \
         for (; p < span; p++) { /* rows shorter than one vector */                                  \
             T b[4] = {r0[p], r0[p + c], r1[p], r1[p + c]};                                          \
+            if (relu_first)                                                                          \
+                for (int q = 0; q < 4; q++) b[q] = relu1_##SUFFIX(b[q]);                             \
             int win = 0;                                                                             \
             for (int q = 1; q < 4; q++)                                                              \
                 if ((key1_##SUFFIX(b[q]) > key1_##SUFFIX(b[win]) && !nan1_##SUFFIX(b[win]))         \
@@ -110,31 +130,35 @@
     }                                                                                                \
                                                                                                      \
     void pool_forward_##SUFFIX(const T *x, T *y, uint8_t *which, int64_t n, int64_t h, int64_t w,  \
-                               int64_t c) {                                                          \
+                               int64_t c, int relu_first) {                                          \
         int64_t oh = h / 2, ow = w / 2, row = w * c;                                                 \
         T best[row], slot[row];                                                                      \
         for (int64_t b = 0; b < n; b++)                                                              \
             for (int64_t i = 0; i < oh; i++) {                                                       \
                 const T *r0 = x + (b * h + 2 * i) * row;                                             \
                 int64_t out = (b * oh + i) * ow * c;                                                 \
-                windows_##SUFFIX(r0, r0 + row, best, slot, row - c, c);                             \
+                windows_##SUFFIX(r0, r0 + row, best, slot, row - c, c, relu_first);                 \
                 if (c == 10) keep_even_##SUFFIX(best, slot, y + out, which + out, ow, 10);          \
                 else keep_even_##SUFFIX(best, slot, y + out, which + out, ow, c);                   \
             }                                                                                        \
     }                                                                                                \
                                                                                                      \
-    /* each output's gradient and winner, repeated for both pixels of its window in a row */        \
-    static inline void spread_##SUFFIX(const T *g, const uint8_t *which, T *g2, T *which2,          \
-                                       int64_t ow, int64_t c) {                                      \
+    /* each output's gradient and winner, repeated for both pixels of its window in a row; with     \
+       the pooled output y (a ReLU came first), 0 where y <= 0, as the ReLU's backward pass */      \
+    static inline void spread_##SUFFIX(const T *g, const uint8_t *which, const T *y, T *g2,         \
+                                       T *which2, int64_t ow, int64_t c) {                           \
         for (int64_t j = 0; j < ow; j++)                                                             \
             for (int64_t k = 0; k < c; k++) {                                                        \
-                g2[2 * j * c + k] = g2[2 * j * c + c + k] = g[j * c + k];                            \
+                T passed = g[j * c + k];                                                             \
+                if (y && !(key1_##SUFFIX(y[j * c + k]) > 0 || nan1_##SUFFIX(y[j * c + k])))          \
+                    passed = 0;                                                                      \
+                g2[2 * j * c + k] = g2[2 * j * c + c + k] = passed;                                  \
                 which2[2 * j * c + k] = which2[2 * j * c + c + k] = (T)which[j * c + k];            \
             }                                                                                        \
     }                                                                                                \
                                                                                                      \
-    void pool_backward_##SUFFIX(const T *g, const uint8_t *which, T *gx, int64_t n, int64_t h,      \
-                                int64_t w, int64_t c) {                                              \
+    void pool_backward_##SUFFIX(const T *g, const uint8_t *which, const T *y, T *gx, int64_t n,     \
+                                int64_t h, int64_t w, int64_t c) {                                   \
         int64_t oh = h / 2, ow = w / 2, row = w * c;                                                 \
         T g2[row], which2[row], column[row]; /* column: 0 for a window's left pixel, 1 right */    \
         for (int64_t p = 0; p < row; p++) column[p] = (T)((p / c) % 2);                              \
@@ -142,8 +166,9 @@
             for (int64_t i = 0; i < oh; i++) {                                                       \
                 int64_t out = (b * oh + i) * ow * c;                                                 \
                 T *top = gx + (b * h + 2 * i) * row, *bottom = top + row;                            \
-                if (c == 10) spread_##SUFFIX(g + out, which + out, g2, which2, ow, 10);             \
-                else spread_##SUFFIX(g + out, which + out, g2, which2, ow, c);                      \
+                const T *y_row = y ? y + out : 0;                                                    \
+                if (c == 10) spread_##SUFFIX(g + out, which + out, y_row, g2, which2, ow, 10);      \
+                else spread_##SUFFIX(g + out, which + out, y_row, g2, which2, ow, c);               \
                 int64_t p = 0;                                                                       \
                 for (; p + LANES_##SUFFIX <= row; p += LANES_##SUFFIX) {                             \
                     vec_##SUFFIX gv = load_##SUFFIX(g2 + p), won = load_##SUFFIX(which2 + p);       \

@@ -3,8 +3,10 @@ max_pool2d's values, winners and gradients exactly."""
 
 import ctypes
 import logging
+import os
 import platform
 import shutil
+import tempfile
 
 import pytest
 import torch
@@ -91,9 +93,16 @@ def _same_values(got: torch.Tensor, want: torch.Tensor) -> bool:
     return torch.equal(got.isnan(), nan) and torch.equal(_bits(got)[~nan], _bits(want)[~nan])
 
 
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "").strip() or "cc")
+
+
 @pytest.fixture
 def kernels():
-    """pooling.c compiled (the machines this project builds on have a C compiler)."""
+    """pooling.c compiled. Only a machine without a C compiler goes without (the app then trains with
+    PyTorch's pooling, which the tests of the other paths cover); one that has a compiler must build it."""
+    if _compiler() is None:
+        pytest.skip("no C compiler on this machine: training uses PyTorch's max_pool2d")
     assert native.load("pooling") is not None, "pooling.c did not compile: see the log"
 
 
@@ -147,6 +156,11 @@ def test_each_vector_width_gives_the_same_numbers(kernels, march, monkeypatch, t
             out, want = MaxPool2d(2)(mine), F.max_pool2d(reference, 2)
             grad = torch.randn(want.shape).to(dtype)
             assert type(out.grad_fn).__name__ == "_KernelPoolBackward"
+            assert _same_values(out, want)
+            assert torch.equal(_bits(torch.autograd.grad(out, mine, grad)[0]),
+                               _bits(torch.autograd.grad(want, reference, grad)[0]))
+            out = pooling.relu_then_pool(nn.ReLU(), MaxPool2d(2), mine)
+            want = F.max_pool2d(torch.relu(reference), 2)
             assert _same_values(out, want)
             assert torch.equal(_bits(torch.autograd.grad(out, mine, grad)[0]),
                                _bits(torch.autograd.grad(want, reference, grad)[0]))
@@ -214,7 +228,7 @@ def test_without_a_compiler_it_says_why_once_and_training_pools_as_before(monkey
         native.load.cache_clear()
 
 
-def test_the_kernel_is_compiled_once_per_source_and_processor(monkeypatch, tmp_path):
+def test_the_kernel_is_compiled_once_per_source_and_processor(kernels, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     source = tmp_path / "pooling.c"
     shutil.copy(native.SOURCES / "pooling.c", source)
@@ -229,7 +243,8 @@ def test_the_kernel_is_compiled_once_per_source_and_processor(monkeypatch, tmp_p
 
 def test_a_training_run_gives_the_same_weights_with_the_kernel_and_without(kernels, mnist, monkeypatch):
     """TinyVGG's training forward pass pools bfloat16 maps (or float32 where the processor has no
-    bfloat16); both pools then run on pooling.c, and 40 steps end on the same weights, bit for bit."""
+    bfloat16); both pools then run on pooling.c with the ReLU before them, and 40 steps end on the
+    same weights, bit for bit."""
     def trained() -> list[torch.Tensor]:
         model = models.build(models.PRESETS["cnn"], seed=0)
         train.fit(model, mnist, train.TrainConfig(epochs=1, max_steps=40, batch_size=64))
@@ -238,9 +253,9 @@ def test_a_training_run_gives_the_same_weights_with_the_kernel_and_without(kerne
     calls = []
     real_forward = pooling._KernelPool.forward
     monkeypatch.setattr(pooling._KernelPool, "forward",
-                        staticmethod(lambda ctx, x: calls.append(x.dtype) or real_forward(ctx, x)))
+                        staticmethod(lambda ctx, x, relu_first: calls.append(relu_first) or real_forward(ctx, x, relu_first)))
     with_kernel = trained()
-    assert len(calls) == 2 * 40
+    assert calls == [True] * (2 * 40)  # each pool with the ReLU before it, in one pass
     monkeypatch.setenv(config.NATIVE_ENV, "0")
     native.load.cache_clear()
     try:
@@ -266,3 +281,68 @@ def test_an_evaluation_gives_the_same_numbers_as_with_torchs_max_pool(mnist):
     plain = train.evaluate_each(use_torch_pools(model), mnist.test)
     assert not any(isinstance(m, MaxPool2d) for m in model.modules())
     assert torch.equal(fast[0], plain[0]) and torch.equal(fast[1], plain[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(16, 10, 28, 28), (3, 1, 2, 2), (1, 33, 6, 10)])
+def test_a_relu_and_the_pool_after_it_in_one_pass_give_their_values_and_gradients(kernels, dtype, shape):
+    x = _awkward_maps(*shape, dtype)  # half negative: the ReLU's zeros tie in many windows
+    relu, pool = nn.ReLU(), MaxPool2d(2)
+    mine, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = pooling.relu_then_pool(relu, pool, mine)
+    want = F.max_pool2d(torch.relu(reference), 2)
+    grad = torch.randn(want.shape, generator=torch.Generator().manual_seed(2)).to(dtype)
+    (got_grad,) = torch.autograd.grad(out, mine, grad)
+    (want_grad,) = torch.autograd.grad(want, reference, grad)
+    assert type(out.grad_fn).__name__ == "_KernelPoolBackward"
+    assert _same_values(out, want)  # a negative became +0, -0 stayed -0
+    # the gradient stops where the window's output is <= 0 (and passes through a NaN, as relu's does)
+    assert torch.equal(_bits(got_grad), _bits(want_grad))
+
+
+def test_a_relu_and_its_pool_run_apart_where_a_hook_watches_or_in_evaluation(kernels):
+    model = models.build(models.PRESETS["cnn"], seed=0).to(memory_format=torch.channels_last)
+    x = torch.rand(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    assert pooling.relu_then_pool(model.relu_1_2, model.max_pool_1, _maps(4, 10, 28).requires_grad_()) is not None
+    seen = []
+    handle = model.relu_1_2.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    try:
+        model(x).sum().backward()
+    finally:
+        handle.remove()
+    assert seen == [torch.Size([4, 10, 28, 28])]  # the page's hook saw the ReLU's output
+    model.eval()
+    assert pooling.relu_then_pool(model.relu_1_2, model.max_pool_1, _maps(4, 10, 28).requires_grad_()) is None
+    with torch.no_grad():
+        assert pooling.relu_then_pool(model.relu_1_1, model.max_pool_1, _maps(4, 10, 28)) is None
+    assert pooling.relu_then_pool(model.conv_1_2, model.max_pool_1, _maps(4, 10, 28).requires_grad_()) is None
+
+
+def test_a_training_forward_pass_gives_the_models_numbers_with_and_without_the_fused_pass(kernels, monkeypatch):
+    """SpecNet.forward in training takes the fused pass; its logits and every gradient are those of
+    running each module in turn."""
+    torch.manual_seed(0)
+    model = models.build(models.PRESETS["cnn"], seed=0).to(memory_format=torch.channels_last)
+    x = torch.rand(32, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+
+    def logits_and_grads():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        logits.float().sum().backward()
+        return [logits.detach()] + [p.grad.clone() for p in model.parameters()]
+
+    fused = logits_and_grads()
+    monkeypatch.setattr(pooling, "relu_then_pool", lambda relu, pool, x: None)
+    apart = logits_and_grads()
+    assert all(torch.equal(a, b) for a, b in zip(fused, apart))
+
+
+def test_a_cache_that_cannot_be_written_gives_way_to_the_temporary_folder(kernels, monkeypatch, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    library = native._compiled(native.SOURCES / "pooling.c")
+    assert library.parent == tmp_path / "tmp" / f"digitrec-{os.getuid()}" and library.exists()
