@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import shlex
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -60,12 +61,10 @@ def _compiled(source: Path, flags: tuple[str, ...] = FLAGS) -> Path:
     compiler = shlex.split(os.environ.get("CC", "").strip() or "cc")
     text = source.read_bytes()
     digest = hashlib.sha256(b"\0".join([text, " ".join(compiler + list(flags)).encode(), _processor()]))
-    name = f"{source.stem}-{digest.hexdigest()[:16]}.so"
-    for library in (cache / name for cache in _cache_dirs()):
-        if library.exists():
-            return library
-    cache = _writable(_cache_dirs())
-    library = cache / name
+    cache = _cache_dir()
+    library = cache / f"{source.stem}-{digest.hexdigest()[:16]}.so"
+    if library.exists():
+        return library
     # Compiled under a name of its own, then renamed: two worker processes compiling at once
     # each load a whole library, never the other's half-written one.
     handle, partial = tempfile.mkstemp(dir=cache, prefix=f".{source.stem}-", suffix=".so")
@@ -82,21 +81,30 @@ def _compiled(source: Path, flags: tuple[str, ...] = FLAGS) -> Path:
     return library
 
 
-def _cache_dirs() -> list[Path]:
-    """The user's cache, then one in the temporary folder (a server account whose home is read-only)."""
+def _cache_dir() -> Path:
+    """The user's cache folder where it can be written (made if need be), else this user's own folder
+    in the temporary one (a server account whose home is read-only).
+
+    A library is only ever loaded from the folder it would be written to, and the temporary one
+    only if this user owns it and nobody else may write there: in a shared /tmp another account
+    could otherwise make that folder first and put its own library under the name looked for."""
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
-    return [Path(base) / "digitrec", Path(tempfile.gettempdir()) / f"digitrec-{os.getuid()}"]
-
-
-def _writable(folders: list[Path]) -> Path:
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder
-        except OSError:
-            continue
-    raise OSError(f"none of {', '.join(map(str, folders))} can be written")
+    mine = Path(base) / "digitrec"
+    try:
+        mine.mkdir(parents=True, exist_ok=True)
+        if os.access(mine, os.W_OK):
+            return mine
+    except OSError:
+        pass
+    private = Path(tempfile.gettempdir()) / f"digitrec-{os.getuid()}"
+    try:
+        private.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = private.lstat()  # not followed: a link planted there is refused
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise OSError(f"{mine} cannot be written, and {private} is not a folder of this user's alone")
+    return private
 
 
 def _processor() -> bytes:

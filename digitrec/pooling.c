@@ -11,7 +11,8 @@
    bottom left, bottom right) and a later value wins when it is greater or NaN, so ties go to
    the first maximum and a NaN to the last NaN, exactly as in aten's max_pool2d kernel; the
    output is the winner's bits, the backward pass gives each input its output's gradient if it
-   won, else 0. digitrec/pooling.py calls these through ctypes and tests them against PyTorch.
+   won (a -0 as +0, as aten's zeroed sum does), else 0. Only a NaN's payload bits may differ
+   from aten's, which itself writes different NaN bits on different paths. digitrec/pooling.py calls these through ctypes and tests them against PyTorch.
 
    With relu_first set, the forward pass pools relu(x) without writing it (a ReLU right before a
    pool, as in TinyVGG: the ReLU's pass over the whole map and its backward pass are saved):
@@ -21,11 +22,12 @@
 
    Layout: x is (n, h, w, c) in memory (a channels-last (n, c, h, w) tensor), h and w even;
    y and which are (n, h/2, w/2, c); gx is (n, h, w, c); the backward pass's y is NULL unless a
-   ReLU came first. Two element types: bfloat16 (the
+   ReLU came first. Each returns 0, or -1 where it could not allocate its row buffers. Two element types: bfloat16 (the
    training forward pass under autocast) and float32, each compared through an integer key
    that orders its bits as the values are ordered (-0 and +0 equal; NaN is flagged apart). */
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* One vector register's width on the processor compiled for (-march=native): a wider vector
@@ -129,10 +131,11 @@
             }                                                                                        \
     }                                                                                                \
                                                                                                      \
-    void pool_forward_##SUFFIX(const T *x, T *y, uint8_t *which, int64_t n, int64_t h, int64_t w,  \
-                               int64_t c, int relu_first) {                                          \
+    int pool_forward_##SUFFIX(const T *x, T *y, uint8_t *which, int64_t n, int64_t h, int64_t w,   \
+                              int64_t c, int relu_first) {                                           \
         int64_t oh = h / 2, ow = w / 2, row = w * c;                                                 \
-        T best[row], slot[row];                                                                      \
+        T *best = malloc(2 * row * sizeof(T)), *slot = best + row;                                   \
+        if (!best) return -1;                                                                        \
         for (int64_t b = 0; b < n; b++)                                                              \
             for (int64_t i = 0; i < oh; i++) {                                                       \
                 const T *r0 = x + (b * h + 2 * i) * row;                                             \
@@ -141,6 +144,8 @@
                 if (c == 10) keep_even_##SUFFIX(best, slot, y + out, which + out, ow, 10);          \
                 else keep_even_##SUFFIX(best, slot, y + out, which + out, ow, c);                   \
             }                                                                                        \
+        free(best);                                                                                  \
+        return 0;                                                                                    \
     }                                                                                                \
                                                                                                      \
     /* each output's gradient and winner, repeated for both pixels of its window in a row; with     \
@@ -152,15 +157,19 @@
                 T passed = g[j * c + k];                                                             \
                 if (y && !(key1_##SUFFIX(y[j * c + k]) > 0 || nan1_##SUFFIX(y[j * c + k])))          \
                     passed = 0;                                                                      \
+                if ((passed & (T)MAGNITUDE) == 0) /* aten adds the gradient to a zeroed one: */     \
+                    passed = 0;                   /* -0 arrives as +0 */                             \
                 g2[2 * j * c + k] = g2[2 * j * c + c + k] = passed;                                  \
                 which2[2 * j * c + k] = which2[2 * j * c + c + k] = (T)which[j * c + k];            \
             }                                                                                        \
     }                                                                                                \
                                                                                                      \
-    void pool_backward_##SUFFIX(const T *g, const uint8_t *which, const T *y, T *gx, int64_t n,     \
-                                int64_t h, int64_t w, int64_t c) {                                   \
+    int pool_backward_##SUFFIX(const T *g, const uint8_t *which, const T *y, T *gx, int64_t n,      \
+                               int64_t h, int64_t w, int64_t c) {                                    \
         int64_t oh = h / 2, ow = w / 2, row = w * c;                                                 \
-        T g2[row], which2[row], column[row]; /* column: 0 for a window's left pixel, 1 right */    \
+        T *g2 = malloc(3 * row * sizeof(T)), *which2 = g2 + row, *column = which2 + row;             \
+        if (!g2) return -1;                                                                          \
+        /* column: 0 for a window's left pixel, 1 for its right */                                  \
         for (int64_t p = 0; p < row; p++) column[p] = (T)((p / c) % 2);                              \
         for (int64_t b = 0; b < n; b++)                                                              \
             for (int64_t i = 0; i < oh; i++) {                                                       \
@@ -181,6 +190,8 @@
                     bottom[p] = which2[p] == column[p] + 2 ? g2[p] : 0;                              \
                 }                                                                                    \
             }                                                                                        \
+        free(g2);                                                                                    \
+        return 0;                                                                                    \
     }
 
 POOL_KERNELS(bfloat16, int16_t, 0x7FFF, 0x7F80)

@@ -20,7 +20,8 @@ wanted, pools a channels-last bfloat16 or float32 CPU map with digitrec's C kern
 (``pooling.c``, compiled once per machine by digitrec.native): a pair of rows is
 scanned as one contiguous run and each window's winner is kept as one byte. Values,
 winners and gradients are PyTorch's bit for bit (ties go to the first maximum, NaN
-to the last NaN, as in aten's kernel; ``tests/test_pooling.py``). Measured on
+to the last NaN, as in aten's kernel; only a NaN may carry other payload bits, as
+PyTorch's own paths differ there; ``tests/test_pooling.py``). Measured on
 TinyVGG's first pool (128 digits, 10 x 28 x 28, bfloat16, 1 thread): forward 0.36 ms
 instead of 2.3-4.1, backward 0.55 instead of 0.64-1.2 (plus zero-filling), and a
 whole training step 18-25 % shorter. Where a ReLU comes right before the pool (twice
@@ -90,7 +91,7 @@ class MaxPool2d(nn.MaxPool2d):
 
 def kernel_pools(x: torch.Tensor) -> bool:
     """Can pooling.c pool ``x`` (a CPU tensor of a type it has kernels for, and the kernels built)?"""
-    return x.device.type == "cpu" and x.dtype in KERNEL_TYPES and _kernels() is not None
+    return x.device.type == "cpu" and x.dtype in KERNEL_TYPES and x.numel() > 0 and _kernels() is not None
 
 
 def relu_then_pool(relu: nn.Module, pool: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
@@ -100,7 +101,8 @@ def relu_then_pool(relu: nn.Module, pool: nn.Module, x: torch.Tensor) -> torch.T
 
     TinyVGG pools right after a ReLU twice: the fused pass saves the ReLU's pass over the whole
     map and its backward pass, with the same numbers (tested against the two modules)."""
-    if not (type(relu) is nn.ReLU and isinstance(pool, MaxPool2d) and pool.training and torch.is_grad_enabled()
+    if not (type(relu) is nn.ReLU and not relu.inplace and isinstance(pool, MaxPool2d) and pool.training
+            and torch.is_grad_enabled()
             and pool._pairs_of_pairs(x) and kernel_pools(x) and not watched([relu, pool])):
         return None
     return _KernelPool.apply(x, True)
@@ -110,8 +112,9 @@ def _kernels() -> ctypes.CDLL | None:
     return native.load("pooling")
 
 
-def _kernel(direction: str, dtype: torch.dtype):
-    return getattr(_kernels(), f"pool_{direction}_{KERNEL_TYPES[dtype]}")
+def _run_kernel(direction: str, dtype: torch.dtype, *args) -> None:
+    if getattr(_kernels(), f"pool_{direction}_{KERNEL_TYPES[dtype]}")(*args) != 0:
+        raise MemoryError(f"max pooling ({direction}): out of memory for one row of the map")
 
 
 def _address(t: torch.Tensor | None) -> ctypes.c_void_p:
@@ -134,8 +137,8 @@ class _KernelPool(torch.autograd.Function):
         pooled = torch.empty((batch, channels, height // 2, width // 2), dtype=x.dtype,
                              memory_format=torch.channels_last)
         winners = torch.empty((batch, height // 2, width // 2, channels), dtype=torch.uint8)  # 0-3 per window
-        _kernel("forward", x.dtype)(_address(x), _address(pooled), _address(winners), *_sizes(x.shape),
-                                    ctypes.c_int(relu_first))
+        _run_kernel("forward", x.dtype, _address(x), _address(pooled), _address(winners), *_sizes(x.shape),
+                    ctypes.c_int(relu_first))
         # After a ReLU the backward pass reads the output (the ReLU passes no gradient where it is <= 0).
         ctx.save_for_backward(winners, pooled if relu_first else None)
         ctx.input_shape = x.shape
@@ -148,8 +151,8 @@ class _KernelPool(torch.autograd.Function):
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_input = torch.empty(ctx.input_shape, dtype=grad.dtype, memory_format=torch.channels_last)
         # every input's gradient is written: its window's gradient where it won, else 0
-        _kernel("backward", grad.dtype)(_address(grad), _address(winners), _address(pooled), _address(grad_input),
-                                        *_sizes(ctx.input_shape))
+        _run_kernel("backward", grad.dtype, _address(grad), _address(winners), _address(pooled),
+                    _address(grad_input), *_sizes(ctx.input_shape))
         return grad_input, None
 
 

@@ -5,6 +5,7 @@ import ctypes
 import logging
 import os
 import platform
+import shlex
 import shutil
 import tempfile
 
@@ -94,7 +95,7 @@ def _same_values(got: torch.Tensor, want: torch.Tensor) -> bool:
 
 
 def _compiler() -> str | None:
-    return shutil.which(os.environ.get("CC", "").strip() or "cc")
+    return shutil.which(shlex.split(os.environ.get("CC", "").strip() or "cc")[0])
 
 
 @pytest.fixture
@@ -139,14 +140,15 @@ def _processor_has(flag: str) -> bool:
 # others are compiled here for older x86 processors this one can also run.
 OTHER_WIDTHS = [pytest.param(march, marks=pytest.mark.skipif(
                     platform.machine() != "x86_64" or not _processor_has(needs),
-                    reason=f"this processor cannot run code for {march}"))
-                for march, needs in (("x86-64", "sse2"), ("haswell", "avx2"))]
+                    reason=f"this processor cannot run code for -march={march}"))
+                for march, needs in (("x86-64", "sse2"), ("x86-64 -mavx2", "avx2"))]
 
 
 @pytest.mark.parametrize("march", OTHER_WIDTHS)
 def test_each_vector_width_gives_the_same_numbers(kernels, march, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    flags = tuple(f"-march={march}" if flag == "-march=native" else flag for flag in native.FLAGS)
+    flags = tuple(part for flag in native.FLAGS
+                  for part in (f"-march={march}".split() if flag == "-march=native" else [flag]))
     library = ctypes.CDLL(str(native._compiled(native.SOURCES / "pooling.c", flags)))
     monkeypatch.setattr(pooling, "_kernels", lambda: library)
     for dtype in (torch.bfloat16, torch.float32):
@@ -164,6 +166,19 @@ def test_each_vector_width_gives_the_same_numbers(kernels, march, monkeypatch, t
             assert _same_values(out, want)
             assert torch.equal(_bits(torch.autograd.grad(out, mine, grad)[0]),
                                _bits(torch.autograd.grad(want, reference, grad)[0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("relu_first", [False, True])
+def test_a_gradient_of_minus_zero_nan_and_infinity_arrives_as_max_pool2ds(kernels, dtype, relu_first):
+    x = _awkward_maps(4, 10, 14, 14, dtype)
+    mine, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = pooling._KernelPool.apply(mine, relu_first)
+    want = F.max_pool2d(torch.relu(reference) if relu_first else reference, 2)
+    grad = _awkward_maps(4, 10, 7, 7, dtype, seed=3)  # -0, +0, infinities and NaN among the gradients
+    (got,) = torch.autograd.grad(out, mine, grad)
+    (expected,) = torch.autograd.grad(want, reference, grad)
+    assert _same_values(got, expected)
 
 
 def test_the_kernel_takes_a_gradient_that_is_not_channels_last(kernels):
@@ -230,6 +245,7 @@ def test_without_a_compiler_it_says_why_once_and_training_pools_as_before(monkey
 
 def test_the_kernel_is_compiled_once_per_source_and_processor(kernels, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     source = tmp_path / "pooling.c"
     shutil.copy(native.SOURCES / "pooling.c", source)
     first = native._compiled(source)
@@ -338,11 +354,34 @@ def test_a_training_forward_pass_gives_the_models_numbers_with_and_without_the_f
     assert all(torch.equal(a, b) for a, b in zip(fused, apart))
 
 
-def test_a_cache_that_cannot_be_written_gives_way_to_the_temporary_folder(kernels, monkeypatch, tmp_path):
+def test_a_cache_that_cannot_be_written_gives_way_to_a_private_temporary_folder(kernels, monkeypatch, tmp_path):
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the cache folder would go")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     library = native._compiled(native.SOURCES / "pooling.c")
-    assert library.parent == tmp_path / "tmp" / f"digitrec-{os.getuid()}" and library.exists()
+    private = tmp_path / "tmp" / f"digitrec-{os.getuid()}"
+    assert library.parent == private and library.exists()
+    assert private.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_temporary_folder_others_may_write_to_is_not_used(monkeypatch, tmp_path, caplog):
+    """In a shared /tmp another account could make the folder first and plant a library in it."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    planted = tmp_path / "tmp" / f"digitrec-{os.getuid()}"
+    planted.mkdir(parents=True)
+    planted.chmod(0o777)
+    with pytest.raises(OSError, match="not a folder of this user's alone"):
+        native._compiled(native.SOURCES / "pooling.c")
+    assert list(planted.iterdir()) == []
+    native.load.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="digitrec.native"):
+            assert native.load("pooling") is None  # and training keeps PyTorch's pooling
+        assert "this user's alone" in caplog.text
+    finally:
+        native.load.cache_clear()
