@@ -785,33 +785,39 @@ def _release_ended(sid: str, session_state) -> None:
 
 
 def _after_release(session_ids: list[str]) -> None:
-    """After the janitor ended sessions: hand their memory back and log what the server still runs."""
-    import gc
+    """After the janitor ended sessions: once their runs' threads have ended, hand their memory back
+    and log what the server still runs.
 
+    The wait comes first: a stopped run's thread ends after its current batch and only then lets go
+    of what it held (its last snapshot, the size of the network); memory freed after the trim stayed
+    in the process (a closed tab's 23 MB network: the server fell 26 MB instead of 49 once in a
+    full test run)."""
+    import gc
+    import time
+
+    deadline = time.monotonic() + 5
+    while _run_threads() and time.monotonic() < deadline:  # a stopped run ends after its current batch
+        time.sleep(0.2)
     gc.collect()
     _return_freed_memory()
     _log_release(session_ids)
+
+
+def _run_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("digitrec-run")]
 
 
 def _log_release(session_ids: list[str]) -> None:
     """A line in $DIGITREC_TIMING_LOG saying what the server still runs after a release."""
     import json
     import os
-    import time
 
     path = os.environ.get(TIMING_LOG_ENV)
     if not path:
         return
-    def run_threads() -> list[str]:
-        return [t.name for t in threading.enumerate() if t.name.startswith("digitrec-run")]
-
-    deadline = time.monotonic() + 5
-    while run_threads() and time.monotonic() < deadline:  # a stopped run ends after its current batch
-        time.sleep(0.2)
-    run_threads = run_threads()
     with open(path, "a") as f:
         f.write(json.dumps({"released": session_ids, "pid": os.getpid(), "tracked_sessions": tracked_sessions(),
-                            "run_threads": run_threads, "threads": threading.active_count()}) + "\n")
+                            "run_threads": _run_threads(), "threads": threading.active_count()}) + "\n")
 
 
 def _return_freed_memory() -> None:
