@@ -2,12 +2,13 @@
 
 Today there is one, ``pooling.c``: max pooling for training, which PyTorch's CPU kernel
 computes slowly on maps with few channels (see digitrec.pooling). A kernel is compiled on
-first use by the machine's C compiler (``$CC``, else ``cc``: every machine this project
-builds on has one, as ``pip`` needs it) with ``-O3 -march=native``, into the user's cache
+first use by the machine's C compiler (``$CC``, else ``cc``: the machines this project is
+built and tested on have GCC; elsewhere Debian's build-essential or Xcode's command-line
+tools give one) with ``-O3 -march=native``, into the user's cache
 (``$XDG_CACHE_HOME/digitrec``, else ``~/.cache/digitrec``; where that cannot be written, the
 temporary folder), under a name made from a hash of
 its source, the flags and this processor, so that a changed source or a cache copied from
-another machine is never loaded. It takes well under a second, once.
+another machine is never loaded. It takes about 0.3 s, once per machine.
 
 Nothing depends on it: without a compiler, where compiling fails, or with
 ``DIGITREC_NATIVE=0``, ``load`` returns None, says why once in the log, and every caller
