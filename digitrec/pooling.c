@@ -12,7 +12,8 @@
    the first maximum and a NaN to the last NaN, exactly as in aten's max_pool2d kernel; the
    output is the winner's bits, the backward pass gives each input its output's gradient if it
    won (a -0 as +0, as aten's zeroed sum does), else 0. Only a NaN's payload bits may differ
-   from aten's, which itself writes different NaN bits on different paths. digitrec/pooling.py calls these through ctypes and tests them against PyTorch.
+   from aten's, which itself writes different NaN bits on different paths. digitrec/pooling.py
+   calls these through ctypes; tests/test_pooling.py checks them against PyTorch.
 
    With relu_first set, the forward pass pools relu(x) without writing it (a ReLU right before a
    pool, as in TinyVGG: the ReLU's pass over the whole map and its backward pass are saved):
@@ -22,9 +23,10 @@
 
    Layout: x is (n, h, w, c) in memory (a channels-last (n, c, h, w) tensor), h and w even;
    y and which are (n, h/2, w/2, c); gx is (n, h, w, c); the backward pass's y is NULL unless a
-   ReLU came first. Each returns 0, or -1 where it could not allocate its row buffers. Two element types: bfloat16 (the
-   training forward pass under autocast) and float32, each compared through an integer key
-   that orders its bits as the values are ordered (-0 and +0 equal; NaN is flagged apart). */
+   ReLU came first. Each returns 0, or -1 where it could not allocate its row buffers. Two
+   element types: bfloat16 (the training forward pass under autocast) and float32, each
+   compared through an integer key that orders its bits as the values are ordered (-0 and +0
+   equal; NaN is flagged apart). */
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -134,7 +134,7 @@ class _KernelPool(torch.autograd.Function):
     (of ``relu(x)`` when ``relu_first``)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, relu_first: bool = False) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, relu_first: bool) -> torch.Tensor:
         batch, channels, height, width = x.shape
         pooled = torch.empty((batch, channels, height // 2, width // 2), dtype=x.dtype,
                              memory_format=torch.channels_last)

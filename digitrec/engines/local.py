@@ -133,6 +133,7 @@ class WorkerRun:
         self._process = None
         self._closing = False  # close() was called: its session has ended
         self._ended = threading.Event()
+        self._reader: threading.Thread | None = None  # opens the worker, then reads its reports
         # perf_counter seconds when the worker's first evaluation (step 0) and its final report arrived:
         # how long a learner waits for the curve to begin, and the run's wall clock, free of any polling.
         self.ready_at: float | None = None
@@ -181,10 +182,22 @@ class WorkerRun:
         self._command("stop")
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the run to end (its process gone); True if it has (or never started)."""
+        """Wait for the run to end (its process gone, its reader thread too); True if it has (or never started)."""
         if self._phase == "idle":
             return True
-        return self._ended.wait(timeout)
+        if not self._ended.wait(timeout):
+            return False
+        self._join_reader()
+        return True
+
+    def _join_reader(self) -> None:
+        """The reader thread ends just after marking the run ended, and only then lets go of the last report
+        it read (a snapshot the size of the network): a session that ends frees its memory by the time
+        close() returns, before the server trims its heap (memory freed after the trim stayed: a closed
+        tab's 23 MB network, the server 26 MB lower instead of 49, once in a full test run)."""
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(config.STOP_GRACE_S)
 
     def close(self, grace_s: float = config.STOP_GRACE_S) -> None:
         """End the run and its process now: stop, wait ``grace_s``, then terminate (a session that ends)."""
@@ -196,7 +209,8 @@ class WorkerRun:
         process = self._process
         if process is not None:
             _end_process(process, grace_s=0)
-        self._ended.wait(2.0)
+        if self._ended.wait(2.0):
+            self._join_reader()
 
     def _command(self, name: str, n: int = 0) -> None:
         with self._lock:
@@ -241,8 +255,9 @@ class WorkerRun:
             self._queue.finished(self)
             return
         try:
-            threading.Thread(target=self._open_and_read, args=(pending,), name=f"digitrec-run-{self.id}",
-                             daemon=True).start()
+            self._reader = threading.Thread(target=self._open_and_read, args=(pending,),
+                                            name=f"digitrec-run-{self.id}", daemon=True)
+            self._reader.start()
         except RuntimeError as e:  # "can't start new thread"
             self._end_unopened(RunStatus.FAILED, _not_started_message(e))
 
