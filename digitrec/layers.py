@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import nn
 
-from digitrec import pooling
+from digitrec import image_conv, pooling
 from digitrec.data import IMAGE_SIZE, NUM_CLASSES
 from digitrec.errors import InvalidConfig
 
@@ -557,9 +557,16 @@ class SpecNet(nn.Module):
         i = 0
         while i < len(layers):
             # In training, a ReLU and the max pool after it run as one pass where they can
-            # (digitrec.pooling.relu_then_pool: the same numbers, one pass over the map fewer).
-            if self.training and i + 1 < len(layers):
-                pooled = pooling.relu_then_pool(layers[i], layers[i + 1], x)
+            # (digitrec.pooling.relu_then_pool: the same numbers, one pass over the map fewer), and
+            # so do a convolution of the one-channel image and its ReLU (digitrec.image_conv).
+            if self.training:
+                following = layers[i + 1] if i + 1 < len(layers) else None
+                fused = image_conv.conv_then_relu(layers[i], following, x)
+                if fused is not None:
+                    x, ran = fused
+                    i += ran
+                    continue
+                pooled = pooling.relu_then_pool(layers[i], following, x) if following is not None else None
                 if pooled is not None:
                     x, i = pooled, i + 2
                     continue
