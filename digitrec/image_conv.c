@@ -2,19 +2,22 @@
    backward, for training.
 
    Why this exists: oneDNN, behind PyTorch's CPU convolution, is built for many input channels.
-   With one (a grey digit) it pads the channel dimension out to its vector blocks, and TinyVGG's
-   first convolution (1 -> 10 channels, 3 x 3, 128 digits) took about a third of a training
-   step's convolution time for a tenth of its arithmetic. Here one output row, all its output
-   channels side by side (channels-last: w_out x channels contiguous values), is a sum of k x k
-   products of contiguous runs: for each tap, the input row expanded so each pixel repeats once
-   per output channel, times that tap's weights repeated once per pixel. Every loop is over
-   contiguous memory, so the compiler (-O3 -march=native) makes them vector instructions.
+   With one (a grey digit) it pads the channel dimension out to its vector blocks: TinyVGG's
+   first convolution (1 -> 10 channels, 3 x 3, 128 digits) and its ReLU took about 3.3 ms of a
+   16 ms training step, for a thirtieth of its arithmetic. Here an output pixel's channels (up
+   to one vector register of them at a time, the rest of the register zero) are the bias plus
+   k x k products: each tap's weight vector times the input pixel under that tap, broadcast to
+   every lane. The backward pass turns it around: each tap's gradient vector gathers the output
+   pixel's gradient vector times the same input pixel. For a 3 x 3 kernel and up to one register
+   of channels the nine weight vectors (forward) or nine sums (backward) stay in registers, and
+   the forward pass works on four pixels at once (four independent chains of additions).
 
    Arithmetic: float32 throughout. bfloat16 inputs and weights (the forward pass under autocast)
-   are widened exactly, each output is bias + the taps in row order, rounded once to the
-   output's type (round to nearest even, as PyTorch rounds). oneDNN adds the same products in
-   another order, so results agree to rounding, not bit for bit; tests/test_image_conv.py
-   checks both directions against PyTorch's convolution.
+   are widened exactly; each output is the bias plus the taps in row order, rounded once to the
+   output's type (round to nearest even, as PyTorch rounds). A weight's gradient adds a row's
+   products, then a digit's rows, then the digits. oneDNN adds the same products in another
+   order, so results agree to rounding, not bit for bit; tests/test_image_conv.py checks both
+   directions against PyTorch's convolution in float64.
 
    With relu set, the forward pass writes relu(conv(x)) (a negative sum becomes +0; -0 and NaN
    stay, as PyTorch's relu), and the backward pass, given that output, passes the gradient only
@@ -24,8 +27,9 @@
    (channels, k, k); bias is (channels,) or NULL; y and grad are (n, h_out, w_out, channels), a
    channels-last (n, channels, h_out, w_out) tensor, with h_out = h + 2 pad - k + 1 and w_out
    likewise (stride 1, zero padding). The backward pass writes grad_weight (channels, k, k) and,
-   unless NULL, grad_bias (channels,); its y is NULL unless a ReLU came after. Each returns 0, or
-   -1 where it could not allocate its buffers. Two element types: bfloat16 and float32. */
+   unless NULL, grad_bias (channels,); its y is NULL unless a ReLU came after. Each returns 0, -1
+   where it could not allocate its buffers, or -2 for sizes it cannot take (negative padding, no
+   output pixel). Two element types: bfloat16 and float32. */
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -41,15 +45,25 @@
 #endif
 
 typedef float vfloat __attribute__((vector_size(VECTOR_BYTES)));
+typedef int32_t vmask __attribute__((vector_size(VECTOR_BYTES)));
 typedef uint32_t vbits __attribute__((vector_size(VECTOR_BYTES)));
 typedef uint16_t vhalf __attribute__((vector_size(VECTOR_BYTES / 2)));
 enum { LANES = VECTOR_BYTES / sizeof(float) };
 
-static inline vfloat load(const float *p) { vfloat v; memcpy(&v, p, sizeof v); return v; }
-static inline void store(float *p, vfloat v) { memcpy(p, &v, sizeof v); }
-static inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+/* A 3 x 3 kernel's nine vectors are held in registers; larger kernels, or more channels than a
+   register holds, keep them in memory. */
+enum { HELD = 9 };
+/* The forward pass sums PIXELS neighbouring output pixels at once: one pixel's nine products
+   form a chain, each addition waiting on the last; four pixels are four chains side by side. */
+enum { PIXELS = 4 };
+/* Loops of a few, known steps written out, so the 3 x 3 taps' indices fold into constants. */
+#define UNROLLED _Pragma("GCC unroll 16")
 
 typedef uint16_t bfloat16;
+
+static inline vfloat load(const float *p) { vfloat v; memcpy(&v, p, sizeof v); return v; }
+static inline void store(float *p, vfloat v) { memcpy(p, &v, sizeof v); }
+static inline vfloat relu_vector(vfloat v) { return (vfloat)((vbits)v & ~(vbits)(v < 0.0f)); }
 
 static inline float widen_bfloat16(bfloat16 b) {
     uint32_t bits = (uint32_t)b << 16;
@@ -69,222 +83,218 @@ static inline bfloat16 narrow_bfloat16(float f) {
 static inline float widen_float32(float f) { return f; }
 static inline float narrow_float32(float f) { return f; }
 
-/* A row of float sums to the output's type, relu'd if asked; many values per instruction. */
-static void write_float32(float *out, const float *sum, int64_t count, int relu) {
-    int64_t q = 0;
-    for (; q + LANES <= count; q += LANES) {
-        vfloat v = load(sum + q);
-        if (relu) v = (vfloat)((vbits)v & ~(vbits)(v < 0.0f));
-        store(out + q, v);
-    }
-    for (; q < count; q++) out[q] = relu && sum[q] < 0.0f ? 0.0f : sum[q];
+/* Vectors of `count` (1 to LANES) channels from and to memory. Where `room` (the values that may
+   be touched from p on) holds a whole vector, one full load or store: the lanes past `count`
+   belong to the next pixel, are zeroed after loading, and are written over by that pixel's own
+   store, which comes later. Else lane by lane, never past the buffer's end. */
+static inline vfloat get_float32(const float *p, int64_t count, int64_t room) {
+    if (room >= LANES) return load(p);
+    float part[LANES] = {0};
+    memcpy(part, p, sizeof(float) * (size_t)count);
+    return load(part);
 }
 
-static void write_bfloat16(bfloat16 *out, const float *sum, int64_t count, int relu) {
-    int64_t q = 0;
-    for (; q + LANES <= count; q += LANES) {
-        vfloat v = load(sum + q);
-        if (relu) v = (vfloat)((vbits)v & ~(vbits)(v < 0.0f));
-        vbits bits = (vbits)v;
-        vbits rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-        vbits nan = (vbits)((bits & 0x7fffffffu) > 0x7f800000u);
-        rounded = (nan & 0x7fc0u) | (~nan & rounded);
-        vhalf narrow = __builtin_convertvector(rounded, vhalf);
-        memcpy(out + q, &narrow, sizeof narrow);
-    }
-    for (; q < count; q++) out[q] = narrow_bfloat16(relu && sum[q] < 0.0f ? 0.0f : sum[q]);
-}
-/* A row of the output's gradient as floats; with the ReLU's output y, 0 where y <= 0 (as
-   threshold_backward: a NaN output passes its gradient). */
-static void read_float32(float *g, const float *grad, const float *y, int64_t count) {
-    int64_t q = 0;
-    for (; q + LANES <= count; q += LANES) {
-        vfloat v = load(grad + q);
-        if (y) v = (vfloat)((vbits)v & ~(vbits)(load(y + q) <= 0.0f));
-        store(g + q, v);
-    }
-    for (; q < count; q++) g[q] = y && y[q] <= 0.0f ? 0.0f : grad[q];
-}
-
-static inline vfloat widen_vector(const bfloat16 *p) {
-    vhalf half;
-    memcpy(&half, p, sizeof half);
+static inline vfloat get_bfloat16(const bfloat16 *p, int64_t count, int64_t room) {
+    vhalf half = {0};
+    if (room >= LANES)
+        memcpy(&half, p, sizeof half);
+    else
+        memcpy(&half, p, sizeof(bfloat16) * (size_t)count);
     return (vfloat)(__builtin_convertvector(half, vbits) << 16);
 }
 
-static void read_bfloat16(float *g, const bfloat16 *grad, const bfloat16 *y, int64_t count) {
-    int64_t q = 0;
-    for (; q + LANES <= count; q += LANES) {
-        vfloat v = widen_vector(grad + q);
-        if (y) v = (vfloat)((vbits)v & ~(vbits)(widen_vector(y + q) <= 0.0f));
-        store(g + q, v);
+static inline void put_float32(float *p, vfloat v, int64_t count, int64_t room) {
+    if (room >= LANES) {
+        store(p, v);
+        return;
     }
-    for (; q < count; q++) g[q] = y && widen_bfloat16(y[q]) <= 0.0f ? 0.0f : widen_bfloat16(grad[q]);
+    float part[LANES];
+    store(part, v);
+    memcpy(p, part, sizeof(float) * (size_t)count);
 }
 
-/* The padded image (h + 2 pad rows of w + 2 pad pixels), each pixel repeated `channels` times,
-   so that the tap (i, j) of output row r reads row r + i from position j * channels on. The
-   buffer starts zero (the padding) and has a row and a block more: the last block of a row may
-   read past its end. A pixel is written as whole vectors (one store for up to LANES channels, not
-   one per channel: a third of the forward pass's time before); the part of the last vector past
-   a row's pixels is zeroed again, as it may cover padding. */
-#define EXPAND(SUFFIX, T)                                                                          \
-    static void expand_##SUFFIX(const T *image, float *expanded, int64_t h, int64_t w,          \
-                                int64_t channels, int64_t pad) {                                 \
-        const int64_t row = (w + 2 * pad) * channels;                                             \
-        for (int64_t r = 0; r < h; r++) {                                                          \
-            float *out = expanded + (r + pad) * row + pad * channels;                             \
-            for (int64_t c = 0; c < w; c++) {                                                      \
-                const vfloat v = (vfloat){0} + widen_##SUFFIX(image[r * w + c]);                 \
-                for (int64_t o = 0; o < channels; o += LANES) store(out + c * channels + o, v);  \
-            }                                                                                      \
-            memset(out + w * channels, 0, sizeof(float) * LANES);                                 \
-        }                                                                                          \
+static inline void put_bfloat16(bfloat16 *p, vfloat v, int64_t count, int64_t room) {
+    const vbits bits = (vbits)v;
+    const vbits nan = (vbits)((bits & 0x7fffffffu) > 0x7f800000u);
+    const vbits rounded = (nan & 0x7fc0u) | (~nan & ((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16));
+    const vhalf narrow = __builtin_convertvector(rounded, vhalf);
+    if (room >= LANES)
+        memcpy(p, &narrow, sizeof narrow);
+    else
+        memcpy(p, &narrow, sizeof(bfloat16) * (size_t)count);
+}
+
+/* `count` vectors, zero, aligned as a vector must be (malloc's 16 bytes are not enough), or NULL. */
+static vfloat *vectors(int64_t count) {
+    vfloat *v = aligned_alloc(sizeof(vfloat), sizeof(vfloat) * (size_t)count);
+    if (v) memset(v, 0, sizeof(vfloat) * (size_t)count);
+    return v;
+}
+
+/* The lanes below `count` all ones, the rest zero. */
+static inline vbits first_lanes(int64_t count) {
+    vmask lane;
+    for (int i = 0; i < LANES; i++) lane[i] = i;
+    return (vbits)(lane < (int32_t)count);
+}
+
+/* Sizes the kernels can take: at least one output pixel, no negative padding. */
+static int valid(int64_t n, int64_t h, int64_t w, int64_t channels, int64_t k, int64_t pad) {
+    return n >= 0 && h >= 1 && w >= 1 && channels >= 1 && k >= 1 && pad >= 0 && h + 2 * pad - k + 1 >= 1
+           && w + 2 * pad - k + 1 >= 1;
+}
+
+/* One image, zero-padded, as floats: row r + i, column c + j is under tap (i, j) of output
+   pixel (r, c). */
+#define PAD(SUFFIX, T)                                                                             \
+    static void pad_##SUFFIX(const T *image, float *padded, int64_t h, int64_t w, int64_t pad) {  \
+        const int64_t padded_w = w + 2 * pad;                                                      \
+        for (int64_t r = 0; r < h; r++)                                                            \
+            for (int64_t c = 0; c < w; c++)                                                        \
+                padded[(r + pad) * padded_w + c + pad] = widen_##SUFFIX(image[r * w + c]);        \
     }
 
 /* The sizes every kernel derives from (n, h, w, channels, k, pad). */
 #define SHAPE                                                                                      \
     const int64_t h_out = h + 2 * pad - k + 1, w_out = w + 2 * pad - k + 1;                       \
-    const int64_t span = w_out * channels, padded_span = round_up(span, LANES);                   \
-    const int64_t row = (w + 2 * pad) * channels;                                                  \
-    const int64_t h_rounded = round_up(h_out, ROWS);                                               \
-    const size_t expanded_size = (size_t)((h_rounded + k) * row + LANES);
-
-/* The loops below run over one vector of output positions at a time, all rows of an image
-   inside: a 3 x 3 kernel's nine tap vectors (forward) or nine sums (backward) then stay in
-   registers, and each product costs one load, not two loads and a store. Other kernel sizes
-   read and write them in memory. */
-enum { HELD = 9 };
-/* The forward pass sums ROWS output rows at once: one row's nine products form a chain, each
-   waiting on the last (an FMA's latency); four rows are four chains side by side. The expanded
-   image has rows enough below for the rounded-up count. */
-enum { ROWS = 4 };
-/* Loops of a few, known steps written out, so the 3 x 3 taps' branches fold away. */
-#define UNROLLED _Pragma("GCC unroll 8")
+    const int64_t padded_w = w + 2 * pad, taps = k * k;                                            \
+    const int held = chunks == 1 && taps <= HELD;
 
 #define CONV_KERNELS(SUFFIX, T)                                                                    \
-    EXPAND(SUFFIX, T)                                                                              \
+    PAD(SUFFIX, T)                                                                                 \
                                                                                                    \
     static inline __attribute__((always_inline)) int                                              \
     forward_##SUFFIX(const T *x, const T *weight, const T *bias, T *y, int64_t n, int64_t h,       \
-                     int64_t w, int64_t channels, int64_t k, int64_t pad, int relu) {              \
+                     int64_t w, int64_t channels, int64_t chunks, int64_t k, int64_t pad, int relu) { \
         SHAPE                                                                                      \
-        const int held = k * k <= HELD;                                                            \
-        float *taps = calloc((size_t)(k * k * padded_span), sizeof(float));                       \
-        float *start = calloc((size_t)padded_span, sizeof(float));                                \
-        float *sums = calloc((size_t)(h_rounded * padded_span), sizeof(float));                   \
-        float *expanded = calloc(expanded_size, sizeof(float));                                   \
-        if (!taps || !start || !sums || !expanded) {                                              \
-            free(taps); free(start); free(sums); free(expanded);                                   \
+        /* weights[chunk * taps + t]: tap t's weights of that chunk's channels (0 past the last) */ \
+        vfloat *weights = vectors(chunks * taps + chunks);                                         \
+        float *padded = calloc((size_t)((h + 2 * pad) * padded_w), sizeof(float));                \
+        if (!weights || !padded) {                                                                 \
+            free(weights); free(padded);                                                           \
             return -1;                                                                             \
         }                                                                                          \
-        /* each tap's weights, and the bias, repeated once per output pixel */                     \
-        for (int64_t t = 0; t < k * k; t++)                                                        \
-            for (int64_t c = 0; c < w_out; c++)                                                    \
-                for (int64_t o = 0; o < channels; o++)                                             \
-                    taps[t * padded_span + c * channels + o] = widen_##SUFFIX(weight[o * k * k + t]); \
-        for (int64_t c = 0; c < w_out; c++)                                                        \
-            for (int64_t o = 0; o < channels; o++)                                                 \
-                start[c * channels + o] = bias ? widen_##SUFFIX(bias[o]) : 0.0f;                   \
+        vfloat *biases = weights + chunks * taps;                                                  \
+        for (int64_t o = 0; o < channels; o++) {                                                   \
+            for (int64_t t = 0; t < taps; t++)                                                     \
+                weights[o / LANES * taps + t][o % LANES] = widen_##SUFFIX(weight[o * taps + t]);  \
+            biases[o / LANES][o % LANES] = bias ? widen_##SUFFIX(bias[o]) : 0.0f;                 \
+        }                                                                                          \
+        vfloat tap[HELD];                                                                          \
+        for (int64_t t = 0; held && t < taps; t++) tap[t] = weights[t];                            \
         for (int64_t b = 0; b < n; b++) {                                                          \
-            expand_##SUFFIX(x + b * h * w, expanded, h, w, channels, pad);                        \
-            for (int64_t q = 0; q < span; q += LANES) {                                            \
-                vfloat tap[HELD];                                                                  \
-                for (int64_t t = 0; held && t < k * k; t++) tap[t] = load(taps + t * padded_span + q); \
-                const vfloat first = load(start + q);                                              \
-                for (int64_t r = 0; r < h_out; r += ROWS) {                                        \
-                    vfloat sum[ROWS];                                                              \
-                    for (int u = 0; u < ROWS; u++) sum[u] = first;                                 \
-                    /* input row r + m feeds output row r + u through the taps' row m - u */     \
-                    const float *in = expanded + r * row + q;                                      \
-                    UNROLLED for (int64_t m = 0; m < ROWS + k - 1; m++, in += row)                 \
-                        UNROLLED for (int64_t j = 0; j < k; j++) {                                 \
-                            const vfloat v = load(in + j * channels);                              \
-                            UNROLLED for (int64_t u = 0; u < ROWS; u++) {                          \
-                                const int64_t i = m - u, t = i * k + j;                            \
-                                if (i >= 0 && i < k)                                               \
-                                    sum[u] += v * (held ? tap[t] : load(taps + t * padded_span + q)); \
+            pad_##SUFFIX(x + b * h * w, padded, h, w, pad);                                       \
+            for (int64_t r = 0; r < h_out; r++) {                                                  \
+                T *out_row = y + (b * h_out + r) * w_out * channels;                               \
+                for (int64_t c = 0; c < w_out; c += PIXELS) {                                      \
+                    const int64_t pixels = w_out - c < PIXELS ? w_out - c : PIXELS;               \
+                    for (int64_t chunk = 0; chunk < chunks; chunk++) {                             \
+                        vfloat sum[PIXELS];                                                        \
+                        UNROLLED for (int u = 0; u < PIXELS; u++) sum[u] = biases[chunk];          \
+                        UNROLLED for (int64_t i = 0; i < k; i++) {                                 \
+                            /* past the row's last pixel the reads stay inside the padded image */ \
+                            const float *in = padded + (r + i) * padded_w + c;                     \
+                            UNROLLED for (int64_t j = 0; j < k; j++) {                             \
+                                const int64_t t = i * k + j;                                       \
+                                const vfloat wv = held ? tap[t] : weights[chunk * taps + t];       \
+                                UNROLLED for (int u = 0; u < PIXELS; u++)                          \
+                                    sum[u] += wv * in[j + (u < pixels ? u : 0)];                   \
                             }                                                                      \
                         }                                                                          \
-                    for (int u = 0; u < ROWS; u++) store(sums + (r + u) * padded_span + q, sum[u]); \
+                        const int64_t first = chunk * LANES;                                       \
+                        const int64_t count = channels - first < LANES ? channels - first : LANES; \
+                        for (int64_t u = 0; u < pixels; u++) {                                     \
+                            const int64_t at = (c + u) * channels + first;                         \
+                            /* one channel vector: the row's rest; more: this pixel's rest */      \
+                            const int64_t room = chunks == 1 ? w_out * channels - at : channels - first; \
+                            put_##SUFFIX(out_row + at, relu ? relu_vector(sum[u]) : sum[u], count, room); \
+                        }                                                                          \
+                    }                                                                              \
                 }                                                                                  \
             }                                                                                      \
-            for (int64_t r = 0; r < h_out; r++)                                                    \
-                write_##SUFFIX(y + (b * h_out + r) * span, sums + r * padded_span, span, relu);   \
         }                                                                                          \
-        free(taps); free(start); free(sums); free(expanded);                                       \
+        free(weights); free(padded);                                                               \
         return 0;                                                                                  \
     }                                                                                              \
                                                                                                    \
     static inline __attribute__((always_inline)) int                                              \
     backward_##SUFFIX(const T *x, const T *grad, const T *y, T *grad_weight, T *grad_bias,         \
-                      int64_t n, int64_t h, int64_t w, int64_t channels, int64_t k, int64_t pad) {  \
+                      int64_t n, int64_t h, int64_t w, int64_t channels, int64_t chunks, int64_t k, \
+                      int64_t pad) {                                                               \
         SHAPE                                                                                      \
-        const int held = k * k <= HELD;                                                            \
-        /* per tap (and for the bias), one running sum per output position of a row, each adding  \
-           an image's h_out products at a time: not all n x h_out x w_out in one float */          \
-        float *sums = calloc((size_t)((k * k + 1) * padded_span), sizeof(float));                \
-        float *g = calloc((size_t)(h_out * padded_span), sizeof(float));                          \
-        float *expanded = calloc(expanded_size, sizeof(float));                                   \
-        if (!sums || !g || !expanded) {                                                            \
-            free(sums); free(g); free(expanded);                                                   \
+        /* sums: per chunk, each tap's gradient then the bias's; a row's products are added in    \
+           `row_sums` (registers for 3 x 3), a digit's rows in `image_sums`, the digits in `sums` */ \
+        const int64_t size = chunks * (taps + 1);                                                  \
+        vfloat *sums = vectors(3 * size);                                                          \
+        float *padded = calloc((size_t)((h + 2 * pad) * padded_w), sizeof(float));                \
+        if (!sums || !padded) {                                                                    \
+            free(sums); free(padded);                                                              \
             return -1;                                                                             \
         }                                                                                          \
-        float *bias_sum = sums + k * k * padded_span;                                              \
+        vfloat *image_sums = sums + size, *row_sums = sums + 2 * size;                             \
+        const vbits last_lanes = first_lanes(channels - (chunks - 1) * LANES);                     \
         for (int64_t b = 0; b < n; b++) {                                                          \
-            expand_##SUFFIX(x + b * h * w, expanded, h, w, channels, pad);                        \
+            pad_##SUFFIX(x + b * h * w, padded, h, w, pad);                                       \
+            memset(image_sums, 0, sizeof(vfloat) * (size_t)size);                                  \
             for (int64_t r = 0; r < h_out; r++) {                                                  \
-                const int64_t at = (b * h_out + r) * span;                                         \
-                read_##SUFFIX(g + r * padded_span, grad + at, y ? y + at : NULL, span);           \
-            }                                                                                      \
-            for (int64_t q = 0; q < span; q += LANES) {                                            \
-                vfloat tap_sum[HELD] = {0}, bias_part = {0};                                       \
-                for (int64_t r = 0; r < h_out; r++) {                                              \
-                    const vfloat gv = load(g + r * padded_span + q);                               \
-                    bias_part += gv;                                                               \
-                    for (int64_t i = 0; i < k; i++)                                                \
-                        for (int64_t j = 0; j < k; j++) {                                          \
-                            const int64_t t = i * k + j;                                           \
-                            const vfloat p = gv * load(expanded + (r + i) * row + j * channels + q); \
-                            if (held)                                                              \
-                                tap_sum[t] += p;                                                   \
-                            else                                                                   \
-                                store(sums + t * padded_span + q, load(sums + t * padded_span + q) + p); \
+                const int64_t at_row = (b * h_out + r) * w_out * channels;                         \
+                const int64_t left = n * h_out * w_out * channels - at_row; /* to the end */       \
+                memset(row_sums, 0, sizeof(vfloat) * (size_t)size);                                \
+                vfloat tap_sum[HELD] = {0}, bias_sum = {0};                                        \
+                for (int64_t c = 0; c < w_out; c++)                                                \
+                    for (int64_t chunk = 0; chunk < chunks; chunk++) {                             \
+                        const int64_t first = chunk * LANES, at = c * channels + first;            \
+                        const int64_t count = channels - first < LANES ? channels - first : LANES; \
+                        vfloat g = get_##SUFFIX(grad + at_row + at, count, left - at);             \
+                        if (chunk == chunks - 1) g = (vfloat)((vbits)g & last_lanes);              \
+                        if (y) g = (vfloat)((vbits)g & ~(vbits)(get_##SUFFIX(y + at_row + at, count, left - at) <= 0.0f)); \
+                        vfloat *part = row_sums + chunk * (taps + 1);                              \
+                        if (held) bias_sum += g; else part[taps] += g;                             \
+                        UNROLLED for (int64_t i = 0; i < k; i++) {                                 \
+                            const float *in = padded + (r + i) * padded_w + c;                     \
+                            UNROLLED for (int64_t j = 0; j < k; j++) {                             \
+                                if (held) tap_sum[i * k + j] += g * in[j];                         \
+                                else part[i * k + j] += g * in[j];                                 \
+                            }                                                                      \
                         }                                                                          \
+                    }                                                                              \
+                if (held) {                                                                        \
+                    for (int64_t t = 0; t < taps; t++) row_sums[t] = tap_sum[t];                   \
+                    row_sums[taps] = bias_sum;                                                     \
                 }                                                                                  \
-                for (int64_t t = 0; held && t < k * k; t++)                                        \
-                    store(sums + t * padded_span + q, load(sums + t * padded_span + q) + tap_sum[t]); \
-                store(bias_sum + q, load(bias_sum + q) + bias_part);                               \
+                for (int64_t s = 0; s < size; s++) image_sums[s] += row_sums[s];                   \
             }                                                                                      \
+            for (int64_t s = 0; s < size; s++) sums[s] += image_sums[s];                           \
         }                                                                                          \
         for (int64_t o = 0; o < channels; o++) {                                                   \
-            for (int64_t t = 0; t < k * k + 1; t++) {                                              \
-                float total = 0.0f;                                                                \
-                for (int64_t c = 0; c < w_out; c++) total += sums[t * padded_span + c * channels + o]; \
-                if (t < k * k)                                                                     \
-                    grad_weight[o * k * k + t] = narrow_##SUFFIX(total);                           \
-                else if (grad_bias)                                                                \
-                    grad_bias[o] = narrow_##SUFFIX(total);                                         \
-            }                                                                                      \
+            const vfloat *part = sums + o / LANES * (taps + 1);                                    \
+            for (int64_t t = 0; t < taps; t++)                                                     \
+                grad_weight[o * taps + t] = narrow_##SUFFIX(part[t][o % LANES]);                   \
+            if (grad_bias) grad_bias[o] = narrow_##SUFFIX(part[taps][o % LANES]);                  \
         }                                                                                          \
-        free(sums); free(g); free(expanded);                                                       \
+        free(sums); free(padded);                                                                  \
         return 0;                                                                                  \
     }                                                                                              \
                                                                                                    \
-    /* The 3 x 3 kernel (TinyVGG's, and most networks') compiled apart, its tap loops unrolled:  \
-       measured 1.5 -> 1.0 ms forward on TinyVGG's batch. */                                       \
+    /* The common case compiled apart, its loops written out and its vectors in registers: a     \
+       3 x 3 kernel and channels that fit one vector (TinyVGG's). chunks: vectors per pixel. */    \
     int conv_forward_##SUFFIX(const T *x, const T *weight, const T *bias, T *y, int64_t n,       \
                               int64_t h, int64_t w, int64_t channels, int64_t k, int64_t pad,     \
                               int relu) {                                                          \
-        if (k == 3) return forward_##SUFFIX(x, weight, bias, y, n, h, w, channels, 3, pad, relu);  \
-        return forward_##SUFFIX(x, weight, bias, y, n, h, w, channels, k, pad, relu);             \
+        if (!valid(n, h, w, channels, k, pad)) return -2;                                          \
+        if (k == 3 && channels <= LANES)                                                           \
+            return forward_##SUFFIX(x, weight, bias, y, n, h, w, channels, 1, 3, pad, relu);       \
+        return forward_##SUFFIX(x, weight, bias, y, n, h, w, channels, (channels + LANES - 1) / LANES, \
+                                k, pad, relu);                                                     \
     }                                                                                              \
     int conv_backward_##SUFFIX(const T *x, const T *grad, const T *y, T *grad_weight,            \
                                T *grad_bias, int64_t n, int64_t h, int64_t w, int64_t channels,   \
                                int64_t k, int64_t pad) {                                           \
-        if (k == 3)                                                                                \
-            return backward_##SUFFIX(x, grad, y, grad_weight, grad_bias, n, h, w, channels, 3, pad); \
-        return backward_##SUFFIX(x, grad, y, grad_weight, grad_bias, n, h, w, channels, k, pad);  \
+        if (!valid(n, h, w, channels, k, pad)) return -2;                                          \
+        if (k == 3 && channels <= LANES)                                                           \
+            return backward_##SUFFIX(x, grad, y, grad_weight, grad_bias, n, h, w, channels, 1, 3, pad); \
+        return backward_##SUFFIX(x, grad, y, grad_weight, grad_bias, n, h, w, channels,           \
+                                 (channels + LANES - 1) / LANES, k, pad);                          \
     }
 
 CONV_KERNELS(bfloat16, bfloat16)

@@ -62,9 +62,12 @@ def _kernel_type(conv: nn.Module, x: torch.Tensor) -> torch.dtype | None:
             and x.device.type == "cpu" and conv.weight.device.type == "cpu"):
         return None
     kernel, padding = conv.kernel_size[0], _pair(conv.padding)[0]
-    if x.shape[2] + 2 * padding < kernel or x.shape[3] + 2 * padding < kernel:
-        return None  # no output (PyTorch's convolution says why)
+    if padding < 0 or x.shape[2] + 2 * padding < kernel or x.shape[3] + 2 * padding < kernel:
+        return None  # no output, or padding PyTorch refuses (its convolution says why)
     if torch.is_autocast_enabled("cpu"):
+        # autocast casts float32 (and bfloat16) only: a float64 network stays float64
+        if not {x.dtype, conv.weight.dtype} <= {torch.float32, torch.bfloat16}:
+            return None
         dtype = torch.get_autocast_dtype("cpu")
     elif x.dtype == conv.weight.dtype:
         dtype = x.dtype
@@ -80,7 +83,10 @@ def _kernels() -> ctypes.CDLL | None:
 
 
 def _run_kernel(direction: str, dtype: torch.dtype, *args) -> None:
-    if getattr(_kernels(), f"conv_{direction}_{KERNEL_TYPES[dtype]}")(*args) != 0:
+    status = getattr(_kernels(), f"conv_{direction}_{KERNEL_TYPES[dtype]}")(*args)
+    if status == -2:  # _kernel_type lets no such sizes through
+        raise ValueError(f"the first convolution ({direction}): sizes the kernel cannot take")
+    if status != 0:
         raise MemoryError(f"the first convolution ({direction}): out of memory for its buffers")
 
 
@@ -107,7 +113,7 @@ class _KernelConv(torch.autograd.Function):
         batch, _, height, width = x.shape
         channels, _, kernel, _ = weight.shape
         y = torch.empty((batch, channels, height + 2 * padding - kernel + 1, width + 2 * padding - kernel + 1),
-                        dtype=x.dtype, memory_format=torch.channels_last)
+                        dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         _run_kernel("forward", x.dtype, _address(x), _address(weight), _address(bias), _address(y),
                     *_sizes(x, weight, padding), ctypes.c_int(relu))
         # After a ReLU the backward pass reads the output (the ReLU passes no gradient where it is <= 0).
@@ -120,8 +126,8 @@ class _KernelConv(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, torch.Tensor | None, None, None]:
         x, y = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last)
-        grad_weight = torch.empty(ctx.weight_shape, dtype=grad.dtype)
-        grad_bias = torch.empty(ctx.weight_shape[0], dtype=grad.dtype) if ctx.has_bias else None
+        grad_weight = torch.empty(ctx.weight_shape, dtype=grad.dtype, device=grad.device)
+        grad_bias = torch.empty(ctx.weight_shape[0], dtype=grad.dtype, device=grad.device) if ctx.has_bias else None
         _run_kernel("backward", grad.dtype, _address(x), _address(grad), _address(y), _address(grad_weight),
                     _address(grad_bias), *_sizes(x, grad_weight, ctx.padding))
         return None, grad_weight, grad_bias, None, None

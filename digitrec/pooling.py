@@ -136,9 +136,11 @@ class _KernelPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, relu_first: bool) -> torch.Tensor:
         batch, channels, height, width = x.shape
-        pooled = torch.empty((batch, channels, height // 2, width // 2), dtype=x.dtype,
+        # On x's device (the CPU), whatever torch.set_default_device says: the kernel writes through these.
+        pooled = torch.empty((batch, channels, height // 2, width // 2), dtype=x.dtype, device=x.device,
                              memory_format=torch.channels_last)
-        winners = torch.empty((batch, height // 2, width // 2, channels), dtype=torch.uint8)  # 0-3 per window
+        winners = torch.empty((batch, height // 2, width // 2, channels), dtype=torch.uint8,
+                              device=x.device)  # 0-3 per window
         _run_kernel("forward", x.dtype, _address(x), _address(pooled), _address(winners), *_sizes(x.shape),
                     ctypes.c_int(relu_first))
         # After a ReLU the backward pass reads the output (the ReLU passes no gradient where it is <= 0).
@@ -151,7 +153,8 @@ class _KernelPool(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         winners, pooled = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last)
-        grad_input = torch.empty(ctx.input_shape, dtype=grad.dtype, memory_format=torch.channels_last)
+        grad_input = torch.empty(ctx.input_shape, dtype=grad.dtype, device=grad.device,
+                                 memory_format=torch.channels_last)
         # every input's gradient is written: its window's gradient where it won, else 0
         _run_kernel("backward", grad.dtype, _address(grad), _address(winners), _address(pooled),
                     _address(grad_input), *_sizes(ctx.input_shape))

@@ -98,24 +98,33 @@ def test_the_kernel_gives_the_convolutions_values_and_gradients(kernels, dtype, 
     _assert_close_to(got_bias, want_bias, scale_bias, dtype)
 
 
-def test_without_a_bias_it_gives_no_bias_gradient(kernels):
+def test_without_a_bias_it_gives_the_convolution_and_its_weight_gradient(kernels):
     x, conv = _images(3, 8, 8), _conv(5, 3, 1, bias=False)
     out = image_conv._KernelConv.apply(x, conv.weight, None, 1, False)
-    exact = F.conv2d(x.double(), conv.weight.detach().double(), padding=1)
-    _assert_close_to(out, exact, F.conv2d(x.double().abs(), conv.weight.detach().double().abs(), padding=1),
-                     torch.float32)
-    out.sum().backward()
-    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    x64, w64 = x.double(), conv.weight.detach().double().requires_grad_()
+    exact = F.conv2d(x64, w64, padding=1)
+    _assert_close_to(out, exact, F.conv2d(x64.abs(), w64.detach().abs(), padding=1), torch.float32)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    (got,) = torch.autograd.grad(out, conv.weight, grad)
+    (want,) = torch.autograd.grad(exact, w64, grad.double())
+    (scale,) = torch.autograd.grad(F.conv2d(x64.abs(), w64, padding=1), w64, grad.double().abs())
+    _assert_close_to(got, want, scale, torch.float32)
 
 
-def test_nan_and_infinity_go_through_as_in_the_convolution(kernels):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_nan_and_infinity_go_through_as_in_the_convolution(kernels, dtype):
     x, conv = _images(2, 6, 6), _conv(4, 3, 1)
     x[0, 0, 2, 3], x[1, 0, 0, 0] = float("nan"), float("inf")
+    x, conv = x.to(dtype), conv.to(dtype)
     got = image_conv._KernelConv.apply(x, conv.weight, conv.bias, 1, False)
-    want = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    want = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
     assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.isinf(), want.isinf())
     relu_got = image_conv._KernelConv.apply(x, conv.weight, conv.bias, 1, True)
     assert torch.equal(relu_got.isnan(), want.isnan())  # relu keeps a NaN, as PyTorch's does
+    # backward: a NaN output passes its gradient (threshold_backward's rule), so the weights' gradient
+    # is NaN, as PyTorch's own convolution gives from a NaN pixel
+    w_grad = torch.autograd.grad(relu_got, conv.weight, torch.ones_like(relu_got))[0]
+    assert w_grad.isnan().any()
 
 
 def _processor_has(flag: str) -> bool:
@@ -141,18 +150,22 @@ def test_each_vector_width_gives_the_convolution(kernels, march, monkeypatch, tm
     library = ctypes.CDLL(str(native._compiled(native.SOURCES / "image_conv.c", flags)))
     monkeypatch.setattr(image_conv, "_kernels", lambda: library)
     for dtype in (torch.bfloat16, torch.float32):
-        for batch, height, width, channels, kernel, padding in SHAPES[:4] + SHAPES[6:]:
+        for (batch, height, width, channels, kernel, padding), relu in zip(SHAPES, [False, True] * 4):
             x = _images(batch, height, width).to(dtype)
             conv = _conv(channels, kernel, padding).to(dtype)
-            out = image_conv._KernelConv.apply(x, conv.weight, conv.bias, padding, False)
+            out = image_conv._KernelConv.apply(x, conv.weight, conv.bias, padding, relu)
             x64, w64, b64 = x.double(), conv.weight.detach().double(), conv.bias.detach().double()
-            _assert_close_to(out, F.conv2d(x64, w64, b64, padding=padding),
-                             F.conv2d(x64.abs(), w64.abs(), b64.abs(), padding=padding), dtype)
+            exact = F.conv2d(x64, w64, b64, padding=padding)
+            scale = F.conv2d(x64.abs(), w64.abs(), b64.abs(), padding=padding)
+            kept = out > 0 if relu else torch.ones_like(out, dtype=torch.bool)
+            _assert_close_to(out[kept], exact[kept], scale[kept], dtype)
+            assert not relu or (out[~kept] == 0).all()
             grad = torch.randn(out.shape).to(dtype)
             got = torch.autograd.grad(out, conv.weight, grad)[0]
+            passed = grad.double() * kept
             w64.requires_grad_()
-            want = torch.autograd.grad(F.conv2d(x64, w64, b64, padding=padding), w64, grad.double())[0]
-            scale = torch.autograd.grad(F.conv2d(x64.abs(), w64, None, padding=padding), w64, grad.double().abs())[0]
+            want = torch.autograd.grad(F.conv2d(x64, w64, b64, padding=padding), w64, passed)[0]
+            scale = torch.autograd.grad(F.conv2d(x64.abs(), w64, None, padding=padding), w64, passed.abs())[0]
             _assert_close_to(got, want, scale, dtype)
 
 
@@ -197,17 +210,31 @@ def test_it_is_not_taken_where_it_does_not_apply(kernels):
         assert conv_then_relu(conv, relu, x if conv.in_channels == 1 else x.repeat(1, 3, 1, 1)) is None, conv
     conv = _conv(4, 3, 1)
     assert conv_then_relu(conv, relu, x.clone().requires_grad_()) is None  # the image wants a gradient
-    assert conv_then_relu(conv, relu, x.double()) is None  # a type without a kernel
+    assert conv_then_relu(conv.double(), relu, x.double()) is None  # a type without a kernel
+    assert conv_then_relu(conv.float(), relu, x.double()) is None  # types that differ: PyTorch says so
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert conv_then_relu(conv, relu, x) is None  # autocast to a type without a kernel
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv_then_relu(conv.double(), relu, x.double()) is None  # autocast leaves float64 alone
+        conv.float()
+        y, _ = conv_then_relu(conv, relu, x)
+        assert y.dtype == torch.bfloat16  # as autocast's convolution gives
+    negative = nn.Conv2d(1, 4, 3, padding=1)
+    negative.padding = (-1, -1)  # changed after it was made: PyTorch's convolution refuses it
+    assert conv_then_relu(negative, relu, x) is None
     with torch.no_grad():
         assert conv_then_relu(conv, relu, x) is None
     conv.eval()
     assert conv_then_relu(conv, relu, x) is None  # evaluation and every explorer keep PyTorch's
     conv.train()
-    handle = conv.register_forward_hook(lambda *args: None)
-    try:
-        assert conv_then_relu(conv, relu, x) is None
-    finally:
-        handle.remove()
+    for register in (conv.register_forward_hook, conv.register_forward_pre_hook,
+                     conv.register_full_backward_hook, nn.modules.module.register_module_forward_hook):
+        handle = register(lambda *args: None)
+        try:
+            assert conv_then_relu(conv, relu, x) is None, register
+        finally:
+            handle.remove()
+    assert conv_then_relu(conv, relu, x) is not None
 
 
 def test_a_relu_that_is_watched_or_in_place_runs_on_its_own(kernels):
