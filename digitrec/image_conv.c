@@ -3,11 +3,13 @@
 
    Why this exists: oneDNN, behind PyTorch's CPU convolution, is built for many input channels.
    With one (a grey digit) it pads the channel dimension out to its vector blocks: TinyVGG's
-   first convolution (1 -> 10 channels, 3 x 3, 128 digits) and its ReLU took about 3.3 ms of a
-   16 ms training step, for a thirtieth of its arithmetic. Here an output pixel's channels (up
-   to one vector register of them at a time, the rest of the register zero) are the bias plus
-   k x k products: each tap's weight vector times the input pixel under that tap, broadcast to
-   every lane. The backward pass turns it around: each tap's gradient vector gathers the output
+   first convolution (1 -> 10 channels, 3 x 3, 128 digits, bfloat16, 1 thread) took 0.61 ms
+   forward and 1.01 ms for its weights' gradient, and its ReLU two more passes, for about 4 % of
+   the training step's arithmetic; this kernel takes 0.69 and 0.60 ms, the ReLU included.
+
+   Here an output pixel's channels (up to one vector register of them at a time, the rest of
+   the register zero) are the bias plus k x k products: each tap's weight vector times the input
+   pixel under that tap, broadcast to every lane. The backward pass turns it around: each tap's gradient vector gathers the output
    pixel's gradient vector times the same input pixel. For a 3 x 3 kernel and up to one register
    of channels the nine weight vectors (forward) or nine sums (backward) stay in registers, and
    the forward pass works on four pixels at once (four independent chains of additions).

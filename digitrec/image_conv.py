@@ -1,12 +1,15 @@
 """The first convolution of a network that reads a one-channel image, in training, by a C kernel.
 
 oneDNN (PyTorch's CPU convolution) blocks channels into vector-wide groups; with
-a single input channel most of each block is padding. TinyVGG's first
-convolution (1 -> 10 channels, 3 x 3, 128 digits, 1 thread) cost about as much
-as its second (10 -> 10), with a tenth of the arithmetic. ``image_conv.c`` sums
-each output row's k x k taps over contiguous runs instead (its header says how),
-forward and backward (the weights' and bias's gradients: an image needs none),
-and, where a ReLU comes next, that ReLU in the same pass.
+a single input channel most of each block is padding. In TinyVGG's training step
+(128 digits, bfloat16, 1 thread, glibc's malloc keeping freed memory as
+training processes do) its first convolution took 0.61 ms forward and 1.01 ms
+for the weights' gradient, and its ReLU two more passes over the map, for about
+4 % of the step's arithmetic. ``image_conv.c`` (its header says how) takes
+0.69 ms forward with the ReLU and 0.60 backward; the images need no gradient,
+so none is computed. One epoch of ``fit``, alternating kernel and PyTorch four
+times in one process: 5.64-6.56 s against 6.03-6.70 s, faster in every pair
+(by 1.5-9 %).
 
 It is taken by SpecNet.forward in training, with a gradient wanted, on the CPU,
 for a ``Conv2d`` with one input channel, stride 1, no dilation or groups, zero
@@ -16,7 +19,8 @@ and no hook on the convolution or its ReLU (a hook would miss what the fused
 pass never makes). Everything else keeps PyTorch's convolution, as do
 evaluation and every explorer, attribution and step-through pass, so what a
 learner inspects is PyTorch's arithmetic. The sums are the same products added
-in another order than oneDNN's: results agree to rounding (tests/test_image_conv.py).
+in another order than oneDNN's: results agree to rounding (tests/test_image_conv.py),
+and training's loss curve stays within 1 % of PyTorch's.
 Without a compiler, or with DIGITREC_NATIVE=0, training convolves as before.
 """
 

@@ -1,7 +1,8 @@
 """Compiles and loads digitrec's C kernels (``digitrec/<name>.c``), once per machine.
 
-Today there is one, ``pooling.c``: max pooling for training, which PyTorch's CPU kernel
-computes slowly on maps with few channels (see digitrec.pooling). A kernel is compiled on
+Today there are two, for training, where PyTorch's CPU kernels are slow on TinyVGG's
+small maps: ``pooling.c``, max pooling over few channels (see digitrec.pooling), and
+``image_conv.c``, the convolution of the one-channel image (see digitrec.image_conv). A kernel is compiled on
 first use by the machine's C compiler (``$CC``, else ``cc``: the machines this project is
 built and tested on have GCC; elsewhere Debian's build-essential or Xcode's command-line
 tools give one) with ``-O3 -march=native``, into the user's cache
@@ -12,7 +13,8 @@ another machine is never loaded. It takes about 0.3 s, once per machine.
 
 Nothing depends on it: without a compiler, where compiling fails, or with
 ``DIGITREC_NATIVE=0``, ``load`` returns None, says why once in the log, and every caller
-keeps PyTorch's own operation (slower, the same numbers).
+keeps PyTorch's own operation (slower; the same numbers, or for the convolution the same
+to rounding).
 """
 
 from __future__ import annotations
