@@ -35,9 +35,8 @@ from torch.nn.modules.utils import _pair
 
 from digitrec import native
 from digitrec.inspection import watched
+from digitrec.native import address
 
-# The element types image_conv.c has kernels for, by the suffix of their names.
-KERNEL_TYPES = {torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
 
 def conv_then_relu(conv: nn.Module, relu: nn.Module | None, x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
@@ -77,7 +76,7 @@ def _kernel_type(conv: nn.Module, x: torch.Tensor) -> torch.dtype | None:
         dtype = x.dtype
     else:
         return None  # PyTorch's convolution says what does not match
-    if dtype not in KERNEL_TYPES or watched([conv]) or _kernels() is None:
+    if dtype not in native.KERNEL_TYPES or watched([conv]) or _kernels() is None:
         return None
     return dtype
 
@@ -87,15 +86,12 @@ def _kernels() -> ctypes.CDLL | None:
 
 
 def _run_kernel(direction: str, dtype: torch.dtype, *args) -> None:
-    status = getattr(_kernels(), f"conv_{direction}_{KERNEL_TYPES[dtype]}")(*args)
+    status = getattr(_kernels(), f"conv_{direction}_{native.KERNEL_TYPES[dtype]}")(*args)
     if status == -2:  # _kernel_type lets no such sizes through
         raise ValueError(f"the first convolution ({direction}): sizes the kernel cannot take")
     if status != 0:
         raise MemoryError(f"the first convolution ({direction}): out of memory for its buffers")
 
-
-def _address(t: torch.Tensor | None) -> ctypes.c_void_p:
-    return ctypes.c_void_p(None if t is None else t.data_ptr())
 
 
 def _sizes(x: torch.Tensor, weight: torch.Tensor, padding: int) -> tuple[ctypes.c_int64, ...]:
@@ -118,7 +114,7 @@ class _KernelConv(torch.autograd.Function):
         channels, _, kernel, _ = weight.shape
         y = torch.empty((batch, channels, height + 2 * padding - kernel + 1, width + 2 * padding - kernel + 1),
                         dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-        _run_kernel("forward", x.dtype, _address(x), _address(weight), _address(bias), _address(y),
+        _run_kernel("forward", x.dtype, address(x), address(weight), address(bias), address(y),
                     *_sizes(x, weight, padding), ctypes.c_int(relu))
         # After a ReLU the backward pass reads the output (the ReLU passes no gradient where it is <= 0).
         ctx.save_for_backward(x, y if relu else None)
@@ -132,6 +128,6 @@ class _KernelConv(torch.autograd.Function):
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_weight = torch.empty(ctx.weight_shape, dtype=grad.dtype, device=grad.device)
         grad_bias = torch.empty(ctx.weight_shape[0], dtype=grad.dtype, device=grad.device) if ctx.has_bias else None
-        _run_kernel("backward", grad.dtype, _address(x), _address(grad), _address(y), _address(grad_weight),
-                    _address(grad_bias), *_sizes(x, grad_weight, ctx.padding))
+        _run_kernel("backward", grad.dtype, address(x), address(grad), address(y), address(grad_weight),
+                    address(grad_bias), *_sizes(x, grad_weight, ctx.padding))
         return None, grad_weight, grad_bias, None, None

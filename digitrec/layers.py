@@ -566,7 +566,7 @@ class SpecNet(nn.Module):
                     x, ran = fused
                     i += ran
                     continue
-                pooled = pooling.relu_then_pool(layers[i], following, x) if following is not None else None
+                pooled = pooling.relu_then_pool(layers[i], following, x)
                 if pooled is not None:
                     x, i = pooled, i + 2
                     continue

@@ -31,6 +31,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
+
 from digitrec import config
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,17 @@ log = logging.getLogger(__name__)
 SOURCES = Path(__file__).parent
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11")
 COMPILE_TIMEOUT_S = 120
+
+
+# The element types the kernels are written for, by the suffix of their entry points' names
+# (pool_forward_bfloat16, conv_backward_float32, ...).
+KERNEL_TYPES = {torch.bfloat16: "bfloat16", torch.float32: "float32"}
+
+
+def address(tensor: torch.Tensor | None) -> ctypes.c_void_p:
+    """The pointer a kernel takes for ``tensor`` (NULL for None). The caller keeps the tensor alive
+    until the call returns: a temporary freed before it would leave the kernel a dangling pointer."""
+    return ctypes.c_void_p(None if tensor is None else tensor.data_ptr())
 
 
 def enabled() -> bool:

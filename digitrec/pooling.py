@@ -46,9 +46,8 @@ from torch.nn.modules.utils import _pair
 
 from digitrec import native
 from digitrec.inspection import watched
+from digitrec.native import address
 
-# The element types pooling.c has kernels for, by the suffix of their names.
-KERNEL_TYPES = {torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
 
 class MaxPool2d(nn.MaxPool2d):
@@ -93,13 +92,14 @@ class MaxPool2d(nn.MaxPool2d):
 
 def kernel_pools(x: torch.Tensor) -> bool:
     """Can pooling.c pool ``x`` (a CPU tensor of a type it has kernels for, and the kernels built)?"""
-    return x.device.type == "cpu" and x.dtype in KERNEL_TYPES and x.numel() > 0 and _kernels() is not None
+    return (x.device.type == "cpu" and x.dtype in native.KERNEL_TYPES and x.numel() > 0
+            and _kernels() is not None)
 
 
-def relu_then_pool(relu: nn.Module, pool: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+def relu_then_pool(relu: nn.Module, pool: nn.Module | None, x: torch.Tensor) -> torch.Tensor | None:
     """``pool(relu(x))`` in one pass of pooling.c, in training, where ``relu`` is PyTorch's ReLU and
-    ``pool`` would pool its output with the kernel, and no hook watches either (a hook would miss
-    the ReLU's output, never made); else None, and the caller runs the two modules.
+    ``pool`` (None: nothing follows) would pool its output with the kernel, and no hook watches
+    either (a hook would miss the ReLU's output, never made); else None, and the caller runs them.
 
     TinyVGG pools right after a ReLU twice: the fused pass saves the ReLU's pass over the whole
     map and its backward pass, with the same numbers (tested against the two modules)."""
@@ -115,12 +115,9 @@ def _kernels() -> ctypes.CDLL | None:
 
 
 def _run_kernel(direction: str, dtype: torch.dtype, *args) -> None:
-    if getattr(_kernels(), f"pool_{direction}_{KERNEL_TYPES[dtype]}")(*args) != 0:
+    if getattr(_kernels(), f"pool_{direction}_{native.KERNEL_TYPES[dtype]}")(*args) != 0:
         raise MemoryError(f"max pooling ({direction}): out of memory for one row of the map")
 
-
-def _address(t: torch.Tensor | None) -> ctypes.c_void_p:
-    return ctypes.c_void_p(None if t is None else t.data_ptr())
 
 
 def _sizes(shape: torch.Size) -> tuple[ctypes.c_int64, ...]:
@@ -141,7 +138,7 @@ class _KernelPool(torch.autograd.Function):
                              memory_format=torch.channels_last)
         winners = torch.empty((batch, height // 2, width // 2, channels), dtype=torch.uint8,
                               device=x.device)  # 0-3 per window
-        _run_kernel("forward", x.dtype, _address(x), _address(pooled), _address(winners), *_sizes(x.shape),
+        _run_kernel("forward", x.dtype, address(x), address(pooled), address(winners), *_sizes(x.shape),
                     ctypes.c_int(relu_first))
         # After a ReLU the backward pass reads the output (the ReLU passes no gradient where it is <= 0).
         ctx.save_for_backward(winners, pooled if relu_first else None)
@@ -156,8 +153,8 @@ class _KernelPool(torch.autograd.Function):
         grad_input = torch.empty(ctx.input_shape, dtype=grad.dtype, device=grad.device,
                                  memory_format=torch.channels_last)
         # every input's gradient is written: its window's gradient where it won, else 0
-        _run_kernel("backward", grad.dtype, _address(grad), _address(winners), _address(pooled),
-                    _address(grad_input), *_sizes(ctx.input_shape))
+        _run_kernel("backward", grad.dtype, address(grad), address(winners), address(pooled),
+                    address(grad_input), *_sizes(ctx.input_shape))
         return grad_input, None
 
 

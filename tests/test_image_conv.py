@@ -1,11 +1,6 @@
 """digitrec.image_conv: the first convolution's training kernel (image_conv.c) gives PyTorch's
 convolution's values and gradients, to rounding, and is taken only where it applies."""
 
-import ctypes
-import os
-import platform
-import shlex
-import shutil
 
 import pytest
 import torch
@@ -14,19 +9,12 @@ from torch import nn
 
 from digitrec import config, image_conv, models, native
 from digitrec.image_conv import conv_then_relu
-
-
-def _compiler() -> str | None:
-    return shutil.which(shlex.split(os.environ.get("CC", "").strip() or "cc")[0])
+from tests.native_kernels import OTHER_WIDTHS, built_for, require_kernel
 
 
 @pytest.fixture
 def kernels():
-    """image_conv.c compiled. Only a machine without a C compiler goes without (training then keeps
-    PyTorch's convolution); one that has a compiler must build it."""
-    if _compiler() is None:
-        pytest.skip("no C compiler on this machine: training uses PyTorch's convolution")
-    assert native.load("image_conv") is not None, "image_conv.c did not compile: see the log"
+    require_kernel("image_conv", instead="convolution")
 
 
 def _images(batch, height, width, seed=0):
@@ -127,27 +115,10 @@ def test_nan_and_infinity_go_through_as_in_the_convolution(kernels, dtype):
     assert w_grad.isnan().any()
 
 
-def _processor_has(flag: str) -> bool:
-    try:
-        return any(line.startswith("flags") and flag in line.split() for line in open("/proc/cpuinfo"))
-    except OSError:
-        return False
-
-
-# image_conv.c takes its vector width from the processor it is compiled for (64 bytes with AVX-512,
-# 32 with AVX, 16 otherwise): the others are compiled here for older x86 processors this one can run.
-OTHER_WIDTHS = [pytest.param(march, marks=pytest.mark.skipif(
-                    platform.machine() != "x86_64" or not _processor_has(needs),
-                    reason=f"this processor cannot run code for -march={march}"))
-                for march, needs in (("x86-64", "sse2"), ("x86-64 -mavx2 -mfma", "avx2"))]
-
-
 @pytest.mark.parametrize("march", OTHER_WIDTHS)
 def test_each_vector_width_gives_the_convolution(kernels, march, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    flags = tuple(part for flag in native.FLAGS
-                  for part in (f"-march={march}".split() if flag == "-march=native" else [flag]))
-    library = ctypes.CDLL(str(native._compiled(native.SOURCES / "image_conv.c", flags)))
+    library = built_for("image_conv", march)
     monkeypatch.setattr(image_conv, "_kernels", lambda: library)
     for dtype in (torch.bfloat16, torch.float32):
         for (batch, height, width, channels, kernel, padding), relu in zip(SHAPES, [False, True] * 4):

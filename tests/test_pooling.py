@@ -1,11 +1,8 @@
 """digitrec.pooling: 2 x 2 max pooling's inference path and its training kernel (pooling.c) give
 max_pool2d's values, winners and gradients exactly."""
 
-import ctypes
 import logging
 import os
-import platform
-import shlex
 import shutil
 import tempfile
 
@@ -17,6 +14,7 @@ from torch.profiler import profile
 
 from digitrec import config, image_conv, layers, models, native, pooling, train
 from digitrec.pooling import MaxPool2d, use_torch_pools
+from tests.native_kernels import OTHER_WIDTHS, built_for, require_kernel
 
 
 def _ops(fn) -> set[str]:
@@ -94,17 +92,9 @@ def _same_values(got: torch.Tensor, want: torch.Tensor) -> bool:
     return torch.equal(got.isnan(), nan) and torch.equal(_bits(got)[~nan], _bits(want)[~nan])
 
 
-def _compiler() -> str | None:
-    return shutil.which(shlex.split(os.environ.get("CC", "").strip() or "cc")[0])
-
-
 @pytest.fixture
 def kernels():
-    """pooling.c compiled. Only a machine without a C compiler goes without (the app then trains with
-    PyTorch's pooling, which the tests of the other paths cover); one that has a compiler must build it."""
-    if _compiler() is None:
-        pytest.skip("no C compiler on this machine: training uses PyTorch's max_pool2d")
-    assert native.load("pooling") is not None, "pooling.c did not compile: see the log"
+    require_kernel("pooling", instead="max_pool2d")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -128,28 +118,10 @@ def test_training_pools_with_the_kernel_and_gets_max_pool2ds_values_and_gradient
     assert got_grad.is_contiguous(memory_format=torch.channels_last)
 
 
-def _processor_has(flag: str) -> bool:
-    try:
-        return any(line.startswith("flags") and flag in line.split() for line in open("/proc/cpuinfo"))
-    except OSError:
-        return False
-
-
-# pooling.c takes its vector width from the processor it is compiled for (64 bytes with AVX-512,
-# 32 with AVX2, 16 otherwise), and the processor of the machine that runs the tests picks one: the
-# others are compiled here for older x86 processors this one can also run.
-OTHER_WIDTHS = [pytest.param(march, marks=pytest.mark.skipif(
-                    platform.machine() != "x86_64" or not _processor_has(needs),
-                    reason=f"this processor cannot run code for -march={march}"))
-                for march, needs in (("x86-64", "sse2"), ("x86-64 -mavx2", "avx2"))]
-
-
 @pytest.mark.parametrize("march", OTHER_WIDTHS)
 def test_each_vector_width_gives_the_same_numbers(kernels, march, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    flags = tuple(part for flag in native.FLAGS
-                  for part in (f"-march={march}".split() if flag == "-march=native" else [flag]))
-    library = ctypes.CDLL(str(native._compiled(native.SOURCES / "pooling.c", flags)))
+    library = built_for("pooling", march)
     monkeypatch.setattr(pooling, "_kernels", lambda: library)
     for dtype in (torch.bfloat16, torch.float32):
         for shape in ((2, 7, 30, 30), (16, 10, 28, 28), (1, 33, 6, 10), (3, 1, 2, 2)):
