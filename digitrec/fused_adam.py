@@ -7,15 +7,18 @@ and type. For FCNet 784-16-16-10 (six tensors, 1 thread) that took 188 us a step
 61 us for the kernel and its step counters alone, a quarter of a training step whose
 arithmetic is a few microseconds.
 
-``step_function(optimizer)`` returns what ``fit`` calls instead of ``optimizer.step``.
-Where the optimizer is a fused Adam with one parameter group of float32 CPU tensors and
-nothing to watch its step (no hooks), it lets ``optimizer.step()`` take the first step
-(which creates the state, as always), then calls the kernel itself on the optimizer's own
-tensors, reading the group's learning rate and betas each time (a schedule changes them):
-the same operations torch.optim runs, in the same order, so the weights, moments and step
-counts are bit for bit the ones ``optimizer.step()`` gives (``tests/test_fused_adam.py``),
-and the optimizer's state stays torch's own. A step where a weight has no gradient, and any
-other optimizer, goes through ``optimizer.step()``.
+``step_function(optimizer)`` returns what ``fit`` calls instead of ``optimizer.step``. For a
+fused Adam (no amsgrad, maximize, capturable or differentiable) it looks at the optimizer
+anew on every step, so nothing it reads goes stale (a loaded state dict, a new learning rate
+or betas from a schedule). Where the optimizer then has one parameter group of float32 CPU
+weights, every weight has a gradient and Adam's state (torch.optim creates it on the first
+step), the betas are plain numbers and no hook would run, it calls the kernel itself, with
+gradients off, as ``Adam.step`` does: the same two operations on the same tensors with the
+same numbers, so the weights, moments and step counts are bit for bit the ones
+``optimizer.step()`` gives (``tests/test_fused_adam.py``), and the state stays torch's own.
+Any other step, and any other optimizer, goes through ``optimizer.step()``. Under the
+profiler a direct step shows as ``fused_adam.step`` (torch.optim's own shows as
+``Optimizer.step#Adam.step``).
 """
 
 from __future__ import annotations
@@ -25,62 +28,69 @@ from collections.abc import Callable
 import torch
 from torch.optim import optimizer as torch_optimizer
 
+PROFILER_LABEL = "fused_adam.step"
+
 
 def step_function(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """``optimizer.step``, or for a fused Adam on the CPU an equivalent call without its Python overhead."""
-    if not _direct_applies(optimizer):
+    """``optimizer.step``, or for a fused Adam an equivalent that skips its Python where it can."""
+    if type(optimizer) is not torch.optim.Adam or not hasattr(torch, "_fused_adam_"):
         return optimizer.step
-    return _DirectAdam(optimizer)
+    flags = optimizer.defaults
+    if not flags["fused"] or flags["amsgrad"] or flags["maximize"] or flags["capturable"] \
+            or flags["differentiable"] or flags.get("decoupled_weight_decay", False):
+        return optimizer.step
+    return lambda: _step(optimizer)
 
 
-def _direct_applies(optimizer: torch.optim.Optimizer) -> bool:
-    if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1 \
-            or not hasattr(torch, "_fused_adam_"):
-        return False
+def _step(optimizer: torch.optim.Adam) -> None:
+    direct = _direct_arguments(optimizer)
+    if direct is None:
+        optimizer.step()
+        return
+    params, grads, exp_avgs, exp_avg_sqs, steps, group = direct
+    beta1, beta2 = group["betas"]
+    with torch.no_grad():  # as Adam.step runs
+        if torch.autograd._profiler_enabled():
+            with torch.autograd.profiler.record_function(PROFILER_LABEL):
+                _kernel(params, grads, exp_avgs, exp_avg_sqs, steps, group, beta1, beta2)
+        else:
+            _kernel(params, grads, exp_avgs, exp_avg_sqs, steps, group, beta1, beta2)
+
+
+def _kernel(params, grads, exp_avgs, exp_avg_sqs, steps, group, beta1, beta2) -> None:
+    """What torch.optim.adam._fused_adam runs for one device and type."""
+    torch._foreach_add_(steps, 1)
+    torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
+                       beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                       maximize=False, grad_scale=None, found_inf=None)
+
+
+def _direct_arguments(optimizer: torch.optim.Adam) -> tuple | None:
+    """The kernel's arguments for this step, or None where ``optimizer.step()`` must take it."""
+    if len(optimizer.param_groups) != 1 or _watched(optimizer):
+        return None
     group = optimizer.param_groups[0]
-    flags_as_fused_cpu_adam = (group["fused"] and not group["amsgrad"] and not group["maximize"]
-                               and not group["capturable"] and not group["differentiable"]
-                               and not group.get("decoupled_weight_decay", False))
-    return flags_as_fused_cpu_adam and bool(group["params"]) and all(
-        p.device.type == "cpu" and p.dtype == torch.float32 and not p.is_sparse for p in group["params"])
+    if not (group["fused"] and not group["amsgrad"] and not group["maximize"] and not group["capturable"]
+            and not group["differentiable"] and not group.get("decoupled_weight_decay", False)):
+        return None  # a loaded state dict can bring other flags
+    beta1, beta2 = group["betas"]
+    if type(beta1) is not float or type(beta2) is not float:
+        return None  # torch.optim reshapes a tensor beta first
+    params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+    for p in group["params"]:
+        state = optimizer.state.get(p)
+        if (p.grad is None or p.grad.is_sparse or p.device.type != "cpu" or p.dtype != torch.float32
+                or not state or "exp_avg" not in state or "exp_avg_sq" not in state or "step" not in state):
+            return None  # a weight without a gradient or without Adam's state yet (the first step makes it)
+        params.append(p)
+        grads.append(p.grad)
+        exp_avgs.append(state["exp_avg"])
+        exp_avg_sqs.append(state["exp_avg_sq"])
+        steps.append(state["step"])
+    return (params, grads, exp_avgs, exp_avg_sqs, steps, group) if params else None
 
 
-class _DirectAdam:
-    """Calls ``torch._fused_adam_`` as ``torch.optim.adam._fused_adam`` does for one CPU float32 group."""
-
-    def __init__(self, optimizer: torch.optim.Adam) -> None:
-        self.optimizer = optimizer
-        self.group = optimizer.param_groups[0]
-        self.params: list[torch.Tensor] = list(self.group["params"])
-        self.moments: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
-
-    def __call__(self) -> None:
-        grads = [p.grad for p in self.params]
-        group = self.group
-        beta1, beta2 = group["betas"]
-        if (self.moments is None or self._watched() or any(g is None or g.is_sparse for g in grads)
-                or not isinstance(beta1, float) or not isinstance(beta2, float)):
-            # The first step creates the state; a hook, a missing gradient or a beta given as a tensor
-            # (torch.optim reshapes it) is torch.optim's business.
-            self.optimizer.step()
-            self.moments = self._state()
-            return
-        exp_avgs, exp_avg_sqs, steps = self.moments
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(
-            self.params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
-            beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-            maximize=False, grad_scale=None, found_inf=None,
-        )
-
-    def _state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None:
-        """Each weight's moments and step count, once every weight has them (else None: step by torch)."""
-        states = [self.optimizer.state.get(p) for p in self.params]
-        if not all(s and {"exp_avg", "exp_avg_sq", "step"} <= s.keys() for s in states):
-            return None
-        return ([s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [s["step"] for s in states])
-
-    def _watched(self) -> bool:
-        """Would ``optimizer.step()`` call a hook (the optimizer's own, or one for every optimizer)?"""
-        return bool(self.optimizer._optimizer_step_pre_hooks or self.optimizer._optimizer_step_post_hooks
-                    or torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks)
+def _watched(optimizer: torch.optim.Optimizer) -> bool:
+    """Would ``optimizer.step()`` call a hook (the optimizer's own, or one for every optimizer)?"""
+    return bool(optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
+                or torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks)
