@@ -474,7 +474,7 @@ class Recorder:
     def read(self) -> Recording:
         with self._lock:
             return Recording(
-                replace(self._state), tuple(self._steps), tuple(self._evals), tuple(self._epoch_results),
+                self._state.copy(), tuple(self._steps), tuple(self._evals), tuple(self._epoch_results),
                 tuple(self._snapshots), self._live_probs, self._live_weights, self._final_accuracy,
             )
 
@@ -546,7 +546,7 @@ class Recorder:
     def finish(self) -> None:
         """After fit: a last subset point and snapshot, and the full test accuracy of the final model."""
         with self._lock:
-            state = replace(self._state)
+            state = self._state.copy()
         if state.step == 0:
             return  # nothing was trained: the step-0 points already describe this model
         if self.last_eval_step != state.step:
@@ -562,7 +562,7 @@ class Recorder:
 
     def _publish(self, state: TrainState, row: StepRow | None = None) -> None:
         with self._lock:
-            self._state = replace(state)  # a copy: fit keeps changing its own
+            self._state = state.copy()  # fit keeps changing its own
             if row is not None:
                 self._steps.append(row)
 

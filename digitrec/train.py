@@ -109,6 +109,14 @@ class TrainState:
     mixed_precision: bool = False  # the forward pass ran in bfloat16 (TrainConfig.mixed_precision, where it pays)
     hand_backward: bool = False  # the gradients came from digitrec.hand_backward, not autograd (same bits, faster)
 
+    def copy(self) -> TrainState:
+        """A copy to keep. Every field is a number, a bool or None, so copying the attributes copies it
+        all; ``dataclasses.replace`` did the same in 5.7 us, a recorder's whole step in FCNet's
+        600 us one (this takes well under 1 us)."""
+        kept = object.__new__(type(self))
+        kept.__dict__.update(self.__dict__)
+        return kept
+
     @property
     def total_steps(self) -> int:
         total = self.epochs * self.steps_per_epoch

@@ -3,6 +3,7 @@ from another thread, recovers from divergence, and evaluates without side effect
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -594,6 +595,17 @@ def test_the_one_cycle_schedule_warms_up_to_the_rate_then_ends_near_zero(monkeyp
     assert used[-1] < 1e-5  # the last step: about 0
     assert all(a <= b for a, b in zip(used[:peak], used[1:peak + 1]))  # up, then
     assert all(a >= b for a, b in zip(used[peak:], used[peak + 1:]))  # down
+
+
+def test_a_copy_of_the_state_has_every_field_and_stays_as_it_was():
+    state = train.TrainState(epochs=3, steps_per_epoch=10, max_steps=25, epoch=2, step=14, samples_seen=1792,
+                             loss=0.5, accuracy=0.875, samples_per_s=900.0, elapsed_s=2.0, test_loss=0.4,
+                             test_accuracy=0.9, mixed_precision=True, hand_backward=True)
+    kept = state.copy()
+    assert kept == state and kept is not state and type(kept) is train.TrainState
+    assert {f.name: getattr(kept, f.name) for f in dataclasses.fields(state)} == dataclasses.asdict(state)
+    state.step, state.loss, state.stopped = 15, 0.25, True  # fit goes on changing its own
+    assert (kept.step, kept.loss, kept.stopped, kept.total_steps) == (14, 0.5, False, 25)
 
 
 def test_adam_updates_every_weight_in_one_fused_step_with_the_same_arithmetic():
