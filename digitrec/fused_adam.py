@@ -4,8 +4,8 @@
 but ``Optimizer.step`` first spends Python on every step: its hooks and profiler wrapper,
 ``_init_group`` walking the parameters and their state, and grouping the tensors by device
 and type. For FCNet 784-16-16-10 (six tensors, 1 thread) that took 188 us a step against
-61 us for the kernel and its step counters alone, a quarter of a training step whose
-arithmetic is a few microseconds.
+61 us for the kernel and its step counters alone; timed section by section, Adam's step
+was a quarter of FCNet's training step.
 
 ``step_function(optimizer)`` returns what ``fit`` calls instead of ``optimizer.step``. For a
 fused Adam (no amsgrad, maximize, capturable or differentiable) it looks at the optimizer
@@ -33,13 +33,16 @@ PROFILER_LABEL = "fused_adam.step"
 
 def step_function(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """``optimizer.step``, or for a fused Adam an equivalent that skips its Python where it can."""
-    if type(optimizer) is not torch.optim.Adam or not hasattr(torch, "_fused_adam_"):
-        return optimizer.step
-    flags = optimizer.defaults
-    if not flags["fused"] or flags["amsgrad"] or flags["maximize"] or flags["capturable"] \
-            or flags["differentiable"] or flags.get("decoupled_weight_decay", False):
+    if type(optimizer) is not torch.optim.Adam or not hasattr(torch, "_fused_adam_") \
+            or not _plain_fused(optimizer.defaults):
         return optimizer.step
     return lambda: _step(optimizer)
+
+
+def _plain_fused(settings: dict) -> bool:
+    """Are these an Adam's settings (its defaults, or a group's) for the fused kernel and nothing more?"""
+    return (settings["fused"] and not settings["amsgrad"] and not settings["maximize"] and not settings["capturable"]
+            and not settings["differentiable"] and not settings.get("decoupled_weight_decay", False))
 
 
 def _step(optimizer: torch.optim.Adam) -> None:
@@ -70,9 +73,8 @@ def _direct_arguments(optimizer: torch.optim.Adam) -> tuple | None:
     if len(optimizer.param_groups) != 1 or _watched(optimizer):
         return None
     group = optimizer.param_groups[0]
-    if not (group["fused"] and not group["amsgrad"] and not group["maximize"] and not group["capturable"]
-            and not group["differentiable"] and not group.get("decoupled_weight_decay", False)):
-        return None  # a loaded state dict can bring other flags
+    if not _plain_fused(group):
+        return None  # a loaded state dict can bring other settings
     beta1, beta2 = group["betas"]
     if type(beta1) is not float or type(beta2) is not float:
         return None  # torch.optim reshapes a tensor beta first

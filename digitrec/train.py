@@ -111,8 +111,8 @@ class TrainState:
 
     def copy(self) -> TrainState:
         """A copy to keep. Every field is a number, a bool or None, so copying the attributes copies it
-        all; ``dataclasses.replace`` did the same in 5.7 us, a recorder's whole step in FCNet's
-        600 us one (this takes well under 1 us)."""
+        all, in under 1 us; ``dataclasses.replace`` took 5.7 us of a recorder's 24 us a step (an FCNet
+        step takes about 600 us)."""
         kept = object.__new__(type(self))
         kept.__dict__.update(self.__dict__)
         return kept
