@@ -71,7 +71,7 @@ def test_the_direct_step_gives_optimizer_steps_weights_moments_and_counts_bit_fo
     assert mine[1].param_groups[0]["betas"][0] != pytest.approx(0.95)
 
 
-def test_with_weight_decay_too():
+def test_a_step_with_weight_decay_goes_direct_with_the_same_bits():
     mine, torchs = _twins(weight_decay=0.01)
     step = fused_adam.step_function(mine[1])
 
