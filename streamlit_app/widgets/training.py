@@ -366,7 +366,8 @@ def run_view(*, key: str, slot: str, replay: bool = True, export: bool = True) -
                 f"overfitting. The {p.test_size:,} test digits are not watched at all: they are used once, when the "
                 "run ends, so nothing is tuned by looking at them. Seconds count training only."
                 + (f" Measuring waits longer between points when needed, so that it takes at most "
-                   f"{config.RECORDING_BUDGET:.0%} of the time." if p.plan.adapt_eval else ""))
+                   f"{config.RECORDING_BUDGET:.0%} of the time, but every curve gets a first point, one halfway "
+                   "and a last, whatever they cost." if p.plan.adapt_eval else ""))
         with net_col:
             _probe_view(run, p.probe_probs, key=key, caption="now")
             _weights_view(p, p.first_layer, key=key)
