@@ -640,8 +640,8 @@ def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: to
     sent = [0, 0, 0, 0]  # rows already sent: steps, evals, epoch results, snapshots
     acked = 0
 
-    def report(run: TrainingRun, kind: str = "progress") -> None:
-        p = run.progress()
+    def report(run: TrainingRun, kind: str = "progress", status: RunStatus | None = None) -> None:
+        p = run.progress() if status is None else replace(run.progress(), status=status)
         rows = (p.steps, p.evals, p.epoch_results, p.snapshots)
         delta = replace(p, steps=p.steps[sent[0]:], evals=p.evals[sent[1]:], epoch_results=p.epoch_results[sent[2]:],
                         snapshots=p.snapshots[sent[3]:])
@@ -663,6 +663,14 @@ def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: to
     device = training_device()
     if device != "cpu":  # training and evaluation on the GPU; the digits stay in CPU memory
         run.model.to(device)
+    while conn.poll(0):  # commands sent while this process opened (seconds, importing torch): act on them first
+        pending = [*pending, pickle.loads(conn.recv_bytes())]
+    if any(name == "stop" for _, name, _ in pending):
+        # Stopped, or its session ended, before it trained a step: end without training or evaluating.
+        acked = pending[-1][0]
+        report(run, "final", status=RunStatus.STOPPED)
+        conn.close()
+        return
     run.start(paused=paused)
     for seq, name, n in pending:
         apply(run, name, n)
