@@ -20,6 +20,7 @@ shared machine. Nothing here is imported by the app or the tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -62,22 +63,31 @@ class Timing:
         return self.samples / self.seconds
 
 
+def synchronize(device: str) -> None:
+    """Wait for the GPU's queued work (a no-op on the CPU), so that a clock read after it counts it."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def time_digitrec(
     model_config: models.ModelConfig,
     digits: data.DigitSet,
     epochs: int = 1,
     batch_size: int | None = None,
     max_steps: int | None = None,
+    device: str = "cpu",
 ) -> Timing:
-    """Time ``digitrec.train.fit`` on ``digits`` (all of them, or the first ``max_steps`` steps)."""
+    """Time ``digitrec.train.fit`` on ``digits`` (all of them, or the first ``max_steps`` steps) on ``device``."""
     batch_size = batch_size or config.BATCH_SIZE
     train_config = train.TrainConfig(epochs=epochs, batch_size=batch_size, evaluate_each_epoch=False,
                                      max_steps=max_steps)
-    train.fit(models.build(model_config, seed=1), digits, replace(train_config, max_steps=WARMUP_STEPS))
+    train.fit(models.build(model_config, seed=1).to(device), digits, replace(train_config, max_steps=WARMUP_STEPS))
 
-    model = models.build(model_config, seed=0)
+    model = models.build(model_config, seed=0).to(device)
+    synchronize(device)
     start = time.perf_counter()
     state = train.fit(model, digits, train_config)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return Timing(models.display_name(model_config), "digitrec", batch_size, state.step, state.samples_seen,
                   seconds, len(digits))
@@ -95,12 +105,14 @@ def reference_loader(root: Path, batch_size: int = REFERENCE_BATCH_SIZE) -> Data
 def reference_loop(
     model: nn.Module, loader: DataLoader, epochs: int, max_steps: int | None = None
 ) -> tuple[int, int]:
-    """The classic training loop; returns (steps, samples) it trained on."""
+    """The classic training loop, on the model's device; returns (steps, samples) it trained on."""
     optimizer = torch.optim.Adam(model.parameters(), lr=REFERENCE_LR)
+    device = train.device_of(model)
     model.train()
     steps = samples = 0
     for _ in range(epochs):
         for x, y in loader:  # x (64, 1, 28, 28) normalised, y (64,)
+            x, y = x.to(device), y.to(device)  # as pytorch/examples' mnist does (a no-op on the CPU)
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
@@ -113,15 +125,17 @@ def reference_loop(
 
 
 def time_reference(
-    model_config: models.ModelConfig, root: Path, epochs: int = 1, max_steps: int | None = None
+    model_config: models.ModelConfig, root: Path, epochs: int = 1, max_steps: int | None = None, device: str = "cpu"
 ) -> Timing:
-    """Time the reference loop on the same network, reading MNIST from ``root``."""
+    """Time the reference loop on the same network on ``device``, reading MNIST from ``root``."""
     loader = reference_loader(root)
-    reference_loop(models.build(model_config, seed=1), loader, 1, WARMUP_STEPS)
+    reference_loop(models.build(model_config, seed=1).to(device), loader, 1, WARMUP_STEPS)
 
-    model = models.build(model_config, seed=0)
+    model = models.build(model_config, seed=0).to(device)
+    synchronize(device)
     start = time.perf_counter()
     steps, samples = reference_loop(model, loader, epochs, max_steps)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return Timing(models.display_name(model_config), "reference", REFERENCE_BATCH_SIZE, steps, samples,
                   seconds, len(loader.dataset))
@@ -137,21 +151,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def environment_line() -> str:
+def environment_line(device: str = "cpu") -> str:
     import torchvision
+
+    from digitrec.engines.local import device_name
 
     return (
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
         f"{torch.get_num_threads()} thread(s), CPU: {cpu_name()} ({os.cpu_count()} logical cores), "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}; training on the {device_name(device)}"
     )
 
 
-def format_table(timings: list[Timing], epochs: int, max_steps: int | None) -> str:
+def format_table(timings: list[Timing], epochs: int, max_steps: int | None, device: str = "cpu") -> str:
     """The results as a fixed-width text table with a header and notes."""
     lines = [
         "digitrec bench: training speed on MNIST's 60,000 training digits, measured in this one run",
-        environment_line(),
+        environment_line(device),
         f"digitrec : digitrec.train.fit, in-memory uint8 batches, {config.OPTIMIZER.capitalize()} lr {config.LR:g}, "
         "no evaluation",
         "reference: torchvision MNIST + Compose([ToTensor(), Normalize]), "
@@ -209,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"the reference always uses {REFERENCE_BATCH_SIZE}",
     )
     parser.add_argument("--no-reference", action="store_true", help="time digitrec only")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="where every loop and the app's runs train (default: where the app's workers train, "
+                        f"the GPU when one is present unless {config.DEVICE_ENV}=cpu)")
     parser.add_argument("--threads", type=_positive, default=None,
                         help="torch threads (default: as many as each training worker uses)")
     parser.add_argument("--json", metavar="PATH", default=None,
@@ -244,6 +263,30 @@ def main(args: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in config.PRESETS]
     if unknown or not names:
         parser.error(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(config.PRESETS)}")
+    from digitrec.engines.local import training_device
+
+    device = opts.device or training_device()
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no GPU here (torch.cuda.is_available() is False)")
+    with _environment(config.DEVICE_ENV, device):  # the app's worker processes (started below) train there too
+        return _run(opts, names, device)
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    """Set the environment variable ``name`` for the block (the processes it starts inherit it), then restore it."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _run(opts: argparse.Namespace, names: list[str], device: str) -> int:
     from digitrec.engines.local import run_threads
 
     threads = opts.threads or run_threads()
@@ -258,15 +301,17 @@ def main(args: list[str] | None = None) -> int:
     for name in names:
         model_config = models.PRESETS[name]
         print(f"timing {models.display_name(model_config)}: digitrec ...", file=sys.stderr, flush=True)
-        timings.append(time_digitrec(model_config, mnist.train, opts.epochs, opts.batch_size, opts.max_steps))
+        timings.append(time_digitrec(model_config, mnist.train, opts.epochs, opts.batch_size, opts.max_steps,
+                                     device))
         if not opts.no_reference:
             print(f"timing {models.display_name(model_config)}: reference ...", file=sys.stderr, flush=True)
-            timings.append(time_reference(model_config, root, opts.epochs, opts.max_steps))
-    print(format_table(timings, opts.epochs, opts.max_steps))
+            timings.append(time_reference(model_config, root, opts.epochs, opts.max_steps, device))
+    print(format_table(timings, opts.epochs, opts.max_steps, device))
     if opts.json:
         from digitrec import bench_app
 
-        report = bench_app.measure(mnist, root, timings, threads=threads, quick=opts.quick, names=tuple(names),
+        report = bench_app.measure(mnist, root, timings, threads=threads, device=device, quick=opts.quick,
+                                    names=tuple(names),
                                     max_steps=opts.max_steps, app_steps=opts.app_steps,
                                     time_to_accuracy=not opts.no_time_to_accuracy)
         bench_app.write_json(report, Path(opts.json))

@@ -105,10 +105,11 @@ def fast_recipe() -> train.TrainConfig:
 
 
 def time_to_accuracy_fit(model_config, mnist: data.MNIST, target: float, cap_s: float = TIME_TO_ACCURACY_CAP_S,
-                         recipe: train.TrainConfig | None = None, every_digits: int = EVAL_EVERY_DIGITS) -> Reach:
-    """The app's own ``fit`` with ``recipe`` (default ``fast_recipe()``) until ``target`` test accuracy."""
+                         recipe: train.TrainConfig | None = None, every_digits: int = EVAL_EVERY_DIGITS,
+                         device: str = "cpu") -> Reach:
+    """The app's own ``fit`` with ``recipe`` (default ``fast_recipe()``) on ``device`` until ``target`` test accuracy."""
     recipe = recipe or fast_recipe()
-    model = models.build(model_config, seed=0)
+    model = models.build(model_config, seed=0).to(device)
     control = train.TrainControl()
     until = _UntilAccuracy(model, mnist.test, target, max(1, every_digits // recipe.batch_size), cap_s, control)
     state = train.fit(model, mnist.train, recipe, callbacks=[until], control=control)
@@ -117,12 +118,12 @@ def time_to_accuracy_fit(model_config, mnist: data.MNIST, target: float, cap_s: 
 
 def time_to_accuracy_reference(model_config, mnist: data.MNIST, root: Path, target: float,
                                cap_s: float = TIME_TO_ACCURACY_CAP_S, every_digits: int = EVAL_EVERY_DIGITS,
-                               max_epochs: int = MAX_REFERENCE_EPOCHS) -> Reach:
-    """The tutorial loop (Adam 1e-3, batches of 64) until ``target`` test accuracy, or the cap."""
-    from digitrec.bench import REFERENCE_LR, reference_loader
+                               max_epochs: int = MAX_REFERENCE_EPOCHS, device: str = "cpu") -> Reach:
+    """The tutorial loop (Adam 1e-3, batches of 64) on ``device`` until ``target`` test accuracy, or the cap."""
+    from digitrec.bench import REFERENCE_LR, reference_loader, synchronize
 
     loader = reference_loader(root)
-    model = models.build(model_config, seed=0)
+    model = models.build(model_config, seed=0).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=REFERENCE_LR)
     every = max(1, every_digits // loader.batch_size)
     deadline = time.perf_counter() + cap_s
@@ -131,12 +132,14 @@ def time_to_accuracy_reference(model_config, mnist: data.MNIST, root: Path, targ
         start = time.perf_counter()
         model.train()
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
             steps += 1
             digits += len(y)
             if steps % every == 0:
+                synchronize(device)
                 trained_s += time.perf_counter() - start
                 best = max(best, reference_accuracy(model, mnist.test))
                 if best >= target:
@@ -145,6 +148,7 @@ def time_to_accuracy_reference(model_config, mnist: data.MNIST, root: Path, targ
                     return Reach(target, None, trained_s, digits, best, True)
                 model.train()
                 start = time.perf_counter()
+        synchronize(device)
         trained_s += time.perf_counter() - start
     best = max(best, reference_accuracy(model, mnist.test))
     return Reach(target, trained_s if best >= target else None, trained_s, digits, best, False)
@@ -159,10 +163,11 @@ def reference_accuracy(model: nn.Module, test: data.DigitSet) -> float:
     from digitrec.bench import REFERENCE_MEAN, REFERENCE_STD
 
     correct = 0
+    device = train.device_of(model)
     with inspection.eval_mode(model), torch.inference_mode():
         for start in range(0, len(test), 2000):
             x = (data.to_input(test.images[start:start + 2000]) - REFERENCE_MEAN) / REFERENCE_STD
-            correct += int((model(x).argmax(dim=1) == test.labels[start:start + 2000]).sum())
+            correct += int((model(x.to(device)).argmax(dim=1).cpu() == test.labels[start:start + 2000]).sum())
     return correct / max(len(test), 1)
 
 
@@ -203,14 +208,15 @@ def app_run(specs: list[RunSpec], mnist: data.MNIST) -> list[dict]:
         p = run.progress()
         wall = run.ended_at - run.ready_at
         out.append({"samples": p.samples_seen, "wall_s": wall, "worker_start_s": run.ready_at - started,
-                    "samples_per_s": p.samples_seen / wall, "status": p.status.value,
+                    "samples_per_s": p.samples_seen / wall, "status": p.status.value, "device": p.device,
                     "training_s": p.elapsed_s})  # the training clock: recording and reporting are the rest
     return out
 
 
-def fit_run(spec: RunSpec, mnist: data.MNIST) -> dict:
-    """The same training headless: ``fit`` with its per-epoch evaluation, no recording."""
-    model = models.build(spec.model, seed=spec.train.seed)
+def fit_run(spec: RunSpec, mnist: data.MNIST, device: str = "cpu") -> dict:
+    """The same training headless on ``device`` (where the app's workers train): ``fit`` with its per-epoch
+    evaluation, no recording."""
+    model = models.build(spec.model, seed=spec.train.seed).to(device)
     digits = mnist.train.subset(spec.train_size)
     start = time.perf_counter()
     state = train.fit(model, digits, spec.train, test=mnist.test)
@@ -230,14 +236,20 @@ def at_equal_training_speed(app: dict, headless: dict) -> float:
 # --- the machine's peak -----------------------------------------------------------------------------
 
 
-def matmul_flops(n: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of an n x n float32 matrix multiply (2 n^3 FLOPs each), the best of ``repeats``."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops(n: int = 1024, repeats: int = 5, device: str = "cpu") -> float:
+    """FLOP/s of an n x n float32 matrix multiply (2 n^3 FLOPs each) on ``device``, the best of ``repeats``.
+
+    On a GPU, plain float32 (PyTorch's default: no TensorFloat-32 for a matrix multiply)."""
+    from digitrec.bench import synchronize
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b  # warm-up
+    synchronize(device)
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
 
@@ -290,14 +302,17 @@ def latencies(mnist: data.MNIST, networks=("fc", "cnn"), repeats: int = LATENCY_
 # --- the whole report ----------------------------------------------------------------------------------
 
 
-def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: bool = False,
+def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, device: str = "cpu", quick: bool = False,
             names: tuple[str, ...] = tuple(config.PRESETS), max_steps: int | None = None,
             app_steps: int | None = None, time_to_accuracy: bool = True) -> dict:
     """Every number of the JSON report, measured now (``timings``: digitrec.bench's loop timings).
 
-    ``names``: the presets to measure (a ratio of a preset left out is None).
+    ``device``: where the loops trained and the app's workers train (the caller sets that for them);
+    the latencies are the explorers', always on the CPU. ``names``: the presets to measure (a ratio of
+    a preset left out is None).
     """
     from digitrec.bench import cpu_name
+    from digitrec.engines.local import device_name
 
     ratios: dict[str, float | None] = {k: None for k in RATIO_KEYS}
     by = {(t.model, t.loop): t for t in timings}
@@ -306,12 +321,14 @@ def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: b
         label = models.display_name(models.PRESETS[key])
         if (label, "digitrec") in by and (label, "reference") in by:
             ratios[name] = by[label, "reference"].seconds_per_epoch / by[label, "digitrec"].seconds_per_epoch
-    report: dict = {"threads": threads, "cpu": cpu_name(), "torch": torch.__version__, "quick": quick,
+    report: dict = {"threads": threads, "cpu": cpu_name(), "device": device_name(device), "torch": torch.__version__,
+                    "quick": quick,
                     "loops": [dict(model=t.model, loop=t.loop, batch_size=t.batch_size, steps=t.steps,
                                    seconds_per_epoch=t.seconds_per_epoch, samples_per_s=t.samples_per_s)
                               for t in timings]}
 
-    peak = matmul_flops(512 if quick else 1024)
+    # 1024 is large for 2 CPU cores; a GPU needs 8192 to keep its multiprocessors busy.
+    peak = matmul_flops((512 if quick else 1024) * (8 if device == "cuda" else 1), device=device)
     report["matmul_gflops"] = peak / 1e9
     for key, name in (("cnn", "cnn_fraction_of_peak"), ("fc-wide", "fc_wide_fraction_of_peak")):
         label = models.display_name(models.PRESETS[key])
@@ -328,7 +345,7 @@ def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: b
         spec = RunSpec(models.PRESETS[key], train.TrainConfig(epochs=1, max_steps=steps), train_size=train_size)
         # App and headless in turn, IN_APP_TRIES times, the best of each: other processes' load comes and
         # goes within seconds here, and one try of each compared two different moments.
-        tries = [(app_run([spec], mnist)[0], fit_run(spec, mnist)) for _ in range(1 if quick else IN_APP_TRIES)]
+        tries = [(app_run([spec], mnist)[0], fit_run(spec, mnist, device)) for _ in range(1 if quick else IN_APP_TRIES)]
         alone = max((a for a, _ in tries), key=lambda r: r["samples_per_s"])
         headless = max((f for _, f in tries), key=lambda r: r["samples_per_s"])
         app[key] = {"app": alone, "fit": headless, "tries": [{"app": a, "fit": f} for a, f in tries],
@@ -349,8 +366,8 @@ def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, quick: b
         for key, name in (("cnn", "cnn_time_to_98_5_vs_reference"), ("fc-wide", "fc_wide_time_to_97_vs_reference")):
             if key not in names:
                 continue
-            mine = time_to_accuracy_fit(models.PRESETS[key], mnist, TARGETS[key])
-            ref = time_to_accuracy_reference(models.PRESETS[key], mnist, root, TARGETS[key])
+            mine = time_to_accuracy_fit(models.PRESETS[key], mnist, TARGETS[key], device=device)
+            ref = time_to_accuracy_reference(models.PRESETS[key], mnist, root, TARGETS[key], device=device)
             ratios[name], lower_bound = time_to_accuracy_ratio(mine, ref)
             tta[key] = {"target": TARGETS[key], "recipe": asdict(fast_recipe()), "digitrec": asdict(mine),
                         "reference": asdict(ref), "ratio_is_lower_bound": lower_bound}
@@ -377,7 +394,8 @@ def write_json(report: dict, path: Path) -> None:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"ratios (measured in this run, {report['threads']} thread(s); None: not measured in this mode)"]
+    lines = [f"ratios (measured in this run, training on the {report['device']}, {report['threads']} thread(s); "
+             "None: not measured in this mode)"]
     for key, value in report["ratios"].items():
         lines.append(f"  {key:<34} {'–' if value is None else f'{value:.2f}'}")
     lines.append(f"  matrix multiply: {report['matmul_gflops']:.1f} GFLOP/s")

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import replace
 
+import pytest
+import torch
+
 from digitrec import bench, bench_app, config, data, models
+from digitrec.engines.local import device_name, training_device
 
 
 def test_bench_quick_json_has_every_ratio_and_latency(tmp_path, mnist, capsys):
@@ -27,11 +32,29 @@ def test_bench_quick_json_has_every_ratio_and_latency(tmp_path, mnist, capsys):
     assert 0 < app["training_s"] < app["wall_s"] and 0 < fit["training_s"] < fit["wall_s"]
     assert report["app"]["fc"]["at_equal_training_speed"] == bench_app.at_equal_training_speed(app, fit)
     assert report["matmul_gflops"] > 0
+    # By default everything trains where the app's workers train (the GPU when there is one).
+    assert report["device"] == device_name(training_device()) and app["device"] == training_device()
     latency = report["latency_ms"]["fc"]
     assert {"predict_with_activations", "attribution_saliency", "attribution_occlusion", "backward_step_through"} <= set(latency)
     assert all(0 < t["median"] <= t["p95"] for t in latency.values())
     out = capsys.readouterr().out
     assert "in_app_vs_fit_fc" in out and "latency" in out
+
+
+def test_bench_trains_where_it_is_told_and_says_so_when_there_is_no_gpu(tmp_path, mnist, capsys, monkeypatch):
+    monkeypatch.delenv(config.DEVICE_ENV, raising=False)
+    path = tmp_path / "bench.json"
+    assert bench.main(["--device", "cpu", "--quick", "--models", "fc", "--max-steps", "3", "--no-reference",
+                       "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    # The app's worker processes trained on the CPU too, even where a GPU is present.
+    assert report["device"] == "CPU" and {r["device"] for r in report["app"]["two_runs"]["runs"]} == {"cpu"}
+    assert report["app"]["fc"]["app"]["device"] == "cpu"
+    assert config.DEVICE_ENV not in os.environ  # the setting for its workers was the bench's alone
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as refused:
+            bench.main(["--device", "cuda", "--quick", "--models", "fc"])
+        assert refused.value.code == 2 and "torch sees no GPU here" in capsys.readouterr().err
 
 
 def test_time_to_accuracy_reports_what_it_reached_when_the_target_is_out_of_reach(mnist):

@@ -443,6 +443,11 @@ def training_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def device_name(device: str) -> str:
+    """Where ``training_device`` trains, in words: "GPU (its name)" or "CPU"."""
+    return f"GPU ({torch.cuda.get_device_name(0)})" if device == "cuda" else "CPU"
+
+
 def _end_process(process, grace_s: float) -> None:
     """Make sure a worker is gone: let it exit for ``grace_s``, then terminate it, then kill it."""
     process.join(grace_s)
