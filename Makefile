@@ -63,11 +63,12 @@ load: $(STAMP) data browser nginx
 	DIGITREC_LOAD_N="2 4 8" $(PY) -m pytest tests/load -m "load or big_class" -s -q -p no:cacheprovider
 
 # Reproduce the committed pretrained weights (fixed seeds; see weights/README.md).
-# One thread: the committed files were made so, and the thread count changes float rounding.
+# On the CPU, one thread: the committed files were made so, and a GPU or another thread count changes
+# float rounding.
 weights: $(STAMP) data
-	OMP_NUM_THREADS=1 $(PY) -m digitrec train --model fc --epochs 15 --lr 0.003 --schedule cosine --seed 0 --augment-shift 1 --augment-rotation 10 --out weights/fc.safetensors
-	OMP_NUM_THREADS=1 $(PY) -m digitrec train --model cnn --float32 --epochs 8 --lr 0.005 --schedule cosine --seed 0 --augment-shift 2 --augment-rotation 15 --out weights/cnn.safetensors
-	$(PY) -m digitrec train --model fc --hidden none --epochs 10 --lr 0.003 --schedule cosine --seed 0 --out weights/linear.safetensors
+	DIGITREC_DEVICE=cpu OMP_NUM_THREADS=1 $(PY) -m digitrec train --model fc --epochs 15 --lr 0.003 --schedule cosine --seed 0 --augment-shift 1 --augment-rotation 10 --out weights/fc.safetensors
+	DIGITREC_DEVICE=cpu OMP_NUM_THREADS=1 $(PY) -m digitrec train --model cnn --float32 --epochs 8 --lr 0.005 --schedule cosine --seed 0 --augment-shift 2 --augment-rotation 15 --out weights/cnn.safetensors
+	DIGITREC_DEVICE=cpu $(PY) -m digitrec train --model fc --hidden none --epochs 10 --lr 0.003 --schedule cosine --seed 0 --out weights/linear.safetensors
 
 bench: $(STAMP) data
 	$(PY) -m digitrec bench --json bench.json

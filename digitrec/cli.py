@@ -237,6 +237,7 @@ class _ProgressBar:
 def cmd_train(args: argparse.Namespace) -> int:
     from digitrec import checkpoints, data, models, train
     from digitrec.allocator import keep_freed_memory
+    from digitrec.engines.local import device_name, training_device
 
     keep_freed_memory()  # this process trains: reuse each step's freed activations (digitrec.allocator)
 
@@ -263,10 +264,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     mnist = data.load_mnist()
     train_set = mnist.train.subset(args.limit) if args.limit else mnist.train
-    model = models.build(model_config, seed=args.seed)
+    device = training_device()  # the GPU when there is one (DIGITREC_DEVICE=cpu keeps it off), as the app's runs
+    model = models.build(model_config, seed=args.seed).to(device)
     precision = "bfloat16" if train.uses_mixed_precision(model, train_config) else "float32"
     print(f"training {models.display_name(model_config)} ({models.count_params(model):,} parameters) on "
-          f"{len(train_set):,} digits for {train_config.epochs} epoch(s), forward passes in {precision}")
+          f"{len(train_set):,} digits for {train_config.epochs} epoch(s) on the {device_name(device)}, "
+          f"forward passes in {precision}")
 
     control = train.TrainControl()
     total_steps = train_config.epochs * math.ceil(len(train_set) / train_config.batch_size)

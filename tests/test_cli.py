@@ -338,11 +338,14 @@ def test_evaluate_says_what_a_non_file_is():
 def test_a_cnn_trains_in_bfloat16_where_the_processor_has_it_and_float32_on_request(tmp_path, mnist):
     import torch
 
-    expected = "bfloat16" if train.bfloat16_supported(torch.device("cpu")) else "float32"
+    from digitrec.engines.local import device_name, training_device
+
+    device = training_device()  # the GPU where there is one, as the app's runs
+    expected = "bfloat16" if train.bfloat16_supported(torch.device(device)) else "float32"
     code, out, err = run(["train", "--model", "cnn", "--channels", "2", "--epochs", "1", "--limit", "64",
                           "--out", str(tmp_path / "mixed.safetensors")])
     assert code == 0, err
-    assert f"forward passes in {expected}" in out
+    assert f"on the {device_name(device)}, forward passes in {expected}" in out
     code, out, err = run(["train", "--model", "cnn", "--channels", "2", "--epochs", "1", "--limit", "64", "--float32",
                           "--out", str(tmp_path / "plain.safetensors")])
     assert code == 0, err
