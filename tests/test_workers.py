@@ -273,6 +273,19 @@ def test_training_goes_to_the_gpu_only_when_one_is_present(monkeypatch):
     assert training_device() == "cpu"  # a GPU can be kept free for something else
 
 
+def test_a_run_trains_where_the_server_says_at_start_even_on_a_spare_that_opened_before(monkeypatch):
+    # A spare copied the server's environment when it opened; DIGITREC_DEVICE set after that still
+    # decides where the next run trains (on a GPU machine a spare would otherwise train on the GPU).
+    spare_worker().refill()
+    assert spare_worker().pid is not None
+    monkeypatch.setenv("DIGITREC_DEVICE", "cpu")
+    run = WorkerRun(RunSpec(models.FCConfig(), TrainConfig(epochs=1, max_steps=2)), small_mnist(), queue=RunQueue(1))
+    run.start()
+    assert run.join(timeout=SPAWN_S)
+    p = run.progress()
+    assert p.status is RunStatus.FINISHED and p.device == "cpu"
+
+
 def test_the_device_paths_run_on_the_cpu_and_the_race_says_where_it_trained():
     import torch
 

@@ -301,8 +301,10 @@ class WorkerRun:
         ``send_bytes``/``recv_bytes`` (EOFError once the worker is gone) and ``close``, and a
         process with ``join``, ``is_alive``, ``terminate``, ``kill``, ``exitcode`` and ``pid``.
         """
+        # The device is this server's choice, made now: a spare started before DIGITREC_DEVICE changed
+        # would otherwise train where its own copy of the environment says.
         job = (self.spec, self._train, self._test, self.probe, self._callbacks, self.threads, self._start_paused,
-               pending)
+               pending, training_device())
         taken = spare_worker().take(job)
         if taken is not None:
             return taken
@@ -637,8 +639,10 @@ def _spare_main(conn) -> None:
 
 
 def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: torch.Tensor,
-                 callbacks: Sequence[Callback], threads: int, paused: bool, pending: list) -> None:
-    """The worker: train ``spec`` with a TrainingRun, obey commands, report progress, send the weights."""
+                 callbacks: Sequence[Callback], threads: int, paused: bool, pending: list,
+                 device: str | None = None) -> None:
+    """The worker: train ``spec`` with a TrainingRun on ``device`` (None: where this machine trains, as
+    ``training_device`` says here: a Ray actor's node), obey commands, report progress, send the weights."""
     name_process(RUN_NAME)
     torch.set_num_threads(threads)  # this process only: the page process keeps its own
     keep_freed_memory()  # reuse each step's freed activations instead of faulting them in anew (digitrec.allocator)
@@ -665,7 +669,7 @@ def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: to
             getattr(run, name)()
 
     run = TrainingRun(spec, MNIST(train, test), probe=probe[0, 0], callbacks=callbacks)
-    device = training_device()
+    device = device or training_device()
     if device != "cpu":  # training and evaluation on the GPU; the digits stay in CPU memory
         run.model.to(device)
     while conn.poll(0):  # commands sent while this process opened (seconds, importing torch): act on them first
