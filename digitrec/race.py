@@ -32,7 +32,7 @@ from digitrec import config, models
 from digitrec.data import MNIST, validation_split
 from digitrec.errors import InvalidConfig
 from digitrec.history import EvalRow
-from digitrec.runs import RunProgress, RunStatus, TrainingRun
+from digitrec.runs import RunProgress, RunStatus, TrainingRun, device_words
 from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
 
@@ -292,7 +292,7 @@ def table(rows: Sequence[RaceRow]) -> dict[str, list[str]]:
     if any(r.device for r in rows):
         # A bfloat16 forward pass is about twice as fast for convolutions, a backward pass written out
         # about 1.2x faster a step for a small FCNet: a race should say which network ran how.
-        out["trained on"] = [{"cuda": "GPU (CUDA)", "cpu": "CPU"}.get(r.device, r.device or "–")
+        out["trained on"] = [(device_words(r.device) if r.device else "–")
                              + ((", bfloat16 forward" if r.mixed_precision else ", float32")
                                 + (", backward by hand" if r.hand_backward else "")) * bool(r.device)
                              for r in rows]

@@ -145,7 +145,7 @@ class RunProgress:
     total_units: int  # neurons or filters in the first layer (U may show fewer)
     message: str  # why a run diverged or failed; empty otherwise
     final_test_accuracy: float | None  # on the full test set, once the run has ended
-    device: str = "cpu"  # where it trained: "cpu" or "cuda"
+    device: str = "cpu"  # where it trained: "cpu" or "cuda" (device_words says it)
     mixed_precision: bool = False  # its forward passes ran in bfloat16 (train.TrainConfig.mixed_precision)
     hand_backward: bool = False  # its gradients came from the chain rule written out (digitrec.hand_backward)
     validation_size: int = config.VALIDATION_SIZE  # digits held out of the training set
@@ -593,6 +593,11 @@ class Recorder:
             accuracy = self._evals[-1].val_accuracy if self._evals else None
             self._snapshots.append(Snapshot(state.step, state.epoch, state.elapsed_s, first, probs, accuracy, whole))
         self.last_snapshot_step = state.step
+
+
+def device_words(device: str) -> str:
+    """Where a run trained (``RunProgress.device``), as the pages say it: "GPU (CUDA)" or "CPU"."""
+    return {"cuda": "GPU (CUDA)", "cpu": "CPU"}.get(device, device)
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -334,6 +334,11 @@ def test_a_worker_runs_progress_shows_after_each_page_rerun(mnist):
 
         first = shown_step()
         assert first > 0 and run.pid is not None and run.pid != __import__("os").getpid()
+        # It says where the worker trains: the GPU where the server has one.
+        from digitrec.engines.local import training_device
+        from digitrec.runs import device_words
+
+        assert f"digits/s on the {device_words(training_device())} ·" in at.get("progress")[0].proto.text
         _wait(lambda: run.progress().step > first + 5)
         assert shown_step() > first  # each rerun reads the worker's latest report
 

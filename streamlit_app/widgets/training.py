@@ -234,8 +234,9 @@ def run_controls(*, key: str, slot: str, make_run: Callable[[], WorkerRun], step
 
 
 def _progress_bar(p: RunProgress) -> None:
+    where = f" on the {runs.device_words(p.device)}" if p.step else ""  # the worker says once it has trained
     text = (f"Epoch {max(p.epoch, 1)}/{p.epochs} · step {p.step:,}/{p.total_steps:,} · "
-            f"{p.samples_per_s:,.0f} digits/s · ETA {_duration(p.eta_s) if p.status.active else '–'}")
+            f"{p.samples_per_s:,.0f} digits/s{where} · ETA {_duration(p.eta_s) if p.status.active else '–'}")
     st.progress(p.progress, text=text)
 
 
