@@ -277,12 +277,14 @@ def test_a_run_trains_where_the_server_says_at_start_even_on_a_spare_that_opened
     # A spare copied the server's environment when it opened; DIGITREC_DEVICE set after that still
     # decides where the next run trains (on a GPU machine a spare would otherwise train on the GPU).
     spare_worker().refill()
-    assert spare_worker().pid is not None
+    spare = spare_worker().pid
+    assert spare is not None
     monkeypatch.setenv("DIGITREC_DEVICE", "cpu")
     run = WorkerRun(RunSpec(models.FCConfig(), TrainConfig(epochs=1, max_steps=2)), small_mnist(), queue=RunQueue(1))
     run.start()
     assert run.join(timeout=SPAWN_S)
     p = run.progress()
+    assert run.pid == spare  # the spare trained it, not a fresh worker started with the new environment
     assert p.status is RunStatus.FINISHED and p.device == "cpu"
 
 

@@ -669,22 +669,24 @@ def _worker_main(conn, spec: RunSpec, train: DigitSet, test: DigitSet, probe: to
             getattr(run, name)()
 
     run = TrainingRun(spec, MNIST(train, test), probe=probe[0, 0], callbacks=callbacks)
-    device = device or training_device()
-    if device != "cpu":  # training and evaluation on the GPU; the digits stay in CPU memory
-        run.model.to(device)
-    while conn.poll(0):  # commands sent while this process opened (seconds, importing torch): act on them first
-        pending = [*pending, pickle.loads(conn.recv_bytes())]
-    if any(name == "stop" for _, name, _ in pending):
-        # Stopped, or its session ended, before it trained a step: end without training or evaluating.
-        acked = pending[-1][0]
-        report(run, "final", status=RunStatus.STOPPED)
-        conn.close()
-        return
-    run.start(paused=paused)
-    for seq, name, n in pending:
-        apply(run, name, n)
-        acked = seq
     try:
+        # Commands sent while this process opened (seconds, importing torch) are acted on first: a stop
+        # among them (its session ended, or Stop was pressed) ends the run before it trains or evaluates,
+        # and before it takes a GPU. A spare opened long ago gets its commands just after the job, so
+        # for it a stop may come a moment later and take the usual way (a step-0 point, then stopped).
+        while conn.poll(0):
+            pending = [*pending, pickle.loads(conn.recv_bytes())]
+        if any(name == "stop" for _, name, _ in pending):
+            acked = pending[-1][0]
+            report(run, "final", status=RunStatus.STOPPED)
+            return
+        device = device or training_device()
+        if device != "cpu":  # training and evaluation on the GPU; the digits stay in CPU memory
+            run.model.to(device)
+        run.start(paused=paused)
+        for seq, name, n in pending:
+            apply(run, name, n)
+            acked = seq
         next_report = 0.0
         while run.thread_alive:
             answered = False
