@@ -596,7 +596,10 @@ class Recorder:
 
 
 def device_words(device: str) -> str:
-    """Where a run trained (``RunProgress.device``), as the pages say it: "GPU (CUDA)" or "CPU"."""
+    """Where a run trained (``RunProgress.device``), as the pages say it: "GPU (CUDA)" or "CPU".
+
+    No CUDA call, unlike ``engines.local.device_name`` (the GPU's own name, for the bench and the CLI,
+    which train in their own process): a page process never opens a context on the server's GPU."""
     return {"cuda": "GPU (CUDA)", "cpu": "CPU"}.get(device, device)
 
 
