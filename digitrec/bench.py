@@ -233,8 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also measure the app's runs, the machine's peak and the latencies, and write every "
                         "number with the ratios.* keys to this JSON file")
+    parser.add_argument("--app-epochs", type=_positive, default=config.EPOCHS, metavar="N",
+                        help="with --json: train the app's runs (and headless fit) for N epochs (default: "
+                        f"{config.EPOCHS}, the Train page's default run)")
     parser.add_argument("--app-steps", type=_positive, default=None, metavar="N",
-                        help="with --json: train the app's runs (and headless fit) for N steps instead of one epoch")
+                        help="with --json: stop the app's runs (and headless fit) after N steps")
     parser.add_argument("--no-time-to-accuracy", action="store_true",
                         help="with --json: skip the (long) time-to-accuracy races")
     parser.add_argument("--quick", action="store_true",
@@ -312,7 +315,7 @@ def _run(opts: argparse.Namespace, names: list[str], device: str) -> int:
 
         report = bench_app.measure(mnist, root, timings, threads=threads, device=device, quick=opts.quick,
                                     names=tuple(names),
-                                    max_steps=opts.max_steps, app_steps=opts.app_steps,
+                                    max_steps=opts.max_steps, app_steps=opts.app_steps, app_epochs=opts.app_epochs,
                                     time_to_accuracy=not opts.no_time_to_accuracy)
         bench_app.write_json(report, Path(opts.json))
         print()

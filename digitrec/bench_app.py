@@ -7,12 +7,13 @@ module measures, in the same run and with the same threads:
   reaches 98.5 % (TinyVGG) or 97 % (FCNet 784-128-64-10), for ``fit`` and for
   the reference loop (Adam 1e-3, batches of 64), evaluating every
   ``EVAL_EVERY_DIGITS`` digits, evaluation time excluded from both;
-- **in the app**: a run in a worker process (``digitrec.engines.local``) with
-  recording on, its progress read once a second as the page reads it; its
-  digits per wall-clock second (from the report of its first evaluation to its
-  final report, so the process start, reported apart, is not counted) over
-  headless ``fit`` on the same digits; the two in turn, the best of
-  ``IN_APP_TRIES`` each;
+- **in the app**: the run the Train page starts with its defaults (``config.EPOCHS``
+  epochs over every training digit; ``app_epochs`` or ``app_steps`` for another
+  length) in a worker process (``digitrec.engines.local``) with recording on, its
+  progress read once a second as the page reads it; its digits per wall-clock
+  second (from the report of its first evaluation to its final report, so the
+  process start, reported apart, is not counted) over headless ``fit`` of the
+  same length; the two in turn, the best of ``IN_APP_TRIES`` each;
 - **two runs at once**: each one's digits per second over one run alone;
 - **fraction of peak**: the training step's FLOP/s (forward + backward counted
   from the layer shapes as 2 x 3 x forward multiply-adds per digit) over a
@@ -20,7 +21,6 @@ module measures, in the same run and with the same threads:
 - **latency**: median and 95th percentile of one digit's prediction with all
   activations, and of each attribution method, per network; and (not in quick
   mode) ``digitrec.bench_units``' timings of the unit, map and fooling pieces.
-  The backward step-through will be timed here once ``digitrec.backprop`` is on main.
 
 Speed belongs here, never in a test. ``quick`` makes every part tiny (for the
 test that checks the keys) and skips time to accuracy.
@@ -304,12 +304,14 @@ def latencies(mnist: data.MNIST, networks=("fc", "cnn"), repeats: int = LATENCY_
 
 def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, device: str = "cpu", quick: bool = False,
             names: tuple[str, ...] = tuple(config.PRESETS), max_steps: int | None = None,
-            app_steps: int | None = None, time_to_accuracy: bool = True) -> dict:
+            app_steps: int | None = None, app_epochs: int = config.EPOCHS, time_to_accuracy: bool = True) -> dict:
     """Every number of the JSON report, measured now (``timings``: digitrec.bench's loop timings).
 
     ``device``: where the loops trained and the app's workers train (the caller sets that for them);
     the latencies are the explorers', always on the CPU. ``names``: the presets to measure (a ratio of
-    a preset left out is None).
+    a preset left out is None). ``app_epochs``: the app's runs' length, the Train page's default unless
+    told (a shorter run gives its fixed end, the red diamond and the test set's one use, a larger share);
+    ``app_steps`` cuts them shorter still.
     """
     from digitrec.bench import cpu_name
     from digitrec.engines.local import device_name
@@ -340,9 +342,10 @@ def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, device: 
     # In the app: one run at a time, then two at once (each on its own worker, with its own threads).
     steps = (max_steps or 40) if quick else app_steps
     train_size = 2_000 if quick else config.TRAIN_DIGITS
+    recipe = train.TrainConfig(epochs=app_epochs, max_steps=steps)
     app = {}
     for key in [k for k in ("fc", "cnn") if k in names]:
-        spec = RunSpec(models.PRESETS[key], train.TrainConfig(epochs=1, max_steps=steps), train_size=train_size)
+        spec = RunSpec(models.PRESETS[key], recipe, train_size=train_size)
         # App and headless in turn, IN_APP_TRIES times, the best of each: other processes' load comes and
         # goes within seconds here, and one try of each compared two different moments.
         tries = [(app_run([spec], mnist)[0], fit_run(spec, mnist, device)) for _ in range(1 if quick else IN_APP_TRIES)]
@@ -353,14 +356,13 @@ def measure(mnist: data.MNIST, root: Path, timings: list, threads: int, device: 
         ratios[f"in_app_vs_fit_{key}"] = alone["samples_per_s"] / headless["samples_per_s"]
     pair_key = "cnn" if "cnn" in app else next(iter(app), None)
     if pair_key is not None:
-        pair_spec = RunSpec(models.PRESETS[pair_key], train.TrainConfig(epochs=1, max_steps=steps),
-                            train_size=train_size)
+        pair_spec = RunSpec(models.PRESETS[pair_key], recipe, train_size=train_size)
         pair = app_run([pair_spec, pair_spec], mnist)
         app["two_runs"] = {"network": pair_key, "runs": pair}
         ratios["two_runs_vs_one"] = min(r["samples_per_s"] for r in pair) / app[pair_key]["app"]["samples_per_s"]
     report["app"] = app
 
-    report["app_steps"] = steps  # None: one full epoch
+    report["app_epochs"], report["app_steps"] = app_epochs, steps  # steps None: every step of those epochs
     if time_to_accuracy and not quick:
         tta = {}
         for key, name in (("cnn", "cnn_time_to_98_5_vs_reference"), ("fc-wide", "fc_wide_time_to_97_vs_reference")):
@@ -399,6 +401,9 @@ def format_report(report: dict) -> str:
     for key, value in report["ratios"].items():
         lines.append(f"  {key:<34} {'–' if value is None else f'{value:.2f}'}")
     lines.append(f"  matrix multiply: {report['matmul_gflops']:.1f} GFLOP/s")
+    steps = report["app_steps"]
+    length = f"{report['app_epochs']} epoch(s)" + (f", at most {steps} steps" if steps else "")
+    lines.append(f"  the app's runs: {length} each, against headless fit of the same length")
     for key, entry in report["app"].items():
         if key == "two_runs":
             lines.append(f"  two {entry['network']} runs at once: "

@@ -177,10 +177,14 @@ LIVE_EVERY_S = 0.2  # refresh the live probe and weights at most this often
 # run's wall clock: an automatic cadence (eval_every / snapshot_every 0) stretches
 # when they cost more, so a short TinyVGG run is not mostly evaluation. Half of issue 11's
 # 10 %: a run also spends its end on the validation digits and the test set, and the whole
-# app's run was to keep 0.9 of headless fit's speed. The Train page's default runs (20 epochs)
-# still get about EVAL_POINTS points (FCNet 30 x 5 ms, TinyVGG 30 x 0.26 s, 1 thread); short
-# runs get fewer, and where a short run's curves are the point (the race, the lab) they
-# evaluate on a fixed cadence instead (race.race_cadence), outside this budget.
+# app's run was to keep 0.9 of headless fit's speed. A curve point (2,000 validation and 2,000
+# training digits) cost FCNet about 5 ms and TinyVGG about 0.2 s (1 thread, a 2-core Intel), and
+# each epoch's red diamond (all 5,000 validation digits, as headless fit measures its test digits
+# each epoch) counts too, and took TinyVGG about 8 % of its epoch there. So the Train page's default
+# run (EPOCHS) got 4 curve points for FCNet and 3 for TinyVGG (its start, middle and end) beside a
+# diamond each epoch, and an 8-epoch TinyVGG run 6; longer runs get more, up to about EVAL_POINTS.
+# Where a short run's curves are the point (the race, the lab) it evaluates on a fixed cadence
+# instead (race.race_cadence), outside this budget.
 RECORDING_BUDGET = 0.05
 
 

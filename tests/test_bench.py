@@ -44,9 +44,14 @@ def test_bench_quick_json_has_every_ratio_and_latency(tmp_path, mnist, capsys):
 def test_bench_trains_where_it_is_told_and_says_so_when_there_is_no_gpu(tmp_path, mnist, capsys, monkeypatch):
     monkeypatch.delenv(config.DEVICE_ENV, raising=False)
     path = tmp_path / "bench.json"
-    assert bench.main(["--device", "cpu", "--quick", "--models", "fc", "--max-steps", "3", "--no-reference",
-                       "--json", str(path)]) == 0
+    assert bench.main(["--device", "cpu", "--quick", "--models", "fc", "--max-steps", "40", "--no-reference",
+                       "--app-epochs", "1", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
+    # The app's runs and headless fit trained the epochs asked for: one pass over the quick mode's 2,000
+    # digits (16 steps of 128), not the Train page's default 3 nor the 40 steps allowed.
+    assert report["app_epochs"] == 1
+    assert report["app"]["fc"]["app"]["samples"] == report["app"]["fc"]["fit"]["samples"] == 2_000
+    assert [r["samples"] for r in report["app"]["two_runs"]["runs"]] == [2_000, 2_000]
     # The app's worker processes trained on the CPU too, even where a GPU is present.
     assert report["device"] == "CPU" and {r["device"] for r in report["app"]["two_runs"]["runs"]} == {"cpu"}
     assert report["app"]["fc"]["app"]["device"] == "cpu"
