@@ -67,6 +67,7 @@ def test_overview_has_one_heatmap_per_feature_map(page, activations):
     assert len(set(bars["marker"]["color"])) == 2
     # a legend (colour bar) says what the colours mean
     assert sum(1 for t in fig["data"] if t.get("showscale")) == 1
+    assert any("(rows: map 0 to 9)" in c.value for c in page.caption)  # TinyVGG's ten maps a layer
 
 
 def test_scope_switch_sets_the_colour_ranges(activations):
@@ -248,5 +249,7 @@ def test_a_wide_network_draws_a_page_of_maps_at_a_time_and_offers_the_rest():
     assert not at.exception
     maps = feature_maps(overview(at))
     assert sorted({t["meta"][1] for t in maps if t["meta"][0] == "conv_2_2"}) == list(range(240, 256))
+    # The caption under the grid names the maps on show, not TinyVGG's ten.
+    assert any("(rows: map 240 to 255)" in c.value for c in at.caption)
     # and the Train page offers far fewer channels than the library allows
     assert config.APP_CHANNELS_RANGE[1] <= 64

@@ -88,7 +88,7 @@ def test_disagreement_is_flagged_with_both_answers(models, mnist):
 def test_agreeing_networks_say_so():
     at = open_draw(state.sample_digit(3))
     assert not at.warning
-    assert "The networks agree: it is a 3." in [s.value for s in at.success]
+    assert "The networks agree: each reads it as a 3." in [s.value for s in at.success]
 
 
 def test_sample_buttons_and_test_digit_pickers_set_the_current_digit():

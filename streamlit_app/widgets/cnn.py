@@ -141,8 +141,10 @@ def cnn_overview(*, key: str, net: state.Network | None = None, digit: state.Dig
             "ReLU outputs 0 and nothing after them ever hears from them (their pooled copy too, and the flattened "
             "numbers they feed are always 0). A dead ReLU gets no gradient either, so training cannot revive it."
         )
+    rows = shown if shown is not None else range(channels)
     st.caption(
-        "Each column is one layer, each small square one feature map (rows: map 0 to 9). Red cells are positive, "
+        f"Each column is one layer, each small square one feature map (rows: map {rows.start} to {rows.stop - 1}). "
+        "Red cells are positive, "
         "blue negative, white zero; the input is the digit itself in grey. "
         + {
             "map": "Every map uses its own range, so you see each map's pattern but cannot compare maps.",

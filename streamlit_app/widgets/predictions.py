@@ -60,4 +60,5 @@ def predictions(*, key: str = "predictions", digit: state.Digit | None = None, m
     if sentence:
         st.warning(sentence, icon=":material/warning:")
     elif len(guesses) > 1:
-        st.success(f"The networks agree: it is a {next(iter(guesses.values()))[0]}.")
+        # What they read, not what it is: two networks can agree on a digit and both be wrong.
+        st.success(f"The networks agree: each reads it as a {next(iter(guesses.values()))[0]}.")

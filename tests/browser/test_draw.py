@@ -37,7 +37,7 @@ def test_drawing_a_seven_is_read_by_both_networks(app_url, page):
     # Both networks' top guess is shown; a clean 7 is read as 7 by both.
     said = dict(re.findall(r"(FCNet|TinyVGG) says\s+(\d)", body))
     assert said == {"FCNet": "7", "TinyVGG": "7"}, body[:3000]
-    assert "The networks agree: it is a 7" in body
+    assert "The networks agree: each reads it as a 7" in body
 
     page.get_by_text("How your drawing became 28 x 28").click()
     page.wait_for_selector("text=Ink found")
