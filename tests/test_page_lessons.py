@@ -337,6 +337,8 @@ def test_training_widgets_wait_for_their_button(number, widget):
     runs = at.session_state[state.RUNS_KEY] if state.RUNS_KEY in at.session_state else {}
     assert not runs, f"{widget} started training before its button was pressed: {runs}"
     assert any(b.label and "Start" in b.label for b in at.button)
+    if widget == "race_chart":  # its 60,000 are the whole training set: the 5,000 validation digits are not trained on
+        assert any(c.value.startswith("Both networks: all 55,000 training digits,") for c in at.caption)
 
 
 def test_lesson_8_sets_an_imported_models_training_accuracy_beside_its_test_accuracy(mnist):

@@ -48,6 +48,8 @@ def test_before_a_race_the_table_shows_parameters_and_multiply_adds():
     assert table["TinyVGG (10 channels)"]["multiply-adds per digit (forward)"] == "1,133,860"
     assert table["TinyVGG (10 channels)"]["multiply-adds per digit (training step ≈ 3×)"] == "3,401,580"
     assert any("3× the forward pass" in c.value for c in at.caption)
+    # The slider's top is what a race trains on: every training digit but the 5,000 held out for validation.
+    assert at.select_slider(key="race_train_size").options[-1] == "all 55,000"
 
 
 def test_a_tiny_race_charts_both_networks_and_explains_with_its_numbers(mnist):

@@ -589,7 +589,7 @@ def race_settings(*, key: str, disabled: bool = False) -> dict:
     with c2:
         train_size = st.select_slider("Training digits", config.TRAIN_SIZE_CHOICES, value=config.TRAIN_DIGITS,
                                       key=f"{key}_train_size",
-                                      format_func="{:,}".format, **session)
+                                      format_func=_train_size_label, **session)
         epochs = st.number_input("Epochs", 1, config.MAX_APP_EPOCHS, config.RACE_EPOCHS, key=f"{key}_epochs", **session)
         batch_size = st.number_input("Batch size", *config.BATCH_RANGE, config.BATCH_SIZE, key=f"{key}_batch",
                                      **session)
@@ -724,7 +724,10 @@ def race_chart(*, key: str, epochs: int = 2, train_size: int = config.TRAIN_DIGI
     values = dict(widths=config.FC_HIDDEN, channels=config.CNN_CHANNELS, mode=mode, train_size=train_size,
                   epochs=epochs, batch_size=batch_size, optimizer=config.OPTIMIZER, lr=lr, seed=seed)
     slot = f"widget:{key}"
-    st.caption(f"Both networks: the first {int(train_size):,} training digits, {int(epochs)} epoch(s), batches of "
+    digits = _train_size_label(int(train_size))  # "all 55,000": the validation digits are never trained on
+    if int(train_size) < config.TRAIN_DIGITS:
+        digits = f"the first {digits}"
+    st.caption(f"Both networks: {digits} training digits, {int(epochs)} epoch(s), batches of "
                f"{int(batch_size)}, seed {int(seed)}, {mode}.")
     race_controls(key=key, slot=slot, make=lambda: make_race(values))
     race_view(key=key, slot=slot)
