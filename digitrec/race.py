@@ -287,7 +287,9 @@ def table(rows: Sequence[RaceRow]) -> dict[str, list[str]]:
     }
     for i, target in enumerate(rows[0].seconds_to if rows else ()):
         t = target[0]
-        out[f"seconds to {t:.0%}"] = [num(r.seconds_to[i][1], ",.1f", "not reached") for r in rows]
+        # "not reached" once a run has a point to judge by; before its first one (a race not yet run), "–"
+        out[f"seconds to {t:.0%}"] = [
+            num(r.seconds_to[i][1], ",.1f", "–" if r.best_accuracy is None else "not reached") for r in rows]
     out["final test accuracy"] = [num(r.final_accuracy, ".2%") for r in rows]
     if any(r.device for r in rows):
         # A bfloat16 forward pass is about twice as fast for convolutions, a backward pass written out

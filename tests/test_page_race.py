@@ -47,6 +47,8 @@ def test_before_a_race_the_table_shows_parameters_and_multiply_adds():
     assert table["FCNet 784-16-16-10"]["parameters"] == "13,002"
     assert table["TinyVGG (10 channels)"]["multiply-adds per digit (forward)"] == "1,133,860"
     assert table["TinyVGG (10 channels)"]["multiply-adds per digit (training step ≈ 3×)"] == "3,401,580"
+    # Nothing has been timed yet, so no network has "not reached" anything either.
+    assert {table[net]["seconds to 95%"] for net in ("FCNet 784-16-16-10", "TinyVGG (10 channels)")} == {"–"}
     assert any("3× the forward pass" in c.value for c in at.caption)
     # The slider's top is what a race trains on: every training digit but the 5,000 held out for validation.
     assert at.select_slider(key="race_train_size").options[-1] == "all 55,000"

@@ -89,6 +89,9 @@ def test_the_table_shows_every_column_as_text():
     assert t["seconds to 95%"] == ["2.0", "6.0"]
     assert t["seconds to 97%"] == ["not reached", "9.0"]
     assert t["final test accuracy"] == ["96.01%", "98.35%"]
+    # A run with no point yet (a race not started) has reached nothing and missed nothing.
+    empty = race.race_row(name="x", params=1, macs_forward=1, train_size=10, samples_seen=0, elapsed_s=0.0, evals=[])
+    assert race.table([_fc_row(), empty])["seconds to 97%"] == ["not reached", "–"]
 
 
 def test_explanation_fills_in_this_runs_numbers_and_finds_the_reversal():
