@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 from digitrec import checkpoints, preprocess, samples
 from digitrec.inspection import predict_proba
 from digitrec.train import predictions
+from digitrec.viz.digits import percent_sure
 from streamlit_app import state
 from tests.pages import APP, figures as charts
 
@@ -79,7 +80,8 @@ def test_disagreement_is_flagged_with_both_answers(models, mnist):
     at = open_draw(digit)
     a, pa = int(fc[i].argmax()), float(fc[i].max())
     b, pb = int(cnn[i].argmax()), float(cnn[i].max())
-    sentence = f"The networks disagree: FCNet says {a} ({pa:.0%}), TinyVGG says {b} ({pb:.0%})".replace("%", " %")
+    sentence = (f"The networks disagree: FCNet says {a} ({percent_sure(pa)}), TinyVGG says {b} ({percent_sure(pb)})"
+                .replace("%", " %"))
     assert any(sentence in w.value for w in at.warning), [w.value for w in at.warning]
     right = [m.value for m in at.markdown if m.value.startswith(("right", "wrong"))]
     assert right == [("right" if g == digit.label else f"wrong (labelled {digit.label})") for g in (a, b)]

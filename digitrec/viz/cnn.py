@@ -19,6 +19,7 @@ from torch import nn
 from digitrec.conv_maths import ConvGeometry
 from digitrec.inspection import ConvStep, LinearStep, PoolStep, capture_activations, softmax_step
 from digitrec.viz.scales import ACTIVATION_SCALE, INK_SCALE, SCOPES, WEIGHT_SCALE, scoped_ranges, symmetric_range
+from digitrec.viz.digits import percent_sure
 
 PADDING_COLOR = "#c8c8c8"  # zero padding: a neutral grey that no value colour uses
 HIGHLIGHT = "#2ca02c"  # the window / cell being explained: green stands out on red-white-blue
@@ -295,7 +296,7 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
     traces.append(go.Bar(
         x=probs, y=[str(d) for d in range(len(probs))], orientation="h", xaxis=xa, yaxis=ya, name="output",
         marker_color=[PREDICTED_COLOR if d == pred else OTHER_COLOR for d in range(len(probs))],
-        text=[f"{p:.0%}" if p >= 0.01 else "" for p in probs], textposition="outside", cliponaxis=False,
+        text=[percent_sure(p) if p >= 0.01 else "" for p in probs], textposition="outside", cliponaxis=False,
         textfont=dict(size=_FONT), customdata=_z(forward.logits, 3), meta=["output", 0],
         hovertemplate="digit %{y}<br>score z = %{customdata:.3f}<br>probability %{x:.2%}<extra></extra>",
     ))

@@ -8,6 +8,19 @@ import torch
 from digitrec.viz.scales import INK_SCALE, PROBABILITY_COLOR, SECOND_COLOR
 
 
+def percent_sure(p: float) -> str:
+    """A network's confidence in whole percents, "93%", without ever rounding to certainty: 0.995 is
+    "99.5%" (not "100%", beside a card that says 99.5 % sure), 0.9996 ">99.9%", and only 1.0 "100%"."""
+    p = float(p)
+    if p >= 1.0:
+        return "100%"
+    text = f"{p:.0%}"
+    if text != "100%":
+        return text
+    text = f"{p:.1%}"
+    return text if text != "100.0%" else ">99.9%"
+
+
 def digit_figure(pixels: torch.Tensor, title: str = "", height: int = 280, show_values: bool = False) -> go.Figure:
     """A (28, 28) digit in [0, 1] as a greyscale heatmap; hover shows row, column and value."""
     z = pixels.detach().reshape(pixels.shape[-2], pixels.shape[-1]).tolist()
@@ -38,7 +51,7 @@ def probabilities_figure(probs: dict[str, torch.Tensor], height: int = 300) -> g
             go.Bar(
                 name=label, x=[str(d) for d in range(10)], y=p.tolist(),
                 marker_color=colors[i % len(colors)],
-                text=[f"{v:.0%}" if v >= 0.01 else "" for v in p.tolist()], textposition="outside",
+                text=[percent_sure(v) if v >= 0.01 else "" for v in p.tolist()], textposition="outside",
                 hovertemplate=label + "<br>digit %{x}: %{y:.2%}<extra></extra>",
             )
         )

@@ -31,6 +31,7 @@ from digitrec.viz.attribution import (
     rank_correlation,
     sanity_figure,
 )
+from digitrec.viz.digits import percent_sure
 from streamlit_app import state
 
 # Charts use plotly's own theme: Streamlit's theme stretches the axes' frame
@@ -134,7 +135,7 @@ def attribution_compare(
         with col:
             winner, p = _predicted(net, digit)
             explained = winner if target == PREDICTED else target
-            st.markdown(f"**{net.label}** says **{winner}** ({p:.0%}); explaining **'{explained}'**.")
+            st.markdown(f"**{net.label}** says **{winner}** ({percent_sure(p)}); explaining **'{explained}'**.")
             reason = unavailable_reason(method, net)
             if reason:
                 st.info(reason)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from digitrec import fooling
+from digitrec.viz.digits import percent_sure
 from digitrec.viz.fooling import edit_figure, noise_answers_figure
 from digitrec.viz.units import image_grid
 from streamlit_app import state
@@ -72,8 +73,8 @@ def make_it_a(*, key: str, target: int = 9) -> None:
     cols = st.columns(len(nets))
     for col, (k, n) in zip(cols, nets.items()):
         p = answers[k]
-        col.metric(f"{n.label} on the edited digit", f"{int(p.argmax())} ({float(p.max()):.0%})",
-                   delta=f"was {said[k]}", delta_color="off")
+        col.metric(f"{n.label} on the edited digit", f"{int(p.argmax())} ({percent_sure(p.max())})",
+                   delta=f"was {said[k]}", delta_color="off", delta_arrow="off")  # a note, not a rise
     others = [n for k, n in nets.items() if k != victim_key]
     st.caption(
         f"The smallest budget that flips {victim.label} to {goal}: every pixel may move by at most {budget:.3f} "
@@ -123,7 +124,7 @@ def noise_test(*, key: str, kind: str = "uniform", count: int = 1000) -> None:
     verdicts = {n.label: fooling.noise_verdict(n.model, images) for n in nets.values()}
     shown = images[:8]
     answers = {k: fooling.predict(n.model, shown.unsqueeze(1)) for k, n in nets.items()}
-    titles = [" · ".join(f"{short_name(nets[k])} {int(p[i].argmax())} ({float(p[i].max()):.0%})"
+    titles = [" · ".join(f"{short_name(nets[k])} {int(p[i].argmax())} ({percent_sure(p[i].max())})"
                          for k, p in answers.items()) for i in range(len(shown))]
     st.plotly_chart(image_grid(shown, titles, cols=4, cell_px=150), key=f"{key}_images",
                     config={"displayModeBar": False})
@@ -155,7 +156,7 @@ def draw_to_fool(*, key: str) -> None:
     said = {k: int(p.argmax()) for k, p in probs.items()}
     with right:
         for k, n in nets.items():
-            st.metric(n.label, f"{said[k]} ({float(probs[k].max()):.0%})")
+            st.metric(n.label, f"{said[k]} ({percent_sure(probs[k].max())})")
         if fooling.fooled(said, int(meant), victim_key):
             st.success(f"You fooled {nets[victim_key].label}: it reads your {meant} as a {said[victim_key]}, while "
                        "the other network reads it right.", icon=":material/celebration:")

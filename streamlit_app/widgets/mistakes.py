@@ -12,6 +12,7 @@ import torch
 
 from digitrec import mistakes
 from digitrec.viz.confusion import confusion_figure, digit_grid_figure
+from digitrec.viz.digits import percent_sure
 from streamlit_app import state
 from streamlit_app.widgets.predictions import short_name
 
@@ -51,7 +52,8 @@ def thumbnails(indices: list[int], nets: dict[str, state.Network], labels: torch
     captions, hovers = [], []
     for i in indices:
         guesses = {k: mistakes.top_guess(probs[k][i]) for k in nets}
-        captions.append(f"#{i}<br>" + "<br>".join(f"{tiny_name(nets[k])} {d} · {p:.0%}" for k, (d, p) in guesses.items()))
+        captions.append(f"#{i}<br>" + "<br>".join(f"{tiny_name(nets[k])} {d} · {percent_sure(p)}"
+                                               for k, (d, p) in guesses.items()))
         hovers.append(f"test digit #{i}, labelled {int(labels[i])}<br>"
                       + "<br>".join(f"{nets[k].label} says {d} ({p:.1%})" for k, (d, p) in guesses.items()))
     st.plotly_chart(digit_grid_figure(images, captions, hovers, columns=6, highlight=highlight, tile_px=tile_px),

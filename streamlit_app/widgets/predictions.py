@@ -7,7 +7,7 @@ import torch
 
 from digitrec.inspection import predict_proba
 from digitrec.mistakes import top_guess
-from digitrec.viz.digits import probabilities_figure
+from digitrec.viz.digits import percent_sure, probabilities_figure
 from streamlit_app import state
 
 
@@ -28,7 +28,7 @@ def disagreement_sentence(guesses: dict[str, tuple[int, float]]) -> str | None:
     """
     if len({d for d, _ in guesses.values()}) <= 1:
         return None
-    said = ", ".join(f"{name} says {d} ({p:.0%})".replace("%", " %") for name, (d, p) in guesses.items())
+    said = ", ".join(f"{name} says {d} ({percent_sure(p)})".replace("%", " %") for name, (d, p) in guesses.items())
     return f"The networks disagree: {said}."
 
 

@@ -14,7 +14,7 @@ from digitrec import config, intervention, models, units
 from digitrec.data import IMAGE_SIZE
 from digitrec.inspection import layer_io, predict_proba
 from digitrec.viz import units as viz
-from digitrec.viz.digits import digit_figure, probabilities_figure
+from digitrec.viz.digits import digit_figure, percent_sure, probabilities_figure
 from streamlit_app import state
 
 UNIT_PAGE = "views/unit.py"
@@ -286,8 +286,8 @@ def unit_intervention(*, key: str, net: state.Network | None = None, network: st
     after = predict_proba(changed.model, digit.x)[0]
     st.plotly_chart(probabilities_figure({f"{base.label}": before, "with your changes": after}, height=280),
                     key=f"{key}_probs", config={"displayModeBar": False})
-    st.caption(f"On {digit.source}: it said {int(before.argmax())} ({float(before.max()):.0%}); with your changes it "
-               f"says {int(after.argmax())} ({float(after.max()):.0%}). The changed copy is in every page's network "
+    st.caption(f"On {digit.source}: it said {int(before.argmax())} ({percent_sure(before.max())}); with your changes it "
+               f"says {int(after.argmax())} ({percent_sure(after.max())}). The changed copy is in every page's network "
                f"picker as “{changed.label}”, so the explorers show its activations and arithmetic.")
     with st.expander("Every activation of the changed network on this digit", expanded=False):
         if changed.is_cnn:

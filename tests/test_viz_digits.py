@@ -1,0 +1,22 @@
+"""digitrec.viz.digits: a network's confidence is never rounded to certainty, on a bar or in a sentence."""
+
+from __future__ import annotations
+
+import torch
+
+from digitrec.viz.digits import percent_sure, probabilities_figure
+
+
+def test_confidence_is_whole_percents_but_never_rounds_up_to_certain():
+    assert percent_sure(0.929) == "93%" and percent_sure(0.004) == "0%" and percent_sure(0.5) == "50%"
+    assert percent_sure(0.994) == "99%"
+    assert percent_sure(0.995) == "99.5%"  # whole percents would say 100 %: the card beside it says 99.5 %
+    assert percent_sure(0.9996) == ">99.9%"
+    assert percent_sure(1.0) == "100%" and percent_sure(torch.tensor(1.0)) == "100%"  # softmax can reach exactly 1
+
+
+def test_probability_bars_label_each_class_the_same_way():
+    p = torch.tensor([0.995, 0.004, 0.001] + [0.0] * 7)
+    (bars,) = probabilities_figure({"FCNet": p}).data
+    assert list(bars.text[:3]) == ["99.5%", "", ""]  # below 1 %: no label
+    assert bars.y[0] == float(p[0])
