@@ -138,13 +138,18 @@ def test_upload_of_pure_noise_is_used_but_said_not_to_look_like_a_digit(models):
     at = open_draw(state.sample_digit(2))
     at.file_uploader(key="draw_input_upload_file").set_value(("noise.png", png_bytes(noise), "image/png")).run()
     assert not at.exception
-    assert any("does not look like a digit" in w.value for w in at.warning)
-    assert any("does not look like a digit" in t.value for t in at.toast)  # seen whichever tab shows
+    # Said once, beside the picture the networks read (seen whichever tab shows), while it is the digit.
+    assert [w.value for w in at.warning if "does not look like a digit" in w.value] == [
+        preprocess.not_a_digit_warning(at.session_state["digit"].pixels)]
+    assert not at.toast  # a toast is for a file that could not be read: it fades, and this digit stays
     digit = at.session_state["digit"]
     assert digit.ref != "sample:2"  # the networks read it anyway, and the page shows what they say
     fig = bar_chart(at)
     expected = predict_proba(models["FCNet (pretrained)"], digit.x)[0].tolist()
     assert fig["data"][0]["y"] == pytest.approx(expected, abs=1e-6)
+    at.session_state["digit"] = state.sample_digit(3)  # another digit: the warning was about the noise alone
+    at.run()
+    assert not [w for w in at.warning if "does not look like a digit" in w.value]
 
 
 def test_upload_of_a_digit_makes_it_current_like_a_drawing():

@@ -195,7 +195,8 @@ def _read_upload(key: str) -> None:
 
 def handle_upload(data: bytes, name: str) -> str | None:
     """Make an uploaded file the current digit; return the sentence to warn with if it cannot be read
-    (the digit stays as it was) or does not look like a digit (it is used anyway)."""
+    (the digit stays as it was). One that does not look like a digit is used anyway: the page says so
+    beside the picture the networks read (``not_a_digit``), for as long as it is the current digit."""
     try:
         image = preprocess.load_image(data)  # (H, W[, C]) uint8, longer side <= preprocess.WORK_SIDE
         steps = preprocess.preprocess_steps(image)
@@ -204,7 +205,17 @@ def handle_upload(data: bytes, name: str) -> str | None:
     digit = state.pixels_digit(steps.final, f"your upload {name}")
     state.set_current_digit(digit)
     state.remember_source_image(digit, image)
-    return f"{name}: {steps.warning}" if steps.warning else None
+    return None
+
+
+def not_a_digit(digit: state.Digit) -> None:
+    """A warning when a digit drawn or uploaded here does not look like one (noise, a texture); MNIST's
+    digits and the samples are digits, and a link's has no source to judge."""
+    if state.source_image(digit) is None:
+        return
+    warning = preprocess.not_a_digit_warning(digit.pixels)
+    if warning:
+        st.warning(warning, icon=":material/warning:")
 
 
 # ---------------------------------------------------------------- a compact picker (the Lessons sidebar)
