@@ -109,7 +109,7 @@ def test_arithmetic_result_equals_the_layers_activation(activations, layer, chan
     assert not at.exception, [e.value for e in at.exception]
     hand, shown, label = metric_numbers(at)
     truth = float(activations[layer][0, channel, row, col])
-    assert label == f"{layer} output at map {channel}, row {row}, col {col}"
+    assert label == f"{layer}, map {channel}, row {row}, col {col}"
     assert hand == pytest.approx(truth, abs=1e-4)
     assert shown == pytest.approx(truth, abs=1e-4)
     assert at.success and "exactly what the layer computed" in at.success[0].value
@@ -139,7 +139,7 @@ def test_default_position_is_the_most_active(page, activations):
     _, shown, label = metric_numbers(at)
     out = activations["conv_1_1"][0, 0]
     assert shown == pytest.approx(float(out.max()), abs=1e-4)
-    assert label.startswith("conv_1_1 output at map 0")
+    assert label.startswith("conv_1_1, map 0,")
 
 
 def test_play_steps_to_the_next_position():

@@ -262,10 +262,12 @@ def _conv_position(*, key: str, net: state.Network, digit: state.Digit, layer: s
                  rf" &= {first} \\ &\quad + {rest} + \underbrace{{{_fmt(step.bias)}}}_{{\text{{bias}}}}"
                  rf" \\ &= \mathbf{{{step.result:.4f}}}\end{{aligned}}")
     actual = float(out_map[row, col])
-    m1, m2, m3 = st.columns([2, 2, 3])
+    m1, m2, m3 = st.columns([2, 2.4, 2.6])
     m1.metric("kernel × patch, summed, + bias", f"{step.result:.4f}")
-    m2.metric(f"{layer} output at map {channel}, row {row}, col {col}", f"{actual:.4f}",
-              help="Read from the layer's output during a normal forward pass of the network.")
+    # Short enough for a lesson's narrower column (a longer label is cut off there).
+    m2.metric(f"{layer}, map {channel}, row {row}, col {col}", f"{actual:.4f}",
+              help=f"What {layer} itself output at this place of map {channel}, read during a normal forward pass "
+                   "of the network.")
     if abs(step.result - actual) <= MATCH_TOLERANCE:
         m3.success("The hand-made sum is exactly what the layer computed.")
     else:  # a bug, not a user problem: say so plainly
