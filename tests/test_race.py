@@ -251,3 +251,15 @@ def test_an_own_model_races_from_scratch_on_the_presets_digits_and_gets_a_plain_
     # The highest milestone either reached is 98 % (TinyVGG only); up to 90 % the own model led.
     assert "is 98%: TinyVGG (10 channels) got there first (14.0 s; mine: small: never, in this run)" in text
     assert "Earlier, at 90%, mine: small had led." in text  # 4.0 s against 5.0 s
+
+
+def test_the_race_chart_labels_its_targets_once_on_the_full_axis_and_each_line_when_zoomed():
+    from digitrec.viz.training import race_figure
+
+    series = [("FCNet", _evals([(0.0, 0.1), (1.0, 0.96)]))]
+    full = race_figure(series, targets=(0.95, 0.97, 0.98))
+    # Three dotted lines a few pixels apart on 0-100 %: one label under them, not three piled on the 100 % tick.
+    assert [a.text for a in full.layout.annotations] == ["targets 95 / 97 / 98 %"]
+    assert sorted(s.y0 for s in full.layout.shapes) == [0.95, 0.97, 0.98]
+    zoomed = race_figure(series, targets=(0.95, 0.97, 0.98), zoom=True)
+    assert sorted(a.text for a in zoomed.layout.annotations) == ["95%", "97%", "98%"]

@@ -211,8 +211,14 @@ def race_figure(
             hovertemplate=name + "<br>%{x:.1f} s (step %{customdata})<br>validation accuracy %{y:.2%}<extra></extra>",
         ))
     for t in targets:
-        fig.add_hline(y=t, line=dict(color="#888", dash="dot", width=1),
-                      annotation=dict(text=f"{t:.0%}", font=dict(size=10, color="#666")), annotation_position="left")
+        # On the full 0-100 % axis the targets' lines lie a few pixels apart: one label for them all, under
+        # the lowest (labels of their own piled up on the 100 % tick); zoomed in, each line has room for its own.
+        label = dict(annotation=dict(text=f"{t:.0%}", font=dict(size=10, color="#666")), annotation_position="left")
+        fig.add_hline(y=t, line=dict(color="#888", dash="dot", width=1), **(label if zoom else {}))
+    if targets and not zoom:
+        fig.add_annotation(x=1, xref="paper", xanchor="right", y=min(targets), yanchor="top", showarrow=False,
+                           text="targets " + " / ".join(f"{t * 100:.0f}" for t in sorted(targets)) + " %",
+                           font=dict(size=10, color="#666"))
     fig.update_xaxes(title_text="training seconds (pauses and evaluation excluded)", rangemode="tozero")
     fig.update_yaxes(title_text=f"validation accuracy ({eval_size:,} held-out digits)", tickformat=".0%",
                      range=[0.8, 1.0] if zoom else [0, 1.02])
