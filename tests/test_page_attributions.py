@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from digitrec import attribution, checkpoints, models
 from digitrec.inspection import predict_proba
-from digitrec.viz.attribution import format_delta, rank_correlation
+from digitrec.viz.attribution import format_delta, rank_correlation, reddest_class_sentence
 from streamlit_app import state
 from tests.pages import figures as _figures, open_page
 
@@ -117,8 +117,15 @@ def test_all_classes_grid_has_ten_heatmaps_with_the_librarys_values():
         assert heat["name"] == f"class {t}"
         assert torch.allclose(torch.tensor(heat["z"]), maps[t].values[0, 0], atol=1e-5)
 
-    # Grad-CAM for FCNet in the grid: a sentence, not an error
+    # Grad-CAM for TinyVGG: when another class's map is the reddest, the caption says why that is no contradiction
     at.selectbox(key="attr_classes_method").select("grad_cam").run()
+    cnn = _pretrained("cnn")
+    cams = attribution.all_classes(cnn, digit.x, "grad_cam")
+    note = reddest_class_sentence(cams, predict_proba(cnn, digit.x)[0], _winner(cnn, digit), "TinyVGG (pretrained)")
+    assert note is not None  # the pretrained TinyVGG's reddest map for this 3 is another class's ('6')
+    assert note in " ".join(c.value for c in at.caption)
+
+    # Grad-CAM for FCNet in the grid: a sentence, not an error
     at.selectbox(key="attr_classes_network").select("fc").run()
     assert not at.exception and not at.error
     assert not [f for f in _figures(at) if _traces(f, "class 0")]

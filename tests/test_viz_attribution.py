@@ -17,6 +17,7 @@ from digitrec.viz.attribution import (
     legend_text,
     overlay_figure,
     rank_correlation,
+    reddest_class_sentence,
     sanity_figure,
 )
 
@@ -138,6 +139,19 @@ def test_classes_figure_has_ten_maps_on_one_scale():
     assert {(h.zmin, h.zmax) for h in heatmaps} == {(-5.0, 5.0)}  # the largest |value| is 5 (class 9)
     assert heatmaps[3].z[0][0] == -1.0
     assert "(its answer)" in fig.layout.annotations[1].text
+
+
+def test_grad_cams_reddest_map_is_explained_when_it_is_not_the_answer():
+    # Class 0's map holds the most red (a sum of 784 x 0.5), the answer 7's less (784 x 0.1).
+    red = {0: 0.5, 7: 0.1}
+    attrs = [_attr(torch.full((784,), red.get(t, 0.0)), method="grad_cam", target=t) for t in range(10)]
+    probs = torch.zeros(10)
+    probs[7], probs[0] = 0.995, 0.004
+    note = reddest_class_sentence(attrs, probs, predicted=7, network="TinyVGG")
+    assert note.startswith("The most red is in the map of '0', a class TinyVGG gives 0%, against 99.5% for its answer, 7.")
+    assert reddest_class_sentence(attrs, probs, predicted=0, network="TinyVGG") is None  # the answer is the reddest
+    signed = [_attr(a.values.flatten(), method="integrated_gradients", target=a.target) for a in attrs]
+    assert reddest_class_sentence(signed, probs, predicted=7, network="TinyVGG") is None  # blue shows the rest there
 
 
 def test_sanity_figure_has_its_own_scale_per_map():

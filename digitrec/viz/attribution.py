@@ -23,6 +23,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from digitrec.attribution import Attribution
+from digitrec.viz.digits import percent_sure
 from digitrec.viz.scales import ACTIVATION_SCALE, symmetric_range
 
 # The digit under an overlay: paper white (0) to mid-grey ink (1), so that the
@@ -170,6 +171,24 @@ def overlay_figure(pixels: torch.Tensor, attr: Attribution, title: str = "", hei
         title=title or None, height=height, margin=dict(l=4, r=4, t=50 if title else 28, b=56),
     )
     return fig
+
+
+def reddest_class_sentence(attrs: list[Attribution], probs: torch.Tensor, predicted: int, network: str) -> str | None:
+    """For Grad-CAM's ten maps on one scale: when the map with the most red is not the network's answer, one
+    sentence on why that is no contradiction, with this digit's numbers; else None.
+
+    probs: the network's (10,) probabilities for the digit. Grad-CAM keeps only what raised a class (the
+    rest is cut to zero) and weighs each feature map by its gradient averaged over the positions, so a
+    class's red area is not its score."""
+    if not attrs or attrs[0].method != "grad_cam":
+        return None
+    reddest = max(attrs, key=lambda a: float(a.values.sum())).target
+    if reddest == predicted:
+        return None
+    return (f"The most red is in the map of '{reddest}', a class {network} gives {percent_sure(probs[reddest])}, "
+            f"against {percent_sure(probs[predicted])} for its answer, {predicted}. Grad-CAM draws only what raised "
+            "a class and cuts what argued against it to zero, and it weighs each feature map by its gradient "
+            "averaged over the whole map: how red a map is does not say how high the class scored.")
 
 
 def classes_figure(

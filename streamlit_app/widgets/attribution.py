@@ -29,6 +29,7 @@ from digitrec.viz.attribution import (
     legend_text,
     overlay_figure,
     rank_correlation,
+    reddest_class_sentence,
     sanity_figure,
 )
 from digitrec.viz.digits import percent_sure
@@ -188,7 +189,8 @@ def attribution_classes(
         "and what speaks against it (blue)."
     )
     st.plotly_chart(classes_figure(digit.pixels, attrs, predicted=winner), key=f"{key}_fig", theme=None)
-    st.caption(_classes_legend(method) + " The grey line outlines the digit.")
+    note = reddest_class_sentence(attrs, predict_proba(net.model, digit.x)[0], winner, net.label)
+    st.caption(_classes_legend(method) + " The grey line outlines the digit." + (f" {note}" if note else ""))
 
 
 # Methods whose map is (gradient-like) x (input - baseline): the ink pattern is in them by construction.
