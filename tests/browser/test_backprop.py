@@ -10,7 +10,9 @@ import pytest
 from playwright.sync_api import expect
 
 from digitrec import lessons
-from tests.browser.conftest import assert_no_exception, screenshot, wait_for_app, wait_for_linked_page
+from tests.browser.conftest import (
+    assert_no_exception, full_page_screenshot, screenshot, wait_for_app, wait_for_linked_page,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -39,7 +41,7 @@ def test_backward_mode_and_one_sgd_step(page, app_url):
     page.get_by_role("tab", name="3. One weight's gradient").click()
     wait_for_app(page)
     expect(page.get_by_text("a × δ (by hand)", exact=True)).to_be_visible()
-    screenshot(page, "backprop", "2-one-weight")
+    full_page_screenshot(page, "backprop", "2-one-weight")  # the tab's content lies below the first screen
 
     page.get_by_role("tab", name="4. First-layer gradient pictures").click()
     wait_for_app(page)
