@@ -203,10 +203,7 @@ def validation_split(
     "the first N training digits" stays a meaningful, reproducible quick set.
     """
     n = len(digits)
-    if size is None:
-        size = min(VALIDATION_SIZE, max(1, n // 12))
-    if not 0 < size < n:
-        raise ValueError(f"A validation split needs 0 < size < {n} digits, got {size}.")
+    size = split_sizes(n, size)[1]
     key = (id(digits.images), size, seed)
     cached = _SPLITS.get(key)
     if cached is not None and cached[0] is digits.images:  # the same tensor, not a new one at a reused id
@@ -220,6 +217,17 @@ def validation_split(
     _SPLITS.clear()  # one split kept: every run of a process splits the same 60,000
     _SPLITS[key] = (digits.images, split)
     return split
+
+
+def split_sizes(n: int, size: int | None = None) -> tuple[int, int]:
+    """(training part, validation part): how many of ``n`` digits ``validation_split`` keeps and holds out,
+    without making the split. A page process that hands a run to a worker needs only these counts: the
+    split itself is a 43 MB copy of the training digits, which the worker makes (and keeps) for itself."""
+    if size is None:
+        size = min(VALIDATION_SIZE, max(1, n // 12))
+    if not 0 < size < n:
+        raise ValueError(f"A validation split needs 0 < size < {n} digits, got {size}.")
+    return n - size, size
 
 
 # Every run splits the same training set: keep the last split (a 47 MB copy) instead of one per run.

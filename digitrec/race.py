@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import torch
 
 from digitrec import config, models
-from digitrec.data import MNIST, validation_split
+from digitrec.data import MNIST, split_sizes
 from digitrec.errors import InvalidConfig
 from digitrec.history import EvalRow
 from digitrec.runs import RunProgress, RunStatus, TrainingRun, device_words
@@ -156,7 +156,7 @@ def make_race(
     """A Race of one run per spec (not started); ``make_run(spec, data, probe)`` makes each run
     (the app passes ``digitrec.engines.make_run``: each network trains in a worker process).
     Each spec gets the race's fixed evaluation cadence (``race_cadence``)."""
-    available = len(validation_split(data.train)[0])
+    available = split_sizes(len(data.train))[0]  # the counts only: each run splits the digits itself
     return Race([make_run(race_cadence(spec, available), data, probe) for spec in specs], mode)
 
 

@@ -231,6 +231,14 @@ def test_validation_split_refuses_a_size_that_leaves_nothing():
     for size in (0, 20, 25):
         with pytest.raises(ValueError):
             data.validation_split(digits, size=size)
+        with pytest.raises(ValueError):
+            data.split_sizes(20, size)
+
+
+@pytest.mark.parametrize("n, size", [(60_000, None), (600, None), (20, None), (100, 7)])
+def test_split_sizes_are_the_splits_own_counts(n, size):
+    kept, held = data.validation_split(data.synthetic_digits(n), size=size)
+    assert data.split_sizes(n, size) == (len(kept), len(held))
 
 
 @pytest.mark.parametrize("as_input", [False, True], ids=["uint8", "float"])

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from digitrec import models, train
+from digitrec import data as digits, models, train
 from digitrec.engines.local import RUN_NAME, SPARE_NAME, WorkerRun, spare_worker
 from digitrec.engines.queue import RunQueue, max_runs
 from digitrec.engines.sessions import SessionTracker
@@ -60,7 +60,12 @@ def _settle(run: WorkerRun) -> int:
 
 def test_the_page_process_controls_a_run_in_a_worker_process():
     data = small_mnist()
+    digits._SPLITS.clear()
     run = WorkerRun(_long_spec(), data, queue=RunQueue(1))
+    # The page process counts the split (split_sizes) but never makes it: a copy of the training digits
+    # held here would stay for the server's life (the worker splits them itself).
+    assert not digits._SPLITS
+    assert run.plan.train_size == len(digits.validation_split(data.train)[0])
     threads_before = __import__("torch").get_num_threads()
     before_start = run.progress().eval_size  # what the page shows before the worker's first report
     run.start(paused=True)

@@ -45,7 +45,7 @@ from torch import nn
 
 from digitrec import config, models
 from digitrec.allocator import keep_freed_memory
-from digitrec.data import IMAGE_SIZE, MNIST, DigitSet, validation_split
+from digitrec.data import IMAGE_SIZE, MNIST, DigitSet, split_sizes
 from digitrec.engines.queue import RunQueue, default_queue
 from digitrec.runs import _RUN_IDS, RunProgress, RunStatus, TrainingRun, _units, checkpoint_bytes_of
 from digitrec.spec import RunSpec
@@ -100,13 +100,14 @@ class WorkerRun:
         self.id = next(_RUN_IDS)
         self.owner = owner
         # The worker's TrainingRun holds the validation digits out of the training set itself, so it gets
-        # the whole set (shared memory, not copied) and the plan is counted the way it will count it.
-        training, validation = validation_split(data.train)
-        self.plan = spec.plan(len(training))
+        # the whole set (shared memory, not copied) and the plan is counted the way it will count it; this
+        # process needs only the counts (the split's 43 MB copy would stay in the page process for good).
+        training, validation = split_sizes(len(data.train))
+        self.plan = spec.plan(training)
         self._train = data.train
         self.pixel_order = pixel_order(spec.train)  # as the worker's TrainingRun reads its digits
         self._test = data.test
-        self._eval_size = min(spec.eval_size, len(validation))  # as eval_subset chooses among the validation digits
+        self._eval_size = min(spec.eval_size, validation)  # as eval_subset chooses among the validation digits
         if probe is None:
             probe = data.test.images[0].float() / 255.0
         self.probe = probe.detach().float().reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (1, 1, 28, 28)
