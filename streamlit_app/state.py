@@ -721,7 +721,10 @@ def session_tracker():
         if _tracker is None:
             from streamlit import config as st_config
 
+            from digitrec.allocator import return_large_blocks
             from digitrec.engines.sessions import SessionTracker
+
+            return_large_blocks()  # so what an ended session frees leaves the process (digitrec.allocator)
 
             _tracker = SessionTracker(grace_s=float(st_config.get_option("server.disconnectedSessionTTL")))
         return _tracker

@@ -1,4 +1,5 @@
-"""digitrec.allocator: a training process reuses the memory each step frees.
+"""digitrec.allocator: a training process reuses the memory each step frees; the page process gives
+back the large blocks an ended session frees.
 
 Each run is a fresh interpreter (malloc's settings are per process and the
 test process's own heap history would blur the count). The count is of minor
@@ -53,3 +54,35 @@ def test_a_training_loop_stops_faulting_its_pages_in_each_step():
     assert default["faults"] > 20 * 200, default
     assert kept["faults"] * 5 < default["faults"], (kept, default)
 
+
+
+RETURN_SCRIPT = r"""
+import json, sys
+from digitrec.allocator import return_large_blocks
+
+took = return_large_blocks() if sys.argv[1] == "return" else None
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+first = bytearray(23 * 2**20)  # a learner's upload: mapped on its own, as any block over 128 KB at first
+del first                      # freeing it raises glibc's threshold to 23 MB (unless it was set)
+base = rss_mb()
+second = bytearray(23 * 2**20)  # the next learner's
+del second
+print(json.dumps({"took": took, "kept_mb": rss_mb() - base}))
+"""
+
+
+def _kept(mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", RETURN_SCRIPT, mode], capture_output=True, text=True, timeout=120,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_page_process_gives_a_freed_upload_back_to_the_system():
+    default, returned = _kept("default"), _kept("return")
+    assert returned["took"] is True
+    assert default["kept_mb"] > 20, default  # glibc's own way: the second 23 MB came from the heap and stayed
+    assert returned["kept_mb"] < 2, returned

@@ -112,8 +112,10 @@ def test_a_closed_tab_frees_its_run_models_and_uploads(tmp_path):
         assert released["run_threads"] == [], "the ended session's run still has a thread"
         assert training["children"] > before["children"], "the run's worker was not found under the server"
         assert after["children"] <= before["children"]
-        # The 23 MB model, its 23 MB upload and the run's state are gone: memory falls back.
+        # The 23 MB model, its 23 MB upload and the run's state are gone: memory falls back, to about where it
+        # was (the page process gives large freed blocks back: digitrec.allocator.return_large_blocks).
         assert after["rss_mb"] < during["rss_mb"] - 30, (before, during, after)
+        assert after["rss_mb"] < before["rss_mb"] + 20, (before, during, after)
         assert proc.poll() is None
     finally:
         server.stop(proc)
