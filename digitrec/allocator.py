@@ -1,4 +1,5 @@
-"""Keep the memory a training loop frees for its next step, instead of giving it back to the system.
+"""How a process's malloc keeps or returns freed memory: a training loop keeps what it frees for its
+next step (``keep_freed_memory``); the page process gives large freed blocks back (``return_large_blocks``).
 
 glibc's malloc hands every freed block above its mmap threshold (128 KB to start)
 back to the kernel, and trims the heap above 128 KB of free space. A training
@@ -8,7 +9,7 @@ its pages in anew: 616,000 minor page faults in 210 TinyVGG steps, 26.4 ms a
 step; with the thresholds below 110,000 faults and 17.9 ms a step (1 thread,
 this machine, one run each after the other).
 
-Only processes that train call it (a worker, ``digitrec train``, the
+Only processes that train call ``keep_freed_memory`` (a worker, ``digitrec train``, the
 benchmark): they keep at most their peak, which they reach anyway.
 
 The page process does the opposite (``return_large_blocks``), so a server gives
@@ -47,8 +48,9 @@ RETURN_THRESHOLD_BYTES = 16 * 2**20
 def keep_freed_memory() -> bool:
     """Set this process's malloc to reuse freed blocks; True if it took (glibc), False elsewhere."""
     mallopt = _mallopt()
-    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) \
-        and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
 def return_large_blocks() -> bool:

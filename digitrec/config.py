@@ -111,7 +111,7 @@ FAST_BATCH_SIZE = 128
 FAST_EPOCHS = 4
 SEED = 0  # fixes the initial weights and the batch order
 RACE_EPOCHS = 1  # a race's default: one pass is enough to see who is faster
-RACE_TARGETS = (0.95, 0.97, 0.98)  # test accuracies the race table times and its chart marks
+RACE_TARGETS = (0.95, 0.97, 0.98)  # validation accuracies the race table times and its chart marks
 # A race's runs evaluate on a fixed cadence (digitrec.race.race_cadence), not within the recording
 # budget: its table reads "seconds to 95 %" off the curves, so each needs points. About this many
 # points a run, each on this many validation digits (and as many training digits): fewer than a

@@ -222,7 +222,8 @@ def validation_split(
 def split_sizes(n: int, size: int | None = None) -> tuple[int, int]:
     """(training part, validation part): how many of ``n`` digits ``validation_split`` keeps and holds out,
     without making the split. A page process that hands a run to a worker needs only these counts: the
-    split itself is a 43 MB copy of the training digits, which the worker makes (and keeps) for itself."""
+    split itself copies the training digits (43 MB kept, 4 MB held out of MNIST's 47 MB), which the
+    worker makes (and keeps) for itself."""
     if size is None:
         size = min(VALIDATION_SIZE, max(1, n // 12))
     if not 0 < size < n:

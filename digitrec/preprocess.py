@@ -124,7 +124,7 @@ def not_a_digit_warning(digit: torch.Tensor) -> str | None:
     return (
         f"This does not look like a digit: ink covers {coverage * 100:.0f} % of the picture, spread over the whole "
         "frame like noise or a texture (handwritten digits leave most of it empty, under 43 % in MNIST). "
-        "The networks' answers below are for it anyway; try a photo of one digit on plain paper."
+        "The networks' answers below are for it anyway; try one digit, drawn here or photographed on plain paper."
     )
 
 

@@ -210,7 +210,7 @@ class RaceRow:
 
 
 def seconds_to_reach(evals: Sequence[EvalRow], target: float) -> float | None:
-    """Training seconds of the first evaluation with test accuracy >= ``target``; None if none.
+    """Training seconds of the first evaluation with validation accuracy >= ``target``; None if none.
 
     ``evals``: in the order measured.
     """
@@ -287,9 +287,9 @@ def table(rows: Sequence[RaceRow]) -> dict[str, list[str]]:
     }
     for i, target in enumerate(rows[0].seconds_to if rows else ()):
         t = target[0]
-        # "not reached" once a run has a point to judge by; before its first one (a race not yet run), "–"
-        out[f"seconds to {t:.0%}"] = [
-            num(r.seconds_to[i][1], ",.1f", "–" if r.best_accuracy is None else "not reached") for r in rows]
+        # Before a run's first point (a race not yet run) "–"; while it trains "not yet"; once it has ended
+        # short of the target, "not reached".
+        out[f"seconds to {t:.0%}"] = [num(r.seconds_to[i][1], ",.1f", _missing(r)) for r in rows]
     out["final test accuracy"] = [num(r.final_accuracy, ".2%") for r in rows]
     if any(r.device for r in rows):
         # A bfloat16 forward pass is about twice as fast for convolutions, a backward pass written out
@@ -301,9 +301,19 @@ def table(rows: Sequence[RaceRow]) -> dict[str, list[str]]:
     return out
 
 
+def _missing(row: RaceRow) -> str:
+    """The table's word for a target a network has no time for."""
+    if row.best_accuracy is None:
+        return "–"
+    return "not yet" if row.status in _TRAINING else "not reached"
+
+
+_TRAINING = {s.value for s in RunStatus if s.active}  # a RaceRow's status while its run may still get there
+
+
 @dataclass(frozen=True)
 class Lead:
-    """Who reached one test accuracy first."""
+    """Who reached one validation accuracy first."""
 
     target: float
     fc_seconds: float | None

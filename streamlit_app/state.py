@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import functools
 import hashlib
 import threading
 from concurrent.futures.process import BrokenProcessPool
@@ -721,10 +722,7 @@ def session_tracker():
         if _tracker is None:
             from streamlit import config as st_config
 
-            from digitrec.allocator import return_large_blocks
             from digitrec.engines.sessions import SessionTracker
-
-            return_large_blocks()  # so what an ended session frees leaves the process (digitrec.allocator)
 
             _tracker = SessionTracker(grace_s=float(st_config.get_option("server.disconnectedSessionTTL")))
         return _tracker
@@ -738,10 +736,20 @@ def track_session() -> None:
     ctx = get_script_run_ctx()
     if ctx is None or not runtime.exists():  # AppTest, or a bare import: nothing can end
         return
+    _return_large_blocks()
     tracker = session_tracker()
     sid, session_state = ctx.session_id, ctx.session_state
     tracker.track(sid, release=lambda: _release_ended(sid, session_state))
     tracker.start_janitor(runtime.get_instance().is_active_session, after=_after_release)
+
+
+@functools.cache
+def _return_large_blocks() -> None:
+    """Once per server (a real one: AppTest's pytest process keeps its own malloc): what an ended session
+    frees leaves the process (digitrec.allocator.return_large_blocks)."""
+    from digitrec.allocator import return_large_blocks
+
+    return_large_blocks()
 
 
 def tracked_sessions() -> int:

@@ -55,7 +55,6 @@ def test_a_training_loop_stops_faulting_its_pages_in_each_step():
     assert kept["faults"] * 5 < default["faults"], (kept, default)
 
 
-
 RETURN_SCRIPT = r"""
 import json, sys
 from digitrec.allocator import return_large_blocks

@@ -13,6 +13,8 @@ import torch
 
 from digitrec import bench, bench_app, config, data, models
 from digitrec.engines.local import device_name, training_device
+from digitrec.spec import RunSpec
+from digitrec.train import TrainConfig
 
 
 def test_bench_quick_json_has_every_ratio_and_latency(tmp_path, mnist, capsys):
@@ -60,6 +62,12 @@ def test_bench_trains_where_it_is_told_and_says_so_when_there_is_no_gpu(tmp_path
         with pytest.raises(SystemExit) as refused:
             bench.main(["--device", "cuda", "--quick", "--models", "fc"])
         assert refused.value.code == 2 and "torch sees no GPU here" in capsys.readouterr().err
+
+
+def test_headless_fit_trains_the_digits_the_apps_run_trains(mnist):
+    # Every digit: the app's run holds the 5,000 validation digits out, so headless fit must too.
+    spec = RunSpec(models.PRESETS["fc"], TrainConfig(epochs=1), train_size=config.TRAIN_DIGITS)
+    assert bench_app.fit_run(spec, mnist)["samples"] == config.TRAIN_DIGITS - config.VALIDATION_SIZE == 55_000
 
 
 def test_time_to_accuracy_reports_what_it_reached_when_the_target_is_out_of_reach(mnist):

@@ -92,6 +92,9 @@ def test_the_table_shows_every_column_as_text():
     # A run with no point yet (a race not started) has reached nothing and missed nothing.
     empty = race.race_row(name="x", params=1, macs_forward=1, train_size=10, samples_seen=0, elapsed_s=0.0, evals=[])
     assert race.table([_fc_row(), empty])["seconds to 97%"] == ["not reached", "–"]
+    still = race.race_row(name="x", params=1, macs_forward=1, train_size=10, samples_seen=5, elapsed_s=1.0,
+                          evals=_evals([(0.5, 0.9)]), status=RunStatus.RUNNING.value)
+    assert race.table([still])["seconds to 97%"] == ["not yet"]  # it may still get there
 
 
 def test_explanation_fills_in_this_runs_numbers_and_finds_the_reversal():

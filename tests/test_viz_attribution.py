@@ -150,6 +150,10 @@ def test_grad_cams_reddest_map_is_explained_when_it_is_not_the_answer():
     note = reddest_class_sentence(attrs, probs, predicted=7, network="TinyVGG")
     assert note.startswith("The most red is in the map of '0', a class TinyVGG gives 0%, against 99.5% for its answer, 7.")
     assert reddest_class_sentence(attrs, probs, predicted=0, network="TinyVGG") is None  # the answer is the reddest
+    blank = [_attr(torch.zeros(784), method="grad_cam", target=t) for t in range(10)]  # dead maps: no red anywhere
+    assert reddest_class_sentence(blank, probs, predicted=7, network="TinyVGG") is None
+    tied = [_attr(torch.full((784,), 0.5 if t in (0, 7) else 0.0), method="grad_cam", target=t) for t in range(10)]
+    assert reddest_class_sentence(tied, probs, predicted=7, network="TinyVGG") is None  # as red as the answer's
     signed = [_attr(a.values.flatten(), method="integrated_gradients", target=a.target) for a in attrs]
     assert reddest_class_sentence(signed, probs, predicted=7, network="TinyVGG") is None  # blue shows the rest there
 

@@ -12,7 +12,14 @@ def test_confidence_is_whole_percents_but_never_rounds_up_to_certain():
     assert percent_sure(0.994) == "99%"
     assert percent_sure(0.995) == "99.5%"  # whole percents would say 100 %: the card beside it says 99.5 %
     assert percent_sure(0.9996) == ">99.9%"
+    assert percent_sure(0.99949) == "99.9%"
     assert percent_sure(1.0) == "100%" and percent_sure(torch.tensor(1.0)) == "100%"  # softmax can reach exactly 1
+
+
+def test_with_a_decimal_the_card_never_says_certain_either():
+    assert percent_sure(0.9287, 1) == "92.9%" and percent_sure(0.995, 1) == "99.5%"
+    assert percent_sure(0.9996, 1) == "99.96%"  # "100.0%" beside a bar saying ">99.9%" was the contradiction
+    assert percent_sure(0.99999, 1) == ">99.99%" and percent_sure(1.0, 1) == "100.0%"
 
 
 def test_probability_bars_label_each_class_the_same_way():

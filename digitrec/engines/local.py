@@ -102,12 +102,12 @@ class WorkerRun:
         # The worker's TrainingRun holds the validation digits out of the training set itself, so it gets
         # the whole set (shared memory, not copied) and the plan is counted the way it will count it; this
         # process needs only the counts (the split's 43 MB copy would stay in the page process for good).
-        training, validation = split_sizes(len(data.train))
-        self.plan = spec.plan(training)
+        n_train, n_validation = split_sizes(len(data.train))
+        self.plan = spec.plan(n_train)
         self._train = data.train
         self.pixel_order = pixel_order(spec.train)  # as the worker's TrainingRun reads its digits
         self._test = data.test
-        self._eval_size = min(spec.eval_size, validation)  # as eval_subset chooses among the validation digits
+        self._eval_size = min(spec.eval_size, n_validation)  # as eval_subset chooses among the validation digits
         if probe is None:
             probe = data.test.images[0].float() / 255.0
         self.probe = probe.detach().float().reshape(1, 1, IMAGE_SIZE, IMAGE_SIZE).clone()  # (1, 1, 28, 28)

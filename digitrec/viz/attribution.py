@@ -182,8 +182,9 @@ def reddest_class_sentence(attrs: list[Attribution], probs: torch.Tensor, predic
     class's red area is not its score."""
     if not attrs or attrs[0].method != "grad_cam":
         return None
-    reddest = max(attrs, key=lambda a: float(a.values.sum())).target
-    if reddest == predicted:
+    red = {a.target: float(a.values.sum()) for a in attrs}
+    reddest = max(red, key=red.get)
+    if red[reddest] <= 0 or red[reddest] <= red.get(predicted, 0.0):  # no red at all (dead maps), or the answer's
         return None
     return (f"The most red is in the map of '{reddest}', a class {network} gives {percent_sure(probs[reddest])}, "
             f"against {percent_sure(probs[predicted])} for its answer, {predicted}. Grad-CAM draws only what raised "

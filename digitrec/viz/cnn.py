@@ -18,8 +18,8 @@ from torch import nn
 
 from digitrec.conv_maths import ConvGeometry
 from digitrec.inspection import ConvStep, LinearStep, PoolStep, capture_activations, softmax_step
-from digitrec.viz.scales import ACTIVATION_SCALE, INK_SCALE, SCOPES, WEIGHT_SCALE, scoped_ranges, symmetric_range
 from digitrec.viz.digits import percent_sure
+from digitrec.viz.scales import ACTIVATION_SCALE, INK_SCALE, SCOPES, WEIGHT_SCALE, scoped_ranges, symmetric_range
 
 PADDING_COLOR = "#c8c8c8"  # zero padding: a neutral grey that no value colour uses
 HIGHLIGHT = "#2ca02c"  # the window / cell being explained: green stands out on red-white-blue

@@ -8,17 +8,19 @@ import torch
 from digitrec.viz.scales import INK_SCALE, PROBABILITY_COLOR, SECOND_COLOR
 
 
-def percent_sure(p: float) -> str:
-    """A network's confidence in whole percents, "93%", without ever rounding to certainty: 0.995 is
-    "99.5%" (not "100%", beside a card that says 99.5 % sure), 0.9996 ">99.9%", and only 1.0 "100%"."""
+def percent_sure(p: float, decimals: int = 0) -> str:
+    """A network's confidence, a probability in [0, 1], as a percent with ``decimals`` decimals ("93%",
+    or "92.9%" with 1) that never rounds up to certainty: one more decimal where the rounding would say
+    100 (0.995 is "99.5%", not "100%", beside a card that says 99.5 %), then ">99.9%" (">99.99%" with 1),
+    and 100 only for exactly 1."""
     p = float(p)
     if p >= 1.0:
-        return "100%"
-    text = f"{p:.0%}"
-    if text != "100%":
-        return text
-    text = f"{p:.1%}"
-    return text if text != "100.0%" else ">99.9%"
+        return f"{100:.{decimals}f}%"
+    for places in (decimals, decimals + 1):
+        text = f"{p:.{places}%}"
+        if float(text[:-1]) < 100:
+            return text
+    return f">{100 - 10 ** -(decimals + 1):.{decimals + 1}f}%"
 
 
 def digit_figure(pixels: torch.Tensor, title: str = "", height: int = 280, show_values: bool = False) -> go.Figure:

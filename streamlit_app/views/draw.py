@@ -4,7 +4,7 @@ import streamlit as st
 
 from digitrec.viz.digits import digit_figure
 from streamlit_app import state
-from streamlit_app.widgets.digit_input import digit_input, not_a_digit
+from streamlit_app.widgets.digit_input import digit_input, warn_if_not_a_digit
 from streamlit_app.widgets.predictions import predictions
 from streamlit_app.widgets.preprocess_view import preprocess_view
 
@@ -28,7 +28,7 @@ def draw() -> None:
             f"{digit.source}{label}, shrunk to 28 x 28 pixels, each a grey value from 0 (black) "
             "to 1 (white). Hover a pixel for its value. This small picture is all a network ever sees."
         )
-        not_a_digit(digit)  # here, not in a tab: the page's rerun may show the Draw tab after an upload
+        warn_if_not_a_digit(digit)  # here, not in a tab: the page's rerun may show the Draw tab after an upload
 
     with st.expander("How your drawing became 28 x 28"):
         preprocess_view(key="draw_steps", digit=digit)

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from digitrec.inspection import predict_proba
-from digitrec.viz.digits import digit_figure, probabilities_figure
+from digitrec.viz.digits import digit_figure, percent_sure, probabilities_figure
 from streamlit_app import state
 from streamlit_app.widgets.compare import network_table
 
@@ -32,7 +32,7 @@ def draw() -> None:
         st.plotly_chart(probabilities_figure(probs), key="home_probs")
         guesses = {label: int(p.argmax()) for label, p in probs.items()}
         st.markdown(
-            " · ".join(f"**{label}**: {g} ({float(probs[label][g]):.1%})" for label, g in guesses.items())
+            " · ".join(f"**{label}**: {g} ({percent_sure(probs[label][g], 1)})" for label, g in guesses.items())
         )
 
     st.subheader("The two networks side by side")

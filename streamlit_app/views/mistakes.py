@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from digitrec import mistakes
-from digitrec.viz.digits import digit_figure
+from digitrec.viz.digits import digit_figure, percent_sure
 from streamlit_app import state
 from streamlit_app.widgets.context import current_digit_sidebar, network_picker
 from streamlit_app.widgets.mistakes import GRID_SIZE, caption_networks, confusion_matrix, thumbnails
@@ -118,7 +118,7 @@ def walk(cell: list[mistakes.Mistake], pos: int, net: state.Network) -> None:
     with picture:
         st.plotly_chart(digit_figure(digit.pixels, height=260), key="mistakes_digit")
         st.caption(f"Test digit #{m.index}, labelled {m.label}. {short_name(net)} says {m.predicted} "
-                   f"({m.confidence:.1%} sure) and gives the true {m.label} {m.true_probability:.1%}.")
+                   f"({percent_sure(m.confidence, 1)} sure) and gives the true {m.label} {m.true_probability:.1%}.")
         st.button("Open in the explorers", key="mistakes_open", on_click=_open, args=(m.index,), type="primary",
                   help="Makes this the current digit of every page.")
         if state.current_digit().ref == digit.ref:

@@ -196,7 +196,7 @@ def _read_upload(key: str) -> None:
 def handle_upload(data: bytes, name: str) -> str | None:
     """Make an uploaded file the current digit; return the sentence to warn with if it cannot be read
     (the digit stays as it was). One that does not look like a digit is used anyway: the page says so
-    beside the picture the networks read (``not_a_digit``), for as long as it is the current digit."""
+    beside the picture the networks read (``warn_if_not_a_digit``), for as long as it is the current digit."""
     try:
         image = preprocess.load_image(data)  # (H, W[, C]) uint8, longer side <= preprocess.WORK_SIDE
         steps = preprocess.preprocess_steps(image)
@@ -208,11 +208,9 @@ def handle_upload(data: bytes, name: str) -> str | None:
     return None
 
 
-def not_a_digit(digit: state.Digit) -> None:
-    """A warning when a digit drawn or uploaded here does not look like one (noise, a texture); MNIST's
-    digits and the samples are digits, and a link's has no source to judge."""
-    if state.source_image(digit) is None:
-        return
+def warn_if_not_a_digit(digit: state.Digit) -> None:
+    """A warning when the digit does not look like one (noise, a texture), however it came: drawn, uploaded
+    or from a link (MNIST's digits and the samples never do: MNIST's inkiest covers 43 % of its frame)."""
     warning = preprocess.not_a_digit_warning(digit.pixels)
     if warning:
         st.warning(warning, icon=":material/warning:")

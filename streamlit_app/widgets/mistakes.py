@@ -55,7 +55,7 @@ def thumbnails(indices: list[int], nets: dict[str, state.Network], labels: torch
         captions.append(f"#{i}<br>" + "<br>".join(f"{tiny_name(nets[k])} {d} · {percent_sure(p)}"
                                                for k, (d, p) in guesses.items()))
         hovers.append(f"test digit #{i}, labelled {int(labels[i])}<br>"
-                      + "<br>".join(f"{nets[k].label} says {d} ({p:.1%})" for k, (d, p) in guesses.items()))
+                      + "<br>".join(f"{nets[k].label} says {d} ({percent_sure(p, 1)})" for k, (d, p) in guesses.items()))
     st.plotly_chart(digit_grid_figure(images, captions, hovers, columns=6, highlight=highlight, tile_px=tile_px),
                     key=key)
 

@@ -53,7 +53,7 @@ def predictions(*, key: str = "predictions", digit: state.Digit | None = None, m
         verdict = ""
         if digit.label is not None:
             verdict = "right" if d == digit.label else f"wrong (labelled {digit.label})"
-        col.metric(f"{name} says", str(d), f"{p:.1%} sure", delta_color="off", delta_arrow="off", border=True)
+        col.metric(f"{name} says", str(d), f"{percent_sure(p, 1)} sure", delta_color="off", delta_arrow="off", border=True)
         if verdict:
             col.markdown(verdict)
     sentence = disagreement_sentence(guesses)

@@ -366,9 +366,10 @@ def run_view(*, key: str, slot: str, replay: bool = True, export: bool = True) -
                 f"{p.validation_size:,} validation digits after each epoch. The gap between dark blue and orange is "
                 f"overfitting. The {p.test_size:,} test digits are not watched at all: they are used once, when the "
                 "run ends, so nothing is tuned by looking at them. Seconds count training only."
-                + (f" Measuring waits longer between points when needed, so that it takes at most "
-                   f"{config.RECORDING_BUDGET:.0%} of the time, but every curve gets a first point, one halfway "
-                   "and a last, whatever they cost." if p.plan.adapt_eval else ""))
+                + (f" Measuring waits longer between points when needed, so that the points and snapshots "
+                   f"keep within {config.RECORDING_BUDGET:.0%} of the time, the diamonds' passes counted in; "
+                   "every curve still gets a first point, one halfway and a last, and every epoch its diamond, "
+                   "whatever they cost." if p.plan.adapt_eval else ""))
         with net_col:
             _probe_view(run, p.probe_probs, key=key, caption="now")
             _weights_view(p, p.first_layer, key=key)
@@ -671,7 +672,7 @@ MACS_NOTE = (
 
 
 def race_view(*, key: str, slot: str, explanation: bool = True, values: dict | None = None) -> None:
-    """Both networks' test accuracy against seconds, the table beside it, and the explanation under it.
+    """Both networks' validation accuracy against seconds, the table beside it, and the explanation under it.
     ``values`` (race_settings'): the contenders the table shows before a race."""
     try:
         upcoming = _race_configs(values) if values else [models.FCConfig(), models.TinyVGGConfig()]
@@ -720,7 +721,7 @@ def race_view(*, key: str, slot: str, explanation: bool = True, values: dict | N
 def race_chart(*, key: str, epochs: int = 2, train_size: int = config.TRAIN_DIGITS,
                batch_size: int = config.BATCH_SIZE, lr: float = config.LR, seed: int = config.SEED,
                mode: str = RaceMode.SEQUENTIAL.value) -> None:
-    """FC vs CNN: train both on the same digits and chart test accuracy against seconds, with the table."""
+    """FC vs CNN: train both on the same digits and chart validation accuracy against seconds, with the table."""
     values = dict(widths=config.FC_HIDDEN, channels=config.CNN_CHANNELS, mode=mode, train_size=train_size,
                   epochs=epochs, batch_size=batch_size, optimizer=config.OPTIMIZER, lr=lr, seed=seed)
     slot = f"widget:{key}"
