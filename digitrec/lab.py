@@ -144,7 +144,7 @@ def epochs_for(steps: int, batch_size: int, train_digits: int) -> int:
 
 def _available(values: dict) -> int:
     """The training digits a variant can have: its train_size, less the held-out validation digits."""
-    return min(int(values["train_size"]), settings.TRAIN_DIGITS - settings.VALIDATION_SIZE)
+    return min(int(values["train_size"]), data.split_sizes(settings.TRAIN_DIGITS)[0])
 
 
 def form_values(values: dict) -> dict:

@@ -935,13 +935,14 @@ def lab_facts(mnist, pretrained: dict) -> dict[str, str]:
     import json
 
     from digitrec import config, drawn, lab
+    from digitrec.data import split_sizes
 
     pct = "{:.1%}".format
     facts = {
         "lab.steps": f"{lab.BASE['max_steps']:,}",
         "lab.batch": str(lab.BASE["batch_size"]),
         "lab.validation_size": f"{config.VALIDATION_SIZE:,}",
-        "lab.train_digits": f"{config.TRAIN_DIGITS - config.VALIDATION_SIZE:,}",
+        "lab.train_digits": f"{split_sizes(config.TRAIN_DIGITS)[0]:,}",
         "lab.eval_size": f"{config.EVAL_SIZE:,}",
     }
     sweep = lab.run_experiment("learning-rate", mnist)

@@ -154,7 +154,7 @@ def attribution_compare(
 
 def _one_network_setup(key: str, digit: state.Digit | None, method: str, network: str):
     """Method and network pickers for a one-network view; None (after saying why) if the method
-    does not apply to that network, else (digit, method, net, the network's answer)."""
+    does not apply to that network, else (digit, method, net, the network's (10,) probabilities)."""
     digit = digit or state.current_digit()
     left, right = st.columns(2)
     with left:
@@ -165,8 +165,7 @@ def _one_network_setup(key: str, digit: state.Digit | None, method: str, network
     if reason:
         st.info(reason)
         return None
-    winner, _ = _predicted(net, digit)
-    return digit, method, net, winner
+    return digit, method, net, predict_proba(net.model, digit.x)[0]
 
 
 def attribution_classes(
@@ -176,7 +175,8 @@ def attribution_classes(
     chosen = _one_network_setup(key, digit, method, network)
     if chosen is None:
         return
-    digit, method, net, winner = chosen
+    digit, method, net, probs = chosen
+    winner = int(probs.argmax())
     try:
         attrs = state.attribution_all_classes(net, digit, method)
     except DigitrecError as e:
@@ -189,7 +189,7 @@ def attribution_classes(
         "and what speaks against it (blue)."
     )
     st.plotly_chart(classes_figure(digit.pixels, attrs, predicted=winner), key=f"{key}_fig", theme=None)
-    note = reddest_class_sentence(attrs, predict_proba(net.model, digit.x)[0], winner, net.label)
+    note = reddest_class_sentence(attrs, probs, winner, net.label)
     st.caption(_classes_legend(method) + " The grey line outlines the digit." + (f" {note}" if note else ""))
 
 
@@ -204,7 +204,8 @@ def attribution_sanity(
     chosen = _one_network_setup(key, digit, method, network)
     if chosen is None:
         return
-    digit, method, net, winner = chosen
+    digit, method, net, probs = chosen
+    winner = int(probs.argmax())
     try:
         trained = state.attribution_map(net, digit, method, winner)
         randomized = state.attribution_map(net, digit, method, winner, randomized=True)

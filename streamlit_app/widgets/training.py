@@ -19,7 +19,7 @@ import streamlit as st
 import torch
 
 from digitrec import checkpoints, config, engines, models, race, runs
-from digitrec.data import permute_pixels, pixel_permutation
+from digitrec.data import permute_pixels, pixel_permutation, split_sizes
 from digitrec.errors import DigitrecError, InvalidConfig
 from digitrec.race import Race, RaceMode
 from digitrec.engines.local import WorkerRun
@@ -45,7 +45,7 @@ ACTIVATION_LABELS = {"relu": "ReLU", "none": "none (straight lines only)"}
 def _train_size_label(n: int) -> str:
     """60,000 means every digit not held out for validation."""
     if n >= config.TRAIN_DIGITS:
-        return f"all {config.TRAIN_DIGITS - config.VALIDATION_SIZE:,}"
+        return f"all {split_sizes(config.TRAIN_DIGITS)[0]:,}"
     return f"{n:,}"
 
 
