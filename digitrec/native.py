@@ -1,8 +1,9 @@
 """Compiles and loads digitrec's C kernels (``digitrec/<name>.c``), once per machine.
 
-Today there are two, for training, where PyTorch's CPU kernels are slow on TinyVGG's
-small maps: ``pooling.c``, max pooling over few channels (see digitrec.pooling), and
-``image_conv.c``, the convolution of the one-channel image (see digitrec.image_conv). A kernel is compiled on
+Today there are three, for training, where PyTorch's CPU kernels are slow on this project's small
+tensors: ``pooling.c``, max pooling over few channels (see digitrec.pooling),
+``image_conv.c``, the convolution of the one-channel image (see digitrec.image_conv), and
+``digit_batch.c``, a batch gathered from the digits in memory (see digitrec.digit_batch). A kernel is compiled on
 first use by the machine's C compiler (``$CC``, else ``cc``: the machines this project is
 built and tested on have GCC; elsewhere Debian's build-essential or Xcode's command-line
 tools give one) with ``-O3 -march=native``, into the user's cache

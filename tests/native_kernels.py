@@ -1,4 +1,4 @@
-"""What the tests of digitrec's C kernels (pooling.c, image_conv.c) share: whether this machine can
+"""What the tests of digitrec's C kernels (pooling.c, image_conv.c, digit_batch.c) share: whether this machine can
 build them, and builds of them for other processors' vector widths."""
 
 from __future__ import annotations
