@@ -17,6 +17,14 @@ the same layout, so the gradients are bit-identical to ``loss.backward()``'s (``
 checks it) and a seeded run trains to the same weights either way. Anything else (convolutions,
 other activations, batch norm, dropout, hooks on a layer or a weight, a frozen layer, another precision than
 float32) trains through autograd.
+
+Inference mode: both passes run under ``torch.inference_mode()``, not ``torch.no_grad()``. Under
+no_grad every operation still passes through autograd's layer of the dispatcher, which then does
+nothing; inference mode skips that layer: forward and backward of a batch of 128 took 147 instead of
+160 us (FCNet, 1 thread), the same operations on the same numbers. What they make (the scores, the
+gradients set as ``.grad``) are inference tensors: anything may read them, nothing may change them in
+place outside inference mode. Adam only reads the gradients, and ``fit`` sets them to None when it
+ends; a caller that goes on with ``loss.backward()`` sets them to None first, as ``fit`` does.
 """
 
 from __future__ import annotations
@@ -50,11 +58,14 @@ class HandBackward:
         self.model = model
         self.linears = linears
         self.relu_after = relu_after  # is the Linear layer at this index followed by a ReLU?
+        weight = linears[0].weight
+        # d loss / d loss, made once: a new one a step took about 1 % of FCNet's step.
+        self.one = torch.ones((), dtype=weight.dtype, device=weight.device)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Forward]:
         """(scores (B, 10), mean cross-entropy, what ``backward`` needs) for digits ``x`` (B, 1, 28, 28)."""
         spec = self.model.spec
-        with torch.no_grad():
+        with torch.inference_mode():  # see "Inference mode" above: no_grad, with less dispatching
             if spec.normalised:
                 x = (x - spec.mean) / spec.std
             a = x.flatten(1)  # (B, 784), as nn.Flatten
@@ -71,10 +82,9 @@ class HandBackward:
 
     def backward(self, f: Forward) -> None:
         """Set every weight's ``.grad`` from the forward pass ``f``, as ``loss.backward()`` would."""
-        with torch.no_grad():
-            one = torch.ones((), dtype=f.log_probs.dtype, device=f.log_probs.device)  # d loss / d loss
+        with torch.inference_mode():  # see "Inference mode" above: no_grad, with less dispatching
             blame = torch.ops.aten.nll_loss_backward(
-                one, f.log_probs, f.labels, None, _MEAN, _IGNORE_INDEX, f.total_weight)  # −1/B at each label
+                self.one, f.log_probs, f.labels, None, _MEAN, _IGNORE_INDEX, f.total_weight)  # −1/B at each label
             blame = torch._log_softmax_backward_data(blame, f.log_probs, 1, f.log_probs.dtype)  # (p − onehot) / B
             for i in range(len(self.linears) - 1, -1, -1):
                 linear, a = self.linears[i], f.inputs[i]

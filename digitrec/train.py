@@ -417,7 +417,8 @@ def fit(
                 state.step += 1
                 state.samples_seen += len(y)
                 state.loss = loss_value
-                state.accuracy = (logits.argmax(dim=1) == y).float().mean().item()
+                # The count of right guesses over the batch: two operations fewer than .float().mean() a step.
+                state.accuracy = int((logits.argmax(dim=1) == y).sum()) / len(y)
                 state.elapsed_s = time.perf_counter() - clock - off_clock_s
                 state.samples_per_s = state.samples_seen / max(state.elapsed_s, 1e-9)
                 off_clock_s += _emit_timed(callbacks, "on_step_end", state)
