@@ -209,8 +209,8 @@ SPARE_WORKER_ENV = "DIGITREC_SPARE_WORKER"
 # alone with 2 threads trained TinyVGG at 8,400-8,700 digits/s when the other core was free but
 # 600-840 when another session's work held it (OpenMP threads wait for each other), against
 # 5,000-5,400 with 1 thread (load average 6; FCNet: 7,800 vs 26,000 digits/s under load).
-# "0": train with PyTorch's own max pooling instead of digitrec's C kernel (digitrec.native,
-# digitrec.pooling): to compare the two, or where compiling is not wanted.
+# "0": train with PyTorch's own operations instead of digitrec's C kernels (digitrec.native: max
+# pooling, the image's convolution, gathering a batch): to compare the two, or where compiling is not wanted.
 NATIVE_ENV = "DIGITREC_NATIVE"
 DEVICE_ENV = "DIGITREC_DEVICE"  # "cpu" keeps training off a GPU that is present
 REPORT_EVERY_S = 0.25  # a worker sends its progress this often (the page polls once a second)

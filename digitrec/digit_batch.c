@@ -12,8 +12,9 @@
    numbers: a table of them is made once per call by that very division, and each pixel is looked
    up. tests/test_digit_batch.py checks every one of the 256 against PyTorch.
 
-   Layout: images (count, pixels) uint8 contiguous, labels (count,) int64; rows (n,) int64, each in
-   0..count-1 (the caller's permutation); out (n, pixels) float32, labels_out (n,) int64. */
+   Layout: images (count, pixels) uint8 contiguous, labels (count,) int64; rows (n,) int64 (the
+   caller's permutation); out (n, pixels) float32, labels_out (n,) int64. Returns 0, or -1 (having
+   read nothing) where a row is outside 0..count-1. */
 
 #include <stdint.h>
 
@@ -26,8 +27,10 @@ static void prefetch_row(const uint8_t *row, int64_t pixels) {
   for (int64_t b = 0; b < pixels; b += CACHE_LINE) __builtin_prefetch(row + b);
 }
 
-int gather_digits(const uint8_t *images, int64_t pixels, const int64_t *labels, const int64_t *rows,
+int gather_digits(const uint8_t *images, int64_t count, int64_t pixels, const int64_t *labels, const int64_t *rows,
                   int64_t n, float *out, int64_t *labels_out) {
+  for (int64_t i = 0; i < n; i++)
+    if (rows[i] < 0 || rows[i] >= count) return -1;
   float scaled[256];
   for (int v = 0; v < 256; v++) scaled[v] = (float)v / 255.0f;
   for (int64_t i = 0; i < n && i < ROWS_AHEAD; i++) prefetch_row(images + rows[i] * pixels, pixels);

@@ -26,7 +26,7 @@ def gatherer(images: torch.Tensor, labels: torch.Tensor) -> Gather | None:
     """A function from row numbers (int64, each in 0..N-1) to the batch (x (B, 1, H, W) float32 in
     [0, 1], y (B,) int64) of ``images`` (N, H, W) uint8 and ``labels`` (N,) int64; None where the
     kernel cannot serve these tensors (the caller then uses PyTorch's operations)."""
-    if not (images.dim() == 3 and images.dtype == torch.uint8 and labels.dtype == torch.int64
+    if not (images.dim() == 3 and labels.dim() == 1 and images.dtype == torch.uint8 and labels.dtype == torch.int64
             and images.device.type == "cpu" and labels.device.type == "cpu"
             and images.is_contiguous() and labels.is_contiguous() and len(images) == len(labels)):
         return None
@@ -37,11 +37,12 @@ def gatherer(images: torch.Tensor, labels: torch.Tensor) -> Gather | None:
     pixels = height * width
 
     def gather(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = rows.contiguous()
+        rows = rows.to("cpu", torch.int64).contiguous()  # the kernel's layout (a no-op for a permutation's slice)
         x = torch.empty((len(rows), 1, height, width), dtype=torch.float32, device="cpu")
         y = torch.empty(len(rows), dtype=torch.int64, device="cpu")
-        kernel(address(images), ctypes.c_int64(pixels), address(labels), address(rows), ctypes.c_int64(len(rows)),
-               address(x), address(y))
+        if kernel(address(images), ctypes.c_int64(len(images)), ctypes.c_int64(pixels), address(labels), address(rows),
+                  ctypes.c_int64(len(rows)), address(x), address(y)) != 0:
+            raise IndexError(f"a batch asked for a digit outside 0..{len(images) - 1}")
         return x, y
 
     return gather

@@ -136,7 +136,10 @@ class TrainState:
 
 
 class Callback(Protocol):
-    """Any object with some of these methods; each receives the live TrainState."""
+    """Any object with some of these methods; each receives the live TrainState.
+
+    A callback reads the model; it does not change a weight's ``.grad`` in place: a network trained
+    by ``digitrec.hand_backward`` holds its gradients as inference tensors, which PyTorch refuses to change."""
 
     def on_fit_start(self, state: TrainState) -> None: ...
     def on_step_end(self, state: TrainState) -> None: ...

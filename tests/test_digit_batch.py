@@ -50,7 +50,16 @@ def test_any_rows_in_any_order(kernel, rows):
 
 def test_batches_are_the_same_with_the_kernel_or_without(kernel, monkeypatch):
     digits = data.synthetic_digits(300, seed=1)  # 300 = 2 x 128 + 44: a short last batch
+    served = []
+    real = digit_batch.gatherer
+
+    def watched(images, labels):
+        served.append(real(images, labels))
+        return served[-1]
+
+    monkeypatch.setattr(digit_batch, "gatherer", watched)
     with_kernel = list(data.batches(digits, 128, generator=torch.Generator().manual_seed(7)))
+    assert len(served) == 1 and served[0] is not None  # batches took the kernel
     monkeypatch.setattr(digit_batch, "gatherer", lambda images, labels: None)
     without = list(data.batches(digits, 128, generator=torch.Generator().manual_seed(7)))
     assert [len(y) for _, y in with_kernel] == [128, 128, 44]
@@ -58,7 +67,31 @@ def test_batches_are_the_same_with_the_kernel_or_without(kernel, monkeypatch):
         assert torch.equal(_bits(x), _bits(want_x)) and torch.equal(y, want_y)
 
 
-@pytest.mark.parametrize("change", ["not contiguous", "float images", "int32 labels"])
+def test_a_subset_of_the_digits_is_read_from_its_own_first_digit(kernel):
+    digits = data.synthetic_digits(64, seed=5)
+    later = data.DigitSet(digits.images[7:], digits.labels[7:])  # a view that starts inside the tensor
+    rows = torch.tensor([0, 56, 3])
+    x, y = digit_batch.gatherer(later.images, later.labels)(rows)
+    want_x, want_y = _torch_batch(later, rows)
+    assert torch.equal(_bits(x), _bits(want_x)) and torch.equal(y, want_y)
+
+
+@pytest.mark.parametrize("row", [-1, 64])
+def test_a_row_outside_the_digits_is_refused_not_read(kernel, row):
+    digits = data.synthetic_digits(64, seed=6)
+    with pytest.raises(IndexError, match="outside 0..63"):
+        digit_batch.gatherer(digits.images, digits.labels)(torch.tensor([0, row]))
+
+
+def test_rows_of_another_integer_type_are_read_as_int64(kernel):
+    digits = data.synthetic_digits(64, seed=7)
+    rows = torch.tensor([9, 2, 40], dtype=torch.int32)
+    x, y = digit_batch.gatherer(digits.images, digits.labels)(rows)
+    want_x, want_y = _torch_batch(digits, rows.long())
+    assert torch.equal(_bits(x), _bits(want_x)) and torch.equal(y, want_y)
+
+
+@pytest.mark.parametrize("change", ["not contiguous", "float images", "int32 labels", "labels of two columns"])
 def test_digits_the_kernel_cannot_read_go_through_pytorch(change):
     digits = data.synthetic_digits(64, seed=2)
     images, labels = digits.images, digits.labels
@@ -66,8 +99,10 @@ def test_digits_the_kernel_cannot_read_go_through_pytorch(change):
         images = images.transpose(1, 2)
     elif change == "float images":
         images = images.float()
-    else:
+    elif change == "int32 labels":
         labels = labels.int()
+    else:
+        labels = torch.stack([labels, labels], dim=1)
     assert digit_batch.gatherer(images, labels) is None
     if change == "not contiguous":  # data.batches still gives the right digits, through PyTorch
         x, y = next(data.batches(data.DigitSet(images, labels), 64, shuffle=False))

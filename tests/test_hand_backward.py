@@ -114,8 +114,7 @@ def test_fit_trains_fcnet_by_hand_to_the_weights_autograd_reaches():
     for (name, p), q in zip(by_hand.named_parameters(), through_autograd.parameters()):
         assert torch.equal(p, q), name
         assert p.grad is None  # fit leaves no gradients behind on a model the explorers share
-        assert not p.is_inference()  # the passes ran in inference mode; the weights stay ordinary tensors
-    # so autograd can go on from the weights fit left (the backprop explorer does)
+    # the passes ran in inference mode: autograd can still go on from the weights fit left (the backprop explorer does)
     nn.functional.cross_entropy(by_hand(digits.images[:8].unsqueeze(1).float() / 255), digits.labels[:8]).backward()
     assert all(p.grad is not None for p in by_hand.parameters())
     assert not train.fit(models.build(models.TinyVGGConfig(), seed=0), digits,
