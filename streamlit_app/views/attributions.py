@@ -30,7 +30,7 @@ def draw() -> None:
         st.session_state["attr_classes_method"] = method
         st.session_state["attr_sanity_method"] = method
 
-    classes_tab, sanity_tab = st.tabs(["What would make it a 3? (all ten classes)", "Sanity check: random weights"])
+    classes_tab, sanity_tab = st.tabs(["What would make it a 0, 1, … 9? (all ten classes)", "Sanity check: random weights"])
     with classes_tab:
         attribution_classes(key="attr_classes", digit=digit, method=method, network="cnn")
     with sanity_tab:
