@@ -1,10 +1,11 @@
 """Training batches gathered by a C kernel (``digit_batch.c``): the chosen digits scaled to [0, 1]
 and their labels in one pass, the same numbers as PyTorch's four operations.
 
-For FCNet 784-16-16-10 a batch of 128 took about 45 us in PyTorch (index_select of the images and
-the labels, a cast, a division) against about 25 us here, most of the difference being memory
+For FCNet 784-16-16-10 a batch of 128 took about 47 us in PyTorch (index_select of the images and
+the labels, a cast, a division) against about 30 us here, most of the difference being memory
 waits the kernel overlaps by prefetching rows ahead (``digit_batch.c`` says how); a one-epoch run
-took 0.167 instead of 0.178 s (1 thread, this project's 2-core Xeon). ``digitrec.data.batches``
+took 0.163 instead of 0.175 s, and 0.184 instead of 0.195 in a busier minute (1 thread, this
+project's 2-core Xeon, alternating in one process). ``digitrec.data.batches``
 uses it where it can and PyTorch's operations elsewhere (no compiler, ``DIGITREC_NATIVE=0``, digits
 that are not contiguous uint8 on the CPU).
 """
