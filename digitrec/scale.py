@@ -41,6 +41,14 @@ TIMING_BATCH = 16  # images per timed step (small: the page measures while a lea
 TIMING_STEPS = 2
 
 
+def network_name(network: str) -> str:
+    """What the panel calls "fc" and "cnn": FCNet with its hidden widths (its input grows with the
+    image, so no 784 in the name: it is not the race's FCNet), TinyVGG with its channels."""
+    if network == "fc":
+        return f"FCNet, hidden {'-'.join(str(width) for width in FC_HIDDEN)}"
+    return f"TinyVGG, {CNN_CHANNELS} channels"
+
+
 def fc_net(size: int, channels: int, hidden: Sequence[int] = FC_HIDDEN) -> nn.Module:
     """FCNet for size x size x channels inputs: every pixel of every channel feeds each first-layer neuron."""
     layers: list[nn.Module] = [nn.Flatten()]

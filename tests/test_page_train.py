@@ -105,6 +105,9 @@ def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
     # Ended: the replay slider and the export appear.
     slider = at.select_slider(key="train_replay_at")
     assert slider.value == len(p.snapshots) - 1
+    # the caption counts the snapshots the run took, not only the cadence it planned (the budget may delay some)
+    assert any(c.value.startswith(f"{len(p.snapshots)} snapshots, at most one every {p.plan.snapshot_every:,} steps")
+               for c in at.caption)
     assert at.download_button(key="train_export_download") is not None
 
 

@@ -114,6 +114,13 @@ def test_map_places_a_test_digit_on_its_own_dot(mnist):
     grid = next(f for f in figures(at) if any("distance" in a.get("text", "") for a in f["layout"].get("annotations", [])))
     labels = [int(a["text"].split()[1]) for a in grid["layout"]["annotations"]]
     assert labels == mnist.train.labels[nearest].tolist()
+    # The caption's share is the map's own separation score, in a sentence that reads.
+    coords = np.zeros((10_000, 2))  # each dot back at its test digit's index (customdata), the map's own order
+    for t in classes:
+        coords[values(t["customdata"])] = np.column_stack([values(t["x"]), values(t["y"])])
+    score = embedding.separation(coords, mnist.test.labels[:10_000])
+    assert any(f"For {score:.0%} of the dots, most of their 10 nearest dots on this map are of the same class"
+               in c.value for c in at.caption)
 
 
 def test_break_it_edit_flips_the_network_and_noise_counts_add_up():

@@ -70,8 +70,11 @@ def test_the_race_page_measures_and_explains_on_request():
         time.sleep(0.5)
     at.run()
     assert not at.exception
-    fig = next(f for f in figures(at) if any(t.get("name") == "FCNet (fully connected)" for t in f["data"]))
+    fig = next(f for f in figures(at) if any(t.get("name") == "FCNet, hidden 128-64" for t in f["data"]))
     assert len([t for t in fig["data"] if t.get("x") == [28, 32, 64, 128]]) == 8  # 2 networks x 4 panels
     text = " ".join(m.value for m in at.markdown)
     assert "**Weights.**" in text and "**Memory.**" in text and "**Speed.**" in text
+    assert "The fully connected network here is FCNet, hidden 128-64" in text  # not the race's 784-16-16-10
     assert at.dataframe and len(at.dataframe[0].value) == 8
+    # the table names the networks it measured, as the chart does
+    assert set(at.dataframe[0].value["network"]) == {"FCNet, hidden 128-64", "TinyVGG, 10 channels"}

@@ -197,3 +197,17 @@ def test_a_units_biography_forms_across_training(short_run, subset):
     assert len(changed) >= 8, changed  # training moved most neurons' favourite digits
     assert not torch.equal(units.incoming_weights(first, units.Unit("fc_2", 3)),
                            units.incoming_weights(last, units.Unit("fc_2", 3)))
+
+
+def test_a_receptive_field_over_the_edge_is_drawn_up_to_the_edge_not_over_the_title():
+    from digitrec.viz.units import image_grid
+
+    images = torch.zeros(2, 28, 28)
+    fig = image_grid(images, ["#1: 0.5", "#2: 0.4"], cols=2, boxes=[(-2, -2, 3, 3), (20, 24, 29, 31)])
+    first, second = fig.layout.shapes
+    left_of_second = 28 + max(1, 28 // 8)
+    top = max(3, 28 // 3)  # the first row's images start below their titles
+    assert (first.x0, first.y0) == (-0.5, top - 0.5)  # clipped at the image's top left corner
+    assert (first.x1, first.y1) == (3.5, top + 3.5)  # the part inside the image as it was
+    assert (second.x1, second.y1) == (left_of_second + 27.5, top + 27.5)  # clipped at the bottom right
+    assert second.x0 == left_of_second + 23.5

@@ -66,7 +66,8 @@ def output_blame_figure(probs: torch.Tensor, target: int, height: int = 320) -> 
         x=digits, y=delta, name="p − onehot", marker_color=_bar_colors(delta),
         text=[_signed(v, 4) for v in delta], textposition="outside", cliponaxis=False,
         hovertemplate="digit %{x}: ∂loss/∂score = %{y:.6f}<extra></extra>"), row=1, col=2)
-    fig.update_yaxes(range=[0, 1.2], tickformat=".0%", row=1, col=1)
+    # Room above a bar of 1 for its label; the ticks stop at 100 %, as a probability does.
+    fig.update_yaxes(range=[0, 1.2], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1], row=1, col=1)
     fig.update_yaxes(range=[-1.25, 1.25], zeroline=True, zerolinecolor="#444444", row=1, col=2)
     fig.update_xaxes(type="category", title_text="digit")
     fig.update_layout(height=height, showlegend=False, margin=dict(l=4, r=4, t=30, b=4))

@@ -303,7 +303,8 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
     grid.axes[f"yaxis{'' if grid.count == 1 else grid.count}"].update(
         autorange="reversed", type="category", tickmode="array", tickvals=[str(d) for d in range(len(probs))],
         tickfont=dict(size=_FONT + 2), ticks="", showgrid=False, showline=False, zeroline=False)
-    grid.axes[f"xaxis{'' if grid.count == 1 else grid.count}"].update(range=[0, 1.35], visible=False)
+    # Room beside a full bar for its label, ">99.9%" the longest.
+    grid.axes[f"xaxis{'' if grid.count == 1 else grid.count}"].update(range=[0, 1.6], visible=False)
     annotations.append(_text(grid.centre_x(col), 1.0, f"<b>output</b><br>softmax<br>says <b>{pred}</b>",
                              yanchor="bottom"))
     fig.add_traces(traces)

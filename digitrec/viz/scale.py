@@ -8,11 +8,11 @@ from typing import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from digitrec import config
+from digitrec import config, scale
 from digitrec.scale import ScaleRow
 from digitrec.viz.scales import PROBABILITY_COLOR, SECOND_COLOR
 
-NAMES = {"fc": "FCNet (fully connected)", "cnn": "TinyVGG (convolutional)"}
+NAMES = {net: scale.network_name(net) for net in ("fc", "cnn")}
 COLORS = {"fc": PROBABILITY_COLOR, "cnn": SECOND_COLOR}
 PANELS = (  # (ScaleRow attribute, panel title, scale of the value shown)
     ("params", "parameters", 1),

@@ -45,7 +45,10 @@ def image_grid(images: torch.Tensor, titles: list[str], cols: int = 3, height: i
         notes.append(dict(x=left + (w - 1) / 2, y=top - 0.6, text=titles[i], showarrow=False, yanchor="bottom",
                           font=dict(size=11)))
         if boxes is not None:
+            # A window that hangs over the edge (a cell near the border reads the zero padding there) is drawn
+            # up to the edge: the padding is not part of the picture, and a box past it would cover the title.
             b_top, b_left, b_bottom, b_right = boxes[i]
+            b_top, b_left, b_bottom, b_right = max(b_top, 0), max(b_left, 0), min(b_bottom, h - 1), min(b_right, w - 1)
             shapes.append(dict(type="rect", x0=left + b_left - 0.5, x1=left + b_right + 0.5, y0=top + b_top - 0.5,
                                y1=top + b_bottom + 0.5, line=dict(color=HIGHLIGHT, width=2)))
     fig.add_trace(go.Heatmap(z=canvas.numpy(), colorscale=colorscale, zmin=zrange[0], zmax=zrange[1],

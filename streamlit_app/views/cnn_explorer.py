@@ -49,6 +49,7 @@ def draw() -> None:
     unit_link(key="cnn_unit_link", net=net)  # any map's biography, and the dead maps named
 
     st.divider()
+    st.markdown("How each map was computed, one layer kind at a time:")
     has_bn = any(layer.kind == "BatchNorm2d" for layer in models.spec_of(net.config).layers)
     sections = [*SECTIONS[:2], BATCH_NORM, *SECTIONS[2:]] if has_bn else SECTIONS
     section = _choose_section(sections)

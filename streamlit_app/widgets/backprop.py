@@ -224,7 +224,8 @@ def _choose_neuron(key: str, bw: backprop.Backward, layer: str, neuron: int, url
 
 def _match(hand: float, auto: float, what: str) -> None:
     if abs(hand - auto) <= MATCH_TOLERANCE * max(1.0, abs(auto)):
-        st.success(f"autograd's {what}: {_small(auto)}. The same number (they differ by {abs(hand - auto):.1e}).")
+        same = "exactly the same number" if hand == auto else f"the same to rounding (they differ by {abs(hand - auto):.1e})"
+        st.success(f"autograd's {what}: {_small(auto)}. {same[0].upper()}{same[1:]}.")
     else:  # a bug, not something the learner did: say so plainly
         st.warning(f"autograd's {what} is {_small(auto)}, off by {abs(hand - auto):.2e}: the explanation is wrong.")
 
@@ -391,7 +392,8 @@ def backprop_gradient_pictures(*, key: str, net: state.Network | None = None, di
     shown = f"the {len(neurons)} most blamed of {n}" if len(neurons) < n else f"all {n}"
     st.caption(
         f"The gradient of every weight of `{layer}`, {shown} neurons, one picture each (most blamed first). "
-        f"Picture j is the digit times neuron j's δ (checked: they differ by at most {gap:.1e}): a weight is blamed "
+        f"Picture j is the digit times neuron j's δ ({'checked: exactly' if gap == 0 else f'checked: they differ by at most {gap:.1e}'}): "
+        "a weight is blamed "
         "in proportion to the ink it saw. Pink pictures: the step subtracts the digit from that neuron's weights; "
         "green ones: it adds the digit. Over thousands of digits these nudges pile up, which is why trained "
         f"weight pictures look like blurry strokes. {off} of the {n} neurons were switched off by ReLU: blank "

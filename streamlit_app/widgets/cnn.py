@@ -152,7 +152,7 @@ def cnn_overview(*, key: str, net: state.Network | None = None, digit: state.Dig
             "network": "Every map shares one range, so you can compare layers: see how values grow in deeper layers.",
         }[chosen]
         + " Notice how ReLU columns have no blue and each pooling column is half the size. "
-        "Hover over a map for its numbers; pick one below to see how it was computed."
+        "Hover over a map for its numbers."
     )
 
 

@@ -50,9 +50,10 @@ def digit_map(*, key: str, net: state.Network | None = None, network: str = "", 
                             on_select="rerun", selection_mode="points", config={"scrollZoom": True})
     score = embedding.separation(dmap.coords, labels)
     st.caption(
-        f"One dot per test digit, coloured by its true class. {score:.0%} of the dots' 10 nearest dots on this map "
-        f"are mostly of their own class ({'mixed' if score < 0.5 else 'clear islands' if score > 0.85 else 'partly separated'}). "
-        f"Built in {dmap.seconds:.1f} s; your digit placed in {place_ms:.0f} ms. Click a dot to see its digit; "
+        f"One dot per test digit, coloured by its true class. For {score:.0%} of the dots, most of their 10 nearest "
+        f"dots on this map are of the same class ({'mixed' if score < 0.5 else 'clear islands' if score > 0.85 else 'partly separated'}). "
+        f"Built in {'under 0.1' if dmap.seconds < 0.05 else f'{dmap.seconds:.1f}'} s; your digit placed in "
+        f"{place_ms:.0f} ms. Click a dot to see its digit; "
         "scroll to zoom."
     )
     left, right = st.columns(2)

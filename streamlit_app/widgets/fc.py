@@ -191,7 +191,8 @@ def _linear_step(s: fc_maths.FCStep, net: state.Network, key: str) -> None:
             f"positive weights. Largest here: neuron {top} with {_num(float(s.values[top]), 2)}; "
             f"{int((s.values < 0).sum())} of the {n_out} are negative."
         )
-    st.latex(rf"z_j = \sum_{{i=1}}^{{{n_in}}} w_{{j,i}}\, x_i + b_j \qquad j = 0, \dots, {n_out - 1}")
+    # i from 0, as the flatten step numbers the pixels (pixel (14, 14) is number 406) and j numbers the neurons.
+    st.latex(rf"z_j = \sum_{{i=0}}^{{{n_in - 1}}} w_{{j,i}}\, x_i + b_j \qquad j = 0, \dots, {n_out - 1}")
     # A toggle, not an expander: the figure holds every weight of the layer, so it is only built when asked for.
     if st.toggle("Show it as a matrix times a vector: z = W x + b", key=f"{key}_matvec_on"):
         st.plotly_chart(fc_viz.linear_layer_figure(lin.weight, s.inputs, lin.bias, s.values), key=f"{key}_matvec")

@@ -396,7 +396,13 @@ def snapshot_replay(*, key: str, slot: str) -> None:
     if len(snaps) < 2:
         return
     st.subheader("Replay the run")
-    st.caption(f"A snapshot every {p.plan.snapshot_every} steps. Slide to see what the network knew at that moment.")
+    every = p.plan.snapshot_every
+    if p.plan.adapt_snapshots:  # a snapshot waits while taking it would overrun the recording budget
+        taken = f"{len(snaps)} snapshots, at most one every {every:,} steps (later where taking one would cost more " \
+                f"than the recording budget)."
+    else:
+        taken = f"A snapshot every {every:,} steps, as chosen."
+    st.caption(f"{taken} Slide to see what the network knew at that moment.")
     index = st.select_slider(
         "Network at", options=list(range(len(snaps))), value=len(snaps) - 1, key=f"{key}_at",
         format_func=lambda i: f"step {snaps[i].step:,} ({snaps[i].seconds:.1f} s)",
@@ -744,7 +750,9 @@ def scale_panel(*, key: str) -> None:
     st.markdown(
         "On MNIST the fully connected network is cheaper per digit. Does that hold on bigger, coloured images? "
         "Measure both networks here on synthetic images of each size (timing needs no dataset): their weights, "
-        "multiply-adds per image, memory to train a batch, and seconds per 1,000 images."
+        "multiply-adds per image, memory to train a batch, and seconds per 1,000 images. The fully connected "
+        f"network here is {scale.network_name('fc')} (the race's wide one: every pixel of every channel feeds "
+        f"each of its first {scale.FC_HIDDEN[0]} neurons), the convolutional one {scale.network_name('cnn')}."
     )
     channels = st.radio("Channels", scale.CHANNELS, key=f"{key}_channels", horizontal=True,
                         format_func=lambda c: "1 (grey)" if c == 1 else "3 (colour)")
@@ -780,7 +788,7 @@ def _scale_results(*, key: str, channels: int) -> None:
     explanation = scale.explain(rows)
     st.plotly_chart(scale_figure(rows, overtakes_at=explanation.overtakes_at), key=f"{key}_figure")
     table = pd.DataFrame([{
-        "network": "FCNet" if r.network == "fc" else "TinyVGG", "input": f"{r.size}×{r.size}×{r.channels}",
+        "network": scale.network_name(r.network), "input": f"{r.size}×{r.size}×{r.channels}",
         "parameters": f"{r.params:,}", "multiply-adds per image": f"{r.macs:,}",
         "training memory": f"{r.memory_bytes / 2**20:,.0f} MiB" + ("" if r.fits else " (over budget)"),
         "s per 1,000 images": "–" if r.seconds_per_1000 != r.seconds_per_1000 else f"{r.seconds_per_1000:.2f}",
