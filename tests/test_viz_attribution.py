@@ -181,3 +181,21 @@ def test_format_delta_never_shows_a_misleading_zero():
     assert format_delta(-0.18734) == "-0.1873"
     assert format_delta(-1.9e-6) == "-1.9e-06"  # not "-0.0000"
     assert format_delta(0.0) == "+0.0000"
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "saliency"])
+def test_a_map_that_is_never_negative_has_a_colour_bar_without_a_blue_half(method):
+    values = torch.linspace(0, 2, 784)
+    fig = overlay_figure(_digit(), _attr(values, method=method, target=3))
+    by_name = {t.name: t for t in fig.data}
+    heat, overlay = by_name["attribution"], by_name["attribution overlay"]
+    assert (heat.zmin, heat.zmax, heat.zmid) == (0, 2.0, None)  # white at 0, red at the top, nothing below
+    assert list(heat.colorbar.tickvals) == [0, 2.0] and heat.colorbar.ticktext[0] == "0"
+    # the scale starts at the diverging scale's white centre (0: no effect), so no blue is left in it
+    assert tuple(heat.colorscale[0]) == (0, "rgb(247,247,247)") and heat.colorscale[-1][0] == 1
+    assert overlay.zmin == 0 and overlay.colorscale[0][1].endswith(",0.0)")  # 0 stays transparent over the digit
+    # the same for every class at once, and in the sanity check
+    classes = classes_figure(_digit(), [_attr(values * (t + 1), method=method, target=t) for t in range(10)])
+    assert {(h.zmin, h.zmax) for h in classes.data if h.type == "heatmap"} == {(0, 20.0)}
+    sanity = sanity_figure(_digit(), _attr(values, method=method), _attr(values * 3, method=method))
+    assert (sanity.layout.coloraxis.cmin, sanity.layout.coloraxis2.cmax) == (0, 6.0)

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
@@ -48,6 +49,23 @@ OVERLAY_SCALE = [
 # Methods whose pixel scores carry a sign (red up, blue down). Saliency (the
 # size of the gradient) and Grad-CAM (kept positive, as in the paper) do not.
 SIGNED_METHODS = ("integrated_gradients", "gradient_shap", "deeplift", "occlusion")
+
+
+def _upper_half(scale: list) -> list:
+    """A diverging scale's half from its centre up, stretched over 0..1: white (no effect) to dark red."""
+    return [[(position - 0.5) * 2, colour] for position, colour in scale if position >= 0.5]
+
+
+ACTIVATION_UPPER = _upper_half(plotly.colors.get_colorscale(ACTIVATION_SCALE))
+OVERLAY_UPPER = _upper_half(OVERLAY_SCALE)
+
+
+def _domain(method: str, r: float, overlay: bool = False) -> dict:
+    """A map's colours: a signed method's on -r..r centred at 0 (blue, white, red); Saliency's and Grad-CAM's,
+    never negative, on 0..r (white to red), so that their colour bar has no blue half no pixel could take."""
+    if method in SIGNED_METHODS:
+        return dict(zmin=-r, zmax=r, zmid=0, colorscale=OVERLAY_SCALE if overlay else ACTIVATION_SCALE)
+    return dict(zmin=0, zmax=r, colorscale=OVERLAY_UPPER if overlay else ACTIVATION_UPPER)
 
 # One or two sentences per method: what the colours mean and what to look for.
 HOW_TO_READ: dict[str, str] = {
@@ -106,10 +124,9 @@ def _plane(values: torch.Tensor) -> torch.Tensor:
 def _colorbar(method: str, target: int | None, r: float, x: float = 0.5, length: float = 0.8) -> dict:
     """A horizontal colour bar under the maps whose ends say what the colours mean."""
     low, high = _scale_words(method, target, short=length < 0.5)
-    return dict(
-        tickvals=[-r, 0, r], ticktext=[low, "0", high], orientation="h", y=-0.04, yanchor="top",
-        x=x, xanchor="center", len=length, thickness=10,
-    )
+    ticks = dict(tickvals=[-r, 0, r], ticktext=[low, "0", high]) if method in SIGNED_METHODS else \
+        dict(tickvals=[0, r], ticktext=["0", high])
+    return dict(**ticks, orientation="h", y=-0.04, yanchor="top", x=x, xanchor="center", len=length, thickness=10)
 
 
 def _square_axes(fig: go.Figure, n: int, side: int = 28) -> None:
@@ -123,9 +140,9 @@ def _square_axes(fig: go.Figure, n: int, side: int = 28) -> None:
         fig.layout[f"xaxis{suffix}"].update(range=[-0.5, side - 0.5], constrain="domain", **frame)
 
 
-def _heatmap(values: torch.Tensor, r: float, name: str, **kw) -> go.Heatmap:
+def _heatmap(values: torch.Tensor, r: float, name: str, method: str, **kw) -> go.Heatmap:
     kw.setdefault("hovertemplate", "row %{y}, col %{x}<br>attribution %{z:.4f}<extra></extra>")
-    return go.Heatmap(z=_plane(values).tolist(), zmin=-r, zmax=r, zmid=0, name=name, **kw)
+    return go.Heatmap(z=_plane(values).tolist(), name=name, **_domain(method, r), **kw)
 
 
 def _outline(pixels: torch.Tensor, **kw) -> go.Contour:
@@ -149,8 +166,7 @@ def overlay_figure(pixels: torch.Tensor, attr: Attribution, title: str = "", hei
     ink = _plane(pixels)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("attribution", "over the digit"), horizontal_spacing=0.04)
     fig.add_trace(
-        _heatmap(attr.values, r, "attribution", colorscale=ACTIVATION_SCALE,
-                 colorbar=_colorbar(attr.method, attr.target, r)),
+        _heatmap(attr.values, r, "attribution", attr.method, colorbar=_colorbar(attr.method, attr.target, r)),
         row=1, col=1,
     )
     fig.add_trace(
@@ -160,7 +176,7 @@ def overlay_figure(pixels: torch.Tensor, attr: Attribution, title: str = "", hei
     )
     fig.add_trace(
         go.Heatmap(
-            z=_plane(attr.values).tolist(), zmin=-r, zmax=r, zmid=0, colorscale=OVERLAY_SCALE, showscale=False,
+            z=_plane(attr.values).tolist(), **_domain(attr.method, r, overlay=True), showscale=False,
             name="attribution overlay", customdata=ink.tolist(),
             hovertemplate="row %{y}, col %{x}<br>ink %{customdata:.2f}<br>attribution %{z:.4f}<extra></extra>",
         ),
@@ -208,7 +224,7 @@ def classes_figure(
         row, col = divmod(i, 5)
         fig.add_trace(
             _heatmap(
-                a.values, r, f"class {a.target}", colorscale=ACTIVATION_SCALE, showscale=i == 0,
+                a.values, r, f"class {a.target}", method, showscale=i == 0,
                 colorbar=_colorbar(method, None, r) if i == 0 else None,
                 hovertemplate=f"class {a.target}<br>row %{{y}}, col %{{x}}<br>attribution %{{z:.4f}}<extra></extra>",
             ),
@@ -242,9 +258,8 @@ def sanity_figure(
         )
         fig.add_trace(_outline(pixels), row=1, col=col)
         r = symmetric_range(a.values)
-        fig.layout[axis] = dict(
-            colorscale=ACTIVATION_SCALE, cmin=-r, cmax=r, cmid=0, colorbar=_colorbar(a.method, a.target, r, x=bar_x, length=0.36),
-        )
+        domain = {key.replace("z", "c", 1): value for key, value in _domain(a.method, r).items()}  # zmin -> cmin
+        fig.layout[axis] = dict(**domain, colorbar=_colorbar(a.method, a.target, r, x=bar_x, length=0.36))
     _square_axes(fig, 2)
     fig.update_annotations(yshift=6)  # subplot titles clear of the frames
     fig.update_layout(height=height, margin=dict(l=4, r=4, t=34, b=56), showlegend=False)

@@ -235,10 +235,12 @@ def learning_rate_curve_figure(lrs: Sequence[float], this_digit: Sequence[float]
         fig.add_trace(go.Scatter(x=list(lrs), y=[max(v, floor) for v in others], mode="lines+markers",
                                  name=others_label, line=dict(color=PROBABILITY_COLOR, width=2.5),
                                  hovertemplate="lr %{x:.3g}: average loss %{y:.4g}<extra></extra>"))
+    # The lr label at the bottom: at the top it sat on the legend.
     fig.add_vline(x=lr, line=dict(color="#333333", dash="dash"), annotation_text=f"lr = {lr:g}",
-                  annotation_position="top")
-    fig.update_xaxes(type="log", title="learning rate")
-    fig.update_yaxes(type="log", title="loss after one step")
+                  annotation_position="bottom right")
+    # Powers of ten (10⁻⁴), not SI prefixes (100µ, 1M), which read as units.
+    fig.update_xaxes(type="log", title="learning rate", exponentformat="power")
+    fig.update_yaxes(type="log", title="loss after one step", exponentformat="power")
     fig.update_layout(height=height, legend=dict(orientation="h", y=1.15), margin=dict(l=4, r=4, t=40, b=4))
     return fig
 
@@ -343,5 +345,6 @@ def weight_gradient_figure(inputs: torch.Tensor, delta: float, source: int, neur
         fig.update_xaxes(type="category", title="input (a neuron of the layer below)")
     for ann in fig.layout.annotations:
         ann.font = dict(size=12)
-    fig.update_layout(height=height, margin=dict(l=4, r=4, t=40, b=4))
+    # Plotly shrinks a bar's label to the bar's width (6 px with 16 bars); at least 9 px stays readable.
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=40, b=4), uniformtext=dict(minsize=9, mode="show"))
     return fig

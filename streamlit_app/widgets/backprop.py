@@ -539,9 +539,11 @@ def kernel_gradient(*, key: str, net: state.Network | None = None, digit: state.
     terms = " + ".join(rf"{_tex(float(kg.inputs.flatten()[i]), 3)} \cdot {_tex_small(float(kg.grad_output.flatten()[i]))}"
                        for i in order[:3])
     nonzero = int((flat != 0).sum())
-    st.latex(rf"\frac{{\partial\, \mathrm{{loss}}}}{{\partial w_{{{kg.out_channel},{kg.in_channel},{kg.row},{kg.col}}}}}"
-             rf" = \sum_{{\text{{positions}}}} \text{{input}} \times \frac{{\partial\, \mathrm{{loss}}}}"
-             rf"{{\partial\, \text{{output}}}} = {terms} + \dots = {_tex_small(kg.hand, bracket=False)}")
+    # Three lines: on one, a lesson's narrower column cut the result off.
+    st.latex(rf"\begin{{aligned}}\frac{{\partial\, \mathrm{{loss}}}}{{\partial w_{{{kg.out_channel},{kg.in_channel},{kg.row},{kg.col}}}}}"
+             rf" &= \sum_{{\text{{positions}}}} \text{{input}} \times \frac{{\partial\, \mathrm{{loss}}}}"
+             rf"{{\partial\, \text{{output}}}} \\ &= {terms} + \dots \\ &= {_tex_small(kg.hand, bracket=False)}"
+             rf"\end{{aligned}}")
     m1, m2, m3 = st.columns(3)
     m1.metric("the weight w", _num(kg.weight))
     m2.metric("sum over positions (by hand)", _small(kg.hand))
