@@ -235,13 +235,14 @@ def learning_rate_curve_figure(lrs: Sequence[float], this_digit: Sequence[float]
         fig.add_trace(go.Scatter(x=list(lrs), y=[max(v, floor) for v in others], mode="lines+markers",
                                  name=others_label, line=dict(color=PROBABILITY_COLOR, width=2.5),
                                  hovertemplate="lr %{x:.3g}: average loss %{y:.4g}<extra></extra>"))
-    # The lr label at the bottom: at the top it sat on the legend.
     fig.add_vline(x=lr, line=dict(color="#333333", dash="dash"), annotation_text=f"lr = {lr:g}",
-                  annotation_position="bottom right")
+                  annotation_position="top")
     # Powers of ten (10⁻⁴), not SI prefixes (100µ, 1M), which read as units.
     fig.update_xaxes(type="log", title="learning rate", exponentformat="power")
     fig.update_yaxes(type="log", title="loss after one step", exponentformat="power")
-    fig.update_layout(height=height, legend=dict(orientation="h", y=1.15), margin=dict(l=4, r=4, t=40, b=4))
+    # The legend under the chart: above it, it sat under the lr label and the toolbar.
+    fig.update_layout(height=height, legend=dict(orientation="h", yanchor="top", y=-0.3, x=0),
+                      margin=dict(l=4, r=4, t=30, b=4))
     return fig
 
 

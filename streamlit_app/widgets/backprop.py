@@ -457,7 +457,8 @@ def backprop_sgd_step(*, key: str, net: state.Network | None = None, digit: stat
     with right:
         this_curve, other_curve = state.loss_curve(net, digit, target, CURVE_RATES)
         st.plotly_chart(viz.learning_rate_curve_figure(CURVE_RATES, this_curve.tolist(), other_curve.tolist(), lr,
-                                                       others_label=f"{what} (average)"), key=f"{key}_curve")
+                                                       others_label=f"{what} (average)"), key=f"{key}_curve",
+                        config={"displayModeBar": False})  # its toolbar sat on the lr label
     overshoot = others.loss_after > 2 * max(others.loss_before, 0.05)
     st.caption(
         f"Left: this digit's probabilities before the step (hollow) and after it. Right: the loss after one step "
