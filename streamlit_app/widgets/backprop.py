@@ -392,7 +392,7 @@ def backprop_gradient_pictures(*, key: str, net: state.Network | None = None, di
     shown = f"the {len(neurons)} most blamed of {n}" if len(neurons) < n else f"all {n}"
     st.caption(
         f"The gradient of every weight of `{layer}`, {shown} neurons, one picture each (most blamed first). "
-        f"Picture j is the digit times neuron j's δ ({'checked: exactly' if gap == 0 else f'checked: they differ by at most {gap:.1e}'}): "
+        f"Picture j is the digit times neuron j's δ ({'checked: exactly equal' if gap == 0 else f'checked: they differ by at most {gap:.1e}'}): "
         "a weight is blamed "
         "in proportion to the ink it saw. Pink pictures: the step subtracts the digit from that neuron's weights; "
         "green ones: it adds the digit. Over thousands of digits these nudges pile up, which is why trained "

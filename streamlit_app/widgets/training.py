@@ -398,8 +398,8 @@ def snapshot_replay(*, key: str, slot: str) -> None:
     st.subheader("Replay the run")
     every = p.plan.snapshot_every
     if p.plan.adapt_snapshots:  # a snapshot waits while taking it would overrun the recording budget
-        taken = f"{len(snaps)} snapshots, at most one every {every:,} steps (later where taking one would cost more " \
-                f"than the recording budget)."
+        taken = f"{len(snaps)} snapshots, at most one every {every:,} steps (some later, where taking one then would " \
+                f"have overrun the recording budget)."
     else:
         taken = f"A snapshot every {every:,} steps, as chosen."
     st.caption(f"{taken} Slide to see what the network knew at that moment.")
