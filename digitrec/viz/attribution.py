@@ -60,12 +60,14 @@ ACTIVATION_UPPER = _upper_half(plotly.colors.get_colorscale(ACTIVATION_SCALE))
 OVERLAY_UPPER = _upper_half(OVERLAY_SCALE)
 
 
-def _domain(method: str, r: float, overlay: bool = False) -> dict:
+def _domain(method: str, r: float, overlay: bool = False, prefix: str = "z") -> dict:
     """A map's colours: a signed method's on -r..r centred at 0 (blue, white, red); Saliency's and Grad-CAM's,
-    never negative, on 0..r (white to red), so that their colour bar has no blue half no pixel could take."""
+    never negative, on 0..r (white to red), so that their colour bar has no blue half no pixel could take.
+    ``prefix``: "z" for a heatmap's own range (zmin, zmax, zmid), "c" for a shared colour axis's (cmin, ...)."""
     if method in SIGNED_METHODS:
-        return dict(zmin=-r, zmax=r, zmid=0, colorscale=OVERLAY_SCALE if overlay else ACTIVATION_SCALE)
-    return dict(zmin=0, zmax=r, colorscale=OVERLAY_UPPER if overlay else ACTIVATION_UPPER)
+        bounds = {f"{prefix}min": -r, f"{prefix}max": r, f"{prefix}mid": 0}
+        return dict(**bounds, colorscale=OVERLAY_SCALE if overlay else ACTIVATION_SCALE)
+    return {f"{prefix}min": 0, f"{prefix}max": r, "colorscale": OVERLAY_UPPER if overlay else ACTIVATION_UPPER}
 
 # One or two sentences per method: what the colours mean and what to look for.
 HOW_TO_READ: dict[str, str] = {
@@ -258,8 +260,8 @@ def sanity_figure(
         )
         fig.add_trace(_outline(pixels), row=1, col=col)
         r = symmetric_range(a.values)
-        domain = {key.replace("z", "c", 1): value for key, value in _domain(a.method, r).items()}  # zmin -> cmin
-        fig.layout[axis] = dict(**domain, colorbar=_colorbar(a.method, a.target, r, x=bar_x, length=0.36))
+        fig.layout[axis] = dict(**_domain(a.method, r, prefix="c"),
+                                colorbar=_colorbar(a.method, a.target, r, x=bar_x, length=0.36))
     _square_axes(fig, 2)
     fig.update_annotations(yshift=6)  # subplot titles clear of the frames
     fig.update_layout(height=height, margin=dict(l=4, r=4, t=34, b=56), showlegend=False)
