@@ -23,6 +23,7 @@ profiler a direct step shows as ``fused_adam.step`` (torch.optim's own shows as
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -61,11 +62,22 @@ def _step(optimizer: torch.optim.Adam) -> None:
 
 
 def _kernel(params, grads, exp_avgs, exp_avg_sqs, steps, group, beta1, beta2) -> None:
-    """What torch.optim.adam._fused_adam runs for one device and type."""
-    torch._foreach_add_(steps, 1)
+    """What torch.optim.adam._fused_adam runs for one device and type.
+
+    Its step counters go up by a tensor 1 rather than the number 1, the same sum in the counters' own
+    type: with a number, the CPU's ``_foreach_add_`` wrapped it in a new tensor for every counter (7.0
+    against 3.2 us for FCNet's six, 1 thread)."""
+    torch._foreach_add_(steps, [_one(steps[0].dtype)] * len(steps))
     torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
                        beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                        maximize=False, grad_scale=None, found_inf=None)
+
+
+@functools.cache
+def _one(dtype: torch.dtype) -> torch.Tensor:
+    """A 1 of a step counter's type (float32, or float64 where that is torch's default type), made once;
+    nothing changes it."""
+    return torch.ones((), dtype=dtype)
 
 
 def _direct_arguments(optimizer: torch.optim.Adam) -> tuple | None:
