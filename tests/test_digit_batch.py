@@ -113,7 +113,7 @@ def test_digits_the_kernel_cannot_read_go_through_pytorch(change):
 def test_each_vector_width_gives_the_same_numbers(kernel, march, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     library = built_for("digit_batch", march)
-    monkeypatch.setattr(digit_batch, "_kernel", lambda: library.gather_digits)
+    monkeypatch.setattr(digit_batch, "_kernel", lambda: digit_batch.entry_point(library))
     digits = _every_pixel_value()
     rows = torch.randperm(256, generator=torch.Generator().manual_seed(1))
     x, y = digit_batch.gatherer(digits.images, digits.labels)(rows)
