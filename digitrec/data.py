@@ -183,8 +183,7 @@ def batches(
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     images, labels = digits.images, digits.labels
     gather = digit_batch.gatherer(images, labels)  # the C kernel, the same numbers in one pass; None: PyTorch's ops
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
+    for idx in order.split(batch_size):  # one call for the pass's batches, not a slice each
         if gather is not None:
             yield gather(idx)
         else:
