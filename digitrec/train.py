@@ -196,6 +196,10 @@ class TrainControl:
 
     def wait_for_turn(self) -> bool:
         """Block while paused; True to run the next batch, False to stop."""
+        if not self._paused and not self._stopped:
+            # Running: nothing to wait for or count down, so no lock (reading two bools is atomic; a pause
+            # or stop set at this moment takes effect at the next batch, as it would after the lock).
+            return True
         with self._lock:
             while self._paused and self._budget == 0 and not self._stopped:
                 self._lock.wait(timeout=0.5)
@@ -417,14 +421,16 @@ def fit(
                 if scheduler is not None:
                     scheduler.step()
 
+                digits = y.shape[0]  # len(y) goes through Python (Tensor.__len__)
                 state.step += 1
-                state.samples_seen += len(y)
+                state.samples_seen += digits
                 state.loss = loss_value
                 # The count of right guesses over the batch: two operations fewer than .float().mean() a step.
-                state.accuracy = int((logits.argmax(dim=1) == y).sum()) / len(y)
+                state.accuracy = int((logits.argmax(dim=1) == y).sum()) / digits
                 state.elapsed_s = time.perf_counter() - clock - off_clock_s
                 state.samples_per_s = state.samples_seen / max(state.elapsed_s, 1e-9)
-                off_clock_s += _emit_timed(callbacks, "on_step_end", state)
+                if callbacks:
+                    off_clock_s += _emit_timed(callbacks, "on_step_end", state)
                 if state.step >= state.total_steps:  # max_steps reached (maybe mid-epoch)
                     break
             if state.stopped or state.step < epoch * steps_per_epoch:  # an unfinished epoch is not evaluated
