@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from digitrec import data as digits, models, train
+from digitrec import data as digits, models, native, train
 from digitrec.engines.local import RUN_NAME, SPARE_NAME, WorkerRun, spare_worker
 from digitrec.engines.queue import RunQueue, max_runs
 from digitrec.engines.sessions import SessionTracker
@@ -22,6 +22,7 @@ from digitrec.spec import RunSpec
 from digitrec.train import TrainConfig
 from tests import processes
 from tests.helpers import small_mnist, wait_until
+from tests.native_kernels import compiler
 
 SPAWN_S = 180.0  # a spawned worker imports torch before its first step: allow for a machine shared by many sessions
 
@@ -365,6 +366,26 @@ def test_a_run_takes_the_spare_worker_and_a_new_one_starts_behind_it(monkeypatch
     assert third.pid != dead and spare.pid not in (None, dead)
     third.stop()
     assert third.join(timeout=60) and third.status is RunStatus.STOPPED
+
+
+def test_a_spare_worker_builds_and_loads_the_c_kernels_before_a_run_comes():
+    if compiler() is None:
+        pytest.skip("no C compiler on this machine: runs use PyTorch's own operations")
+    spare = spare_worker()
+    spare.refill()
+    wait_until(lambda: spare.pid is not None, timeout=SPAWN_S)
+    pid = spare.pid
+
+    def kernels_mapped() -> bool:
+        time.sleep(0.05)
+        try:
+            maps = open(f"/proc/{pid}/maps").read()
+        except OSError:
+            return False
+        return all(f"/{name}-" in maps for name in native.KERNELS)
+
+    wait_until(kernels_mapped, timeout=SPAWN_S)  # each kernel's library is in the waiting process's memory
+    assert spare.pid == pid  # still waiting: no run has come
 
 
 def test_no_spare_worker_when_the_server_says_so(monkeypatch):
