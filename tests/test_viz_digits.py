@@ -27,3 +27,14 @@ def test_probability_bars_label_each_class_the_same_way():
     (bars,) = probabilities_figure({"FCNet": p}).data
     assert list(bars.text[:3]) == ["99.5%", "", ""]  # below 1 %: no label
     assert bars.y[0] == float(p[0])
+
+
+def test_two_networks_bars_keep_their_labels_upright_inside_each_bar():
+    p, q = torch.tensor([0.987] + [0.0013] * 9), torch.tensor([0.99995] + [0.0] * 9)
+    pair = probabilities_figure({"FCNet": p, "TinyVGG": q})
+    # Side by side, each bar is narrower than "99%": across, plotly shrank the labels to specks.
+    assert [b.text[0] for b in pair.data] == ["99%", ">99.9%"]
+    assert all(b.textangle == -90 and b.textposition == "auto" and b.insidetextanchor == "end" for b in pair.data)
+    assert pair.layout.uniformtext.minsize >= 9 and pair.layout.uniformtext.mode == "show"
+    (alone,) = probabilities_figure({"FCNet": p}).data  # one bar per class is wide enough: across, above it
+    assert alone.textposition == "outside" and alone.textangle is None

@@ -61,4 +61,10 @@ def probabilities_figure(probs: dict[str, torch.Tensor], height: int = 300) -> g
         barmode="group", height=height, yaxis=dict(range=[0, 1.15], tickformat=".0%", title="probability"),
         xaxis=dict(title="digit", dtick=1), margin=dict(l=4, r=4, t=10, b=4), legend=dict(orientation="h", y=1.12),
     )
+    if len(probs) > 1:
+        # Two networks' bars side by side are too narrow for "99.5%" across: plotly shrank it to a speck, and
+        # at a readable size two such labels ran into each other. Upright, inside the bar's top (above a
+        # bar too short to hold it), each label keeps to its own bar.
+        fig.update_traces(textposition="auto", textangle=-90, insidetextanchor="end", insidetextfont=dict(color="white"))
+        fig.update_layout(uniformtext=dict(minsize=9, mode="show"))
     return fig
