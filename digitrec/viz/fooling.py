@@ -14,13 +14,15 @@ def edit_figure(original: torch.Tensor, edited: torch.Tensor, budget: float, tit
     """Original (28, 28), the change (edited - original, red = ink added, blue = removed, range ±budget), the edit."""
     change = (edited - original).detach()
     half = max(float(budget), 1e-6)
-    fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.03)
+    # The gap after the change is wide enough for its colour bar and tick labels ("−0.05" ran into the edit).
+    fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.09)
+    bar_x = fig.layout.xaxis2.domain[1] + 0.005  # just right of the change
     for col, (z, scale, lo, hi) in enumerate(
         [(original, INK_SCALE, 0, 1), (change, ACTIVATION_SCALE, -half, half), (edited, INK_SCALE, 0, 1)], start=1
     ):
         fig.add_trace(go.Heatmap(
             z=z.detach().float().numpy(), colorscale=scale, zmin=lo, zmax=hi, showscale=col == 2,
-            colorbar=dict(len=0.8, thickness=10, x=0.655) if col == 2 else None,
+            colorbar=dict(len=0.8, thickness=10, x=bar_x, xanchor="left") if col == 2 else None,
             hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>",
         ), row=1, col=col)
         fig.update_yaxes(scaleanchor=f"x{'' if col == 1 else col}", row=1, col=col)
