@@ -179,7 +179,11 @@ def batches(
     Shuffled with one ``randperm`` per pass over the data; the last batch may be
     smaller. Pass a seeded ``generator`` for a reproducible order.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     n = len(digits)
+    if n == 0:
+        return  # no batches (split would give one empty batch)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     images, labels = digits.images, digits.labels
     gather = digit_batch.gatherer(images, labels)  # the C kernel, the same numbers in one pass; None: PyTorch's ops

@@ -75,9 +75,9 @@ def _kernel(params, grads, exp_avgs, exp_avg_sqs, steps, group, beta1, beta2) ->
 
 @functools.cache
 def _one(dtype: torch.dtype) -> torch.Tensor:
-    """A 1 of a step counter's type (float32, or float64 where that is torch's default type), made once;
-    nothing changes it."""
-    return torch.ones((), dtype=dtype)
+    """A 1 of a step counter's type (a fused Adam's are float32), on the CPU whatever the default device,
+    made once; nothing changes it."""
+    return torch.ones((), dtype=dtype, device="cpu")
 
 
 def _direct_arguments(optimizer: torch.optim.Adam) -> tuple | None:

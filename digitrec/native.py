@@ -11,7 +11,8 @@ tools give one) with ``-O3 -march=native``, into the user's cache
 temporary folder), under a name made from a hash of
 its source, the flags and this processor, so that a changed source or a cache copied from
 another machine is never loaded. It takes about 0.3 s, once per machine; the app's spare worker builds
-every kernel while it waits for a run (``load_all``), so the first run on a new server does not.
+every kernel while it waits for a run (``load_all``), so a run that takes it does not (the first run on a
+new server opens a worker of its own, which builds the kernels it uses as before).
 
 Nothing depends on it: without a compiler, where compiling fails, or with
 ``DIGITREC_NATIVE=0``, ``load`` returns None, says why once in the log, and every caller
@@ -71,7 +72,7 @@ def load(name: str) -> ctypes.CDLL | None:
         return None
     try:
         return ctypes.CDLL(str(_compiled(SOURCES / f"{name}.c")))
-    except (OSError, subprocess.SubprocessError) as exc:
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:  # ValueError: a malformed $CC, odd output
         log.warning("digitrec: the C kernel %s could not be built (%s); PyTorch's own operation is used "
                     "instead (slower, the same numbers).", name, exc)
         return None
@@ -79,8 +80,8 @@ def load(name: str) -> ctypes.CDLL | None:
 
 def load_all() -> list[str]:
     """Build (where this machine has not yet) and load every kernel; the names of those that could not be
-    had. A spare worker calls it while it waits for a run, so that a run's first batches do not wait on the
-    compiler (about 0.3 s a kernel, on the training clock of the first run on a new machine)."""
+    had. A spare worker calls it while it waits for a run, so that the run it is handed does not wait on the
+    compiler (about 0.3 s a kernel) in its first batches."""
     return [name for name in KERNELS if load(name) is None]
 
 

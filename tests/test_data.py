@@ -190,6 +190,12 @@ def test_batches_without_shuffle_keep_the_stored_order():
     assert got == [list(range(10)), list(range(10, 20)), list(range(20, 25))]
 
 
+def test_no_digits_make_no_batches_and_a_batch_of_none_is_refused():
+    assert list(data.batches(_numbered(0), 10)) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        next(data.batches(_numbered(5), 0))
+
+
 def test_batches_of_real_digits(mnist):
     sub = mnist.test.subset(300)
     x, y = next(data.batches(sub, 64, generator=torch.Generator().manual_seed(0)))

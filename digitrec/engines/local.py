@@ -631,7 +631,10 @@ def _spare_main(conn) -> None:
     name_process(SPARE_NAME)
     importlib.import_module("torch._dynamo")  # Optimizer.step imports it on a run's first step: 2.5 s here
     importlib.import_module("digitrec.runs")  # the training loop and its recorder
-    importlib.import_module("digitrec.native").load_all()  # the C kernels: built now, not on a run's clock
+    try:
+        importlib.import_module("digitrec.native").load_all()  # the C kernels: built now, not on a run's clock
+    except Exception:  # never the spare's end: a run builds (or goes without) a kernel it could not have
+        pass
     try:
         job = conn.recv()
         conn.send_bytes(_TAKEN)
