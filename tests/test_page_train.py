@@ -416,3 +416,20 @@ def test_a_lab_setting_out_of_range_is_refused_before_anything_starts(mnist):
     assert not at.exception
     assert at.warning and "Cannot train:" in at.warning[0].value and "learning rate" in at.warning[0].value
     assert "train" not in at.session_state["training_runs"] if "training_runs" in at.session_state else True
+
+
+def test_the_page_has_a_worker_waiting_before_start_is_pressed(monkeypatch):
+    from digitrec.engines.local import spare_worker
+
+    spare = spare_worker()
+    spare.close()
+    at = _open()
+    assert not at.exception
+    waiting = spare.pid
+    assert waiting is not None  # started when the page was shown: the first Start takes it, imports done
+    at.run()
+    assert spare.pid == waiting  # one spare, not one per rerun
+    monkeypatch.setenv("DIGITREC_SPARE_WORKER", "0")  # a server that turned spares off starts none
+    spare.close()
+    at.run()
+    assert spare.pid is None

@@ -67,6 +67,7 @@ def training_lab(*, key: str, experiment: str = "learning-rate") -> None:
     e = lab.EXPERIMENTS[experiment]
     dataset = state.require_mnist()
     slot = f"widget:{key}"
+    engines.prepare()  # a worker waiting before the experiment is run
     current = state.training_run(slot)
     active = current is not None and current.status.active
 

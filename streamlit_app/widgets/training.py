@@ -183,6 +183,7 @@ def run_controls(*, key: str, slot: str, make_run: Callable[[], WorkerRun], step
     ``make_run`` builds a new run from the current settings; it raises
     InvalidConfig (shown as a sentence) if they are invalid.
     """
+    engines.prepare()  # a worker waiting before Start is pressed
     run = state.training_run(slot)
     status = run.status if run is not None else RunStatus.IDLE
     active = status.active
