@@ -11,8 +11,8 @@ tools give one) with ``-O3 -march=native``, into the user's cache
 temporary folder), under a name made from a hash of
 its source, the flags and this processor, so that a changed source or a cache copied from
 another machine is never loaded. It takes about 0.3 s, once per machine; the app's spare worker builds
-every kernel while it waits for a run (``load_all``), so a run that takes it does not (the first run on a
-new server opens a worker of its own, which builds the kernels it uses as before).
+every kernel while it waits for a run (``load_all``), so a run that takes it does not (a run that found no
+spare waiting opens a worker of its own, which builds the kernels it uses as before).
 
 Nothing depends on it: without a compiler, where compiling fails, or with
 ``DIGITREC_NATIVE=0``, ``load`` returns None, says why once in the log, and every caller

@@ -20,7 +20,8 @@ happens in a process of its own, started with ``torch.multiprocessing``'s
 - the server keeps one worker started ahead of time (``SpareWorker``), its
   imports done, so a run's first point comes 0.2 s after Start instead of the
   5-6.5 s a fresh interpreter takes to import torch (2-core AVX2 EPYC); each
-  run that takes it starts the next spare behind it.
+  run that takes it starts the next spare behind it, and a page that can start
+  runs starts one when it is shown (``engines.prepare``).
 
 Runs wait for a slot in the server's fair queue (``digitrec.engines.queue``)
 before a process starts. A worker that dies (killed, out of memory) turns its
