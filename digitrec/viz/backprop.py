@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 from digitrec.backprop import KernelGradient, NeuronBlame, SGDStep
 from digitrec.data import IMAGE_SIZE
 from digitrec.viz.fc import HIGHLIGHT_COLOR, MAX_LABELLED, _image_axes, _square, diagram_frame, dot_heights, finish_diagram
-from digitrec.viz.scales import ACTIVATION_SCALE, INK_SCALE, PROBABILITY_COLOR, symmetric_range
+from digitrec.viz.scales import ACTIVATION_SCALE, INK_SCALE, PROBABILITY_COLOR, READABLE_BAR_LABELS, symmetric_range
 
 GRADIENT_SCALE = "PiYG_r"  # green < 0 < pink: ColorBrewer's colour-blind-safe PiYG
 POSITIVE_GRADIENT = "#C51B7D"  # the pink end: blame > 0, the step lowers this value
@@ -346,6 +346,6 @@ def weight_gradient_figure(inputs: torch.Tensor, delta: float, source: int, neur
         fig.update_xaxes(type="category", title="input (a neuron of the layer below)")
     for ann in fig.layout.annotations:
         ann.font = dict(size=12)
-    # Plotly shrinks a bar's label to the bar's width (6 px with 16 bars); at least 9 px stays readable.
-    fig.update_layout(height=height, margin=dict(l=4, r=4, t=40, b=4), uniformtext=dict(minsize=9, mode="show"))
+    # 16 bars: plotly would shrink their labels to 6 px.
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=40, b=4), uniformtext=READABLE_BAR_LABELS)
     return fig

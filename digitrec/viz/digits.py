@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 
-from digitrec.viz.scales import INK_SCALE, PROBABILITY_COLOR, SECOND_COLOR
+from digitrec.viz.scales import INK_SCALE, PROBABILITY_COLOR, READABLE_BAR_LABELS, SECOND_COLOR
 
 
 def percent_sure(p: float, decimals: int = 0) -> str:
@@ -66,5 +66,5 @@ def probabilities_figure(probs: dict[str, torch.Tensor], height: int = 300) -> g
         # at a readable size two such labels ran into each other. Upright, inside the bar's top (above a
         # bar too short to hold it), each label keeps to its own bar.
         fig.update_traces(textposition="auto", textangle=-90, insidetextanchor="end", insidetextfont=dict(color="white"))
-        fig.update_layout(uniformtext=dict(minsize=9, mode="show"))
+        fig.update_layout(uniformtext=READABLE_BAR_LABELS)
     return fig

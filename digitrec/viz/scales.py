@@ -19,6 +19,9 @@ WEIGHT_SCALE = "PuOr_r"  # purple < 0 < orange
 INK_SCALE = "gray"  # a digit as the network sees it: 0 black, 1 white
 PROBABILITY_COLOR = "#4C78A8"
 SECOND_COLOR = "#F58518"  # the other network in side-by-side charts
+# A bar chart's labels: plotly shrinks a label to its bar's width (a speck on a narrow bar); at least 9 px
+# stays readable, shown even where it overhangs the bar.
+READABLE_BAR_LABELS = dict(minsize=9, mode="show")
 
 
 def symmetric_range(values: torch.Tensor | Iterable[torch.Tensor]) -> float:
