@@ -822,6 +822,23 @@ def _shift_facts(nets, mnist) -> dict[str, str]:
     return facts
 
 
+def map_facts(nets, mnist) -> dict[str, str]:
+    """``NET.map.LAYER.separation`` and ``.words``: how far the classes separate on the digit map's
+    default projection (PCA of all the test digits, as the map widget builds it) at each map layer."""
+    from digitrec import embedding
+
+    facts: dict[str, str] = {}
+    labels = mnist.test.labels
+    for key, model in nets.items():
+        layers = embedding.map_layers(model)
+        features = embedding.representations(model, mnist.test.images, layers)
+        for layer in layers:
+            score = embedding.separation(embedding.fit_pca(layer, features[layer]).coords, labels)
+            facts[f"{key}.map.{layer}.separation"] = f"{score:.0%}"  # as the map's caption rounds it
+            facts[f"{key}.map.{layer}.words"] = embedding.separation_words(score)
+    return facts
+
+
 # Groups of measured facts, each computed (and cached by the app) only when a lesson names one of them.
 DATASET_FACT_GROUPS = {
     "train_accuracy": (_train_accuracy_facts, re.compile(r"^(train\.sample|\w+\.train_accuracy)$")),
@@ -830,6 +847,7 @@ DATASET_FACT_GROUPS = {
     "units": (unit_facts, re.compile(r"^\w+\.units\.[\w.]+$")),
     "crop": (_crop_facts, re.compile(r"^shift\.crop_\w+$")),
     "shift": (_shift_facts, re.compile(r"^shift\.(sample|\w+\.right_at_\d+)$")),
+    "map": (map_facts, re.compile(r"^\w+\.map\.\w+\.(separation|words)$")),
 }
 
 
@@ -846,8 +864,8 @@ def dataset_facts(nets: dict[str, nn.Module], mnist, groups=None) -> dict[str, s
     digits), per ReLU layer ``NET.LAYER.zero_percent``, ``NET.LAYER.dead`` (units that
     never fire on any test digit) and ``.units``, ``NET.dead_units`` / ``NET.relu_units``
     (totals), ``cnn.relu_1_1.blank_share`` (positive values over blank paper),
-    ``fc.onoff_accuracy``, ``shift.crop_up`` (down, left, right) and
-    ``shift.NET.right_at_K``.
+    ``fc.onoff_accuracy``, ``shift.crop_up`` (down, left, right),
+    ``shift.NET.right_at_K`` and ``NET.map.LAYER.separation`` / ``.words`` (``map_facts``).
     """
     facts: dict[str, str] = {}
     for name in groups if groups is not None else DATASET_FACT_GROUPS:

@@ -284,3 +284,39 @@ def test_the_units_the_lessons_pick(nets, x_test, mnist):
     assert facts["fc.units.fc_1.clearest"] == f"neuron {best}"
     assert facts["fc.units.fc_1.clearest_classes"] == ", ".join(map(str, top_classes))
     assert facts["fc.units.fc_1.clearest_class_count"] == str(max(top_classes.count(c) for c in set(top_classes)))
+
+
+# ---------------------------------------------------------------- the digit map's separation (lesson 15)
+
+
+def test_map_separation_recomputed_with_numpy_pca_and_neighbours(nets, x_test, mnist):
+    """Lesson 15's numbers: the PCA map of the scores (and of the pixels), projected and scored here in
+    numpy (eigenvectors of the covariance, a plain distance matrix), not through digitrec.embedding."""
+    facts = lessons.map_facts(nets, mnist)
+    labels = mnist.test.labels.numpy()[:2000]
+
+    def separation(features: np.ndarray) -> float:
+        centred = features - features.mean(axis=0)
+        _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues: the last two span the plane
+        pts = (centred @ vectors[:, -2:])[:2000]
+        d = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
+        np.fill_diagonal(d, np.inf)
+        nearest = np.argsort(d, axis=1)[:, :10]
+        return float(((labels[nearest] == labels[:, None]).mean(axis=1) > 0.5).mean())
+
+    with torch.no_grad():
+        scores = {k: m(x_test).double().numpy() for k, m in nets.items()}
+    pixels = x_test.flatten(1).double().numpy()
+    for key in nets:
+        for layer, features in (("input", pixels), ("output", scores[key])):
+            share = separation(features)
+            # Rounded to whole percent as the caption does; a tie in distance may order one neighbour apart.
+            assert abs(int(facts[f"{key}.map.{layer}.separation"].rstrip("%")) - 100 * share) <= 1, (key, layer)
+            assert facts[f"{key}.map.{layer}.words"] == ("mixed" if share < 0.5 else "clear islands" if share > 0.85
+                                                         else "partly separated")
+    # What lesson 15 says of them: the flat PCA map of FCNet's scores is far from islands, yet its
+    # scores read most digits right; TinyVGG's map separates more than FCNet's.
+    fc_out = int(facts["fc.map.output.separation"].rstrip("%"))
+    assert fc_out < 85 and checkpoints.load_pretrained("fc").info.test_accuracy > 0.9
+    assert int(facts["cnn.map.output.separation"].rstrip("%")) > fc_out
+    assert int(facts["fc.map.input.separation"].rstrip("%")) < fc_out

@@ -81,3 +81,11 @@ def test_nearest_finds_the_digit_itself_first(mnist):
     idx, dist = embedding.nearest(pool[17], pool)
     assert int(idx[0]) == 17 and float(dist[0]) == 0.0 and len(idx) == embedding.NEIGHBOURS
     assert (dist[1:] >= dist[:-1]).all()
+
+
+def test_separation_words_follow_the_thresholds():
+    assert embedding.separation_words(0.0) == "mixed"
+    assert embedding.separation_words(embedding.MIXED_BELOW - 0.01) == "mixed"
+    assert embedding.separation_words(embedding.MIXED_BELOW) == "partly separated"
+    assert embedding.separation_words(embedding.ISLANDS_ABOVE) == "partly separated"
+    assert embedding.separation_words(embedding.ISLANDS_ABOVE + 0.01) == "clear islands"

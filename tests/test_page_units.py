@@ -119,8 +119,8 @@ def test_map_places_a_test_digit_on_its_own_dot(mnist):
     for t in classes:
         coords[values(t["customdata"])] = np.column_stack([values(t["x"]), values(t["y"])])
     score = embedding.separation(coords, mnist.test.labels[:10_000])
-    assert any(f"For {score:.0%} of the dots, most of their 10 nearest dots on this map are of the same class"
-               in c.value for c in at.caption)
+    assert any(f"For {score:.0%} of the first 2,000 dots, most of their 10 nearest dots on this map are of the "
+               f"same class ({embedding.separation_words(score)};" in c.value for c in at.caption)
 
 
 def test_break_it_edit_flips_the_network_and_noise_counts_add_up():

@@ -21,8 +21,8 @@ def draw() -> None:
     with intro:
         st.markdown(
             "Each layer turns a digit into a list of numbers: 784 pixels, then a few hidden activations, then ten "
-            "scores. Put the lists of all the test digits on a flat map, nearby dots for similar lists, and watch "
-            "the ten classes pull apart from the pixels to the scores.\n\n"
+            "scores. Put the lists of all the test digits on a flat map, nearby dots for similar lists, and see how "
+            "far the ten classes have come apart at each layer: the caption under the map measures it.\n\n"
             f"The black star is the current digit, **{state.current_digit().source}**. Draw another one here and "
             "see where it lands, and which training digits it lands next to."
         )

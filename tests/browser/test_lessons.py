@@ -195,3 +195,26 @@ def test_lessons_show_the_unit_their_text_names(app_url, page):
     expect(page.get_by_text("is dead", exact=False).first).to_be_visible(timeout=60_000)
     wait_for_app(page)
     screenshot(page, "lessons", "10-dead-map-biography")
+
+
+@pytest.mark.browser
+def test_the_map_step_says_the_separation_its_map_measures(app_url, page):
+    """Lesson 15's map step names FCNet's separation at the pixels; the map beside it, at the pixels too,
+    measures the same share in its caption."""
+    page.set_viewport_size(TALL)
+    lesson = COURSE["breaking-it"]
+    step = next(i for i, s in enumerate(lesson.steps) if "digit_map" in [w.name for w in s.widgets])
+    page.goto(f"{app_url}/lessons?lesson=breaking-it&step={step + 1}&digit=sample:3")
+    wait_for_app(page, timeout_ms=180_000)
+    assert_no_exception(page)
+    sentence = page.get_by_text(re.compile(r"On FCNet.s\s+map\s+it\s+is")).first  # the lesson's line breaks stay in the text
+    expect(sentence).to_be_visible(timeout=120_000)
+    said = re.search(r"On FCNet.s map it is (\d+)% at the input pixels \((mixed|partly separated|clear islands)\)",
+                     " ".join(sentence.inner_text().split()))
+    assert said, sentence.inner_text()
+    caption = page.get_by_text(re.compile(r"most of their 10 nearest\s+dots on this map")).first
+    expect(caption).to_be_visible(timeout=120_000)
+    assert f"For {said.group(1)}% of the first 2,000 dots" in caption.inner_text()
+    assert f"({said.group(2)};" in caption.inner_text()
+    wait_for_app(page)
+    screenshot(page, "lessons", "11-map-step-separation")
