@@ -501,8 +501,9 @@ class SpareWorker:
     training, the ``torch._dynamo`` that ``Optimizer.step`` imports on a run's first step), then waits
     for a run on its pipe and becomes that run's worker (``_spare_main``).
 
-    The server starts its first spare when its first run starts (a server nobody trains on keeps
-    none), and every run that takes the spare starts the next one. A spare still importing is taken
+    The server starts its first spare when a page that can start runs is first shown
+    (``engines.prepare``; a server nobody opens such a page on keeps none), and every run that takes
+    the spare starts the next one. A spare still importing is taken
     all the same: it is further along than a new process. It answers the run it is handed, so one
     that has died, even in the instant of the hand-over, is known and replaced by a fresh worker
     for that run. ``DIGITREC_SPARE_WORKER=0`` turns spares off.
