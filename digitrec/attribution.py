@@ -420,8 +420,8 @@ def sanity_verdict(rho_whole: float, rho_ink: float) -> tuple[str, str]:
     basis = rho_ink if not math.isnan(rho_ink) else rho_whole
     note = ""
     if not math.isnan(rho_ink) and rho_whole - rho_ink > 0.2:
-        note = (f" (Over the whole image ρ = {rho_whole:.2f}, higher mostly because both maps are zero "
-                "wherever there is no ink: that outline comes from the image.)")
+        note = (f" (Over the whole image ρ = {rho_whole:.2f}, higher because the blank pixels rank alike in "
+                "both maps: that outline comes from the image.)")
     if basis < 0.5:
         return "depends", (f"The maps differ within the strokes (ρ = {basis:.2f}): this map depends on the trained "
                            "weights, so it says something about the model, not just where the ink is." + note)

@@ -190,6 +190,12 @@ def first_layer(model: nn.Module, max_units: int | None = None) -> torch.Tensor:
         return w[:, 0].contiguous().clone()  # (U, k, k)
 
 
+def likeness_to_start(start: torch.Tensor, now: torch.Tensor) -> torch.Tensor:
+    """(U,) how alike each first-layer unit's weights are now and at the start (``first_layer`` images,
+    (U, ...) each): the cosine similarity of the two, 1 for the same pattern, about 0 for unrelated ones."""
+    return nn.functional.cosine_similarity(start.flatten(1).double(), now.flatten(1).double(), dim=1)
+
+
 def _first_weighted(model: nn.Module) -> nn.Module:
     return next(m for m in model.children() if isinstance(m, (nn.Linear, nn.Conv2d)))
 

@@ -218,9 +218,13 @@ def attribution_sanity(
         "A method that explains the *model* must give a different map for a model that knows nothing."
     )
     if method in TIMES_INPUT_METHODS:
+        off_ink = ("so both maps are zero off the ink and carry the ink's pattern by construction"
+                   if method != "gradient_shap" else
+                   "and its baselines include faint speckle, so blank pixels get small scores too, while the ink "
+                   "still shapes both maps")
         st.caption(
-            f"What to expect: {METHODS[method].label} multiplies a gradient by the input (pixel minus blank "
-            "canvas), so both maps are zero off the ink and carry the ink's pattern by construction. Expect them "
+            f"What to expect: {METHODS[method].label} multiplies a gradient by the input (pixel minus "
+            f"{'blank canvas' if method != 'gradient_shap' else 'baseline'}), {off_ink}. Expect them "
             "to be partly alike even for a network that knows nothing; what counts is how much they differ "
             "within the strokes."
         )

@@ -347,8 +347,9 @@ def relu_detail(*, key: str, net: state.Network | None = None, digit: state.Digi
     st.caption(
         f"ReLU keeps every positive number and replaces every negative one by 0: max(0, x), cell by cell. "
         f"Here {zeroed} of {h * w} cells ({zeroed / (h * w):.0%}) were negative and became 0 (crossed out). "
-        "What is left is where the pattern was found *and* wherever the map's bias is positive: on blank paper "
-        "a map shows its bias, so a positive bias survives ReLU all over the empty paper."
+        "What is left is where the pattern was found *and* wherever blank paper gives a positive value: in "
+        "the first convolution that is the map's bias, so a positive bias survives ReLU all over the empty "
+        "paper; a deeper map gets on blank paper whatever the layers before it pass on."
     )
     region = pd.DataFrame(
         [[f"max(0, {float(b[i, j]):.3f}) = {float(a[i, j]):.3f}" for j in range(c, c + size)] for i in range(r, r + size)],

@@ -80,7 +80,8 @@ def make_it_a(*, key: str, target: int = 9) -> None:
         f"The smallest budget that flips {victim.label} to {goal}: every pixel may move by at most {budget:.3f} "
         f"(of 1 = full ink); the largest change made is {float((edited - digit.pixels).abs().max()):.3f}. "
         "It was found by stepping each pixel against the gradient of the loss for the target class (iterated FGSM), "
-        "the same gradient a saliency map shows, and halving the budget until the flip stops."
+        "a close relative of the gradient a saliency map shows (that one is of the class's score alone), and "
+        "halving the budget until the flip stops."
         + ("" if not others else
            f" {others[0].label} {'was fooled too' if int(answers[others[0].key].argmax()) != said[others[0].key] else 'still says ' + str(said[others[0].key])}.")
     )
@@ -161,7 +162,8 @@ def draw_to_fool(*, key: str) -> None:
             st.success(f"You fooled {nets[victim_key].label}: it reads your {meant} as a {said[victim_key]}, while "
                        "the other network reads it right.", icon=":material/celebration:")
         elif all(s == int(meant) for s in said.values()):
-            st.info(f"Both networks read a {meant}. Try a thinner, slanted or off-centre {meant}.")
+            st.info(f"Both networks read a {meant}. Try a thinner, more slanted or oddly shaped {meant} (where "
+                    "you draw it does not matter: every drawing is centred, as MNIST's digits are).")
         elif said[victim_key] != int(meant):
             st.info(f"{nets[victim_key].label} misreads it, but so does the other one: make it look more like a "
                     f"{meant} to a reader.")

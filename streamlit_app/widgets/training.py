@@ -298,6 +298,10 @@ def _probe_view(run, probs, *, key: str, caption: str) -> None:
             st.plotly_chart(probabilities_figure({caption: probs}, height=210), key=f"{key}_probe_probs")
 
 
+# A first-layer filter at least this alike its start (cosine similarity) has been tuned, not redrawn.
+TUNED_NOT_REDRAWN = 0.7
+
+
 def _weights_view(p: RunProgress, weights, *, key: str) -> None:
     if weights is None:
         return
@@ -313,8 +317,14 @@ def _weights_view(p: RunProgress, weights, *, key: str) -> None:
         st.caption("Each image is one hidden neuron's 784 weights, laid out like the digit's pixels: ink on an orange "
                    "pixel raises the neuron, ink on a purple one lowers it. They start as noise and grow strokes.")
     else:
-        st.caption("Each square is one 3×3 filter of the first convolution, slid over the whole digit. "
-                   "Watch them turn from noise into edge and stroke detectors.")
+        alike = ""
+        if p.snapshots and p.snapshots[0].first_layer is not None and p.step > 0:
+            likeness = runs.likeness_to_start(p.snapshots[0].first_layer, weights)
+            low, high = float(likeness.min()), float(likeness.max())
+            alike = (f" Compared with their start, each is now {low:.2f} to {high:.2f} alike (cosine similarity "
+                     "of its 9 weights: 1 is the same pattern, 0 an unrelated one)"
+                     + (": training has tuned every filter more than redrawn it." if low >= TUNED_NOT_REDRAWN else "."))
+        st.caption("Each square is one 3×3 filter of the first convolution, slid over the whole digit." + alike)
 
 
 def _curves(p: RunProgress, *, key: str, x: str, upto_step: int | None = None) -> None:
