@@ -111,6 +111,22 @@ def test_a_tiny_run_shows_its_curves_probe_and_weights(mnist):
     assert at.download_button(key="train_export_download") is not None
 
 
+def test_a_tinyvgg_runs_filters_say_how_alike_they_stay_to_their_start(mnist):
+    """The caption under TinyVGG's 3 x 3 filters gives the cosine similarity of each filter now and at the
+    run's step 0, recomputed here from the run's own snapshots."""
+    at = _open()
+    at.radio(key="train_arch").set_value("tinyvgg").run()
+    _tiny(at)
+    at.text_input(key="train_lr").set_value("0.01").run()
+    p = _train_to_the_end(at).progress()
+    start, now = p.snapshots[0].first_layer.flatten(1), p.first_layer.flatten(1)
+    alike = [float(torch.dot(a.double(), b.double()) / (a.double().norm() * b.double().norm())) for a, b in zip(start, now)]
+    assert max(alike) < 1 - 1e-6  # the run changed every filter it trained
+    caption = next(c.value for c in at.caption if c.value.startswith("Each square is one 3×3 filter"))
+    assert f"each is now {min(alike):.2f} to {max(alike):.2f} alike" in caption
+    assert ("tuned every filter" in caption) == (min(alike) >= 0.7)
+
+
 def test_replay_shows_the_network_at_a_snapshot(mnist):
     at = _open()
     _tiny(at)

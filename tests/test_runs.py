@@ -404,3 +404,12 @@ def test_snapshots_keep_the_whole_network_within_the_budget_and_always_at_the_en
     assert [i for i, s in enumerate(snaps) if s.weights is not None] == [0, 4, 6]
     with pytest.raises(ValueError, match="step 4"):
         runs.model_at(run.trained_model(), snaps[1])
+
+
+def test_likeness_to_start_is_each_units_cosine_similarity():
+    start = torch.randn(4, 3, 3)
+    now = torch.stack([start[0], -start[1], 2 * start[2], torch.zeros(3, 3) + start[3].mean()])
+    alike = runs.likeness_to_start(start, now)
+    assert alike[:3].tolist() == pytest.approx([1.0, -1.0, 1.0])
+    expected = float(torch.nn.functional.cosine_similarity(start[3].flatten(), now[3].flatten(), dim=0))
+    assert float(alike[3]) == pytest.approx(expected, abs=1e-6)
