@@ -20,6 +20,11 @@ from torch import nn
 from torch.nn import functional as F
 
 
+SLICE_DIGITS = 1000  # training digits a slice's loss is averaged over: smooth, and about 1 s per curve
+CURVATURE_STEP = 0.05  # a weight's trained value ± this, for its valley's curvature
+NARROWEST_CANDIDATES = 16  # a neuron's largest weights that narrowest_weight compares (all 16 of an FCNet output)
+
+
 @dataclass(frozen=True)
 class WeightRef:
     """One weight: ``{layer}.weight[row, col]`` of a Linear layer (row: the neuron, col: its input)."""
@@ -112,7 +117,32 @@ def descend(
     return path
 
 
-def steepest_weight(model: nn.Module, layer: str, row: int) -> WeightRef:
-    """The weight of neuron ``row`` in ``layer`` with the largest size: a weight whose slice has a clear valley."""
+def slice_digits(train) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``SLICE_DIGITS`` of the training digits ``train`` (a DigitSet) as model input (N, 1, 28, 28)
+    and labels (N,): what a slice's loss is the mean over."""
+    from digitrec.data import to_input
+
+    return to_input(train.images[:SLICE_DIGITS]), train.labels[:SLICE_DIGITS].long()
+
+
+def curvature(model: nn.Module, ref: WeightRef, x: torch.Tensor, y: torch.Tensor, h: float = CURVATURE_STEP) -> float:
+    """How sharply the loss bends at the weight's trained value: the change of its slope per unit, measured
+    from h either side (a central difference of autograd's slopes)."""
+    trained = float(ref.parameter(model)[ref.row, ref.col].detach())
+    return (loss_and_slope(model, ref, trained + h, x, y).slope
+            - loss_and_slope(model, ref, trained - h, x, y).slope) / (2 * h)
+
+
+def narrowest_weight(model: nn.Module, layer: str, row: int, x: torch.Tensor, y: torch.Tensor,
+                     candidates: int = NARROWEST_CANDIDATES) -> WeightRef:
+    """Of neuron ``row``'s ``candidates`` largest weights in ``layer``, the one whose valley is narrowest
+    (``curvature``): plain steps cross it back and forth at a large learning rate and creep down it at a
+    small one, so one slice shows both.
+
+    The largest weight alone, which the slice showed before, often sits in a lopsided valley of the
+    output layer, a steep wall on one side and an almost flat floor on the other: from the floor a
+    step of learning rate 3 only crept (tests/test_landscape.py checks the narrowest one for every class)."""
     weight = dict(model.named_children())[layer].weight  # (out, in)
-    return WeightRef(layer, int(row), int(weight[row].abs().argmax()))
+    cols = weight[row].detach().abs().topk(min(candidates, weight.shape[1])).indices.tolist()
+    refs = [WeightRef(layer, int(row), int(c)) for c in cols]
+    return max(refs, key=lambda ref: curvature(model, ref, x, y))

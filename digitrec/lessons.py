@@ -617,9 +617,9 @@ def digit_facts(nets: dict[str, nn.Module], x, label: int | None = None) -> dict
         facts[f"digit.{key}.confidence"] = f"{float(probs[pred]):.1%}"
         facts[f"digit.{key}.loss"] = f"{-float(torch.log_softmax(logits.double(), dim=0)[target]):.3f}"  # exact, no clamp
         facts[f"digit.{key}.target_probability"] = f"{float(probs[target]):.1%}"
-        from digitrec.shift import shift_curve
+        from digitrec.shift import REACH_LIMIT, shift_curve
 
-        curve = shift_curve({key: model}, x[0, 0], target, max_shift=6, axis="x")
+        curve = shift_curve({key: model}, x[0, 0], target, max_shift=REACH_LIMIT, axis="x")
         facts[f"digit.{key}.shift_reach"] = str(max(curve.robust_range(key), 0))
         if "conv_1_1" in acts:  # the top-left corner of map 0: blank paper in any MNIST-style digit
             facts[f"digit.{key}.corner"] = f"{float(acts['conv_1_1'][0, 0, 0, 0]):.3f}"
@@ -891,7 +891,7 @@ def backprop_facts(passes: dict) -> dict[str, str]:
     its right answer (the label, or the network's own answer for a drawing). Gives
     per network ``bp.KEY.target``, ``.loss``, ``.p_target``, ``.score_blame`` (p − 1
     of the target), ``.runner_up`` / ``.runner_up_blame`` (the most likely wrong
-    digit and its blame p); for an FCNet ``bp.fc.layer`` (its last hidden layer),
+    digit and its blame p), ``.runner_up_as_target_blame`` (its blame p − 1 were it the target); for an FCNet ``bp.fc.layer`` (its last hidden layer),
     ``.blamed_neuron`` / ``.blamed_delta`` (that layer's most blamed neuron),
     ``.off_neurons`` / ``.width`` (how many of its neurons ReLU switched off, so
     their blame is 0) and ``bp.fc.first_layer``; for a CNN ``bp.cnn.positions``
@@ -913,6 +913,8 @@ def backprop_facts(passes: dict) -> dict[str, str]:
         facts[f"bp.{key}.score_blame"] = _gradient_text(float(bw.output_delta[t]))
         facts[f"bp.{key}.runner_up"] = str(runner_up)
         facts[f"bp.{key}.runner_up_blame"] = _gradient_text(float(bw.output_delta[runner_up]))
+        # Were the runner-up the right answer, its score's blame would be p − 1 (the chain rule's p − onehot).
+        facts[f"bp.{key}.runner_up_as_target_blame"] = _gradient_text(float(probs[runner_up]) - 1.0)
         linears = bw.linear_layers()
         if len(linears) >= 2 and not bw.conv_layers():
             layer = linears[-2]

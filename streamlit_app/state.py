@@ -1049,14 +1049,23 @@ def neighbour_features(net: Network) -> dict:
 
 
 # ---------------------------------------------------------------- lesson 6: the loss along one weight
-LOSS_SLICE_DIGITS = 1000  # training digits the slice's loss is averaged over: smooth, and ~1 s per curve
 
 
 @st.cache_resource(show_spinner=False)
 def loss_slice_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """The first LOSS_SLICE_DIGITS training digits as model input (N, 1, 28, 28) and labels (N,)."""
-    train = require_mnist().train
-    return data.to_input(train.images[:LOSS_SLICE_DIGITS]), train.labels[:LOSS_SLICE_DIGITS].long()
+    """``landscape.slice_digits`` of the training digits, made once per server."""
+    from digitrec import landscape
+
+    return landscape.slice_digits(require_mnist().train)
+
+
+@st.cache_resource(show_spinner="Finding the weight with the narrowest valley…", max_entries=64)
+def pretrained_narrowest_weight(layer: str, row: int):
+    """``digitrec.landscape.narrowest_weight`` of the pretrained FCNet's neuron ``row``, found once per server."""
+    from digitrec import landscape
+
+    x, y = loss_slice_digits()
+    return landscape.narrowest_weight(pretrained("fc").model, layer, row, x, y)
 
 
 @st.cache_resource(show_spinner="Measuring the loss along this weight…", max_entries=64)

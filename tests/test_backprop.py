@@ -335,6 +335,11 @@ def test_backprop_lesson_facts_are_the_models_own(pretrained):
     assert facts["bp.fc.p_target"] == f"{float(p[7]):.2%}"
     runner_up = int(torch.cat([p[:7], torch.tensor([-1.0], dtype=p.dtype), p[8:]]).argmax())
     assert facts["bp.fc.runner_up"] == str(runner_up)
+    # Were the runner-up the target: autograd's gradient of the loss on that score (lesson 7's "Try it").
+    scores = logits.clone().requires_grad_(True)
+    nn.functional.cross_entropy(scores[None], torch.tensor([runner_up])).backward()
+    blame = float(facts["bp.fc.runner_up_as_target_blame"].replace("\u2212", "-"))
+    assert blame == pytest.approx(float(scores.grad[runner_up]), abs=5e-5) and blame < 0
     assert facts["bp.fc.off_neurons"] == str(int((z2 <= 0).sum())) and facts["bp.fc.width"] == "16"
     # The most blamed fc_2 neuron from autograd alone.
     work = checkpoints.load_pretrained("fc").model

@@ -23,7 +23,7 @@ def batch(mnist):
 
 def test_the_slice_is_the_real_loss_and_leaves_the_model_alone(fc, batch):
     x, y = batch
-    ref = landscape.steepest_weight(fc, "output", 3)
+    ref = landscape.narrowest_weight(fc, "output", 3, x, y)
     before = fc.output.weight.detach().clone()
     curve = landscape.loss_slice(fc, ref, x, y, span=2.0, points=21)
     assert torch.equal(fc.output.weight, before)  # worked on a copy
@@ -49,7 +49,7 @@ def test_the_slope_is_the_derivative(fc, batch):
 
 def test_descend_follows_the_rule_and_goes_downhill(fc, batch):
     x, y = batch
-    ref = landscape.steepest_weight(fc, "output", 7)
+    ref = landscape.narrowest_weight(fc, "output", 7, x, y)
     start = float(fc.output.weight[ref.row, ref.col]) + 2.0
     path = landscape.descend(fc, ref, start, lr=0.3, steps=5, x=x, y=y)
     assert len(path) == 6 and path[0].value == pytest.approx(start)
@@ -67,7 +67,7 @@ def test_a_weight_that_does_not_exist_is_refused(fc):
 
 def test_the_figure_draws_the_curve_the_trained_value_and_the_steps(fc, batch):
     x, y = batch
-    ref = landscape.steepest_weight(fc, "output", 1)
+    ref = landscape.narrowest_weight(fc, "output", 1, x, y)
     curve = landscape.loss_slice(fc, ref, x, y, points=11)
     path = landscape.descend(fc, ref, curve.trained + 1, 0.5, 2, x, y)
     fig = loss_slice_figure(curve, path)
@@ -76,3 +76,26 @@ def test_the_figure_draws_the_curve_the_trained_value_and_the_steps(fc, batch):
     assert list(fig.data[0].y) == pytest.approx(curve.losses)
     assert list(fig.data[2].x) == pytest.approx([p.value for p in path])
     assert f"weight[{ref.row}, {ref.col}]" in fig.layout.title.text
+
+
+def test_the_narrowest_valley_creeps_at_0_1_and_is_leapt_at_3_for_every_class(fc, mnist):
+    """What lesson 6 tells the learner to try on the slice it shows (the loss_slice widget: the narrowest of
+    the class's weights, the first SLICE_DIGITS training digits, a start 1 to the right): for every class,
+    steps of 0.1 creep downhill without crossing the trained value; a step of 3 leaps over the valley and
+    lands higher than it started. And the trained value sits at the valley's bottom."""
+    x, y = landscape.slice_digits(mnist.train)
+    for row in range(10):
+        ref = landscape.narrowest_weight(fc, "output", row, x, y)
+        trained = float(fc.output.weight[row, ref.col].detach())
+        curve = landscape.loss_slice(fc, ref, x, y)
+        bottom = curve.values[min(range(len(curve.losses)), key=curve.losses.__getitem__)]
+        assert abs(bottom - trained) <= 0.25, row
+        slow = landscape.descend(fc, ref, trained + 1.0, 0.1, 6, x, y)
+        assert all(p.value > trained for p in slow), row
+        assert all(b.loss < a.loss for a, b in zip(slow, slow[1:])), row
+        fast = landscape.descend(fc, ref, trained + 1.0, 3.0, 1, x, y)
+        assert fast[1].value < trained and fast[1].loss > fast[0].loss, row
+    # The narrowest is the most curved of the candidates, as measured.
+    ref = landscape.narrowest_weight(fc, "output", 7, x, y)
+    others = [landscape.WeightRef("output", 7, c) for c in range(16)]
+    assert landscape.curvature(fc, ref, x, y) == max(landscape.curvature(fc, r, x, y) for r in others)

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from digitrec import models
-from digitrec.shift import shift_curve, shift_digit
+from digitrec.shift import REACH_LIMIT, shift_curve, shift_digit
 from digitrec.viz.compare import shift_figure
 from digitrec.viz.digits import digit_figure
 from streamlit_app import state
@@ -37,7 +37,7 @@ def network_table(*, key: str) -> None:
     )
 
 
-def shift_test(*, key: str, digit: state.Digit | None = None, max_shift: int = 6, axis: str = "x") -> None:
+def shift_test(*, key: str, digit: state.Digit | None = None, max_shift: int = REACH_LIMIT, axis: str = "x") -> None:
     """Slide the current digit left/right (or up/down) and plot both networks' confidence."""
     digit = digit or state.current_digit()
     nets = {k: n for k, n in state.networks().items() if k in state.PRETRAINED_LABELS}
@@ -66,5 +66,6 @@ def shift_test(*, key: str, digit: state.Digit | None = None, max_shift: int = 6
         if reach < 0:
             summary.append(f"**{net.label}** does not read it as {target} even unshifted.")
         else:
-            summary.append(f"**{net.label}** still says {target} up to {reach} px either way.")
+            farthest = "at least " if reach >= int(max_shift) else ""  # it was not slid any further
+            summary.append(f"**{net.label}** still says {target} up to {farthest}{reach} px either way.")
     st.markdown(" ".join(summary))

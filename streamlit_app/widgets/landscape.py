@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from digitrec import landscape
+from digitrec.inspection import predict_proba
 from digitrec.viz.landscape import loss_slice_figure
 from streamlit_app import state
 
@@ -15,8 +16,9 @@ def loss_slice(*, key: str, layer: str = "output", row: int = -1, col: int = -1,
                lr: float = 0.3) -> None:
     """One weight of the pretrained FCNet moved away from its trained value, then walked back by gradient descent.
 
-    row: the neuron (-1: for the output layer, the current digit's class); col: its input
-    (-1: the neuron's largest weight); start: how far from the trained value the walk
+    row: the neuron (-1: for the output layer, the current digit's class, or for a drawing the
+    class FCNet reads it as); col: its input (-1: the one of the neuron's weights whose valley is
+    narrowest, ``landscape.narrowest_weight``); start: how far from the trained value the walk
     begins; lr: the learning rate the learner starts with.
     """
     net = state.pretrained("fc").model
@@ -27,9 +29,11 @@ def loss_slice(*, key: str, layer: str = "output", row: int = -1, col: int = -1,
     digit = state.current_digit()
     out_features = modules[layer].weight.shape[0]
     if row < 0:
-        row = (digit.label if digit.label is not None else 0) if layer == "output" else 0
+        row = 0
+        if layer == "output":  # the digit's class; a drawing has none: the class FCNet reads it as
+            row = digit.label if digit.label is not None else int(predict_proba(net, digit.x)[0].argmax())
     row = min(int(row), out_features - 1)
-    ref = landscape.steepest_weight(net, layer, row) if col < 0 else landscape.WeightRef(layer, row, int(col))
+    ref = state.pretrained_narrowest_weight(layer, row) if col < 0 else landscape.WeightRef(layer, row, int(col))
     try:
         curve = state.pretrained_loss_slice(ref.layer, ref.row, ref.col)
     except ValueError as e:
