@@ -39,7 +39,7 @@ def test_the_slice_is_the_real_loss_and_leaves_the_model_alone(fc, batch):
 def test_the_slope_is_the_derivative(fc, batch):
     x, y = batch
     ref = landscape.WeightRef("fc_2", 2, 5)
-    w0 = float(fc.fc_2.weight[2, 5])
+    w0 = float(fc.fc_2.weight[2, 5].detach())
     h = 1e-3
     step = landscape.loss_and_slope(fc, ref, w0 + 0.5, x, y)
     up = landscape.loss_and_slope(fc, ref, w0 + 0.5 + h, x, y).loss
@@ -50,7 +50,7 @@ def test_the_slope_is_the_derivative(fc, batch):
 def test_descend_follows_the_rule_and_goes_downhill(fc, batch):
     x, y = batch
     ref = landscape.narrowest_weight(fc, "output", 7, x, y)
-    start = float(fc.output.weight[ref.row, ref.col]) + 2.0
+    start = float(fc.output.weight[ref.row, ref.col].detach()) + 2.0
     path = landscape.descend(fc, ref, start, lr=0.3, steps=5, x=x, y=y)
     assert len(path) == 6 and path[0].value == pytest.approx(start)
     for before, after in zip(path, path[1:]):
