@@ -13,7 +13,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from digitrec import backprop, checkpoints
+from digitrec import backprop, checkpoints, lessons
 from streamlit_app import state
 from tests.pages import chart as _chart, metric as _metric, number as _number, open_page
 
@@ -206,7 +206,9 @@ def test_lesson_7_steps_render_with_the_models_numbers_and_share_the_target(tmp_
         assert len(links) == len(step.widgets), where  # every widget ran to its end
         if index == 0:
             assert f"so the loss is\n−log p = **{max(bw.loss, 0):.4f}**" in text or f"{bw.loss:.1e}" in text
-            assert f"Pick **{runner_up}** as the target class" in text
+            assert f"pick **{runner_up}** as the target class" in text
+            # ... and says the blame that score then gets: p − 1 of the runner-up, as the widget will show it.
+            assert f"become {lessons.backprop_facts({'fc': bw})['bp.fc.runner_up_as_target_blame']}." in " ".join(text.split())
             # Do what the step asks: the runner-up as target; the next steps keep it.
             target_box = [s for s in at.selectbox if s.key and s.key.endswith("_target")][0]
             target_box.set_value(runner_up).run()

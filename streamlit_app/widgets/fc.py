@@ -392,8 +392,10 @@ def fc_weight_grid(
         "ink raises its sum and purple where ink lowers it. All images share one colour range "
         f"(±{limit:.2f}) so they compare. The number over each is that neuron's weighted sum for the current "
         f"digit (negative ones are switched off by ReLU); the most active, neuron {top}, is framed in red. "
-        "Many show blurry arcs, bars and blobs, pieces of strokes, but none is a clean stroke or a whole digit: "
-        "a trained network's features rarely match what we would design by hand."
+        + ("Many show blurry arcs, bars and blobs, pieces of strokes, but none is a clean stroke or a whole digit: "
+           "a trained network's features rarely match what we would design by hand."
+           if net.key == "fc" else  # what the pretrained FCNet's 16 pictures look like; another network's may not
+           "Compare them with the pretrained FCNet's: a trained network's features are rarely neat digits.")
     )
 
 
