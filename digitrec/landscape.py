@@ -136,8 +136,8 @@ def curvature(model: nn.Module, ref: WeightRef, x: torch.Tensor, y: torch.Tensor
 def narrowest_weight(model: nn.Module, layer: str, row: int, x: torch.Tensor, y: torch.Tensor,
                      candidates: int = NARROWEST_CANDIDATES) -> WeightRef:
     """Of neuron ``row``'s ``candidates`` largest weights in ``layer``, the one whose valley is narrowest
-    (``curvature``): plain steps cross it back and forth at a large learning rate and creep down it at a
-    small one, so one slice shows both.
+    (``curvature``): a step at a large learning rate leaps over it and steps at a small one creep down
+    it, so one slice shows both.
 
     The largest weight alone, which the slice showed before, often sits in a lopsided valley of the
     output layer, a steep wall on one side and an almost flat floor on the other: from the floor a

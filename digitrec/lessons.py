@@ -891,7 +891,8 @@ def backprop_facts(passes: dict) -> dict[str, str]:
     its right answer (the label, or the network's own answer for a drawing). Gives
     per network ``bp.KEY.target``, ``.loss``, ``.p_target``, ``.score_blame`` (p − 1
     of the target), ``.runner_up`` / ``.runner_up_blame`` (the most likely wrong
-    digit and its blame p), ``.runner_up_as_target_blame`` (its blame p − 1 were it the target); for an FCNet ``bp.fc.layer`` (its last hidden layer),
+    digit and its blame p), ``.runner_up_as_target_blame`` (its blame p − 1 were it
+    the target); for an FCNet ``bp.fc.layer`` (its last hidden layer),
     ``.blamed_neuron`` / ``.blamed_delta`` (that layer's most blamed neuron),
     ``.off_neurons`` / ``.width`` (how many of its neurons ReLU switched off, so
     their blame is 0) and ``bp.fc.first_layer``; for a CNN ``bp.cnn.positions``

@@ -73,7 +73,7 @@ def test_separation_tells_islands_from_a_mix():
     labels = torch.arange(10).repeat_interleave(50)
     islands = rng.normal(size=(500, 2)) * 0.1 + np.repeat(np.arange(10)[:, None] * 5.0, 50, axis=0)
     assert embedding.separation(islands, labels) > 0.95
-    assert embedding.separation(rng.normal(size=(500, 2)), labels) < 0.3
+    assert embedding.separation(rng.normal(size=(500, 2)), labels) < 0.02  # about 0: six of ten neighbours alike is rare
 
 
 def test_nearest_finds_the_digit_itself_first(mnist):

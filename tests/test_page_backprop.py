@@ -13,7 +13,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from digitrec import backprop, checkpoints, lessons
+from digitrec import backprop, checkpoints
 from streamlit_app import state
 from tests.pages import chart as _chart, metric as _metric, number as _number, open_page
 

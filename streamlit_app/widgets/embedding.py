@@ -54,7 +54,7 @@ def digit_map(*, key: str, net: state.Network | None = None, network: str = "", 
     st.caption(
         f"One dot per test digit, coloured by its true class. For {score:.0%} of {which} dots, most of their "
         f"{embedding.SEPARATION_NEIGHBOURS} nearest dots on this map are of the same class "
-        f"({embedding.separation_words(score)}; a random mix gives about 0 %, ten clean islands 100 %). "
+        f"({embedding.separation_words(score)}; a random mix gives about 0 %, ten clean islands nearly 100 %). "
         f"Built in {'under 0.1' if dmap.seconds < 0.05 else f'{dmap.seconds:.1f}'} s; your digit placed in "
         f"{place_ms:.0f} ms. Click a dot to see its digit; "
         "scroll to zoom."

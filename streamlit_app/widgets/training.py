@@ -302,7 +302,8 @@ def _probe_view(run, probs, *, key: str, caption: str) -> None:
 TUNED_NOT_REDRAWN = 0.7
 
 
-def _weights_view(p: RunProgress, weights, *, key: str) -> None:
+def _weights_view(p: RunProgress, weights, *, key: str, step: int) -> None:
+    """The first layer's ``weights`` as pictures, at training step ``step`` of run ``p``."""
     if weights is None:
         return
     unshuffled = p.shuffled_pixels and p.architecture == "fcnet"
@@ -318,7 +319,7 @@ def _weights_view(p: RunProgress, weights, *, key: str) -> None:
                    "pixel raises the neuron, ink on a purple one lowers it. They start as noise and grow strokes.")
     else:
         alike = ""
-        if p.snapshots and p.snapshots[0].first_layer is not None and p.step > 0:
+        if p.snapshots and p.snapshots[0].first_layer is not None and step > 0:  # step 0 is the start itself
             likeness = runs.likeness_to_start(p.snapshots[0].first_layer, weights)
             low, high = float(likeness.min()), float(likeness.max())
             alike = (f" Compared with their start, each is now {low:.2f} to {high:.2f} alike (cosine similarity "
@@ -383,7 +384,7 @@ def run_view(*, key: str, slot: str, replay: bool = True, export: bool = True) -
                    "whatever they cost." if p.plan.adapt_eval else ""))
         with net_col:
             _probe_view(run, p.probe_probs, key=key, caption="now")
-            _weights_view(p, p.first_layer, key=key)
+            _weights_view(p, p.first_layer, key=key, step=p.step)
 
     _watch(key=key, slot=slot, body=body)
     run = state.training_run(slot)
@@ -427,7 +428,7 @@ def snapshot_replay(*, key: str, slot: str) -> None:
         _curves(p, key=key, x="step", upto_step=snap.step)
     with net_col:
         _probe_view(run, snap.probe_probs, key=key, caption=f"step {snap.step:,}")
-        _weights_view(p, snap.first_layer, key=key)
+        _weights_view(p, snap.first_layer, key=key, step=snap.step)
 
 
 def _model_label(p: RunProgress) -> str:
