@@ -355,7 +355,10 @@ def test_lesson_8s_confession_matches_how_the_pretrained_networks_were_trained(m
     for key in ("fc", "cnn"):
         info = checkpoints.load_pretrained(key).info
         assert int(info.extra["train_digits"]) == 60_000, key
-        assert json.loads(info.extra["train_config"])["evaluate_each_epoch"] is True, key
+        recipe = json.loads(info.extra["train_config"])
+        assert recipe["evaluate_each_epoch"] is True, key
+        # Lesson 12: trained on digits only slightly moved and turned (lesson 13's augmentation), never flipped.
+        assert 0 < recipe["augment_shift"] <= 2 and 0 < recipe["augment_rotation"] <= 15, key
 
 
 def test_lesson_12s_fcnet_fits_its_training_digits_no_better_than_its_test_digits(nets, mnist):
@@ -367,3 +370,80 @@ def test_lesson_12s_fcnet_fits_its_training_digits_no_better_than_its_test_digit
         test_share = float((nets["fc"](x).argmax(1) == mnist.test.labels).float().mean())
         cnn_share = float((nets["cnn"](x).argmax(1) == mnist.test.labels).float().mean())
     assert abs(train_share - test_share) < 0.01 and max(train_share, test_share) < cnn_share
+
+
+# ---------------------------------------------------------------- wording checked by recomputing (stop 27's audit)
+
+
+def test_lesson_1_a_small_drawing_arrives_thick_and_a_tiny_one_is_refused():
+    """Lesson 1: a small 3 becomes a big centred 3 whose strokes are scaled up with it (a thick blob);
+    one under a tenth of the canvas is refused."""
+    from digitrec import drawn, preprocess
+    from digitrec.errors import EmptyDrawing
+    from digitrec.samples import CANVAS_SIZE, SAMPLE_STROKES, render_strokes
+
+    def drawing(scale: float) -> np.ndarray:
+        strokes = [drawn._transform(s, scale=(scale, scale)) for s in SAMPLE_STROKES[3]]
+        return render_strokes(strokes, size=CANVAS_SIZE)
+
+    full, small = preprocess.to_mnist(drawing(1.0)), preprocess.to_mnist(drawing(0.15))
+    assert (small > 0.5).sum() > 1.5 * (full > 0.5).sum()  # the same 20-pixel box, far more of it ink
+    with pytest.raises(EmptyDrawing, match="too small"):
+        preprocess.to_mnist(drawing(0.01))  # about the pen's own width: under a tenth of the canvas
+
+
+def test_lesson_2_almost_every_inked_pixel_has_ink_above_or_below(mnist):
+    x = mnist.test.images > 0
+    up = torch.zeros_like(x)
+    up[:, 1:] = x[:, :-1]
+    down = torch.zeros_like(x)
+    down[:, :-1] = x[:, 1:]
+    share = float((x & (up | down)).sum()) / float(x.sum())
+    assert 0.98 < share < 1.0  # almost every, not every
+    for d in range(10):  # and on each sample digit a page may start with
+        s = samples.sample_digit(d).reshape(28, 28) > 0
+        near = torch.zeros_like(s)
+        near[1:] |= s[:-1]
+        near[:-1] |= s[1:]
+        assert float((s & near).sum()) / float(s.sum()) > 0.95, d
+
+
+def test_lesson_6_the_live_loss_falls_faster_then_slower(mnist):
+    """The live_training widget's run (FCNet 16-16, plain SGD at 0.1, batch 64, 300 steps, seed 0): the
+    loss falls faster and faster for the first few dozen steps, then more and more slowly (20-step means)."""
+    from digitrec import train
+
+    class Losses:
+        def __init__(self):
+            self.values = []
+
+        def on_step_end(self, state):
+            self.values.append(state.loss)
+
+    losses = Losses()
+    model = models.build(models.PRESETS["fc"], seed=0)
+    recipe = train.TrainConfig(epochs=1, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.0, max_steps=300,
+                               seed=0, evaluate_each_epoch=False)
+    digits = data.validation_split(mnist.train)[0]
+    train.fit(model, digits, recipe, callbacks=[losses])
+    means = [sum(losses.values[i:i + 20]) / 20 for i in range(0, 300, 20)]
+    drops = [a - b for a, b in zip(means, means[1:])]  # 0.23, 0.33, 0.43, 0.31, 0.14, 0.03, ... (2026-12-05)
+    steepest = max(range(len(drops)), key=drops.__getitem__)
+    assert 1 <= steepest <= 4 and all(a < b for a, b in zip(drops[:steepest], drops[1:steepest + 1]))  # faster
+    assert all(d < drops[steepest] / 2 for d in drops[steepest + 2:])  # then slower: well under the steepest
+
+
+def test_lesson_10_pooling_keeps_some_values_through_a_one_pixel_move(nets, mnist):
+    """Lesson 10: a strong value may stay inside its 2 x 2 square when the digit moves one pixel, so some pooled
+    values do not change: more of max_pool_1's than of relu_1_2's, and far from all."""
+    cnn = nets["cnn"]
+    x = mnist.test.images[:300].float().div(255).unsqueeze(1)
+    moved = torch.zeros_like(x)
+    moved[..., 1:] = x[..., :-1]
+    with torch.no_grad():
+        a, b = inspection.capture_activations(cnn, x), inspection.capture_activations(cnn, moved)
+    kept = {}
+    for name in ("relu_1_2", "max_pool_1"):
+        on = a[name] > 0
+        kept[name] = float((on & (a[name] == b[name])).sum()) / float(on.sum())
+    assert kept["relu_1_2"] < kept["max_pool_1"] < 0.6

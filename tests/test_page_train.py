@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from digitrec import checkpoints
-from digitrec.runs import RunStatus
-from streamlit_app.widgets.training import TUNED_NOT_REDRAWN
+from digitrec.runs import TUNED_NOT_REDRAWN, RunStatus
 from tests.helpers import wait_until
 from tests.pages import array, figures, follow_link, open_page, page_links
 

@@ -298,10 +298,6 @@ def _probe_view(run, probs, *, key: str, caption: str) -> None:
             st.plotly_chart(probabilities_figure({caption: probs}, height=210), key=f"{key}_probe_probs")
 
 
-# A first-layer filter at least this alike its start (cosine similarity) has been tuned, not redrawn.
-TUNED_NOT_REDRAWN = 0.7
-
-
 def _weights_view(p: RunProgress, weights, *, key: str, step: int) -> None:
     """The first layer's ``weights`` as pictures, at training step ``step`` of run ``p``."""
     if weights is None:
@@ -324,7 +320,7 @@ def _weights_view(p: RunProgress, weights, *, key: str, step: int) -> None:
             low, high = float(likeness.min()), float(likeness.max())
             alike = (f" Compared with their start, each is now {low:.2f} to {high:.2f} alike (cosine similarity "
                      "of its 9 weights: 1 is the same pattern, 0 an unrelated one)"
-                     + (": training has tuned every filter more than redrawn it." if low >= TUNED_NOT_REDRAWN else "."))
+                     + (": training has tuned every filter more than redrawn it." if low >= runs.TUNED_NOT_REDRAWN else "."))
         st.caption("Each square is one 3×3 filter of the first convolution, slid over the whole digit." + alike)
 
 
