@@ -50,6 +50,7 @@ TIME_TO_ACCURACY_CAP_S = 420.0
 MAX_REFERENCE_EPOCHS = 10
 LATENCY_REPEATS = 30
 PAGE_POLL_S = 1.0  # the Train page reads its run's progress once a second
+SPARE_READY_S = 120.0  # a spare's imports take about 3 s here alone; far longer means something is wrong
 IN_APP_TRIES = 3  # best of 3 each: two tries of the same side differed by 16 % in one run (TinyVGG, 10.6 vs 9.1 s)
 RATIO_KEYS = (
     "fc_epoch_vs_reference", "fc_wide_epoch_vs_reference", "cnn_epoch_vs_reference",
@@ -194,6 +195,7 @@ def app_run(specs: list[RunSpec], mnist: data.MNIST) -> list[dict]:
     from digitrec.engines.local import WorkerRun
     from digitrec.engines.queue import RunQueue
 
+    _without_a_spare_importing()
     queue = RunQueue(len(specs))
     runs = [WorkerRun(spec, mnist, queue=queue) for spec in specs]
     started = time.perf_counter()
@@ -217,6 +219,7 @@ def fit_run(spec: RunSpec, mnist: data.MNIST, device: str = "cpu") -> dict:
     """The same training headless on ``device`` (where the app's workers train): ``fit`` with its per-epoch
     evaluation, no recording, on the digits the app's run trains on (the first ``train_size`` of those the
     validation split keeps: 55,000 an epoch with every digit, not 60,000)."""
+    _without_a_spare_importing()
     model = models.build(spec.model, seed=spec.train.seed).to(device)
     digits = data.validation_split(mnist.train)[0].subset(spec.train_size)
     start = time.perf_counter()
@@ -224,6 +227,17 @@ def fit_run(spec: RunSpec, mnist: data.MNIST, device: str = "cpu") -> dict:
     wall = time.perf_counter() - start
     return {"samples": state.samples_seen, "wall_s": wall, "samples_per_s": state.samples_seen / wall,
             "training_s": state.elapsed_s}
+
+
+def _without_a_spare_importing() -> None:
+    """Wait until the server's spare worker (``engines.local.SpareWorker``), started when the last app
+    run ended, has done its imports: seconds of CPU that would otherwise slow whichever side came next
+    (headless fit of FCNet's three epochs took 0.44-0.49 s without them, 0.57-0.75 s beside them). A learner's Start on a quiet server finds
+    the spare ready too."""
+    from digitrec.engines.local import spare_worker
+
+    spare_worker().refill()
+    spare_worker().wait_ready(SPARE_READY_S)
 
 
 def at_equal_training_speed(app: dict, headless: dict) -> float:

@@ -42,7 +42,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -251,7 +251,9 @@ class TrainingRun:
     probabilities are followed during training (default: the first test digit).
     The model is built from ``spec.model`` with ``spec.train.seed``.
     ``callbacks``: more ``train.Callback`` objects, called in the training
-    thread after the run's own recording.
+    thread after the run's own recording. ``on_end``: called in the training
+    thread once the run has ended and its status is final (a worker process
+    waits on it instead of looking every few milliseconds).
 
     ``threads``: PyTorch intra-op threads to set when the thread starts (None,
     the default, leaves the setting alone). ``torch.set_num_threads`` is not
@@ -268,8 +270,10 @@ class TrainingRun:
         probe: torch.Tensor | None = None,
         callbacks: Sequence[Callback] = (),
         threads: int | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
+        self._on_end = on_end
         self.id = next(_RUN_IDS)  # unique in this process, unlike id(), which a later object may reuse
         self._callbacks = tuple(callbacks)
         self.threads = threads
@@ -417,6 +421,8 @@ class TrainingRun:
         with self._lock:
             self._message = message
             self._status = outcome
+        if self._on_end is not None:
+            self._on_end()
 
 
 # --- the recording -------------------------------------------------------------------------------

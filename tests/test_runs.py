@@ -305,6 +305,36 @@ def test_a_diverging_run_says_lower_the_learning_rate_and_keeps_the_last_good_we
     assert ck.info.extra["run_status"] == "diverged"
 
 
+def test_on_end_is_told_once_when_the_status_is_final_whatever_the_ending():
+    # A worker process sleeps until this (engines.local._worker_main), then sends the final report:
+    # by then the status and the test accuracy must be the run's last.
+    def ended(run_of: list) -> None:
+        run = run_of[0]
+        seen.append((run.status, run.progress().final_test_accuracy))
+
+    d = _data(n_train=64, n_test=40)
+    for spec, callbacks, outcome in (
+        (RunSpec(models.FCConfig(), TrainConfig(epochs=1, batch_size=8)), [], RunStatus.FINISHED),
+        (RunSpec(models.FCConfig(), TrainConfig(epochs=2, batch_size=8)), [BlowUpAfter(at=3)], RunStatus.DIVERGED),
+    ):
+        seen, run_of = [], []
+        run = TrainingRun(spec, d, callbacks=callbacks, on_end=lambda: ended(run_of))
+        run_of.append(run)
+        for c in callbacks:
+            c.model = run.model
+        run.start()
+        assert run.join(timeout=60)
+        assert seen == [(outcome, run.progress().final_test_accuracy)] and seen[0][1] is not None
+    stopped, run_of = [], []
+    run = TrainingRun(_long_run().spec, _data(), on_end=lambda: stopped.append(run_of[0].status))
+    run_of.append(run)
+    run.start()
+    _wait_until(lambda: run.progress().step >= 3)
+    assert stopped == []  # not while it trains
+    run.stop()
+    assert run.join(timeout=60) and stopped == [RunStatus.STOPPED]
+
+
 # --- checkpoints ---------------------------------------------------------------------------------
 
 

@@ -38,9 +38,11 @@ def _spawned() -> dict[int, bytes]:
 
 
 def _worker_pids() -> set[int]:
-    """This process's training workers: its spawned children, not the spare waiting for the next run."""
+    """This process's training workers: its spawned children, not the spare waiting for the next run
+    (read after them: a run that ends starts a spare, which may come between the two reads)."""
+    spawned = _spawned()
     spare = spare_worker().pid
-    return {pid for pid in _spawned() if pid != spare}
+    return {pid for pid in spawned if pid != spare}
 
 
 def _settle(run: WorkerRun) -> int:
@@ -335,6 +337,9 @@ def test_each_worker_takes_its_share_of_the_cores_the_pages_leave(monkeypatch):
 
 
 def test_a_run_takes_the_spare_worker_and_a_new_one_starts_behind_it(monkeypatch):
+    from digitrec import config
+
+    monkeypatch.setenv(config.MAX_RUNS_ENV, "3")  # two runs leave a core free: the next spare starts at once
     data = small_mnist()
     spare = spare_worker()
     first = WorkerRun(_long_spec(), data, queue=RunQueue(2))
@@ -366,6 +371,31 @@ def test_a_run_takes_the_spare_worker_and_a_new_one_starts_behind_it(monkeypatch
     assert third.pid != dead and spare.pid not in (None, dead)
     third.stop()
     assert third.join(timeout=60) and third.status is RunStatus.STOPPED
+
+
+def test_a_spare_imports_only_on_a_core_no_run_needs(monkeypatch):
+    # With every run slot training (one here), the next spare waits for a run to end: its seconds of
+    # imports would slow the run beside it. The spare that said it was ready is still handed the run.
+    from digitrec import config
+
+    monkeypatch.setenv(config.MAX_RUNS_ENV, "1")
+    data = small_mnist()
+    spare = spare_worker()
+    spare.refill()
+    assert spare.wait_ready(SPAWN_S)  # its imports are done: it has said so
+    waiting = spare.pid
+    run = WorkerRun(_long_spec(), data, queue=RunQueue(1))
+    run.start()
+    wait_until(lambda: run.progress().step >= 5, timeout=SPAWN_S)
+    assert run.pid == waiting  # the ready spare took the run
+    for _ in range(3):  # the page shows itself again while the run trains (engines.prepare): still no spare
+        spare.refill()
+        time.sleep(0.5)
+        assert spare.pid is None and SPARE_NAME not in _spawned().values()
+    run.stop()
+    assert run.join(timeout=60) and run.status is RunStatus.STOPPED
+    wait_until(lambda: spare.pid is not None, timeout=SPAWN_S)  # the run's end freed its core
+    assert spare.pid != waiting and spare.wait_ready(SPAWN_S)
 
 
 def test_a_spare_worker_builds_and_loads_the_c_kernels_before_a_run_comes():

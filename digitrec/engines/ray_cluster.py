@@ -332,15 +332,22 @@ class RayRun(WorkerRun):
 
 
 class _QueueEnd:
-    """In the actor: what ``_worker_main`` takes for its pipe. Commands come in, reports go out."""
+    """In the actor: what ``_worker_main`` takes for its pipe. Commands come in, reports go out.
+
+    Like a pipe, it has a ``fileno``, readable while a command waits: the worker loop sleeps on it
+    and on its run's end together (``multiprocessing.connection.wait``)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._in: collections.deque[bytes] = collections.deque()
         self._out: collections.deque[bytes] = collections.deque()
         self._closed = False
+        self._waiting_r, self._waiting_w = os.pipe()  # one byte in it per command in _in
 
     # the worker loop's side (a multiprocessing Connection's methods)
+    def fileno(self) -> int:
+        return self._waiting_r
+
     def poll(self, timeout: float = 0.0) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: bool(self._in), timeout)
@@ -348,6 +355,7 @@ class _QueueEnd:
     def recv_bytes(self) -> bytes:
         with self._cond:
             self._cond.wait_for(lambda: bool(self._in))
+            os.read(self._waiting_r, 1)
             return self._in.popleft()
 
     def send_bytes(self, data: bytes) -> None:
@@ -357,13 +365,19 @@ class _QueueEnd:
 
     def close(self) -> None:
         with self._cond:
+            if not self._closed:
+                os.close(self._waiting_r)
+                os.close(self._waiting_w)
             self._closed = True
             self._cond.notify_all()
 
     # the actor's calls
     def put(self, data: bytes) -> None:
         with self._cond:
+            if self._closed:  # the run has ended: nobody is left to obey it
+                return
             self._in.append(data)
+            os.write(self._waiting_w, b".")
             self._cond.notify_all()
 
     def take(self, wait_s: float) -> list[bytes] | None:
