@@ -203,6 +203,10 @@ RUN_THREADS_ENV = "DIGITREC_RUN_THREADS"  # PyTorch threads of each worker proce
 # server short of memory: a waiting spare holds about 370 MB of its own, 680 MB resident with the
 # libraries it shares with the other torch processes; `make serve` keeps one per replica).
 SPARE_WORKER_ENV = "DIGITREC_SPARE_WORKER"
+# The next spare imports on a free core: at once while fewer runs train than the queue allows, else
+# when a run ends (about 3 s of imports beside FCNet's half-second run slowed it 7 % on 2 cores), or
+# once a run has trained this long: a long run hardly feels them, and the Start after it finds a spare.
+SPARE_BESIDE_RUN_AFTER_S = 5.0
 # Without DIGITREC_RUN_THREADS a worker takes its share of the cores the pages leave:
 # (cores - 1) // K, at least 1 (digitrec.engines.local.run_threads): a class server with K = 2
 # on 16 cores gives each run 7. On this 2-core machine that is 1, and it should be: one run

@@ -379,6 +379,7 @@ def test_a_spare_imports_only_on_a_core_no_run_needs(monkeypatch):
     from digitrec import config
 
     monkeypatch.setenv(config.MAX_RUNS_ENV, "1")
+    monkeypatch.setattr(config, "SPARE_BESIDE_RUN_AFTER_S", 3600.0)  # however slow this machine is now
     data = small_mnist()
     spare = spare_worker()
     spare.refill()
@@ -396,6 +397,19 @@ def test_a_spare_imports_only_on_a_core_no_run_needs(monkeypatch):
     assert run.join(timeout=60) and run.status is RunStatus.STOPPED
     wait_until(lambda: spare.pid is not None, timeout=SPAWN_S)  # the run's end freed its core
     assert spare.pid != waiting and spare.wait_ready(SPAWN_S)
+
+    # A run that has trained SPARE_BESIDE_RUN_AFTER_S starts the next spare beside it: a long run
+    # hardly feels the imports, and the Start after it finds a spare ready.
+    taken = spare.pid
+    long = WorkerRun(_long_spec(), data, queue=RunQueue(1))
+    long.start()
+    wait_until(lambda: long.progress().step >= 5, timeout=SPAWN_S)
+    assert long.pid == taken and spare.pid is None
+    monkeypatch.setattr(config, "SPARE_BESIDE_RUN_AFTER_S", 0.0)  # read at each report from the worker
+    wait_until(lambda: spare.pid is not None, timeout=SPAWN_S)
+    assert long.status is RunStatus.RUNNING and spare.pid not in (taken, None)
+    long.stop()
+    assert long.join(timeout=60)
 
 
 def test_a_spare_worker_builds_and_loads_the_c_kernels_before_a_run_comes():

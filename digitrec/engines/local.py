@@ -389,11 +389,14 @@ class WorkerRun:
 
     def _read(self) -> None:
         conn, process = self._conn, self._process
-        final = False
+        final, opened, spare_asked = False, time.perf_counter(), False
         try:
             while not final:
                 kind, acked, delta, weights = pickle.loads(conn.recv_bytes())
                 now = time.perf_counter()
+                if not spare_asked and now - opened >= config.SPARE_BESIDE_RUN_AFTER_S:
+                    spare_asked = True
+                    spare_worker().run_going_on(self.id)
                 with self._lock:
                     if self.ready_at is None and delta.evals:
                         self.ready_at = now
@@ -509,7 +512,8 @@ class SpareWorker:
     The server starts its first spare when a page that can start runs is first shown
     (``engines.prepare``; a server nobody opens such a page on keeps none), and the next one when
     a core is free for its imports: at once if fewer runs train here than the queue allows at once
-    (``queue.max_runs``), else when one of them ends. Importing beside runs that use every core
+    (``queue.max_runs``), else when one of them ends or has trained ``config.SPARE_BESIDE_RUN_AFTER_S``
+    (a long run hardly feels the imports, and the Start after it finds a spare). Importing beside runs that use every core
     the pages leave slowed them: FCNet's three-epoch run, half a second long, trained 7 % slower
     (its training clock, 0.44 against 0.41 s, on 2 cores) beside a spare's three seconds of
     imports. A spare still importing is taken all the same: it is further along than a new
@@ -563,15 +567,16 @@ class SpareWorker:
         self.refill()
         return conn, process
 
-    def refill(self) -> None:
+    def refill(self, beside_runs: bool = False) -> None:
         """Start a spare if there is none, spares are on and a core is free for its imports (fewer runs
-        train here than ``queue.max_runs`` allows at once; else the next run's end starts it)."""
+        train here than ``queue.max_runs`` allows at once; else the next run's end starts it), or
+        ``beside_runs`` says to start it all the same."""
         from digitrec.engines.queue import max_runs
 
         if not self.enabled():
             return
         with self._lock:
-            if self._spare is not None or len(self._training) >= max_runs():
+            if self._spare is not None or (len(self._training) >= max_runs() and not beside_runs):
                 return
             try:
                 self._spare, self._ready = _spawn(_spare_main, "digitrec-spare"), False
@@ -588,6 +593,14 @@ class SpareWorker:
         with self._lock:
             self._training.discard(run_id)
         self.refill()
+
+    def run_going_on(self, run_id: int) -> None:
+        """A run has trained ``config.SPARE_BESIDE_RUN_AFTER_S``: if its worker is here (not on a
+        cluster), the next spare starts beside it."""
+        with self._lock:
+            here = run_id in self._training
+        if here:
+            self.refill(beside_runs=True)
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the spare to finish its imports; True if it has (False: no
