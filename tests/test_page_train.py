@@ -442,8 +442,10 @@ def test_a_lab_setting_out_of_range_is_refused_before_anything_starts(mnist):
 
 
 def test_the_page_has_a_worker_waiting_before_start_is_pressed(monkeypatch):
+    from digitrec import config
     from digitrec.engines.local import spare_worker
 
+    monkeypatch.setenv(config.MAX_RUNS_ENV, "64")  # a free core for the spare, whatever earlier tests left training
     spare = spare_worker()
     spare.close()
     at = _open()

@@ -90,8 +90,10 @@ def _settle(run) -> int:
 
 
 def test_a_run_trains_on_ray_through_the_same_handle(mnist, ray_engine):
+    from digitrec.engines.local import spare_worker
     from digitrec.engines.ray_cluster import RayRun
 
+    spare_worker().close()  # a server on Ray keeps no spare (engines.prepare); a cluster run must not start one
     started = time.monotonic()
     run = engines.make_run(_spec(), mnist, callbacks=[runs.Pace(0.02)], owner="learner")
     assert isinstance(run, RayRun)
@@ -137,6 +139,28 @@ def test_a_run_trains_on_ray_through_the_same_handle(mnist, ray_engine):
     with torch.no_grad():
         assert torch.equal(ck.model(digits).argmax(1), model(digits).argmax(1))
     wait_until(lambda: not Path(f"/proc/{actor_pid}").exists() or not _ray_cmd(actor_pid), timeout=30)  # actor gone
+    assert spare_worker().pid is None  # its end freed no core of this server's
+
+
+def test_the_actors_pipe_is_readable_while_a_command_waits():
+    # _worker_main sleeps on its pipe and its run's end together (multiprocessing.connection.wait);
+    # in an actor the pipe is a _QueueEnd, readable exactly while a command waits in it.
+    from multiprocessing.connection import wait
+
+    from digitrec.engines.ray_cluster import _QueueEnd
+
+    end = _QueueEnd()
+    assert wait([end], 0) == [] and not end.poll(0)
+    for n in range(3):
+        end.put(b"command %d" % n)
+    assert wait([end], 0) == [end] and end.poll(0)
+    assert [end.recv_bytes() for _ in range(2)] == [b"command 0", b"command 1"]
+    assert wait([end], 0) == [end]  # one left
+    assert end.recv_bytes() == b"command 2"
+    assert wait([end], 0) == [] and not end.poll(0)  # none left: the loop sleeps
+    end.close()
+    end.put(b"too late")  # the run has ended: nobody obeys it, and nothing breaks
+    assert not end.poll(0)
 
 
 def test_an_actor_that_dies_makes_the_run_start_again_here(mnist, ray_engine):

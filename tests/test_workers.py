@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from digitrec import data as digits, models, native, train
+from digitrec import config, data as digits, models, native, train
 from digitrec.engines.local import RUN_NAME, SPARE_NAME, WorkerRun, spare_worker
 from digitrec.engines.queue import RunQueue, max_runs
 from digitrec.engines.sessions import SessionTracker
@@ -284,6 +284,7 @@ def test_training_goes_to_the_gpu_only_when_one_is_present(monkeypatch):
 def test_a_run_trains_where_the_server_says_at_start_even_on_a_spare_that_opened_before(monkeypatch):
     # A spare copied the server's environment when it opened; DIGITREC_DEVICE set after that still
     # decides where the next run trains (on a GPU machine a spare would otherwise train on the GPU).
+    monkeypatch.setenv(config.MAX_RUNS_ENV, "64")  # a spare starts whatever else trains now
     spare_worker().refill()
     spare = spare_worker().pid
     assert spare is not None
@@ -319,7 +320,6 @@ def test_the_device_paths_run_on_the_cpu_and_the_race_says_where_it_trained():
 
 
 def test_each_worker_takes_its_share_of_the_cores_the_pages_leave(monkeypatch):
-    from digitrec import config
     from digitrec.engines.local import run_threads
 
     monkeypatch.delenv(config.RUN_THREADS_ENV, raising=False)
@@ -337,8 +337,6 @@ def test_each_worker_takes_its_share_of_the_cores_the_pages_leave(monkeypatch):
 
 
 def test_a_run_takes_the_spare_worker_and_a_new_one_starts_behind_it(monkeypatch):
-    from digitrec import config
-
     monkeypatch.setenv(config.MAX_RUNS_ENV, "3")  # two runs leave a core free: the next spare starts at once
     data = small_mnist()
     spare = spare_worker()
@@ -376,12 +374,11 @@ def test_a_run_takes_the_spare_worker_and_a_new_one_starts_behind_it(monkeypatch
 def test_a_spare_imports_only_on_a_core_no_run_needs(monkeypatch):
     # With every run slot training (one here), the next spare waits for a run to end: its seconds of
     # imports would slow the run beside it. The spare that said it was ready is still handed the run.
-    from digitrec import config
-
     monkeypatch.setenv(config.MAX_RUNS_ENV, "1")
     monkeypatch.setattr(config, "SPARE_BESIDE_RUN_AFTER_S", 3600.0)  # however slow this machine is now
     data = small_mnist()
     spare = spare_worker()
+    wait_until(lambda: spare.runs_here == 0, timeout=60)  # every earlier test's run has ended
     spare.refill()
     assert spare.wait_ready(SPAWN_S)  # its imports are done: it has said so
     waiting = spare.pid
@@ -412,9 +409,10 @@ def test_a_spare_imports_only_on_a_core_no_run_needs(monkeypatch):
     assert long.join(timeout=60)
 
 
-def test_a_spare_worker_builds_and_loads_the_c_kernels_before_a_run_comes():
+def test_a_spare_worker_builds_and_loads_the_c_kernels_before_a_run_comes(monkeypatch):
     if compiler() is None:
         pytest.skip("no C compiler on this machine: runs use PyTorch's own operations")
+    monkeypatch.setenv(config.MAX_RUNS_ENV, "64")  # a spare starts whatever else trains now
     spare = spare_worker()
     spare.refill()
     wait_until(lambda: spare.pid is not None, timeout=SPAWN_S)

@@ -580,7 +580,8 @@ class SpareWorker:
                 return
             try:
                 self._spare, self._ready = _spawn(_spare_main, "digitrec-spare"), False
-            except OSError:  # no process to spare now (memory, process limit): runs spawn their own
+            except Exception:  # no process to spare now (memory, process limit): runs spawn their own
+                # (never an error for the run's thread that asked: it still has its queue slot to give back)
                 pass
 
     def run_opening(self, run_id: int) -> None:
@@ -589,10 +590,19 @@ class SpareWorker:
             self._training.add(run_id)
 
     def run_ended(self, run_id: int) -> None:
-        """A run's worker has gone: its core is free, so a missing spare starts now."""
+        """A run has ended: if its worker was here (not on a cluster), its core is free, so a missing
+        spare starts now."""
         with self._lock:
+            here = run_id in self._training
             self._training.discard(run_id)
-        self.refill()
+        if here:
+            self.refill()
+
+    @property
+    def runs_here(self) -> int:
+        """Runs whose workers are open (or opening) on this server."""
+        with self._lock:
+            return len(self._training)
 
     def run_going_on(self, run_id: int) -> None:
         """A run has trained ``config.SPARE_BESIDE_RUN_AFTER_S``: if its worker is here (not on a
@@ -605,16 +615,22 @@ class SpareWorker:
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the spare to finish its imports; True if it has (False: no
         spare, or not yet). For a measurement that must not share the machine with a spare's imports
-        (``digitrec.bench_app``). It holds the spare while it waits: a run taking it waits as long."""
-        with self._lock:
-            if self._spare is None or self._ready:
-                return self._ready and self._spare is not None
-            conn = self._spare[0]
-            try:
-                self._ready = conn.poll(timeout) and conn.recv_bytes() == _READY
-            except (EOFError, OSError):  # it died: a run will start a fresh worker
+        (``digitrec.bench_app``). It looks in slices of a tenth of a second, holding the spare's lock
+        only while it looks: a run may take the spare meanwhile (then False)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._spare is None or self._ready:
+                    return self._ready and self._spare is not None
+                conn = self._spare[0]
+                try:
+                    if conn.poll(min(0.1, max(0.0, deadline - time.monotonic()))):
+                        self._ready = conn.recv_bytes() == _READY
+                        return self._ready
+                except (EOFError, OSError):  # it died: a run will start a fresh worker
+                    return False
+            if time.monotonic() >= deadline:
                 return False
-            return self._ready
 
     def close(self) -> None:
         """End the spare (it exits when its pipe closes)."""
