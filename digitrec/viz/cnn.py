@@ -138,8 +138,11 @@ class _Grid:
     def centre_y(self, row: int) -> float:
         return sum(self.rows[row]) / 2
 
-    def finish(self) -> None:
-        self.fig.update_layout(**self.axes)
+    def finish(self, **layout) -> None:
+        """Write the axes, and ``layout``'s other settings, into the figure's layout in one assignment
+        (``update_layout`` walked every key path: 0.45 s of TinyVGG's overview of 100 maps, a new
+        Layout 0.03 s, on every rerun of the CNN page)."""
+        self.fig.layout = go.Layout({**self.fig.layout.to_plotly_json(), **self.axes, **layout})
 
 
 def _domain(lo: float, hi: float) -> list[float]:
@@ -154,12 +157,14 @@ def _z(t: torch.Tensor, digits: int = 4) -> list:
 
 def _heatmap(z: torch.Tensor, axes: tuple[str, str], colorscale: str, half: float | None, hover: str,
              name: str = "", zmin: float | None = None, zmax: float | None = None, showscale: bool = False,
-             **kwargs) -> go.Heatmap:
+             **kwargs) -> dict:
     """A heatmap on the given axes; ``half`` gives the symmetric range [-half, half]."""
     if half is not None:
         zmin, zmax = -half, half
-    return go.Heatmap(
-        z=_z(z), xaxis=axes[0], yaxis=axes[1], colorscale=colorscale, zmin=zmin, zmax=zmax,
+    # A plain dict, not go.Heatmap: the figure checks it when it takes it, and building a Heatmap
+    # object first cost as much again (a third of a second for the overview's 100 maps).
+    return dict(
+        type="heatmap", z=_z(z), xaxis=axes[0], yaxis=axes[1], colorscale=colorscale, zmin=zmin, zmax=zmax,
         showscale=showscale, hovertemplate=hover + "<extra></extra>", name=name, **kwargs,
     )
 
@@ -185,15 +190,15 @@ def _text(x: float, y: float, text: str, size: int = _FONT, **kwargs) -> dict:
     return dict(x=x, y=y, xref="paper", yref="paper", text=text, showarrow=False, font=dict(size=size), **kwargs)
 
 
-def _padding_ring(h: int, w: int, p: int, axes: tuple[str, str]) -> go.Heatmap:
+def _padding_ring(h: int, w: int, p: int, axes: tuple[str, str]) -> dict:
     """The zero padding around an (h, w) map, drawn in grey over padded coordinates -p .. h+p-1.
 
     Its cells hold 0 (what the convolution reads there); the inside is empty (NaN)
     so the real map shows through.
     """
     z = [[0.0 if not (0 <= r < h and 0 <= c < w) else None for c in range(-p, w + p)] for r in range(-p, h + p)]
-    return go.Heatmap(
-        z=z, x=list(range(-p, w + p)), y=list(range(-p, h + p)), xaxis=axes[0], yaxis=axes[1],
+    return dict(
+        type="heatmap", z=z, x=list(range(-p, w + p)), y=list(range(-p, h + p)), xaxis=axes[0], yaxis=axes[1],
         colorscale=[[0, PADDING_COLOR], [1, PADDING_COLOR]], zmin=0, zmax=1, showscale=False,
         hovertemplate="zero padding<br>row %{y}, col %{x}<br>value 0<extra></extra>", name="padding",
     )
@@ -308,8 +313,7 @@ def overview_figure(forward: CnnForward, scope: str = "layer", height: int | Non
     annotations.append(_text(grid.centre_x(col), 1.0, f"<b>output</b><br>softmax<br>says <b>{pred}</b>",
                              yanchor="bottom"))
     fig.add_traces(traces)
-    grid.finish()
-    fig.update_layout(
+    grid.finish(
         height=height or 120 + 74 * n_rows,  # about square maps at 1400 px wide, 10 rows: 860 px
         margin=dict(l=4, r=4, t=62, b=58), showlegend=False, annotations=annotations,
         plot_bgcolor="white", dragmode=False, hoverlabel=dict(font_size=11),
@@ -411,9 +415,8 @@ def conv_step_figure(inputs: torch.Tensor, step: ConvStep, weight_half: float, i
     ]
     for idx, title, x in traces_with_bars:
         fig.data[idx].update(showscale=True, colorbar=_colorbar(title, x, bottom - 0.06, 0.26))
-    grid.finish()
     height = 330 if rows == 1 else 90 + 112 * rows
-    fig.update_layout(height=height, margin=dict(l=18, r=4, t=30, b=10), showlegend=False, shapes=shapes,
+    grid.finish(height=height, margin=dict(l=18, r=4, t=30, b=10), showlegend=False, shapes=shapes,
                       annotations=annotations, plot_bgcolor="white", dragmode=False)
     return fig
 
@@ -428,8 +431,7 @@ def output_map_figure(out_map: torch.Tensor, row: int, col: int, title: str, hei
                            name="output map", showscale=True,
                            colorbar=_colorbar("value", 0.5, 0.1, 0.8)))
     fig.add_shape(_rect(*axes, col - 0.5, row - 0.5, col + 0.5, row + 0.5))
-    grid.finish()
-    fig.update_layout(height=height, margin=dict(l=4, r=4, t=26, b=4), title=dict(text=title, font=dict(size=12)),
+    grid.finish(height=height, margin=dict(l=4, r=4, t=26, b=4), title=dict(text=title, font=dict(size=12)),
                       plot_bgcolor="white", dragmode=False)
     return fig
 
@@ -461,8 +463,7 @@ def relu_figure(before: torch.Tensor, after: torch.Tensor, row: int, col: int, s
     ))
     for axes in (left, right):
         fig.add_shape(_rect(*axes, col - 0.5, row - 0.5, col + size - 0.5, row + size - 0.5))
-    grid.finish()
-    fig.update_layout(
+    grid.finish(
         height=height, margin=dict(l=4, r=4, t=28, b=4), showlegend=False, plot_bgcolor="white", dragmode=False,
         annotations=[_text(grid.centre_x(0), 0.93, titles[0], yanchor="bottom", size=12),
                      _text(grid.centre_x(1), 0.93, titles[1] + " (× = was negative, now 0)", yanchor="bottom", size=12)],
@@ -498,9 +499,8 @@ def pool_figure(inp: torch.Tensor, out: torch.Tensor, row: int, col: int, step: 
     ar, ac = step.argmax
     fig.add_trace(go.Scatter(x=[c0 + ac], y=[r0 + ar], mode="markers", xaxis=a[0], yaxis=a[1], hoverinfo="skip",
                              marker=dict(symbol="star", size=9, color="gold", line=dict(width=1, color="black"))))
-    grid.finish()
     h, w = inp.shape
-    fig.update_layout(
+    grid.finish(
         height=height, margin=dict(l=4, r=4, t=28, b=4), showlegend=False, plot_bgcolor="white", dragmode=False,
         annotations=[
             _text(grid.centre_x(0), 0.91, f"input {h}×{w}: window at rows {r0}–{r0 + size - 1}, cols {c0}–{c0 + size - 1}",
@@ -552,8 +552,7 @@ def filters_figure(weight: torch.Tensor, bias: torch.Tensor, layer: str, height:
         for r in range(n_rows):
             annotations.append(_text(grid.cols[0][1], grid.centre_y(r), f"map {r}", xanchor="right"))
     fig.add_traces(traces)
-    grid.finish()
-    fig.update_layout(height=height or (200 if one_row else 760), margin=dict(l=4, r=4, t=8, b=8), showlegend=False,
+    grid.finish(height=height or (200 if one_row else 760), margin=dict(l=4, r=4, t=8, b=8), showlegend=False,
                       annotations=annotations, plot_bgcolor="white", dragmode=False)
     return fig
 
@@ -639,8 +638,7 @@ def sandbox_figure(image: torch.Tensor, kernel: torch.Tensor, output: torch.Tens
             shapes.append(dict(type="rect", xref=a[0], yref=a[1], x0=x0, y0=y0, x1=x1, y1=y1,
                                line=dict(width=0), fillcolor="rgba(228,87,86,0.35)"))
     shapes.append(_rect(*c, -0.5, -0.5, 0.5, 0.5))
-    grid.finish()
-    fig.update_layout(
+    grid.finish(
         height=height, margin=dict(l=4, r=4, t=30, b=4), showlegend=False, plot_bgcolor="white", dragmode=False,
         shapes=shapes,
         annotations=[
