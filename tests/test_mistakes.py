@@ -118,9 +118,12 @@ def test_digit_grid_places_each_digit_once():
     images = torch.zeros(5, 28, 28)
     for i in range(5):
         images[i, i, i] = 1.0  # a marker pixel per digit
-    fig = digit_grid_figure(images, [f"#{i}" for i in range(5)], columns=3)
-    (heat,) = fig.data
-    z = torch.tensor([[float("nan") if v is None else v for v in row] for row in heat.z])
-    assert int(torch.nansum(z)) == 5  # every marker pixel is there once
-    assert len(fig.layout.annotations) == 5
-    assert [a.text for a in fig.layout.annotations] == ["#0", "#1", "#2", "#3", "#4"]
+    hovers = [f"test digit #{i}" for i in range(5)]
+    fig = digit_grid_figure(images, [f"#{i}" for i in range(5)], hovers, columns=3)
+    assert len(fig.data) == 5 and sum(int(torch.tensor(t.z).sum()) for t in fig.data) == 5  # each marker once
+    for i, tile in enumerate(fig.data):  # each digit's own pixels, hover and place: 3 a row, a caption above each
+        assert torch.equal(torch.tensor(tile.z), images[i]) and tile.hovertemplate.startswith(hovers[i] + "<extra>")
+        caption = fig.layout.annotations[i]
+        assert caption.text == f"#{i}" and caption.y == tile.y0 - 1 and caption.x == tile.x0 + 13.5
+    assert [(t.x0, t.y0) for t in fig.data] == [(0, 9), (30, 9), (60, 9), (0, 46), (30, 46)]
+    assert list(fig.layout.xaxis.range) == [-0.5, 87.5] and list(fig.layout.yaxis.range) == [73.5, -0.5]  # all in view
