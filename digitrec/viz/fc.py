@@ -323,19 +323,23 @@ def weight_grid_figure(
         titles.append(f"<b>#{j}: {a:.2f}</b>" if j == highlight else f"#{j}: {a:.2f}")
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.012,
                         vertical_spacing=min(0.3 / rows, 0.06))
+    # Every trace in one call and every image's axes set at once: one call per subplot for each
+    # took 55 of the FC explorer's 200 ms a rerun (plotly checks the whole layout each time).
+    traces = [dict(
+        type="heatmap", z=weights[j].reshape(IMAGE_SIZE, IMAGE_SIZE).tolist(), colorscale=WEIGHT_SCALE,
+        zmin=-limit, zmax=limit, showscale=k == 0,
+        colorbar=dict(title="weight", thickness=10, len=min(1.0, 300 / (rows * cell + 60))) if k == 0 else None,
+        name=f"neuron {j}",
+        hovertemplate=f"neuron {j} (value {float(activations[j]):.3f})<br>"
+                      "row %{y}, col %{x}<br>weight %{z:.4f}<extra></extra>",
+    ) for k, j in enumerate(neurons)]
+    fig.add_traces(traces, rows=[k // cols + 1 for k in range(len(neurons))],
+                   cols=[k % cols + 1 for k in range(len(neurons))])
+    _image_axes(fig)
     for k, j in enumerate(neurons):
-        r, c = divmod(k, cols)
-        fig.add_trace(go.Heatmap(
-            z=weights[j].reshape(IMAGE_SIZE, IMAGE_SIZE).tolist(), colorscale=WEIGHT_SCALE,
-            zmin=-limit, zmax=limit, showscale=k == 0,
-            colorbar=dict(title="weight", thickness=10, len=min(1.0, 300 / (rows * cell + 60))) if k == 0 else None,
-            name=f"neuron {j}",
-            hovertemplate=f"neuron {j} (value {float(activations[j]):.3f})<br>"
-                          "row %{y}, col %{x}<br>weight %{z:.4f}<extra></extra>",
-        ), row=r + 1, col=c + 1)
-        _image_axes(fig, r + 1, c + 1)
         _square(fig, k + 1)
         if j == highlight:  # a frame around the most active neuron's image
+            r, c = divmod(k, cols)
             fig.add_shape(type="rect", x0=-1, x1=IMAGE_SIZE, y0=-1, y1=IMAGE_SIZE,
                           line=dict(color=HIGHLIGHT_COLOR, width=4), row=r + 1, col=c + 1)
     for ann in fig.layout.annotations:
