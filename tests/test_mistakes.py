@@ -122,7 +122,8 @@ def test_digit_grid_places_each_digit_once():
     fig = digit_grid_figure(images, [f"#{i}" for i in range(5)], hovers, columns=3)
     assert len(fig.data) == 5 and sum(int(torch.tensor(t.z).sum()) for t in fig.data) == 5  # each marker once
     for i, tile in enumerate(fig.data):  # each digit's own pixels, hover and place: 3 a row, a caption above each
-        assert torch.equal(torch.tensor(tile.z), images[i]) and tile.hovertemplate.startswith(hovers[i] + "<extra>")
+        assert torch.equal(torch.tensor(tile.z), images[i]) and tile.meta == (hovers[i],)
+        assert tile.hovertemplate == "%{meta[0]}<extra></extra>"  # a name like "net%{x}" stays text
         caption = fig.layout.annotations[i]
         assert caption.text == f"#{i}" and caption.y == tile.y0 - 1 and caption.x == tile.x0 + 13.5
     assert [(t.x0, t.y0) for t in fig.data] == [(0, 9), (30, 9), (60, 9), (0, 46), (30, 46)]

@@ -8,6 +8,7 @@ run on a rendered drawing through a small script.
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from digitrec.inspection import predict_proba
 from digitrec.train import predictions
 from digitrec.viz.digits import percent_sure
 from streamlit_app import state
+from streamlit_app.widgets import preprocess_view
 from tests.pages import APP, figures as charts
 
 
@@ -164,8 +166,11 @@ def test_upload_of_a_digit_makes_it_current_like_a_drawing():
     hints = [i.value for i in at.info if i.value.startswith("Draw a digit")]
     assert hints and all("your upload seven" in h for h in hints), hints
     assert torch.allclose(digit.pixels, preprocess.to_mnist(paper), atol=1 / 255)
-    # The steps expander shows the upload's own steps: the first picture is the whole image.
-    assert any(f["data"][0]["type"] == "heatmap" and len(f["data"][0]["z"]) == 280 for f in charts(at))
+    # The steps expander shows the upload's own steps: the first picture is the whole image, every
+    # factor-th pixel of it (a picture 190 px tall needs no more), its rows and columns the image's own.
+    factor = math.ceil(280 / preprocess_view.MAX_SHOWN)
+    ink = [f["data"][0] for f in charts(at) if f["data"][0]["type"] == "heatmap" and len(f["data"][0]["z"]) == 280 // factor]
+    assert ink and ink[0]["y"] == list(range(0, 280, factor)) and ink[0]["x"] == list(range(0, 280, factor))
 
 
 def canvas_script():

@@ -110,7 +110,8 @@ def digit_grid_figure(
         traces.append(dict(
             type="heatmap", z=np.round(images[i].detach().reshape(size, size).numpy().astype(np.float64), 3).tolist(),
             x0=left, dx=1, y0=top, dy=1, colorscale=INK_SCALE, zmin=0, zmax=1, showscale=False,
-            hovertemplate=hovers[i] + "<extra></extra>", name=f"digit {i}",
+            # The text as data, not as the template: a network's name may come from a file name ("%{x}").
+            meta=[hovers[i]], hovertemplate="%{meta[0]}<extra></extra>", name=f"digit {i}",
         ))
         annotations.append(dict(
             x=left + (size - 1) / 2, y=top - 1, text=captions[i], showarrow=False,

@@ -23,12 +23,18 @@ def percent_sure(p: float, decimals: int = 0) -> str:
     return f">{100 - 10 ** -(decimals + 1):.{decimals + 1}f}%"
 
 
-def digit_figure(pixels: torch.Tensor, title: str = "", height: int = 280, show_values: bool = False) -> go.Figure:
-    """A (28, 28) digit in [0, 1] as a greyscale heatmap; hover shows row, column and value."""
-    z = pixels.detach().reshape(pixels.shape[-2], pixels.shape[-1]).tolist()
+def digit_figure(pixels: torch.Tensor, title: str = "", height: int = 280, show_values: bool = False,
+                 step: int = 1) -> go.Figure:
+    """A (28, 28) digit in [0, 1] as a greyscale heatmap; hover shows row, column and value.
+
+    ``step``: the pixels are every ``step``-th of a larger image's, in each direction; rows and
+    columns (the hover, and anything drawn over it) are then that image's."""
+    h, w = pixels.shape[-2], pixels.shape[-1]
+    z = pixels.detach().reshape(h, w).tolist()
+    at = {} if step == 1 else dict(x=list(range(0, w * step, step)), y=list(range(0, h * step, step)))
     fig = go.Figure(
         go.Heatmap(
-            z=z, colorscale=INK_SCALE, zmin=0, zmax=1, showscale=False,
+            z=z, **at, colorscale=INK_SCALE, zmin=0, zmax=1, showscale=False,
             hovertemplate="row %{y}, col %{x}<br>ink %{z:.3f}<extra></extra>",
             texttemplate="%{z:.1f}" if show_values else None,
             textfont={"size": 7},

@@ -324,7 +324,8 @@ def weight_grid_figure(
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.012,
                         vertical_spacing=min(0.3 / rows, 0.06))
     # Every trace in one call and every image's axes set at once: one call per subplot for each
-    # took 55 of the FC explorer's 200 ms a rerun (plotly checks the whole layout each time).
+    # took 55 of the FC explorer's 200 ms a rerun (plotly checks the whole layout each time). The
+    # empty cells of a short last row get the same bare axes (before, a stray grid showed there).
     traces = [dict(
         type="heatmap", z=weights[j].reshape(IMAGE_SIZE, IMAGE_SIZE).tolist(), colorscale=WEIGHT_SCALE,
         zmin=-limit, zmax=limit, showscale=k == 0,

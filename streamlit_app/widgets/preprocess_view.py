@@ -66,14 +66,14 @@ def preprocess_view(*, key: str = "preprocess", digit: state.Digit | None = None
     height = 190
 
     shown, factor = _subsample(steps.ink)
-    fig = digit_figure(torch.from_numpy(shown), height=height)
-    _add_box(fig, top / factor, left / factor, bottom / factor, right / factor)
+    fig = digit_figure(torch.from_numpy(shown), height=height, step=factor)  # rows and columns the image's own
+    _add_box(fig, top, left, bottom, right)
     cols[0].plotly_chart(fig, key=f"{key}_ink")
     cols[0].caption(f"**1. Ink found.** {steps.ink.shape[1]} x {steps.ink.shape[0]} px; the ink spans "
                     f"rows {top}–{bottom - 1} and columns {left}–{right - 1} (orange box).")
 
-    cols[1].plotly_chart(digit_figure(torch.from_numpy(_subsample(steps.cropped)[0]), height=height),
-                         key=f"{key}_crop")
+    shown, factor = _subsample(steps.cropped)
+    cols[1].plotly_chart(digit_figure(torch.from_numpy(shown), height=height, step=factor), key=f"{key}_crop")
     cols[1].caption(f"**2. Cropped** to the box: {w0} x {h0} px.")
 
     cols[2].plotly_chart(digit_figure(torch.from_numpy(steps.fitted), height=height), key=f"{key}_fit")
