@@ -242,7 +242,8 @@ def _without_a_spare_importing() -> None:
     spare = spare_worker()
     spare.refill()
     if spare.enabled() and spare.runs_here == 0 and not spare.wait_ready(SPARE_READY_S):
-        print(f"bench: the spare worker was not ready after {SPARE_READY_S:.0f} s; measuring anyway", file=sys.stderr)
+        print(f"bench: the spare worker was not ready after {SPARE_READY_S:.0f} s; measuring anyway",
+              file=sys.stderr)
 
 
 def at_equal_training_speed(app: dict, headless: dict) -> float:

@@ -512,9 +512,9 @@ class SpareWorker:
     The server starts its first spare when a page that can start runs is first shown
     (``engines.prepare``; a server nobody opens such a page on keeps none), and the next one when
     a core is free for its imports: at once if fewer runs train here than the queue allows at once
-    (``queue.max_runs``), else when one of them ends or has trained ``config.SPARE_BESIDE_RUN_AFTER_S``
-    (a long run hardly feels the imports, and the Start after it finds a spare). Importing beside runs that use every core
-    the pages leave slowed them: FCNet's three-epoch run, half a second long, trained 7 % slower
+    (``queue.max_runs``), else when one of them ends or has trained
+    ``config.SPARE_BESIDE_RUN_AFTER_S`` (a long run hardly feels the imports, and the Start after
+    it finds a spare). Importing beside runs that use every core the pages leave slowed them: FCNet's three-epoch run, half a second long, trained 7 % slower
     (its training clock, 0.44 against 0.41 s, on 2 cores) beside a spare's three seconds of
     imports. A spare still importing is taken all the same: it is further along than a new
     process. It answers the run it is handed, so one that has died, even in the instant of the
