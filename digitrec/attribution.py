@@ -101,6 +101,17 @@ METHODS: dict[str, MethodInfo] = {
     ),
 }
 
+# What a method's map holds whatever the network learned (read beside the randomised-weights check):
+# a map of (gradient-like) x (input - baseline) carries the ink's pattern by construction.
+_TIMES_INPUT = ("multiplies a gradient by the input (pixel minus blank canvas), so both maps are zero off the "
+                "ink and carry the ink's pattern by construction")
+BY_CONSTRUCTION: dict[str, str] = {
+    "integrated_gradients": _TIMES_INPUT,
+    "deeplift": _TIMES_INPUT,
+    "gradient_shap": ("multiplies a gradient by the input (pixel minus baseline), and its baselines include faint "
+                      "speckle, so blank pixels get small scores too, while the ink still shapes both maps"),
+}
+
 
 @dataclass(frozen=True)
 class Attribution:

@@ -17,7 +17,7 @@ import math
 
 import streamlit as st
 
-from digitrec.attribution import METHODS, methods_for, sanity_verdict
+from digitrec.attribution import BY_CONSTRUCTION, METHODS, methods_for, sanity_verdict
 from digitrec.errors import DigitrecError
 from digitrec.inspection import predict_proba
 from digitrec.viz.attribution import (
@@ -193,10 +193,6 @@ def attribution_classes(
     st.caption(_classes_legend(method) + " The grey line outlines the digit." + (f" {note}" if note else ""))
 
 
-# Methods whose map is (gradient-like) x (input - baseline): the ink pattern is in them by construction.
-TIMES_INPUT_METHODS = ("integrated_gradients", "deeplift", "gradient_shap")
-
-
 def attribution_sanity(
     *, key: str, digit: state.Digit | None = None, method: str = "saliency", network: str = "cnn"
 ) -> None:
@@ -217,14 +213,9 @@ def attribution_sanity(
         "for a copy of the network whose weights were all re-drawn at random, as before training. "
         "A method that explains the *model* must give a different map for a model that knows nothing."
     )
-    if method in TIMES_INPUT_METHODS:
-        off_ink = ("so both maps are zero off the ink and carry the ink's pattern by construction"
-                   if method != "gradient_shap" else
-                   "and its baselines include faint speckle, so blank pixels get small scores too, while the ink "
-                   "still shapes both maps")
+    if method in BY_CONSTRUCTION:
         st.caption(
-            f"What to expect: {METHODS[method].label} multiplies a gradient by the input (pixel minus "
-            f"{'blank canvas' if method != 'gradient_shap' else 'baseline'}), {off_ink}. Expect them "
+            f"What to expect: {METHODS[method].label} {BY_CONSTRUCTION[method]}. Expect them "
             "to be partly alike even for a network that knows nothing; what counts is how much they differ "
             "within the strokes."
         )
